@@ -1,0 +1,50 @@
+# digest: two commands on a fresh machine -- `make demo` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+DEMO_ENV := DIGEST_CONFIG=examples/demo/digest.toml DIGEST_DATABASE_URL=sqlite:///var/demo/digest.db \
+	DIGEST_OUTBOX_DIR=var/demo/outbox DIGEST_VAR_DIR=var/demo DIGEST_TRANSPORT=file
+
+.PHONY: demo test lint typecheck unit bench serve-demo clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	touch $(STAMP)
+
+## demo: set up and run the daily job on the bundled demo content (no network, no keys)
+demo: $(STAMP)
+	$(BIN)/python examples/demo/make_feeds.py --out examples/demo/feeds
+	$(DEMO_ENV) $(BIN)/digest db upgrade
+	$(DEMO_ENV) $(BIN)/digest subscribers import subscribers/example.csv
+	$(DEMO_ENV) $(BIN)/digest run || test $$? -eq 3
+	$(DEMO_ENV) $(BIN)/digest preview --output var/demo/preview.html
+	@echo
+	@echo "Done. Messages (one .eml per subscriber): $(CURDIR)/var/demo/outbox/"
+	@echo "HTML preview of today's edition:          $(CURDIR)/var/demo/preview.html"
+	@echo "Run 'make demo' again: nothing is sent twice. 'make serve-demo' serves unsubscribe and the archive."
+
+## serve-demo: the web app (unsubscribe, preferences, archive) over the demo database
+serve-demo: $(STAMP)
+	$(DEMO_ENV) $(BIN)/digest serve --no-scheduler
+
+## test: lint, type-check and the whole test suite
+test: $(STAMP) lint typecheck unit
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+unit: $(STAMP)
+	$(BIN)/pytest -q
+
+## bench: every benchmark in benchmarks/
+bench: $(STAMP)
+	$(BIN)/python benchmarks/run.py
+
+clean:
+	rm -rf var/demo examples/demo/feeds .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,593 @@
+"""Thin Typer commands: parse, call one function, format the result."""
+
+import functools
+import logging
+import sys
+import webbrowser
+from collections.abc import Callable
+from datetime import date
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from digest import pipeline
+from digest.config import Newsletter, Settings, load_newsletter, load_settings
+from digest.db import queries
+from digest.db.engine import open_database, session_scope
+from digest.db.models import Source, SubscriberStatus
+from digest.deliver.transports import make_transport
+from digest.errors import DigestError, NotYetAvailable, SubscriberError
+from digest.stats import edition_stats
+from digest.subscribers import (
+    add_subscriber,
+    export_rows,
+    get_subscriber,
+    import_csv,
+    list_subscribers,
+    remove_subscriber,
+    unsubscribe,
+    write_csv,
+)
+
+app = typer.Typer(
+    help="digest: collect feeds, build one good daily email, send it exactly once.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
+subscribers_app = typer.Typer(help="Manage the subscriber list.", no_args_is_help=True)
+sources_app = typer.Typer(help="Inspect sources.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(subscribers_app, name="subscribers")
+app.add_typer(sources_app, name="sources")
+
+out = Console()
+err = Console(stderr=True)
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def friendly(func: F) -> F:
+    """Turn a DigestError into one line on stderr and exit status 1; no traceback."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except DigestError as e:
+            err.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+            raise typer.Exit(1) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _setup() -> tuple[Settings, Newsletter]:
+    settings = load_settings()
+    return settings, load_newsletter(settings.config)
+
+
+def _edition_date(settings: Settings, value: str | None) -> date:
+    if value is None:
+        return pipeline.today(settings, pipeline.utc_now())
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise DigestError(f"--date: {value!r} is not a date like 2026-11-25") from None
+
+
+DateOpt = Annotated[
+    str | None,
+    typer.Option("--date", help="Edition date (YYYY-MM-DD) in DIGEST_TIMEZONE; default today."),
+]
+
+
+@app.callback()
+def _root(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log each step.")] = False,
+) -> None:
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+@app.command()
+@friendly
+def init(
+    directory: Annotated[Path, typer.Argument(help="Where to create the files.")] = Path("."),
+) -> None:
+    """Create a starter digest.toml and .env (never overwrites).
+
+    Example: digest init
+    """
+    from digest.starter import write_starter_files
+
+    for path, created in write_starter_files(directory):
+        out.print(f"{'created' if created else 'kept existing'} {path}")
+
+
+@db_app.command("upgrade")
+@friendly
+def db_upgrade() -> None:
+    """Apply database migrations (also done automatically on first use).
+
+    Example: digest db upgrade
+    """
+    settings = load_settings()
+    open_database(settings.database_url)
+    out.print("database is up to date")
+
+
+@app.command()
+@friendly
+def collect() -> None:
+    """Fetch every source in digest.toml and store new stories.
+
+    Example: digest collect
+    """
+    settings, newsletter = _setup()
+    engine = open_database(settings.database_url)
+    results = pipeline.collect(newsletter, engine=engine, now=pipeline.utc_now())
+    _print_collect(results)
+
+
+def _print_collect(results: list[Any]) -> None:
+    table = Table("source", "result", "new", "updated", "error", title="Collection")
+    for r in results:
+        style = "red" if r.status == "failed" else None
+        table.add_row(r.name, r.status, str(r.new), str(r.updated), r.error or "", style=style)
+    out.print(table)
+
+
+@app.command()
+@friendly
+def preview(
+    date_: DateOpt = None,
+    subscriber: Annotated[
+        str | None,
+        typer.Option("--subscriber", help="Render for this subscriber's topics and name."),
+    ] = None,
+    fmt: Annotated[
+        str, typer.Option("--format", help="html, text, eml, mjml or json (the composed edition).")
+    ] = "html",
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write here instead of stdout.")
+    ] = None,
+    open_: Annotated[bool, typer.Option("--open", help="Open the result in the default browser.")] = False,
+) -> None:
+    """Render exactly what a subscriber would receive for a date, without sending.
+
+    Example: digest preview --date 2026-11-25 --format html --output preview.html --open
+    """
+    if fmt not in ("html", "text", "eml", "mjml", "json"):
+        raise DigestError(f"--format: {fmt!r} is not one of html, text, eml, mjml, json")
+    settings, newsletter = _setup()
+    engine = open_database(settings.database_url)
+    now = pipeline.utc_now()
+    result = pipeline.preview(
+        settings,
+        newsletter,
+        engine=engine,
+        edition_date=_edition_date(settings, date_),
+        now=now,
+        subscriber_email=subscriber,
+    )
+    data: bytes = {
+        "html": lambda: result.message.html.encode(),
+        "text": lambda: result.message.text.encode(),
+        "eml": lambda: result.eml(now),
+        "mjml": lambda: result.rendered.mjml.encode(),
+        "json": lambda: result.edition.to_json().encode(),
+    }[fmt]()
+    if open_ and output is None:
+        output = settings.var_dir / "preview" / f"{result.edition.date}.{ {'text': 'txt'}.get(fmt, fmt) }"
+    if output is None:
+        sys.stdout.buffer.write(data)
+        return
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_bytes(data)
+    if not result.built:
+        err.print("note: this edition is not built yet; the preview is a draft of what it would hold now")
+    err.print(f"wrote {output}")
+    if open_:
+        webbrowser.open(output.resolve().as_uri())
+
+
+def _print_send(report: pipeline.SendReport) -> None:
+    out.print(
+        f"edition {report.edition_date}: {report.story_count} stories; sent {report.sent}, "
+        f"failed {report.failed}, to retry {report.retry}, skipped {report.skipped}, "
+        f"unknown {report.unknown}"
+    )
+    for line in report.failures[:20]:
+        err.print(f"  failed: {line}", highlight=False)
+
+
+@app.command()
+@friendly
+def send(
+    date_: DateOpt = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Render and count; send and save nothing.")
+    ] = False,
+    resend_unknown: Annotated[
+        bool,
+        typer.Option("--resend-unknown", help="Also send messages whose fate a crash left unknown."),
+    ] = False,
+) -> None:
+    """Send the edition of a date to every subscriber who has not received it.
+
+    Exit status: 0 all done, 1 error, 3 some recipients failed or are unknown.
+
+    Example: digest send --date 2026-11-25
+    """
+    settings, newsletter = _setup()
+    engine = open_database(settings.database_url)
+    edition_date = _edition_date(settings, date_)
+    if dry_run:
+        from digest.deliver.memory import MemoryTransport
+
+        memory = MemoryTransport()
+        report = pipeline.dry_run(
+            settings,
+            newsletter,
+            engine=engine,
+            transport=memory,
+            edition_date=edition_date,
+            clock=pipeline.utc_now,
+        )
+        out.print(f"dry run: {report.story_count} stories; would send {report.sent}, skip {report.skipped}")
+        return
+    transport = make_transport(settings, clock=pipeline.utc_now)
+    report = pipeline.send_edition(
+        settings,
+        newsletter,
+        engine=engine,
+        transport=transport,
+        edition_date=edition_date,
+        clock=pipeline.utc_now,
+        resend_unknown=resend_unknown,
+    )
+    _print_send(report)
+    if report.needs_attention:
+        raise typer.Exit(3)
+
+
+@app.command()
+@friendly
+def run(date_: DateOpt = None) -> None:
+    """The daily job: collect every source, then send the edition.
+
+    Example: digest run
+    """
+    settings, newsletter = _setup()
+    engine = open_database(settings.database_url)
+    results = pipeline.collect(newsletter, engine=engine, now=pipeline.utc_now())
+    _print_collect(results)
+    transport = make_transport(settings, clock=pipeline.utc_now)
+    report = pipeline.send_edition(
+        settings,
+        newsletter,
+        engine=engine,
+        transport=transport,
+        edition_date=_edition_date(settings, date_),
+        clock=pipeline.utc_now,
+    )
+    _print_send(report)
+    if settings.transport == "file":
+        out.print(f"messages are in {settings.outbox_dir.resolve()}")
+    if report.needs_attention:
+        raise typer.Exit(3)
+
+
+# --- subscribers ----------------------------------------------------------------------------
+
+
+@subscribers_app.command("add")
+@friendly
+def subscribers_add(
+    email: Annotated[str, typer.Argument(help="The subscriber's address.")],
+    name: Annotated[str, typer.Option("--name", help="Name used in the greeting.")] = "",
+    topic: Annotated[
+        list[str] | None,
+        typer.Option("--topic", help="A topic to receive (repeat); none means all."),
+    ] = None,
+    timezone: Annotated[
+        str | None, typer.Option("--timezone", help="IANA time zone, e.g. Europe/Paris.")
+    ] = None,
+    resubscribe: Annotated[
+        bool, typer.Option("--resubscribe", help="They asked to come back after leaving.")
+    ] = False,
+) -> None:
+    """Add a subscriber (or update one), active at once.
+
+    Example: digest subscribers add ana@example.com --name Ana --topic "EV industry"
+    """
+    settings, newsletter = _setup()
+    engine = open_database(settings.database_url)
+    with session_scope(engine) as session:
+        row = add_subscriber(
+            email,
+            session=session,
+            now=pipeline.utc_now(),
+            known_topics=newsletter.topic_names,
+            name=name,
+            topics=topic or [],
+            timezone=timezone,
+            resubscribe=resubscribe,
+        )
+        out.print(f"subscribed {row.email}")
+
+
+@subscribers_app.command("import")
+@friendly
+def subscribers_import(
+    file: Annotated[Path, typer.Argument(help="CSV file (format: subscribers/README.md).")],
+    skip_invalid: Annotated[
+        bool, typer.Option("--skip-invalid", help="Import the good rows, report the bad.")
+    ] = False,
+    resubscribe: Annotated[
+        bool,
+        typer.Option("--resubscribe", help="Also reactivate people who unsubscribed, bounced or complained."),
+    ] = False,
+) -> None:
+    """Import subscribers from CSV; a file with bad rows is rejected whole unless --skip-invalid.
+
+    Example: digest subscribers import subscribers/example.csv
+    """
+    settings, newsletter = _setup()
+    engine = open_database(settings.database_url)
+    with session_scope(engine) as session:
+        report = import_csv(
+            file,
+            session=session,
+            now=pipeline.utc_now(),
+            known_topics=newsletter.topic_names,
+            skip_invalid=skip_invalid,
+            resubscribe=resubscribe,
+        )
+    out.print(f"added {report.added}, updated {report.updated}, merged duplicates {report.duplicates}")
+    for line in report.kept_out:
+        err.print(f"kept out (no consent): {line}", highlight=False)
+    for line in report.invalid:
+        err.print(f"skipped invalid: {line}", highlight=False)
+
+
+@subscribers_app.command("export")
+@friendly
+def subscribers_export(
+    file: Annotated[Path | None, typer.Argument(help="Write here; default stdout.")] = None,
+) -> None:
+    """Export every subscriber with status and consent (re-importable).
+
+    Example: digest subscribers export subscribers/backup.csv
+    """
+    settings = load_settings()
+    engine = open_database(settings.database_url)
+    with session_scope(engine) as session:
+        if file is None:
+            write_csv(export_rows(session=session), sys.stdout)
+            return
+        with file.open("w", encoding="utf-8", newline="") as fh:
+            count = write_csv(export_rows(session=session), fh)
+    err.print(f"exported {count} subscribers to {file}")
+
+
+@subscribers_app.command("list")
+@friendly
+def subscribers_list(
+    status: Annotated[
+        str | None,
+        typer.Option("--status", help="Only this status (active, pending, unsubscribed, ...)."),
+    ] = None,
+) -> None:
+    """List subscribers.
+
+    Example: digest subscribers list --status active
+    """
+    try:
+        wanted = SubscriberStatus(status) if status else None
+    except ValueError:
+        raise SubscriberError(
+            f"--status: {status!r} is not one of {', '.join(s.value for s in SubscriberStatus)}"
+        ) from None
+    settings = load_settings()
+    engine = open_database(settings.database_url)
+    with session_scope(engine) as session:
+        rows = list_subscribers(session=session, status=wanted)
+    table = Table("email", "name", "status", "topics", "timezone", title=f"{len(rows)} subscribers")
+    for s in rows:
+        table.add_row(s.email, s.name, str(s.status), s.topics.replace("\n", "; ") or "all", s.timezone or "")
+    out.print(table)
+
+
+@subscribers_app.command("remove")
+@friendly
+def subscribers_remove(
+    email: Annotated[str, typer.Argument(help="The address to delete.")],
+) -> None:
+    """Delete a subscriber and their history (for data-deletion requests).
+
+    Example: digest subscribers remove ana@example.com
+    """
+    settings = load_settings()
+    engine = open_database(settings.database_url)
+    with session_scope(engine) as session:
+        remove_subscriber(email, session=session)
+    out.print(f"removed {email}")
+
+
+@subscribers_app.command("unsubscribe")
+@friendly
+def subscribers_unsubscribe(
+    email: Annotated[str, typer.Argument(help="The address to unsubscribe.")],
+) -> None:
+    """Unsubscribe someone (recorded as done by the admin).
+
+    Example: digest subscribers unsubscribe ana@example.com
+    """
+    settings = load_settings()
+    engine = open_database(settings.database_url)
+    with session_scope(engine) as session:
+        row = get_subscriber(email, session=session)
+        changed = unsubscribe(row, session=session, now=pipeline.utc_now(), method="admin")
+    out.print(f"unsubscribed {row.email}" if changed else f"{row.email} was already unsubscribed")
+
+
+# --- sources, stats ------------------------------------------------------------------------
+
+
+@sources_app.command("list")
+@friendly
+def sources_list() -> None:
+    """Show each source's health: last success, last error, failure streak, ETag.
+
+    Example: digest sources list
+    """
+    from sqlmodel import select
+
+    settings = load_settings()
+    engine = open_database(settings.database_url)
+    with session_scope(engine) as session:
+        rows = list(session.exec(select(Source).order_by(Source.name)))
+    table = Table("source", "last success", "failures in a row", "last error", "etag", title="Sources")
+    for s in rows:
+        table.add_row(
+            s.name,
+            s.last_success_at.strftime("%Y-%m-%d %H:%M") if s.last_success_at else "never",
+            str(s.failure_streak),
+            s.last_error or "",
+            s.etag or "",
+            style="red" if s.failure_streak >= 3 else None,
+        )
+    out.print(table)
+
+
+@app.command()
+@friendly
+def stats(date_: DateOpt = None) -> None:
+    """Per edition: recipients, sent, failed, unknown, unsubscribes by method, unsubscribe rate.
+
+    Example: digest stats --date 2026-11-25
+    """
+    settings = load_settings()
+    engine = open_database(settings.database_url)
+    with session_scope(engine) as session:
+        editions = (
+            [e for e in [queries.edition_for(_edition_date(settings, date_), session=session)] if e]
+            if date_
+            else queries.recent_editions(session=session, limit=14)
+        )
+        rows = [edition_stats(e, session=session) for e in editions]
+    table = Table(
+        "edition",
+        "stories",
+        "recipients",
+        "sent",
+        "failed",
+        "retry",
+        "unknown",
+        "skipped",
+        "unsubscribes",
+        "rate",
+        title="Editions",
+    )
+    for s in rows:
+        table.add_row(
+            str(s.date),
+            str(s.stories),
+            str(s.recipients),
+            str(s.sent),
+            str(s.failed),
+            str(s.retry),
+            str(s.unknown),
+            str(s.skipped),
+            ", ".join(f"{m} {n}" for m, n in sorted(s.unsubscribes.items())) or "0",
+            f"{s.unsubscribe_rate:.2%}",
+        )
+    out.print(table)
+
+
+# --- long-running ---------------------------------------------------------------------------
+
+
+@app.command()
+@friendly
+def serve(
+    host: Annotated[str, typer.Option("--host", help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="Port to listen on.")] = 8000,
+    no_scheduler: Annotated[bool, typer.Option("--no-scheduler", help="Serve the web app only.")] = False,
+) -> None:
+    """Run the web app (unsubscribe, preferences, archive) and, unless told not to, the scheduler.
+
+    Example: digest serve --port 8000
+    """
+    import uvicorn
+
+    from digest.scheduler import start_background
+    from digest.web import create_app
+
+    settings, newsletter = _setup()
+    engine = open_database(settings.database_url)
+    scheduler = None if no_scheduler else start_background(settings, newsletter, engine=engine)
+    try:
+        uvicorn.run(create_app(settings, newsletter, engine=engine), host=host, port=port, log_level="info")
+    finally:
+        if scheduler is not None:
+            scheduler.shutdown(wait=True)
+
+
+@app.command()
+@friendly
+def schedule() -> None:
+    """Run the scheduler alone: collect hourly, send daily at DIGEST_SEND_TIME.
+
+    Example: digest schedule
+    """
+    from digest.scheduler import run_blocking
+
+    settings, newsletter = _setup()
+    engine = open_database(settings.database_url)
+    run_blocking(settings, newsletter, engine=engine)
+
+
+@app.command()
+@friendly
+def topics(date_: DateOpt = None) -> None:
+    """Show which topic each story of a date's edition goes to, and why.
+
+    Example: digest topics
+    """
+    settings, newsletter = _setup()
+    engine = open_database(settings.database_url)
+    result = pipeline.preview(
+        settings,
+        newsletter,
+        engine=engine,
+        edition_date=_edition_date(settings, date_),
+        now=pipeline.utc_now(),
+    )
+    table = Table("topic", "story", "sources", "why")
+    for section in result.edition.topics:
+        for story in section.stories:
+            table.add_row(section.name, story.title, str(len(story.sources)), story.reason)
+    out.print(table)
+
+
+@app.command("unsubscribe-mail")
+@friendly
+def unsubscribe_mail() -> None:
+    """Process unsubscribe requests sent to DIGEST_UNSUBSCRIBE_MAILTO.
+
+    Example: digest unsubscribe-mail
+    """
+    raise NotYetAvailable("unsubscribe-mail: reading the unsubscribe mailbox (IMAP/Maildir) is not built yet")
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

@@ -1,0 +1,135 @@
+"""Pure: pick and order what one edition, and one subscriber's copy of it, contains."""
+
+import json
+from collections.abc import Collection, Sequence
+from dataclasses import asdict, dataclass, replace
+from datetime import date, datetime
+from typing import Any
+
+RECENCY_HALF_LIFE_HOURS = 12.0
+
+
+@dataclass(frozen=True, slots=True)
+class SourceRef:
+    """An outlet that reported a story, with its own link to it."""
+
+    name: str
+    url: str
+
+
+@dataclass(frozen=True, slots=True)
+class StoryItem:
+    """A story as the digest shows it."""
+
+    id: int
+    title: str
+    url: str
+    summary_html: str
+    published: datetime
+    sources: tuple[SourceRef, ...]
+    topic: str
+    reason: str = ""
+    weight: float = 1.0  # the best weight among the sources that reported it
+
+
+@dataclass(frozen=True, slots=True)
+class TopicSection:
+    """One topic heading and its stories, best first."""
+
+    name: str
+    stories: tuple[StoryItem, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Edition:
+    """One day's digest: the topics in newsletter order, each with its stories."""
+
+    date: date
+    title: str
+    topics: tuple[TopicSection, ...]
+
+    @property
+    def story_count(self) -> int:
+        """Number of stories across all topics."""
+        return sum(len(t.stories) for t in self.topics)
+
+    @property
+    def topic_names(self) -> frozenset[str]:
+        """Names of the topics that have stories."""
+        return frozenset(t.name for t in self.topics)
+
+    def to_json(self) -> str:
+        """Serialize (the `digest preview --format json` shape plus summaries and reasons)."""
+        return json.dumps(asdict(self), default=_json_default, ensure_ascii=False)
+
+    @classmethod
+    def from_json(cls, text: str) -> "Edition":
+        """Inverse of `to_json`."""
+        data = json.loads(text)
+        return cls(
+            date=date.fromisoformat(data["date"]),
+            title=data["title"],
+            topics=tuple(
+                TopicSection(
+                    name=t["name"],
+                    stories=tuple(
+                        StoryItem(
+                            **{
+                                **s,
+                                "published": datetime.fromisoformat(s["published"]),
+                                "sources": tuple(SourceRef(**r) for r in s["sources"]),
+                            }
+                        )
+                        for s in t["stories"]
+                    ),
+                )
+                for t in data["topics"]
+            ),
+        )
+
+
+def _json_default(value: Any) -> str:
+    if isinstance(value, date | datetime):
+        return value.isoformat()
+    raise TypeError(f"cannot serialize {type(value).__name__}")
+
+
+def score(story: StoryItem, *, now: datetime) -> float:
+    """Ranking within a topic: more outlets and heavier sources first, fresher first.
+
+    score = (1 + number of sources) * source weight * 0.5 ** (age in hours / 12)
+    """
+    age_hours = max((now - story.published).total_seconds() / 3600, 0.0)
+    decay: float = 0.5 ** (age_hours / RECENCY_HALF_LIFE_HOURS)
+    return (1 + len(story.sources)) * story.weight * decay
+
+
+def compose_edition(
+    *,
+    edition_date: date,
+    title: str,
+    stories: Sequence[StoryItem],
+    topic_order: Sequence[str],
+    now: datetime,
+    max_per_topic: int,
+    max_total: int,
+) -> Edition:
+    """Group stories by topic (in `topic_order`), rank them, and apply the caps."""
+    ranked = sorted(stories, key=lambda s: (-score(s, now=now), s.id))
+    by_topic: dict[str, list[StoryItem]] = {name: [] for name in topic_order}
+    total = 0
+    for story in ranked:
+        bucket = by_topic.get(story.topic)
+        if bucket is None or len(bucket) >= max_per_topic or total >= max_total:
+            continue
+        bucket.append(story)
+        total += 1
+    sections = tuple(TopicSection(name, tuple(items)) for name, items in by_topic.items() if items)
+    return Edition(date=edition_date, title=title, topics=sections)
+
+
+def for_subscriber(edition: Edition, topics: Collection[str]) -> Edition:
+    """The subscriber's copy: only their chosen topics (all when they chose none)."""
+    if not topics:
+        return edition
+    return replace(edition, topics=tuple(t for t in edition.topics if t.name in topics))

@@ -1,0 +1,286 @@
+"""Settings (environment + .env) and the newsletter file (digest.toml), validated once at the door."""
+
+import re
+import secrets
+import tomllib
+from datetime import time
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from digest.errors import ConfigError, SettingsError
+
+# Values people paste from docs; refusing them at start beats signing links with a public key.
+PLACEHOLDER_SECRETS = frozenset({"", "changeme", "change-me", "change_me", "secret", "xxx", "todo"})
+
+
+def _env_name(field: str) -> str:
+    if field == "sendgrid_api_key":
+        return "SENDGRID_API_KEY"
+    return f"DIGEST_{field.upper()}"
+
+
+class Settings(BaseSettings):
+    """Every environment setting of digest; build it once at the entry point with `load_settings`."""
+
+    model_config = SettingsConfigDict(env_prefix="DIGEST_", env_file=".env", extra="ignore", frozen=True)
+
+    config: Path = Path("digest.toml")
+    database_url: str = "sqlite:///var/digest.db"
+    transport: Literal["file", "smtp", "sendgrid"] = "file"
+    outbox_dir: Path = Path("var/outbox")
+    var_dir: Path = Path("var")
+    templates_dir: Path | None = None
+    smtp_host: str = "localhost"
+    smtp_port: int = Field(default=25, ge=1, le=65535)
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_security: Literal["none", "starttls", "ssl"] = "none"
+    smtp_timeout: float = Field(default=30.0, gt=0)
+    sendgrid_api_key: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("SENDGRID_API_KEY", "DIGEST_SENDGRID_API_KEY")
+    )
+    sendgrid_host: str = "https://api.sendgrid.com"
+    secret_key: SecretStr | None = None
+    base_url: str = "http://127.0.0.1:8000"
+    timezone: str = "UTC"
+    send_time: time = time(7, 0)
+    unsubscribe_mailto: str | None = None
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as e:
+            raise ValueError(f"unknown time zone {value!r} (use an IANA name like Europe/Paris)") from e
+        return value
+
+    @field_validator("base_url", "sendgrid_host")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not re.match(r"^https?://[^/\s]+", value):
+            raise ValueError(f"{value!r} is not an http(s) URL")
+        return value.rstrip("/")
+
+    @field_validator("secret_key", "sendgrid_api_key", "smtp_password")
+    @classmethod
+    def _no_placeholder(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and value.get_secret_value().strip().lower() in PLACEHOLDER_SECRETS:
+            raise ValueError("is empty or a placeholder; set a real value")
+        return value
+
+    @model_validator(mode="after")
+    def _transport_needs(self) -> "Settings":
+        if self.transport != "file" and self.secret_key is None:
+            raise ValueError(
+                f"DIGEST_SECRET_KEY: required when DIGEST_TRANSPORT={self.transport} "
+                "(it signs the unsubscribe links people click)"
+            )
+        if self.transport == "sendgrid" and self.sendgrid_api_key is None:
+            raise ValueError("SENDGRID_API_KEY: required when DIGEST_TRANSPORT=sendgrid")
+        return self
+
+    @property
+    def zone(self) -> ZoneInfo:
+        """The newsletter's time zone, in which edition dates are counted."""
+        return ZoneInfo(self.timezone)
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build Settings from the environment and .env, turning validation errors into one line."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as e:
+        err = e.errors()[0]
+        field = str(err["loc"][0]) if err["loc"] else ""
+        message = err["msg"].removeprefix("Value error, ")
+        if not field:  # model-level checks already name the variable
+            raise SettingsError(message) from e
+        raise SettingsError(f"{_env_name(field)}: {message}") from e
+
+
+def resolve_secret_key(settings: Settings) -> str:
+    """The key that signs links: the configured one, or a dev key kept in var/ for `file`."""
+    if settings.secret_key is not None:
+        return settings.secret_key.get_secret_value()
+    if settings.transport != "file":  # the Settings validator already refuses this
+        raise SettingsError("DIGEST_SECRET_KEY: required for this transport")
+    path = settings.var_dir / "dev-secret-key"
+    if path.exists():
+        return path.read_text().strip()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_urlsafe(32)
+    path.write_text(key + "\n")
+    path.chmod(0o600)
+    return key
+
+
+# --- the newsletter file ---------------------------------------------------------------
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class NewsletterInfo(_Strict):
+    """The [newsletter] table: who sends, from where, and how far back an edition looks."""
+
+    title: str = Field(min_length=1)
+    from_email: str = Field(pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+    from_name: str = ""
+    reply_to: str | None = Field(default=None, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+    postal_address: str = Field(min_length=1)
+    lookback_hours: int = Field(default=24, ge=1, le=24 * 14)
+    language: str = Field(default="en", pattern=r"^[a-zA-Z]{2,3}(-[a-zA-Z0-9]+)*$")
+    description: str = ""
+    catch_all_topic: str | None = "More news"
+    max_stories_per_topic: int = Field(default=10, ge=1)
+    max_stories: int = Field(default=40, ge=1)
+
+    @property
+    def sender_domain(self) -> str:
+        """Domain of the From address, used in Message-ID and List-Id."""
+        return self.from_email.rsplit("@", 1)[1].lower()
+
+
+class TopicConfig(_Strict):
+    """One [[topics]] entry: a name, whole-word keywords and optional regular expressions."""
+
+    name: str = Field(min_length=1)
+    keywords: list[str] = []
+    patterns: list[str] = []
+
+    @field_validator("patterns")
+    @classmethod
+    def _compiles(cls, value: list[str]) -> list[str]:
+        for pattern in value:
+            try:
+                re.compile(pattern)
+            except re.error as e:
+                raise ValueError(f"bad regular expression {pattern!r}: {e}") from e
+        return value
+
+
+class SourceConfig(_Strict):
+    """One [[sources]] entry: a feed URL or path, and the topic for entries matching none."""
+
+    name: str = Field(min_length=1)
+    url: str = Field(min_length=1)
+    topic: str | None = None
+    weight: float = Field(default=1.0, gt=0)
+
+
+class Newsletter(_Strict):
+    """The whole digest.toml, with relative source paths resolved against the file's folder."""
+
+    newsletter: NewsletterInfo
+    topics: Annotated[list[TopicConfig], Field(min_length=1)]
+    sources: list[SourceConfig] = []
+    base_dir: Path = Path(".")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "Newsletter":
+        names = [t.name for t in self.topics]
+        for i, name in enumerate(names):
+            if name in names[:i]:
+                raise _located(("topics", i, "name"), f"topic {name!r} is defined twice")
+        seen: set[str] = set()
+        for i, source in enumerate(self.sources):
+            if source.name in seen:
+                raise _located(("sources", i, "name"), f"source {source.name!r} is defined twice")
+            seen.add(source.name)
+            if source.topic is not None and source.topic not in names:
+                raise _located(("sources", i, "topic"), f"unknown topic {source.topic!r}")
+        return self
+
+    @property
+    def topic_names(self) -> list[str]:
+        """Topic names in the order the file lists them, then the catch-all."""
+        names = [t.name for t in self.topics]
+        catch_all = self.newsletter.catch_all_topic
+        if catch_all and catch_all not in names:
+            names.append(catch_all)
+        return names
+
+    def source_location(self, source: SourceConfig) -> str:
+        """The source's URL, or its path resolved against the newsletter file's folder."""
+        if re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*://", source.url):
+            return source.url
+        return str((self.base_dir / source.url).resolve())
+
+
+class _LocatedError(ValueError):
+    def __init__(self, loc: tuple[str | int, ...], message: str) -> None:
+        super().__init__(message)
+        self.loc = loc
+
+
+def _located(loc: tuple[str | int, ...], message: str) -> _LocatedError:
+    return _LocatedError(loc, message)
+
+
+def find_line(text: str, loc: tuple[str | int, ...]) -> int | None:
+    """Best-effort line number (1-based) of a key path like ("sources", 2, "url") in TOML text."""
+    lines = text.splitlines()
+    start = 0
+    table: list[str] = []
+    for part in loc:
+        if isinstance(part, int):
+            header = re.compile(rf"^\s*\[\[\s*{re.escape('.'.join(table))}\s*\]\]")
+            hits = [i for i, line in enumerate(lines) if header.match(line)]
+            if part >= len(hits):
+                return None
+            start = hits[part]
+            continue
+        table.append(part)
+        key = re.compile(rf"^\s*{re.escape(part)}\s*=")
+        header = re.compile(rf"^\s*\[{{1,2}}\s*{re.escape('.'.join(table))}\s*\]{{1,2}}")
+        for i in range(start, len(lines)):
+            if i > start and lines[i].lstrip().startswith("[") and not header.match(lines[i]):
+                break
+            if key.match(lines[i]) or header.match(lines[i]):
+                start = i
+                break
+        else:
+            return start + 1 if start else None
+    return start + 1
+
+
+def load_newsletter(path: Path) -> Newsletter:
+    """Read and validate digest.toml; errors name the file, the key and the line."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError as e:
+        raise ConfigError(f"{path}: newsletter file not found (run `digest init` to create one)") from e
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: cannot read newsletter file: {e}") from e
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: {e}") from e
+    try:
+        return Newsletter.model_validate({**data, "base_dir": path.resolve().parent})
+    except ValidationError as e:
+        err = e.errors()[0]
+        loc: tuple[str | int, ...] = tuple(err["loc"])
+        message = err["msg"].removeprefix("Value error, ")
+        cause = err.get("ctx", {}).get("error")
+        if isinstance(cause, _LocatedError):
+            loc = cause.loc
+        key = ".".join(f"[{p}]" if isinstance(p, int) else p for p in loc).replace(".[", "[")
+        line = find_line(text, loc)
+        where = f"{path}:{line}" if line else str(path)
+        raise ConfigError(f"{where}: {key or 'file'}: {message}") from e

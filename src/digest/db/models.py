@@ -1,0 +1,188 @@
+"""Table models, and nothing else. (No `from __future__ import annotations` here: SQLModel needs
+the real annotations to build relationships and columns.)"""
+
+import datetime as dt
+import enum
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.types import TypeDecorator
+from sqlmodel import Field, SQLModel
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on every backend (SQLite forgets the zone; we put it back)."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value!r} refused: pass aware UTC datetimes")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+def _ts(*, nullable: bool = True, index: bool = False) -> Any:
+    return Field(default=None, sa_column=sa.Column(UTCDateTime(), nullable=nullable, index=index))
+
+
+class SubscriberStatus(enum.StrEnum):
+    """Where a subscriber stands; only `active` ones receive editions."""
+
+    PENDING = "pending"
+    ACTIVE = "active"
+    PAUSED = "paused"
+    UNSUBSCRIBED = "unsubscribed"
+    BOUNCED = "bounced"
+    COMPLAINED = "complained"
+
+
+class DeliveryStatus(enum.StrEnum):
+    """Life of one (edition, subscriber) delivery row."""
+
+    PENDING = "pending"  # built, not yet handed to a transport
+    SENDING = "sending"  # claimed; if a crash leaves it here the outcome is unknown
+    SENT = "sent"
+    FAILED = "failed"  # permanent failure (5xx, 4xx other than rate limits)
+    RETRY = "retry"  # transient failure, a later send tries again
+    UNKNOWN = "unknown"  # in flight during a crash: maybe delivered, maybe not
+    SKIPPED = "skipped"  # not sent on purpose (empty digest, unsubscribed meanwhile)
+
+
+class Source(SQLModel, table=True):
+    """A feed as configured in digest.toml, with its fetch state and health."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(unique=True, index=True)
+    url: str
+    etag: str | None = None
+    last_modified: str | None = None
+    last_fetched_at: datetime | None = _ts()
+    last_success_at: datetime | None = _ts()
+    last_error: str | None = None
+    last_error_at: datetime | None = _ts()
+    failure_streak: int = 0
+
+
+class Story(SQLModel, table=True):
+    """One event, however many articles (from however many sources) report it."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    title: str
+    url: str
+    topic: str | None = Field(default=None, index=True)
+    topic_reason: str | None = None
+    published_at: datetime = _ts(nullable=False, index=True)
+    first_seen_at: datetime = _ts(nullable=False, index=True)
+
+
+class Article(SQLModel, table=True):
+    """One entry of one feed, stored once per canonical URL."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    source_id: int = Field(foreign_key="source.id", index=True)
+    story_id: int | None = Field(default=None, foreign_key="story.id", index=True)
+    guid: str | None = Field(default=None, index=True)
+    url: str = Field(unique=True)
+    title: str
+    summary_html: str = ""
+    author: str | None = None
+    tags: str = ""  # feed categories, "\n"-separated: evidence for topic matching
+    published_at: datetime = _ts(nullable=False, index=True)
+    first_seen_at: datetime = _ts(nullable=False)
+    updated_at: datetime | None = _ts()
+
+
+class Topic(SQLModel, table=True):
+    """A topic name as configured; kept so subscribers' choices can be checked and listed."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(unique=True)
+    position: int = 0
+
+
+class Subscriber(SQLModel, table=True):
+    """A reader: address, chosen topics, time zone, status and how they consented."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    email: str = Field(unique=True, index=True)
+    name: str = ""
+    topics: str = ""  # topic names, "\n"-separated; empty means all topics
+    timezone: str | None = None  # IANA name; None means DIGEST_TIMEZONE
+    status: SubscriberStatus = Field(
+        default=SubscriberStatus.ACTIVE,
+        sa_column=sa.Column(sa.String(16), nullable=False, index=True),
+    )
+    consent_source: str = ""  # e.g. "import:subscribers/example.csv", "web", "cli"
+    consent_at: datetime | None = _ts()
+    consent_ip: str | None = None
+    confirmed_at: datetime | None = _ts()
+    paused_until: datetime | None = _ts()
+    created_at: datetime = _ts(nullable=False)
+    updated_at: datetime = _ts(nullable=False)
+
+
+class Edition(SQLModel, table=True):
+    """One day's digest, frozen when built so every subscriber gets the same content."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    date: dt.date = Field(unique=True, index=True)
+    subject: str
+    content_json: str  # the composed edition (compose.Edition) as JSON
+    story_count: int = 0
+    built_at: datetime = _ts(nullable=False)
+    sent_at: datetime | None = _ts()
+
+
+class EditionStory(SQLModel, table=True):
+    """Which stories an edition carried: a story goes into one edition only."""
+
+    edition_id: int = Field(foreign_key="edition.id", primary_key=True)
+    story_id: int = Field(foreign_key="story.id", primary_key=True, unique=True)
+    topic: str
+    position: int
+
+
+class Delivery(SQLModel, table=True):
+    """The ledger: one row per (edition, subscriber), the only record of what was sent."""
+
+    __table_args__ = (sa.UniqueConstraint("edition_id", "subscriber_id", name="uq_delivery"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    edition_id: int = Field(foreign_key="edition.id", index=True)
+    subscriber_id: int = Field(foreign_key="subscriber.id", index=True)
+    status: DeliveryStatus = Field(
+        default=DeliveryStatus.PENDING,
+        sa_column=sa.Column(sa.String(16), nullable=False, index=True),
+    )
+    attempts: int = 0
+    error: str | None = None
+    message_id: str | None = None
+    claimed_at: datetime | None = _ts()
+    sent_at: datetime | None = _ts()
+    updated_at: datetime = _ts(nullable=False)
+
+
+class SubscriberEvent(SQLModel, table=True):
+    """Every change to a subscriber: what, how, when, from which edition's link, and by what agent."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    subscriber_id: int = Field(foreign_key="subscriber.id", index=True)
+    edition_id: int | None = Field(default=None, foreign_key="edition.id", index=True)
+    kind: str = Field(index=True)  # subscribe, confirm, unsubscribe, resubscribe, bounce, ...
+    method: str  # one-click, link, preferences, admin, import, bounce, complaint, webhook
+    user_agent: str | None = None
+    ip: str | None = None
+    detail: str | None = None
+    external_id: str | None = Field(default=None, unique=True)  # e.g. SendGrid sg_event_id
+    created_at: datetime = _ts(nullable=False, index=True)

@@ -1,0 +1,54 @@
+"""Read queries shared by the stages; each takes the session as a keyword argument."""
+
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import date, datetime
+
+from sqlmodel import Session, col, select
+
+from digest.db.models import Article, Edition, EditionStory, Source, Story
+
+
+@dataclass(frozen=True, slots=True)
+class StoryRecord:
+    """A stored story with its articles' sources, ready for topic matching and composing."""
+
+    story: Story
+    articles: tuple[tuple[Article, Source], ...]  # first reported first
+
+
+def unsent_stories(*, session: Session, since: datetime) -> list[StoryRecord]:
+    """Stories first seen since `since` that no edition has carried yet."""
+    in_editions = select(EditionStory.story_id)
+    stories = session.exec(
+        select(Story)
+        .where(Story.first_seen_at >= since)
+        .where(col(Story.id).not_in(in_editions))
+        .order_by(col(Story.id))
+    ).all()
+    ids = [s.id for s in stories]
+    by_story: dict[int, list[tuple[Article, Source]]] = defaultdict(list)
+    for article, source in session.exec(
+        select(Article, Source)
+        .join(Source, col(Article.source_id) == col(Source.id))
+        .where(col(Article.story_id).in_(ids))
+        .order_by(col(Article.published_at), col(Article.id))
+    ):
+        assert article.story_id is not None
+        by_story[article.story_id].append((article, source))
+    return [StoryRecord(s, tuple(by_story[s.id])) for s in stories if s.id in by_story]
+
+
+def edition_for(day: date, *, session: Session) -> Edition | None:
+    """The edition of a date, if built."""
+    return session.exec(select(Edition).where(Edition.date == day)).first()
+
+
+def latest_edition_before(day: date, *, session: Session) -> Edition | None:
+    """The most recent edition before a date."""
+    return session.exec(select(Edition).where(Edition.date < day).order_by(col(Edition.date).desc())).first()
+
+
+def recent_editions(*, session: Session, limit: int = 30) -> list[Edition]:
+    """Newest editions first."""
+    return list(session.exec(select(Edition).order_by(col(Edition.date).desc()).limit(limit)))

@@ -1,0 +1,1 @@
+"""Deliver: transports (file, smtp, sendgrid, memory) behind one interface, and the ledger."""

@@ -1,0 +1,46 @@
+"""The file transport: one .eml per message, the exact bytes SMTP would send."""
+
+import logging
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from pathlib import Path
+
+from digest.deliver.base import OutgoingMessage, SendResult
+from digest.deliver.message import to_bytes
+
+log = logging.getLogger(__name__)
+
+
+class FileTransport:
+    """Writes `<outbox>/<edition id>/<delivery id>-<address>.eml` atomically."""
+
+    name = "file"
+
+    def __init__(self, outbox: Path, *, clock: Callable[[], datetime]) -> None:
+        self.outbox = outbox
+        self.clock = clock
+
+    def path_for(self, message: OutgoingMessage) -> Path:
+        """Where a message is written; stable, so a resend overwrites rather than duplicates."""
+        safe = "".join(c if c.isalnum() or c in "@._-" else "_" for c in message.to_email)
+        return self.outbox / f"edition-{message.edition_id}" / f"{message.delivery_id:08d}-{safe}.eml"
+
+    def send(self, messages: Sequence[OutgoingMessage]) -> list[SendResult]:
+        """Write each message; an OS error fails that message only."""
+        results = []
+        now = self.clock()
+        for message in messages:
+            path = self.path_for(message)
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                tmp = path.with_suffix(".tmp")
+                tmp.write_bytes(to_bytes(message, now=now))
+                tmp.replace(path)
+                results.append(SendResult(message.delivery_id, ok=True, provider_id=str(path)))
+            except OSError as e:
+                log.warning("outbox write failed subscriber=%s error=%s", message.to_email, e)
+                results.append(SendResult(message.delivery_id, ok=False, error=f"{path}: {e}"))
+        return results
+
+    def close(self) -> None:
+        """Nothing to release."""

@@ -1,0 +1,28 @@
+"""Pick the transport named by DIGEST_TRANSPORT."""
+
+from collections.abc import Callable
+from datetime import datetime
+
+from digest.config import Settings
+from digest.deliver.base import Transport
+from digest.deliver.file import FileTransport
+from digest.deliver.sendgrid import SendGridTransport
+from digest.deliver.smtp import SmtpTransport
+
+
+def make_transport(settings: Settings, *, clock: Callable[[], datetime]) -> Transport:
+    """The configured transport, ready to send."""
+    if settings.transport == "smtp":
+        return SmtpTransport(
+            settings.smtp_host,
+            settings.smtp_port,
+            security=settings.smtp_security,
+            username=settings.smtp_username,
+            password=settings.smtp_password.get_secret_value() if settings.smtp_password else None,
+            timeout=settings.smtp_timeout,
+            clock=clock,
+        )
+    if settings.transport == "sendgrid":
+        assert settings.sendgrid_api_key is not None  # Settings refuses sendgrid without a key
+        return SendGridTransport(settings.sendgrid_api_key.get_secret_value(), host=settings.sendgrid_host)
+    return FileTransport(settings.outbox_dir, clock=clock)

@@ -1,0 +1,486 @@
+"""The daily job, stage by stage: sources -> topics -> compose -> render -> deliver.
+
+This is the only module that knows the order of the stages; the CLI, the scheduler and the web
+app call these functions and nothing deeper.
+"""
+
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+
+import jinja2
+import sqlalchemy as sa
+from sqlmodel import Session, col, select
+
+from digest import compose, render, topics
+from digest.config import Newsletter, Settings, resolve_secret_key
+from digest.db import queries
+from digest.db.engine import session_scope
+from digest.db.models import DeliveryStatus, EditionStory, Story, Subscriber, SubscriberStatus
+from digest.db.models import Edition as EditionRow
+from digest.deliver import ledger
+from digest.deliver.base import OutgoingMessage, SendResult, Transport
+from digest.deliver.message import list_headers, new_message_id, to_bytes
+from digest.sources.collect import SourceResult
+from digest.sources.collect import collect as collect_sources
+from digest.sources.fetch import make_client
+from digest.subscribers import get_subscriber, record_event, topics_of
+from digest.tokens import LinkToken, TokenSigner
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], datetime]
+MAX_CATCH_UP = timedelta(days=7)  # after longer downtime, older news is stale: let it go
+BATCH_SIZE = 500
+
+
+def utc_now() -> datetime:
+    """The real clock (entry points pass it in; tests pass a fixed one)."""
+    return datetime.now(UTC)
+
+
+def today(settings: Settings, now: datetime) -> date:
+    """The edition date for `now` in the newsletter's time zone."""
+    return now.astimezone(settings.zone).date()
+
+
+# --- sources ------------------------------------------------------------------------------
+
+
+def collect(
+    newsletter: Newsletter,
+    *,
+    engine: sa.Engine,
+    now: datetime,
+    on_result: Callable[[SourceResult], None] | None = None,
+) -> list[SourceResult]:
+    """Fetch every source and store new articles as stories."""
+    with make_client() as client, session_scope(engine) as session:
+        return collect_sources(newsletter, session=session, client=client, now=now, on_result=on_result)
+
+
+# --- topics + compose ---------------------------------------------------------------------
+
+
+def _story_items(newsletter: Newsletter, records: Iterable[queries.StoryRecord]) -> list[compose.StoryItem]:
+    rules = topics.compile_rules(newsletter.topics)
+    source_cfg = {s.name: s for s in newsletter.sources}
+    items = []
+    for record in records:
+        article, source = record.articles[0]
+        cfg = source_cfg.get(source.name)
+        tags: tuple[str, ...] = tuple(t for a, _ in record.articles for t in a.tags.split("\n") if t)
+        match = topics.assign_topic(
+            topics.StoryText(
+                title=record.story.title,
+                summary=article.summary_html,
+                tags=tags,
+                source_topic=cfg.topic if cfg else None,
+            ),
+            rules,
+            catch_all=newsletter.newsletter.catch_all_topic,
+        )
+        if match.topic is None:
+            continue
+        seen: set[str] = set()
+        refs = []
+        for a, s in record.articles:
+            if s.name not in seen:
+                seen.add(s.name)
+                refs.append(compose.SourceRef(s.name, a.url))
+        assert record.story.id is not None
+        items.append(
+            compose.StoryItem(
+                id=record.story.id,
+                title=record.story.title,
+                url=record.story.url,
+                summary_html=article.summary_html,
+                published=record.story.published_at,
+                sources=tuple(refs),
+                topic=match.topic,
+                reason=match.reason,
+                weight=max((source_cfg[s.name].weight for s in refs if s.name in source_cfg), default=1.0),
+            )
+        )
+    return items
+
+
+def compose_draft(
+    newsletter: Newsletter, *, session: Session, edition_date: date, now: datetime
+) -> compose.Edition:
+    """What the edition of `edition_date` would contain if it were built now (nothing is saved)."""
+    lookback = now - timedelta(hours=newsletter.newsletter.lookback_hours)
+    previous = queries.latest_edition_before(edition_date, session=session)
+    # Since the last edition (so nothing that appeared in between is lost), within reason.
+    since = max(min(previous.built_at, lookback) if previous else lookback, now - MAX_CATCH_UP)
+    records = queries.unsent_stories(session=session, since=since)
+    info = newsletter.newsletter
+    return compose.compose_edition(
+        edition_date=edition_date,
+        title=info.title,
+        stories=_story_items(newsletter, records),
+        topic_order=newsletter.topic_names,
+        now=now,
+        max_per_topic=info.max_stories_per_topic,
+        max_total=info.max_stories,
+    )
+
+
+def build_edition(
+    newsletter: Newsletter, *, session: Session, edition_date: date, now: datetime
+) -> tuple[EditionRow, compose.Edition]:
+    """The edition of a date: built and frozen on first call, the same content ever after."""
+    row = queries.edition_for(edition_date, session=session)
+    if row is not None:
+        return row, compose.Edition.from_json(row.content_json)
+    edition = compose_draft(newsletter, session=session, edition_date=edition_date, now=now)
+    row = EditionRow(
+        date=edition_date,
+        subject=render.subject_for(newsletter.newsletter, edition),
+        content_json=edition.to_json(),
+        story_count=edition.story_count,
+        built_at=now,
+    )
+    session.add(row)
+    session.flush()
+    assert row.id is not None
+    stories = {
+        s.id: s
+        for s in session.exec(
+            select(Story).where(col(Story.id).in_([i.id for t in edition.topics for i in t.stories]))
+        )
+    }
+    for section in edition.topics:
+        for position, item in enumerate(section.stories):
+            session.add(
+                EditionStory(edition_id=row.id, story_id=item.id, topic=section.name, position=position)
+            )
+            story = stories[item.id]
+            story.topic, story.topic_reason = item.topic, item.reason
+            session.add(story)
+    log.info("edition built date=%s stories=%d", edition_date, edition.story_count)
+    return row, edition
+
+
+# --- render -------------------------------------------------------------------------------
+
+
+@dataclass
+class Renderer:
+    """Renders each distinct (edition, topic set) once and fills it per reader."""
+
+    settings: Settings
+    newsletter: Newsletter
+    env: jinja2.Environment
+    signer: TokenSigner
+    _cache: dict[tuple[date, frozenset[str]], tuple[compose.Edition, render.RenderedDigest]] = field(
+        default_factory=dict
+    )
+
+    def digest_for(
+        self, edition: compose.Edition, chosen: frozenset[str]
+    ) -> tuple[compose.Edition, render.RenderedDigest]:
+        """The subscriber's copy of the edition, rendered (cached per topic set)."""
+        key = (edition.date, chosen & edition.topic_names if chosen else frozenset())
+        hit = self._cache.get(key)
+        if hit is None:
+            copy = compose.for_subscriber(edition, key[1])
+            rendered = render.render_digest(
+                self.env,
+                self.newsletter.newsletter,
+                copy,
+                archive_url=self.archive_url(edition.date),
+            )
+            render.check_slots(rendered)
+            hit = self._cache[key] = (copy, rendered)
+        return hit
+
+    def archive_url(self, day: date) -> str:
+        """Public web copy of an edition."""
+        return f"{self.settings.base_url}/archive/{day.isoformat()}"
+
+    def links(self, subscriber_id: int, edition_id: int | None) -> tuple[str, str]:
+        """(unsubscribe URL, preferences URL) for one reader and edition."""
+        token = self.signer.sign(LinkToken(subscriber_id, edition_id))
+        base = self.settings.base_url
+        return f"{base}/unsubscribe/{token}", f"{base}/preferences/{token}"
+
+    def message(
+        self,
+        rendered: render.RenderedDigest,
+        *,
+        subscriber: Subscriber,
+        delivery_id: int,
+        edition_id: int,
+    ) -> OutgoingMessage:
+        """One reader's message: slots filled, List-Unsubscribe set."""
+        assert subscriber.id is not None
+        unsubscribe_url, preferences_url = self.links(subscriber.id, edition_id)
+        values = render.personal_values(
+            email=subscriber.email,
+            name=subscriber.name,
+            unsubscribe_url=unsubscribe_url,
+            preferences_url=preferences_url,
+        )
+        info = self.newsletter.newsletter
+        return OutgoingMessage(
+            delivery_id=delivery_id,
+            subscriber_id=subscriber.id,
+            edition_id=edition_id,
+            to_email=subscriber.email,
+            to_name=subscriber.name,
+            from_email=info.from_email,
+            from_name=info.from_name or info.title,
+            subject=rendered.subject,
+            html=rendered.html.fill(values),
+            text=rendered.text.fill(values),
+            message_id=new_message_id(info.sender_domain),
+            headers=list_headers(
+                unsubscribe_url=unsubscribe_url,
+                list_id=f"{info.title} <{_list_id(info.title, info.sender_domain)}>",
+                reply_to=info.reply_to,
+                mailto=self.settings.unsubscribe_mailto,
+                token=unsubscribe_url.rsplit("/", 1)[1],
+            ),
+        )
+
+
+def _list_id(title: str, domain: str) -> str:
+    slug = "".join(c if c.isalnum() else "-" for c in title.lower()).strip("-") or "digest"
+    return f"{slug}.{domain}"
+
+
+def make_renderer(settings: Settings, newsletter: Newsletter) -> Renderer:
+    """A renderer with the configured templates and link signer."""
+    return Renderer(
+        settings=settings,
+        newsletter=newsletter,
+        env=render.make_environment(settings.templates_dir),
+        signer=TokenSigner([resolve_secret_key(settings)]),
+    )
+
+
+# --- deliver ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SendReport:
+    """What one `send` did for one edition."""
+
+    edition_date: date
+    story_count: int
+    sent: int = 0
+    failed: int = 0
+    retry: int = 0
+    skipped: int = 0
+    unknown: int = 0
+    failures: tuple[str, ...] = ()
+
+    @property
+    def needs_attention(self) -> bool:
+        """True when something failed or is unknown (the exit status tells cron)."""
+        return bool(self.failed or self.retry or self.unknown)
+
+
+def send_edition(
+    settings: Settings,
+    newsletter: Newsletter,
+    *,
+    engine: sa.Engine,
+    transport: Transport,
+    edition_date: date,
+    clock: Clock,
+    renderer: Renderer | None = None,
+    resend_unknown: bool = False,
+    batch_size: int = BATCH_SIZE,
+) -> SendReport:
+    """Build (or load) the edition and send it to every active subscriber who has not had it."""
+    renderer = renderer or make_renderer(settings, newsletter)
+    now = clock()
+    with session_scope(engine) as session:
+        row, edition = build_edition(newsletter, session=session, edition_date=edition_date, now=now)
+        assert row.id is not None
+        edition_id = row.id
+        interrupted = ledger.mark_interrupted(edition_id, session=session, now=now)
+        if interrupted:
+            log.warning(
+                "edition=%s: %d message(s) were in flight during a crash: unknown",
+                edition_date,
+                interrupted,
+            )
+        if resend_unknown:
+            ledger.requeue_unknown(edition_id, session=session, now=now)
+        ledger.ensure_deliveries(edition_id, session=session, now=now)
+    # Render before the first claim: a template error stops the send with nothing claimed.
+    renderer.digest_for(edition, frozenset())
+
+    totals = {"sent": 0, "failed": 0, "retry": 0, "skipped": 0}
+    failures: list[str] = []
+    started = clock()
+    while True:
+        now = clock()
+        with session_scope(engine) as session:
+            # Rows that fail transiently in this run wait for the next run, not the next batch.
+            batch = ledger.claim_batch(
+                edition_id, session=session, now=now, size=batch_size, not_claimed_since=started
+            )
+        if not batch:
+            break
+        messages, skipped = [], []
+        emails = {}
+        for delivery, subscriber in batch:
+            assert delivery.id is not None
+            if subscriber.status != SubscriberStatus.ACTIVE:
+                skipped.append((delivery.id, f"subscriber is {subscriber.status}"))
+                continue
+            copy, rendered = renderer.digest_for(edition, topics_of(subscriber))
+            if copy.story_count == 0:
+                skipped.append((delivery.id, "no new stories in their topics"))
+                continue
+            emails[delivery.id] = subscriber
+            messages.append(
+                renderer.message(
+                    rendered, subscriber=subscriber, delivery_id=delivery.id, edition_id=edition_id
+                )
+            )
+        results: list[SendResult] = transport.send(messages) if messages else []
+        now = clock()
+        with session_scope(engine) as session:
+            ledger.record_results(results, session=session, now=now)
+            for reason in {r for _, r in skipped}:
+                ledger.skip([d for d, r in skipped if r == reason], reason, session=session, now=now)
+            for result in results:
+                if result.ok:
+                    totals["sent"] += 1
+                    continue
+                subscriber = emails[result.delivery_id]
+                failures.append(f"{subscriber.email}: {result.error}")
+                if result.permanent:
+                    totals["failed"] += 1
+                    _suppress_bounced(session, subscriber, result, edition_id=edition_id, now=now)
+                else:
+                    totals["retry"] += 1
+        totals["skipped"] += len(skipped)
+    with session_scope(engine) as session:
+        counts = ledger.counts(edition_id, session=session)
+        edition_row = session.get(EditionRow, edition_id)
+        if edition_row is not None and edition_row.sent_at is None:
+            edition_row.sent_at = clock()
+            session.add(edition_row)
+    transport.close()
+    return SendReport(
+        edition_date=edition_date,
+        story_count=edition.story_count,
+        unknown=counts[DeliveryStatus.UNKNOWN],
+        failures=tuple(failures),
+        **totals,
+    )
+
+
+def _suppress_bounced(
+    session: Session, subscriber: Subscriber, result: SendResult, *, edition_id: int, now: datetime
+) -> None:
+    fresh = session.get(Subscriber, subscriber.id)
+    if fresh is not None and fresh.status == SubscriberStatus.ACTIVE:
+        fresh.status, fresh.updated_at = SubscriberStatus.BOUNCED, now
+        session.add(fresh)
+        record_event(session, fresh, "bounce", "bounce", now=now, edition_id=edition_id, detail=result.error)
+
+
+# --- preview ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Preview:
+    """Exactly what one reader would receive for a date, not sent."""
+
+    edition: compose.Edition
+    rendered: render.RenderedDigest
+    message: OutgoingMessage
+    built: bool  # False: a draft, the edition is not frozen yet
+
+    def eml(self, now: datetime) -> bytes:
+        """The message as the outbox would hold it."""
+        return to_bytes(self.message, now=now)
+
+
+SAMPLE_SUBSCRIBER = Subscriber(
+    id=0,
+    email="reader@example.com",
+    name="Sample Reader",
+    created_at=datetime(2000, 1, 1, tzinfo=UTC),
+    updated_at=datetime(2000, 1, 1, tzinfo=UTC),
+)
+
+
+def preview(
+    settings: Settings,
+    newsletter: Newsletter,
+    *,
+    engine: sa.Engine,
+    edition_date: date,
+    now: datetime,
+    subscriber_email: str | None = None,
+    renderer: Renderer | None = None,
+) -> Preview:
+    """Render a date's edition for one subscriber (or a sample reader) without sending."""
+    renderer = renderer or make_renderer(settings, newsletter)
+    with session_scope(engine) as session:
+        row = queries.edition_for(edition_date, session=session)
+        if row is not None:
+            edition, edition_id = compose.Edition.from_json(row.content_json), row.id
+        else:
+            edition = compose_draft(newsletter, session=session, edition_date=edition_date, now=now)
+            edition_id = None
+        subscriber = (
+            get_subscriber(subscriber_email, session=session) if subscriber_email else SAMPLE_SUBSCRIBER
+        )
+    copy, rendered = renderer.digest_for(edition, topics_of(subscriber))
+    message = renderer.message(rendered, subscriber=subscriber, delivery_id=0, edition_id=edition_id or 0)
+    return Preview(edition=copy, rendered=rendered, message=message, built=row is not None)
+
+
+def dry_run(
+    settings: Settings,
+    newsletter: Newsletter,
+    *,
+    engine: sa.Engine,
+    transport: Transport,
+    edition_date: date,
+    clock: Clock,
+) -> SendReport:
+    """Render every active subscriber's message into `transport`; nothing is saved."""
+    renderer = make_renderer(settings, newsletter)
+    now = clock()
+    with session_scope(engine) as session:
+        row = queries.edition_for(edition_date, session=session)
+        edition = (
+            compose.Edition.from_json(row.content_json)
+            if row is not None
+            else compose_draft(newsletter, session=session, edition_date=edition_date, now=now)
+        )
+        subscribers = list(
+            session.exec(select(Subscriber).where(Subscriber.status == SubscriberStatus.ACTIVE))
+        )
+    messages, skipped = [], 0
+    for subscriber in subscribers:
+        copy, rendered = renderer.digest_for(edition, topics_of(subscriber))
+        if copy.story_count == 0:
+            skipped += 1
+            continue
+        messages.append(renderer.message(rendered, subscriber=subscriber, delivery_id=0, edition_id=0))
+    results = transport.send(messages)
+    return SendReport(edition_date, edition.story_count, sent=sum(r.ok for r in results), skipped=skipped)
+
+
+def archive_html(
+    settings: Settings, newsletter: Newsletter, *, engine: sa.Engine, day: date, renderer: Renderer
+) -> str | None:
+    """A sent edition as a public web page: every topic, no personal data, no working token."""
+    with session_scope(engine) as session:
+        sent = queries.edition_for(day, session=session)
+    if sent is None or sent.sent_at is None:
+        return None
+    _, rendered = renderer.digest_for(compose.Edition.from_json(sent.content_json), frozenset())
+    return rendered.html.fill(render.archive_values(settings.base_url))

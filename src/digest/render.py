@@ -1,0 +1,239 @@
+"""Jinja -> MJML -> HTML, and the text part: compiled once per distinct content, filled per reader.
+
+Personal values (greeting, address, unsubscribe and preference links) are rendered as slot
+markers, so the expensive work (Jinja over the whole edition, the MJML compile) runs once per
+(edition, topic set); each subscriber then costs one string join.
+"""
+
+import html
+import re
+import secrets
+import traceback
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import mjml
+from markupsafe import Markup
+
+from digest.compose import Edition, StoryItem, TopicSection
+from digest.config import NewsletterInfo
+from digest.errors import TemplateError
+
+HTML_TEMPLATE = "digest.mjml.j2"
+TEXT_TEMPLATE = "digest.txt.j2"
+SLOTS = ("greeting", "email", "unsubscribe_url", "preferences_url")
+_TAG = re.compile(r"<[^>]+>")
+
+
+def bundled_templates_dir() -> Path:
+    """The templates shipped with digest (inside the wheel, or `templates/` in a checkout)."""
+    packaged = Path(str(resources.files("digest"))) / "templates"
+    if packaged.is_dir():
+        return packaged
+    return Path(__file__).resolve().parents[2] / "templates"
+
+
+def make_environment(user_dir: Path | None = None) -> jinja2.Environment:
+    """A Jinja environment: the user's folder first, then the bundled templates."""
+    loaders: list[jinja2.BaseLoader] = []
+    if user_dir is not None:
+        loaders.append(jinja2.FileSystemLoader(str(user_dir)))
+    loaders.append(jinja2.FileSystemLoader(str(bundled_templates_dir())))
+    return jinja2.Environment(
+        loader=jinja2.ChoiceLoader(loaders),
+        autoescape=jinja2.select_autoescape(
+            enabled_extensions=("mjml.j2", "html.j2"), default_for_string=False, default=False
+        ),
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=False,
+        keep_trailing_newline=True,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class BodyTemplate:
+    """A rendered body split at its personal slots: fill it per reader without re-rendering."""
+
+    chunks: tuple[str, ...]  # len(chunks) == len(slots) + 1
+    slots: tuple[str, ...]
+    escape: bool  # HTML-escape slot values (HTML part) or not (text part)
+
+    def fill(self, values: Mapping[str, str]) -> str:
+        """The body with each slot replaced by the reader's value."""
+        esc = html.escape if self.escape else str
+        parts = [self.chunks[0]]
+        for slot, chunk in zip(self.slots, self.chunks[1:], strict=True):
+            parts.append(esc(values[slot]))
+            parts.append(chunk)
+        return "".join(parts)
+
+    @classmethod
+    def split(cls, text: str, *, nonce: str, escape: bool) -> "BodyTemplate":
+        """Split rendered text at the slot markers made with `nonce`."""
+        pieces = re.split(rf"@@slot-{nonce}:([a-z_]+)@@", text)
+        return cls(chunks=tuple(pieces[0::2]), slots=tuple(pieces[1::2]), escape=escape)
+
+
+@dataclass(frozen=True, slots=True)
+class RenderedDigest:
+    """One distinct digest (an edition for one topic set), ready to personalize."""
+
+    subject: str
+    preheader: str
+    html: BodyTemplate
+    text: BodyTemplate
+    mjml: str
+    story_count: int
+
+
+@dataclass(frozen=True, slots=True)
+class _StoryView:
+    title: str
+    url: str
+    summary: Markup
+    summary_text: str
+    published_label: str
+    sources: tuple[Any, ...]
+
+
+def _story_view(story: StoryItem) -> _StoryView:
+    text = html.unescape(_TAG.sub(" ", story.summary_html))
+    text = " ".join(text.split())
+    if len(text) > 320:  # a card is a teaser; the article is one click away
+        text = text[:317].rsplit(" ", 1)[0] + "..."
+    return _StoryView(
+        title=story.title,
+        url=story.url,
+        # The only feed HTML that reaches the email: sanitized at collection by sources.clean.
+        summary=Markup(story.summary_html) if len(story.summary_html) <= 1200 else Markup(html.escape(text)),
+        summary_text=text,
+        published_label=format_published(story.published),
+        sources=story.sources,
+    )
+
+
+def _section_view(section: TopicSection) -> dict[str, Any]:
+    anchor = "topic-" + re.sub(r"[^a-z0-9]+", "-", section.name.lower()).strip("-")
+    return {
+        "name": section.name,
+        "anchor": anchor,
+        "stories": [_story_view(s) for s in section.stories],
+    }
+
+
+def subject_for(newsletter: NewsletterInfo, edition: Edition) -> str:
+    """Subject with the date and what is inside: the lead story and how many more."""
+    day = edition.date.strftime("%b %-d")
+    stories = [s for t in edition.topics for s in t.stories]
+    if not stories:
+        return f"{newsletter.title}, {day}: no new stories"
+    lead = stories[0].title
+    if len(lead) > 70:
+        lead = lead[:67].rsplit(" ", 1)[0] + "..."
+    more = len(stories) - 1
+    return f"{newsletter.title}, {day}: {lead}" + (f" + {more} more" if more else "")
+
+
+def preheader_for(edition: Edition) -> str:
+    """A one-line summary shown by inboxes after the subject."""
+    parts = [f"{t.name} ({len(t.stories)})" for t in edition.topics]
+    return f"{edition.story_count} stories today: " + ", ".join(parts)
+
+
+def template_context(
+    newsletter: NewsletterInfo, edition: Edition, *, archive_url: str, nonce: str
+) -> dict[str, Any]:
+    """The variables every template receives (documented in templates/README.md)."""
+    return {
+        "newsletter": newsletter,
+        "edition": {"date": edition.date, "topics": [_section_view(t) for t in edition.topics]},
+        "edition_date_long": edition.date.strftime("%A, %B %-d, %Y"),
+        "story_count": edition.story_count,
+        "preheader": preheader_for(edition),
+        "archive_url": archive_url,
+        # A fresh nonce per render: feed text cannot forge a marker it cannot guess.
+        "slot": {name: Markup(f"@@slot-{nonce}:{name}@@") for name in SLOTS},
+    }
+
+
+def render_digest(
+    env: jinja2.Environment,
+    newsletter: NewsletterInfo,
+    edition: Edition,
+    *,
+    archive_url: str,
+) -> RenderedDigest:
+    """Render and compile one distinct digest; TemplateError names the template and line."""
+    nonce = secrets.token_hex(8)
+    context = template_context(newsletter, edition, archive_url=archive_url, nonce=nonce)
+    mjml_source = _render(env, HTML_TEMPLATE, context)
+    text = _render(env, TEXT_TEMPLATE, context)
+    try:
+        compiled = mjml.mjml2html(mjml_source, disable_comments=True)
+    except ValueError as e:
+        raise TemplateError(f"template {HTML_TEMPLATE}: MJML does not compile: {e}") from e
+    return RenderedDigest(
+        subject=subject_for(newsletter, edition),
+        preheader=str(context["preheader"]),
+        html=BodyTemplate.split(compiled, nonce=nonce, escape=True),
+        text=BodyTemplate.split(text, nonce=nonce, escape=False),
+        mjml=mjml_source,
+        story_count=edition.story_count,
+    )
+
+
+def _render(env: jinja2.Environment, name: str, context: dict[str, Any]) -> str:
+    try:
+        return env.get_template(name).render(context)
+    except jinja2.TemplateSyntaxError as e:
+        raise TemplateError(f"template {e.filename or e.name}:{e.lineno}: {e.message}") from e
+    except jinja2.TemplateNotFound as e:
+        raise TemplateError(f"template {e.name} not found") from e
+    except jinja2.UndefinedError as e:
+        raise TemplateError(f"template {_template_frame(e, name)}: {e.message}") from e
+
+
+def _template_frame(error: BaseException, fallback: str) -> str:
+    """file:line of the innermost template frame of a Jinja runtime error."""
+    for frame in reversed(traceback.extract_tb(error.__traceback__)):
+        if frame.filename.endswith(".j2"):
+            return f"{frame.filename}:{frame.lineno}"
+    return fallback
+
+
+def personal_values(*, email: str, name: str, unsubscribe_url: str, preferences_url: str) -> dict[str, str]:
+    """Slot values for one reader."""
+    return {
+        "greeting": f"Hi {name}," if name else "Hi,",
+        "email": email,
+        "unsubscribe_url": unsubscribe_url,
+        "preferences_url": preferences_url,
+    }
+
+
+def archive_values(base_url: str) -> dict[str, str]:
+    """Slot values for the public web archive: no personal data, no working token."""
+    return {
+        "greeting": "Hi,",
+        "email": "your address",
+        "unsubscribe_url": f"{base_url}/unsubscribe",
+        "preferences_url": f"{base_url}/subscribe",
+    }
+
+
+def check_slots(rendered: RenderedDigest, required: Sequence[str] = ("unsubscribe_url",)) -> None:
+    """Refuse a template that drops the unsubscribe link (the law requires it in every message)."""
+    for part, body in (("HTML", rendered.html), ("text", rendered.text)):
+        missing = [s for s in required if s not in body.slots]
+        if missing:
+            raise TemplateError(f"{part} template does not use {', '.join('slot.' + m for m in missing)}")
+
+
+def format_published(value: datetime) -> str:
+    """How a story's time reads in a card."""
+    return value.strftime("%H:%M UTC, %b %-d")

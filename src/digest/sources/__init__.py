@@ -1,0 +1,1 @@
+"""Sources: fetch feeds (RSS, Atom, JSON Feed) and turn them into plain entries."""

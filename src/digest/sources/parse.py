@@ -1,0 +1,140 @@
+"""Turn fetched bytes into a ParsedFeed: feedparser for RSS/Atom, a strict model for JSON Feed."""
+
+import calendar
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+import feedparser
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from digest.errors import SourceError
+from digest.sources.clean import canonical_url, plain_text, sanitize_html
+from digest.sources.model import FeedEntry, ParsedFeed
+
+
+def parse_feed(name: str, body: bytes, *, url: str, headers: dict[str, str] | None = None) -> ParsedFeed:
+    """Parse any supported feed format; raise SourceError naming the source when it is not a feed."""
+    content_type = (headers or {}).get("content-type", "")
+    if "json" in content_type or body.lstrip()[:1] in (b"{", b"["):
+        return _parse_json_feed(name, body, url)
+    return _parse_xml_feed(name, body, url, headers or {})
+
+
+# --- RSS 0.9x/1.0/2.0 and Atom ----------------------------------------------------------
+
+
+def _parse_xml_feed(name: str, body: bytes, url: str, headers: dict[str, str]) -> ParsedFeed:
+    # feedparser gets bytes, never a URL: it must not fetch (no timeout) or open local files.
+    parsed = feedparser.parse(body, response_headers={**headers, "content-location": url})
+    if parsed.bozo and not parsed.entries:
+        reason = parsed.get("bozo_exception") or "not a feed"
+        raise SourceError(f"source {name!r}: cannot parse feed at {url}: {reason}")
+    feed = parsed.feed
+    base = feed.get("link") or url
+    entries = []
+    for raw in parsed.entries:
+        entry = _xml_entry(raw, base)
+        if entry is not None:
+            entries.append(entry)
+    return ParsedFeed(title=plain_text(feed.get("title", "")), link=feed.get("link"), entries=tuple(entries))
+
+
+def _xml_entry(raw: Any, base: str) -> FeedEntry | None:
+    link = raw.get("link") or ""
+    guid = raw.get("id") or None
+    if not link and guid and str(guid).startswith(("http://", "https://")):
+        link = guid
+    if not link:
+        return None  # nothing to link to: a digest card without a link is useless
+    url = canonical_url(link, base_url=base)
+    summary = raw.get("summary") or ""
+    if not summary and raw.get("content"):
+        summary = raw["content"][0].get("value", "")
+    title = plain_text(raw.get("title") or "") or url
+    published = None
+    for key in ("published_parsed", "updated_parsed", "created_parsed"):
+        if raw.get(key):
+            published = datetime.fromtimestamp(calendar.timegm(raw[key]), tz=UTC)
+            break
+    tags = tuple(t.get("term", "") for t in raw.get("tags", []) if t.get("term"))
+    return FeedEntry(
+        url=url,
+        title=title,
+        guid=str(guid) if guid else None,
+        summary_html=sanitize_html(summary, base_url=url),
+        author=plain_text(raw.get("author", "")) or None,
+        published=published,
+        tags=tuple(plain_text(t) for t in tags),
+    )
+
+
+# --- JSON Feed 1.0/1.1 (https://www.jsonfeed.org/version/1.1/) ----------------------------
+
+
+class _JsonAuthor(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    name: str | None = None
+
+
+class _JsonItem(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    id: str | int
+    url: str | None = None
+    external_url: str | None = None
+    title: str | None = None
+    content_html: str | None = None
+    content_text: str | None = None
+    summary: str | None = None
+    date_published: datetime | None = None
+    date_modified: datetime | None = None
+    authors: list[_JsonAuthor] = []
+    author: _JsonAuthor | None = None  # JSON Feed 1.0
+    tags: list[str] = []
+
+
+class _JsonFeed(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    version: str
+    title: str
+    home_page_url: str | None = None
+    feed_url: str | None = None
+    items: list[_JsonItem]
+
+
+def _parse_json_feed(name: str, body: bytes, url: str) -> ParsedFeed:
+    try:
+        feed = _JsonFeed.model_validate(json.loads(body))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise SourceError(f"source {name!r}: invalid JSON at {url}: {e}") from e
+    except ValidationError as e:
+        first = e.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise SourceError(f"source {name!r}: not a JSON Feed at {url}: {where}: {first['msg']}") from e
+    if not feed.version.startswith("https://jsonfeed.org/version/"):
+        raise SourceError(f"source {name!r}: unknown JSON Feed version {feed.version!r} at {url}")
+    base = feed.home_page_url or url
+    entries = []
+    for item in feed.items:
+        link = item.url or item.external_url
+        if not link:
+            continue
+        entry_url = canonical_url(link, base_url=base)
+        published = item.date_published or item.date_modified
+        if published is not None and published.tzinfo is None:
+            published = published.replace(tzinfo=UTC)
+        text = item.content_html or item.summary or item.content_text or ""
+        summary = item.summary if item.summary and not item.content_html else text
+        authors = item.authors or ([item.author] if item.author else [])
+        entries.append(
+            FeedEntry(
+                url=entry_url,
+                title=plain_text(item.title or "") or entry_url,
+                guid=str(item.id),
+                summary_html=sanitize_html(summary, base_url=entry_url),
+                author=", ".join(a.name for a in authors if a.name) or None,
+                published=published.astimezone(UTC) if published else None,
+                tags=tuple(item.tags),
+            )
+        )
+    return ParsedFeed(title=plain_text(feed.title), link=feed.home_page_url, entries=tuple(entries))

@@ -1,0 +1,45 @@
+"""`digest init`: starter files for a new newsletter, never overwriting."""
+
+from pathlib import Path
+
+STARTER_TOML = """# digest newsletter file. Keys: see README.md ("The newsletter file").
+[newsletter]
+title = "My Daily Brief"
+from_email = "news@example.com"
+from_name = "My Daily Brief"
+postal_address = "1 Example Street, Springfield"   # printed in every footer (CAN-SPAM)
+lookback_hours = 24
+# reply_to = "editor@example.com"
+# catch_all_topic = "More news"    # where stories matching no topic go; "" drops them
+
+[[topics]]
+name = "EV industry"
+keywords = ["electric vehicle", "EV", "battery"]
+
+[[sources]]
+name = "Example feed"
+url = "https://example.com/feed.xml"   # http(s) URL, file:// URL, or a path relative to this file
+topic = "EV industry"                  # optional: topic for entries that match no keyword
+"""
+
+STARTER_ENV = """# digest settings; every variable is described in .env.example.
+DIGEST_TRANSPORT=file
+DIGEST_BASE_URL=http://127.0.0.1:8000
+DIGEST_TIMEZONE=UTC
+DIGEST_SEND_TIME=07:00
+"""
+
+
+def write_starter_files(directory: Path) -> list[tuple[Path, bool]]:
+    """Create digest.toml and .env in `directory` unless they exist; (path, created) pairs."""
+    directory.mkdir(parents=True, exist_ok=True)
+    results = []
+    for name, content in (("digest.toml", STARTER_TOML), (".env", STARTER_ENV)):
+        path = directory / name
+        try:
+            with path.open("x", encoding="utf-8") as fh:
+                fh.write(content)
+            results.append((path, True))
+        except FileExistsError:
+            results.append((path, False))
+    return results

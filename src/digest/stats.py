@@ -1,0 +1,58 @@
+"""Per-edition numbers: recipients, outcomes, unsubscribes by method."""
+
+from collections import Counter
+from dataclasses import dataclass
+from datetime import date
+
+import sqlalchemy as sa
+from sqlmodel import Session, select
+
+from digest.db.models import DeliveryStatus, Edition, SubscriberEvent
+from digest.deliver import ledger
+
+
+@dataclass(frozen=True, slots=True)
+class EditionStats:
+    """What happened to one edition."""
+
+    date: date
+    stories: int
+    recipients: int
+    sent: int
+    failed: int
+    retry: int
+    unknown: int
+    skipped: int
+    unsubscribes: dict[str, int]
+
+    @property
+    def unsubscribe_rate(self) -> float:
+        """Unsubscribes from this edition's links per message sent."""
+        return sum(self.unsubscribes.values()) / self.sent if self.sent else 0.0
+
+
+def edition_stats(edition: Edition, *, session: Session) -> EditionStats:
+    """Counts for one edition from the ledger and the subscriber events."""
+    assert edition.id is not None
+    counts = ledger.counts(edition.id, session=session)
+    unsubscribes = Counter(
+        {
+            str(method): int(n)
+            for method, n in session.exec(
+                select(SubscriberEvent.method, sa.func.count())
+                .where(SubscriberEvent.edition_id == edition.id, SubscriberEvent.kind == "unsubscribe")
+                .group_by(SubscriberEvent.method)
+            )
+        }
+    )
+    return EditionStats(
+        date=edition.date,
+        stories=edition.story_count,
+        recipients=counts.recipients,
+        sent=counts[DeliveryStatus.SENT],
+        failed=counts[DeliveryStatus.FAILED],
+        retry=counts[DeliveryStatus.RETRY] + counts[DeliveryStatus.PENDING],
+        unknown=counts[DeliveryStatus.UNKNOWN],
+        skipped=counts[DeliveryStatus.SKIPPED],
+        unsubscribes=dict(unsubscribes),
+    )

@@ -1,0 +1,221 @@
+"""The FastAPI app: unsubscribe (RFC 8058 one-click), preferences, archive, health. Thin routes."""
+
+from datetime import date
+
+import sqlalchemy as sa
+from fastapi import FastAPI, Request
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
+from sqlmodel import col, select
+
+from digest import pipeline
+from digest.config import Newsletter, Settings
+from digest.db.engine import session_scope
+from digest.db.models import Edition, Subscriber, SubscriberStatus
+from digest.errors import SubscriberError, TokenError
+from digest.subscribers import check_topics, record_event, topics_of, unsubscribe
+from digest.tokens import LinkToken
+
+
+def create_app(
+    settings: Settings,
+    newsletter: Newsletter,
+    *,
+    engine: sa.Engine,
+    clock: pipeline.Clock = pipeline.utc_now,
+) -> FastAPI:
+    """The web app for one newsletter and database."""
+    app = FastAPI(title=f"{newsletter.newsletter.title} (digest)", docs_url=None, redoc_url=None)
+    renderer = pipeline.make_renderer(settings, newsletter)
+    info = newsletter.newsletter
+
+    def page(template: str, status: int = 200, **context: object) -> HTMLResponse:
+        body = renderer.env.get_template(template).render(newsletter=info, **context)
+        return HTMLResponse(body, status_code=status)
+
+    def message(
+        heading: str, text: str, *, status: int = 200, action: str = "", button: str = ""
+    ) -> HTMLResponse:
+        return page("web/message.html.j2", status, heading=heading, text=text, action=action, button=button)
+
+    def bad_link() -> HTMLResponse:
+        return message(
+            "This link is not valid",
+            "It may have been cut or altered. Use the unsubscribe link in the latest email, "
+            "or reply to it and we will remove you by hand.",
+            status=400,
+        )
+
+    def verify(token: str) -> LinkToken | None:
+        try:
+            return renderer.signer.verify(token)
+        except TokenError:
+            return None
+
+    @app.get("/healthz")
+    def healthz() -> JSONResponse:
+        with engine.connect() as conn:
+            conn.execute(sa.text("SELECT 1"))
+        return JSONResponse({"status": "ok"})
+
+    @app.get("/unsubscribe", response_class=HTMLResponse)
+    def unsubscribe_help() -> HTMLResponse:
+        return message(
+            "Unsubscribe",
+            "To unsubscribe, use the unsubscribe link at the bottom of any email you received from us.",
+        )
+
+    @app.get("/unsubscribe/{token}", response_class=HTMLResponse)
+    def unsubscribe_page(token: str) -> HTMLResponse:
+        # GET changes nothing: link scanners fetch every link in a message (RFC 8058 §3.2).
+        if verify(token) is None:
+            return bad_link()
+        return message(
+            "Unsubscribe?",
+            f"Press the button to stop receiving {info.title}.",
+            action=f"/unsubscribe/{token}",
+            button="Unsubscribe",
+        )
+
+    @app.post("/unsubscribe/{token}", response_class=HTMLResponse)
+    async def unsubscribe_post(token: str, request: Request) -> HTMLResponse:
+        link = verify(token)
+        if link is None:
+            return bad_link()
+        form = await request.form()
+        one_click = form.get("List-Unsubscribe") == "One-Click"
+        with session_scope(engine) as session:
+            subscriber = session.get(Subscriber, link.subscriber_id)
+            if subscriber is None:
+                return bad_link()
+            unsubscribe(
+                subscriber,
+                session=session,
+                now=clock(),
+                method="one-click" if one_click else "link",
+                edition_id=_edition_id(session, link.edition_id),
+                user_agent=request.headers.get("user-agent"),
+                ip=request.client.host if request.client else None,
+            )
+        # 200 with a short body, never a redirect (RFC 8058 §3.2).
+        return message(
+            "You are unsubscribed",
+            f"You will not receive {info.title} any more. Changed your mind?",
+            action=f"/resubscribe/{token}",
+            button="Subscribe again",
+        )
+
+    @app.post("/resubscribe/{token}", response_class=HTMLResponse)
+    async def resubscribe_post(token: str, request: Request) -> HTMLResponse:
+        link = verify(token)
+        if link is None:
+            return bad_link()
+        with session_scope(engine) as session:
+            subscriber = session.get(Subscriber, link.subscriber_id)
+            if subscriber is None:
+                return bad_link()
+            if subscriber.status == SubscriberStatus.UNSUBSCRIBED:
+                now = clock()
+                subscriber.status, subscriber.updated_at = SubscriberStatus.ACTIVE, now
+                session.add(subscriber)
+                record_event(
+                    session,
+                    subscriber,
+                    "resubscribe",
+                    "link",
+                    now=now,
+                    user_agent=request.headers.get("user-agent"),
+                    ip=request.client.host if request.client else None,
+                )
+        return message("Welcome back", f"You will receive {info.title} again.")
+
+    @app.get("/preferences/{token}", response_class=HTMLResponse)
+    def preferences_page(token: str) -> HTMLResponse:
+        link = verify(token)
+        if link is None:
+            return bad_link()
+        with session_scope(engine) as session:
+            subscriber = session.get(Subscriber, link.subscriber_id)
+        if subscriber is None:
+            return bad_link()
+        chosen = topics_of(subscriber)
+        return page(
+            "web/preferences.html.j2",
+            token=token,
+            topics=newsletter.topic_names,
+            chosen=chosen,
+            saved=False,
+        )
+
+    @app.post("/preferences/{token}", response_class=HTMLResponse)
+    async def preferences_post(token: str, request: Request) -> HTMLResponse:
+        link = verify(token)
+        if link is None:
+            return bad_link()
+        form = await request.form()
+        try:
+            chosen = check_topics([str(v) for v in form.getlist("topic")], newsletter.topic_names)
+        except SubscriberError as e:
+            return message("Could not save", str(e), status=400)
+        with session_scope(engine) as session:
+            subscriber = session.get(Subscriber, link.subscriber_id)
+            if subscriber is None:
+                return bad_link()
+            now = clock()
+            subscriber.topics, subscriber.updated_at = "\n".join(chosen), now
+            session.add(subscriber)
+            record_event(
+                session,
+                subscriber,
+                "preferences",
+                "preferences",
+                now=now,
+                edition_id=_edition_id(session, link.edition_id),
+                user_agent=request.headers.get("user-agent"),
+                detail=";".join(chosen) or "all",
+            )
+        return page(
+            "web/preferences.html.j2",
+            token=token,
+            topics=newsletter.topic_names,
+            chosen=set(chosen),
+            saved=True,
+        )
+
+    @app.get("/archive/", response_class=HTMLResponse)
+    def archive_index() -> HTMLResponse:
+        with session_scope(engine) as session:
+            editions = list(
+                session.exec(
+                    select(Edition)
+                    .where(col(Edition.sent_at).is_not(None))
+                    .order_by(col(Edition.date).desc())
+                )
+            )
+        return page("web/archive.html.j2", editions=editions)
+
+    @app.get("/archive/{day}", response_class=HTMLResponse)
+    def archive_edition(day: str) -> HTMLResponse:
+        try:
+            parsed = date.fromisoformat(day)
+        except ValueError:
+            return message("Not found", f"{day!r} is not a date.", status=404)
+        html = pipeline.archive_html(settings, newsletter, engine=engine, day=parsed, renderer=renderer)
+        if html is None:
+            return message("Not found", f"No edition was sent on {parsed}.", status=404)
+        return HTMLResponse(html)
+
+    @app.get("/robots.txt", response_class=PlainTextResponse)
+    def robots() -> str:
+        return "User-agent: *\nDisallow: /unsubscribe/\nDisallow: /preferences/\n"
+
+    return app
+
+
+def _edition_id(session: object, edition_id: int | None) -> int | None:
+    """The edition id from a token, if that edition still exists (0 marks a preview link)."""
+    from sqlmodel import Session
+
+    assert isinstance(session, Session)
+    if not edition_id:
+        return None
+    return edition_id if session.get(Edition, edition_id) is not None else None
