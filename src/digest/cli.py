@@ -9,6 +9,7 @@ from datetime import date
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
+import sqlalchemy as sa
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -60,8 +61,21 @@ def friendly(func: F) -> F:
         except DigestError as e:
             err.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
             raise typer.Exit(1) from None
+        finally:
+            while _engines:
+                _engines.pop().dispose()
 
     return wrapper  # type: ignore[return-value]
+
+
+_engines: list[sa.Engine] = []
+
+
+def _engine(settings: Settings) -> sa.Engine:
+    """The migrated database of this command; disposed when the command ends."""
+    engine = open_database(settings.database_url)
+    _engines.append(engine)
+    return engine
 
 
 def _setup() -> tuple[Settings, Newsletter]:
@@ -118,7 +132,7 @@ def db_upgrade() -> None:
     Example: digest db upgrade
     """
     settings = load_settings()
-    open_database(settings.database_url)
+    _engine(settings)
     out.print("database is up to date")
 
 
@@ -130,7 +144,7 @@ def collect() -> None:
     Example: digest collect
     """
     settings, newsletter = _setup()
-    engine = open_database(settings.database_url)
+    engine = _engine(settings)
     results = pipeline.collect(newsletter, engine=engine, now=pipeline.utc_now())
     _print_collect(results)
 
@@ -166,7 +180,7 @@ def preview(
     if fmt not in ("html", "text", "eml", "mjml", "json"):
         raise DigestError(f"--format: {fmt!r} is not one of html, text, eml, mjml, json")
     settings, newsletter = _setup()
-    engine = open_database(settings.database_url)
+    engine = _engine(settings)
     now = pipeline.utc_now()
     result = pipeline.preview(
         settings,
@@ -226,7 +240,7 @@ def send(
     Example: digest send --date 2026-11-25
     """
     settings, newsletter = _setup()
-    engine = open_database(settings.database_url)
+    engine = _engine(settings)
     edition_date = _edition_date(settings, date_)
     if dry_run:
         from digest.deliver.memory import MemoryTransport
@@ -265,7 +279,7 @@ def run(date_: DateOpt = None) -> None:
     Example: digest run
     """
     settings, newsletter = _setup()
-    engine = open_database(settings.database_url)
+    engine = _engine(settings)
     results = pipeline.collect(newsletter, engine=engine, now=pipeline.utc_now())
     _print_collect(results)
     transport = make_transport(settings, clock=pipeline.utc_now)
@@ -308,7 +322,7 @@ def subscribers_add(
     Example: digest subscribers add ana@example.com --name Ana --topic "EV industry"
     """
     settings, newsletter = _setup()
-    engine = open_database(settings.database_url)
+    engine = _engine(settings)
     with session_scope(engine) as session:
         row = add_subscriber(
             email,
@@ -340,7 +354,7 @@ def subscribers_import(
     Example: digest subscribers import subscribers/example.csv
     """
     settings, newsletter = _setup()
-    engine = open_database(settings.database_url)
+    engine = _engine(settings)
     with session_scope(engine) as session:
         report = import_csv(
             file,
@@ -367,7 +381,7 @@ def subscribers_export(
     Example: digest subscribers export subscribers/backup.csv
     """
     settings = load_settings()
-    engine = open_database(settings.database_url)
+    engine = _engine(settings)
     with session_scope(engine) as session:
         if file is None:
             write_csv(export_rows(session=session), sys.stdout)
@@ -396,7 +410,7 @@ def subscribers_list(
             f"--status: {status!r} is not one of {', '.join(s.value for s in SubscriberStatus)}"
         ) from None
     settings = load_settings()
-    engine = open_database(settings.database_url)
+    engine = _engine(settings)
     with session_scope(engine) as session:
         rows = list_subscribers(session=session, status=wanted)
     table = Table("email", "name", "status", "topics", "timezone", title=f"{len(rows)} subscribers")
@@ -415,7 +429,7 @@ def subscribers_remove(
     Example: digest subscribers remove ana@example.com
     """
     settings = load_settings()
-    engine = open_database(settings.database_url)
+    engine = _engine(settings)
     with session_scope(engine) as session:
         remove_subscriber(email, session=session)
     out.print(f"removed {email}")
@@ -431,7 +445,7 @@ def subscribers_unsubscribe(
     Example: digest subscribers unsubscribe ana@example.com
     """
     settings = load_settings()
-    engine = open_database(settings.database_url)
+    engine = _engine(settings)
     with session_scope(engine) as session:
         row = get_subscriber(email, session=session)
         changed = unsubscribe(row, session=session, now=pipeline.utc_now(), method="admin")
@@ -451,7 +465,7 @@ def sources_list() -> None:
     from sqlmodel import select
 
     settings = load_settings()
-    engine = open_database(settings.database_url)
+    engine = _engine(settings)
     with session_scope(engine) as session:
         rows = list(session.exec(select(Source).order_by(Source.name)))
     table = Table("source", "last success", "failures in a row", "last error", "etag", title="Sources")
@@ -475,7 +489,7 @@ def stats(date_: DateOpt = None) -> None:
     Example: digest stats --date 2026-11-25
     """
     settings = load_settings()
-    engine = open_database(settings.database_url)
+    engine = _engine(settings)
     with session_scope(engine) as session:
         editions = (
             [e for e in [queries.edition_for(_edition_date(settings, date_), session=session)] if e]
@@ -532,7 +546,7 @@ def serve(
     from digest.web import create_app
 
     settings, newsletter = _setup()
-    engine = open_database(settings.database_url)
+    engine = _engine(settings)
     scheduler = None if no_scheduler else start_background(settings, newsletter, engine=engine)
     try:
         uvicorn.run(create_app(settings, newsletter, engine=engine), host=host, port=port, log_level="info")
@@ -551,7 +565,7 @@ def schedule() -> None:
     from digest.scheduler import run_blocking
 
     settings, newsletter = _setup()
-    engine = open_database(settings.database_url)
+    engine = _engine(settings)
     run_blocking(settings, newsletter, engine=engine)
 
 
@@ -563,7 +577,7 @@ def topics(date_: DateOpt = None) -> None:
     Example: digest topics
     """
     settings, newsletter = _setup()
-    engine = open_database(settings.database_url)
+    engine = _engine(settings)
     result = pipeline.preview(
         settings,
         newsletter,

@@ -68,7 +68,9 @@ def _story_items(newsletter: Newsletter, records: Iterable[queries.StoryRecord])
     source_cfg = {s.name: s for s in newsletter.sources}
     items = []
     for record in records:
-        article, source = record.articles[0]
+        # The story's own article leads; the other outlets follow in order of publication.
+        articles = sorted(record.articles, key=lambda pair: pair[0].url != record.story.url)
+        article, source = articles[0]
         cfg = source_cfg.get(source.name)
         tags: tuple[str, ...] = tuple(t for a, _ in record.articles for t in a.tags.split("\n") if t)
         match = topics.assign_topic(
@@ -85,7 +87,7 @@ def _story_items(newsletter: Newsletter, records: Iterable[queries.StoryRecord])
             continue
         seen: set[str] = set()
         refs = []
-        for a, s in record.articles:
+        for a, s in articles:
             if s.name not in seen:
                 seen.add(s.name)
                 refs.append(compose.SourceRef(s.name, a.url))
@@ -182,10 +184,10 @@ class Renderer:
         self, edition: compose.Edition, chosen: frozenset[str]
     ) -> tuple[compose.Edition, render.RenderedDigest]:
         """The subscriber's copy of the edition, rendered (cached per topic set)."""
-        key = (edition.date, chosen & edition.topic_names if chosen else frozenset())
+        copy = compose.for_subscriber(edition, chosen)
+        key = (edition.date, copy.topic_names)
         hit = self._cache.get(key)
         if hit is None:
-            copy = compose.for_subscriber(edition, key[1])
             rendered = render.render_digest(
                 self.env,
                 self.newsletter.newsletter,

@@ -53,7 +53,7 @@ TITLE_WEIGHT, TAG_WEIGHT, SUMMARY_WEIGHT = 3, 2, 1
 
 
 def assign_topic(story: StoryText, rules: Sequence[TopicRule], *, catch_all: str | None) -> TopicMatch:
-    """The best-scoring topic; ties go to the topic listed first; then source default, catch-all."""
+    """The best-scoring topic; with no match, the source's default topic, then the catch-all."""
     tags = " \n ".join(story.tags)
     best: tuple[int, str, list[str]] | None = None
     for rule in rules:
@@ -69,7 +69,12 @@ def assign_topic(story: StoryText, rules: Sequence[TopicRule], *, catch_all: str
             if weight:
                 score += weight
                 hits.append(label)
-        if score and (best is None or score > best[0]):
+        # Ties go to the source's own topic, then to the topic listed first.
+        if score and (
+            best is None
+            or score > best[0]
+            or (score == best[0] and rule.name == story.source_topic != best[1])
+        ):
             best = (score, rule.name, hits)
     if best is not None:
         return TopicMatch(best[1], "matched " + ", ".join(repr(h) for h in best[2]))
