@@ -129,6 +129,16 @@ def compose_draft(
     )
 
 
+def edition_or_draft(
+    newsletter: Newsletter, *, session: Session, edition_date: date, now: datetime
+) -> tuple[compose.Edition, EditionRow | None]:
+    """The frozen edition of a date if built, else a draft of it (the row is None then)."""
+    row = queries.edition_for(edition_date, session=session)
+    if row is not None:
+        return compose.Edition.from_json(row.content_json), row
+    return compose_draft(newsletter, session=session, edition_date=edition_date, now=now), None
+
+
 def build_edition(
     newsletter: Newsletter, *, session: Session, edition_date: date, now: datetime
 ) -> tuple[EditionRow, compose.Edition]:
@@ -429,12 +439,8 @@ def preview(
     """Render a date's edition for one subscriber (or a sample reader) without sending."""
     renderer = renderer or make_renderer(settings, newsletter)
     with session_scope(engine) as session:
-        row = queries.edition_for(edition_date, session=session)
-        if row is not None:
-            edition, edition_id = compose.Edition.from_json(row.content_json), row.id
-        else:
-            edition = compose_draft(newsletter, session=session, edition_date=edition_date, now=now)
-            edition_id = None
+        edition, row = edition_or_draft(newsletter, session=session, edition_date=edition_date, now=now)
+        edition_id = row.id if row is not None else None
         subscriber = (
             get_subscriber(subscriber_email, session=session) if subscriber_email else SAMPLE_SUBSCRIBER
         )
@@ -456,12 +462,7 @@ def dry_run(
     renderer = make_renderer(settings, newsletter)
     now = clock()
     with session_scope(engine) as session:
-        row = queries.edition_for(edition_date, session=session)
-        edition = (
-            compose.Edition.from_json(row.content_json)
-            if row is not None
-            else compose_draft(newsletter, session=session, edition_date=edition_date, now=now)
-        )
+        edition, _ = edition_or_draft(newsletter, session=session, edition_date=edition_date, now=now)
         subscribers = list(
             session.exec(select(Subscriber).where(Subscriber.status == SubscriberStatus.ACTIVE))
         )
