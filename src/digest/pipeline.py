@@ -208,6 +208,12 @@ class Renderer:
             hit = self._cache[key] = (copy, rendered)
         return hit
 
+    def prepare(self, edition: compose.Edition, topic_sets: Iterable[frozenset[str]]) -> int:
+        """Render the full edition and every given topic set's copy now; the number of copies."""
+        for chosen in [frozenset(), *topic_sets]:
+            self.digest_for(edition, chosen)
+        return sum(1 for day, _ in self._cache if day == edition.date)
+
     def archive_url(self, day: date) -> str:
         """Public web copy of an edition."""
         return f"{self.settings.base_url}/archive/{day.isoformat()}"
@@ -273,6 +279,14 @@ def make_renderer(settings: Settings, newsletter: Newsletter) -> Renderer:
     )
 
 
+def active_topic_sets(*, session: Session) -> set[frozenset[str]]:
+    """The distinct topic choices of active subscribers (one rendered copy each)."""
+    rows = session.exec(
+        select(Subscriber.topics).where(Subscriber.status == SubscriberStatus.ACTIVE).distinct()
+    )
+    return {frozenset(t for t in topics.split("\n") if t) for topics in rows}
+
+
 # --- deliver ------------------------------------------------------------------------------
 
 
@@ -324,8 +338,10 @@ def send_edition(
         if resend_unknown:
             ledger.requeue_unknown(edition_id, session=session, now=now)
         ledger.ensure_deliveries(edition_id, session=session, now=now)
-    # Render before the first claim: a template error stops the send with nothing claimed.
-    renderer.digest_for(edition, frozenset())
+    # Render every distinct copy before the first claim: a template error stops the send with
+    # nothing claimed (issue 4), whichever topic set would have hit it.
+    with session_scope(engine) as session:
+        renderer.prepare(edition, active_topic_sets(session=session))
 
     totals = {"sent": 0, "failed": 0, "retry": 0, "skipped": 0}
     failures: list[str] = []
@@ -483,7 +499,7 @@ def archive_html(
     """A sent edition as a public web page: every topic, no personal data, no working token."""
     with session_scope(engine) as session:
         sent = queries.edition_for(day, session=session)
-    if sent is None or sent.sent_at is None:
-        return None
+    if sent is None or sent.sent_at is None or sent.story_count == 0:
+        return None  # an edition with no stories was sent to nobody
     _, rendered = renderer.digest_for(compose.Edition.from_json(sent.content_json), frozenset())
     return rendered.html.fill(render.archive_values(settings.base_url))

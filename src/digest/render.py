@@ -6,6 +6,7 @@ markers, so the expensive work (Jinja over the whole edition, the MJML compile) 
 """
 
 import html
+import logging
 import re
 import secrets
 import traceback
@@ -20,14 +21,22 @@ import jinja2
 import mjml
 from markupsafe import Markup
 
+from digest import mjml_check
 from digest.compose import Edition, StoryItem, TopicSection
 from digest.config import NewsletterInfo
 from digest.errors import TemplateError
 
+log = logging.getLogger(__name__)
+
 HTML_TEMPLATE = "digest.mjml.j2"
 TEXT_TEMPLATE = "digest.txt.j2"
 SLOTS = ("greeting", "email", "unsubscribe_url", "preferences_url")
+# A card is a teaser, the article is one click away; and 40 cards must stay under Gmail's
+# 102 KB clipping limit (STANDARDS.md), so summaries are capped.
+SUMMARY_TEXT_MAX = 320
+SUMMARY_HTML_MAX = 700
 _TAG = re.compile(r"<[^>]+>")
+_MJML_POSITION = re.compile(r"at position (\d+):(\d+)")
 
 
 def bundled_templates_dir() -> Path:
@@ -39,9 +48,11 @@ def bundled_templates_dir() -> Path:
 
 
 def make_environment(user_dir: Path | None = None) -> jinja2.Environment:
-    """A Jinja environment: the user's folder first, then the bundled templates."""
+    """A Jinja environment: the user's folder (DIGEST_TEMPLATES_DIR) first, then the bundled templates."""
     loaders: list[jinja2.BaseLoader] = []
     if user_dir is not None:
+        if not user_dir.is_dir():
+            raise TemplateError(f"DIGEST_TEMPLATES_DIR: {str(user_dir)!r} is not a folder")
         loaders.append(jinja2.FileSystemLoader(str(user_dir)))
     loaders.append(jinja2.FileSystemLoader(str(bundled_templates_dir())))
     return jinja2.Environment(
@@ -102,15 +113,17 @@ class _StoryView:
 
 
 def _story_view(story: StoryItem) -> _StoryView:
-    text = html.unescape(_TAG.sub(" ", story.summary_html))
-    text = " ".join(text.split())
-    if len(text) > 320:  # a card is a teaser; the article is one click away
-        text = text[:317].rsplit(" ", 1)[0] + "..."
+    full = " ".join(html.unescape(_TAG.sub(" ", story.summary_html)).split())
+    text = full
+    if len(text) > SUMMARY_TEXT_MAX:
+        text = text[: SUMMARY_TEXT_MAX - 3].rsplit(" ", 1)[0] + "..."
+    # The only feed HTML that reaches the email, sanitized at collection by sources.clean; a long
+    # one is replaced by its shortened text, escaped like every other value from a feed.
+    keep_html = len(story.summary_html) <= SUMMARY_HTML_MAX and text == full
     return _StoryView(
         title=story.title,
         url=story.url,
-        # The only feed HTML that reaches the email: sanitized at collection by sources.clean.
-        summary=Markup(story.summary_html) if len(story.summary_html) <= 1200 else Markup(html.escape(text)),
+        summary=Markup(story.summary_html) if keep_html else Markup(html.escape(text)),
         summary_text=text,
         published_label=format_published(story.published),
         sources=story.sources,
@@ -173,10 +186,7 @@ def render_digest(
     context = template_context(newsletter, edition, archive_url=archive_url, nonce=nonce)
     mjml_source = _render(env, HTML_TEMPLATE, context)
     text = _render(env, TEXT_TEMPLATE, context)
-    try:
-        compiled = mjml.mjml2html(mjml_source, disable_comments=True)
-    except ValueError as e:
-        raise TemplateError(f"template {HTML_TEMPLATE}: MJML does not compile: {e}") from e
+    compiled = compile_mjml(env, mjml_source)
     return RenderedDigest(
         subject=subject_for(newsletter, edition),
         preheader=str(context["preheader"]),
@@ -187,19 +197,51 @@ def render_digest(
     )
 
 
+def compile_mjml(env: jinja2.Environment, source: str) -> str:
+    """MJML -> HTML; a parse failure names the template file and line at fault."""
+    try:
+        # fonts={}: no Google Fonts <link> (a request to a third party on every open).
+        return str(mjml.mjml2html(source, disable_comments=True, fonts={}))
+    except ValueError as e:
+        raise TemplateError(_mjml_failure(env, source, e)) from e
+
+
+def _mjml_failure(env: jinja2.Environment, source: str, error: ValueError) -> str:
+    """Point at the template line behind an MJML parse error, as precisely as we can."""
+    try:
+        problems = mjml_check.check_templates(env, HTML_TEMPLATE)
+    except jinja2.TemplateError:
+        problems = []
+    if problems:
+        return f"template {problems[0]}; MJML does not compile: {error}"
+    where = HTML_TEMPLATE
+    match = _MJML_POSITION.search(str(error))
+    if match:
+        start = int(match.group(1))
+        line = source.count("\n", 0, start) + 1
+        excerpt = source.splitlines()[line - 1].strip() if source else ""
+        where = f"{HTML_TEMPLATE} (rendered MJML line {line}: {excerpt[:80]!r})"
+    return f"template {where}: MJML does not compile: {error}"
+
+
 def _render(env: jinja2.Environment, name: str, context: dict[str, Any]) -> str:
     try:
         return env.get_template(name).render(context)
     except jinja2.TemplateSyntaxError as e:
         raise TemplateError(f"template {e.filename or e.name}:{e.lineno}: {e.message}") from e
     except jinja2.TemplateNotFound as e:
-        raise TemplateError(f"template {e.name} not found") from e
-    except jinja2.UndefinedError as e:
+        raise TemplateError(f"template {e.name} not found (needed by {name})") from e
+    except jinja2.TemplateError as e:  # undefined variable, bad filter call, ...
         raise TemplateError(f"template {_template_frame(e, name)}: {e.message}") from e
+    except (TypeError, ValueError, AttributeError, KeyError, IndexError, ZeroDivisionError) as e:
+        where = _template_frame(e, "")
+        if not where:  # not raised by template code: a bug, not a template error
+            raise
+        raise TemplateError(f"template {where}: {type(e).__name__}: {e}") from e
 
 
 def _template_frame(error: BaseException, fallback: str) -> str:
-    """file:line of the innermost template frame of a Jinja runtime error."""
+    """file:line of the innermost template frame of a runtime error (Jinja rewrites tracebacks)."""
     for frame in reversed(traceback.extract_tb(error.__traceback__)):
         if frame.filename.endswith(".j2"):
             return f"{frame.filename}:{frame.lineno}"

@@ -187,7 +187,7 @@ def create_app(
             editions = list(
                 session.exec(
                     select(Edition)
-                    .where(col(Edition.sent_at).is_not(None))
+                    .where(col(Edition.sent_at).is_not(None), col(Edition.story_count) > 0)
                     .order_by(col(Edition.date).desc())
                 )
             )
