@@ -82,3 +82,18 @@ def demo_dir(tmp_path: Path) -> Path:
     (target / "digest.toml").write_text((DEMO / "digest.toml").read_text())
     make_feeds.write_feeds(target / "feeds", NOW)
     return target
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    """`pytest --update-golden` rewrites the golden files under tests/data/ from current output."""
+    parser.addoption(
+        "--update-golden",
+        action="store_true",
+        help="Rewrite golden files under tests/data/golden/ instead of comparing against them.",
+    )
+
+
+@pytest.fixture
+def update_golden(request: pytest.FixtureRequest) -> bool:
+    """True when the run was asked to regenerate golden files."""
+    return bool(request.config.getoption("--update-golden"))

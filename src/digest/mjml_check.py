@@ -220,15 +220,13 @@ def check_mjml(source: str, *, template: str, partial: bool = False) -> list[Pro
         line = line_of(match.start())
         in_html = any(COMPONENTS.get(t, Component(frozenset(), frozenset())).ending for t, _ in stack)
         if closing:
-            if not stack or stack[-1][0] != name:
-                expected = f"</{stack[-1][0]}> (opened on line {stack[-1][1]})" if stack else "nothing"
-                message = f"</{name}> closes nothing open; expected {expected}"
-                problems.append(Problem(template, line, message))
-                if any(t == name for t, _ in stack):
-                    while stack and stack[-1][0] != name:
-                        stack.pop()
-                    stack.pop()
+            if not any(t == name for t, _ in stack):
+                problems.append(Problem(template, line, f"</{name}> closes nothing open"))
                 continue
+            while stack[-1][0] != name:
+                inner, opened = stack.pop()
+                message = f"<{inner}> (line {opened}) is not closed before </{name}>"
+                problems.append(Problem(template, line, message))
             stack.pop()
             continue
         parent = stack[-1][0] if stack else ""

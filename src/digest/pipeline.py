@@ -271,10 +271,15 @@ def _list_id(title: str, domain: str) -> str:
 
 def make_renderer(settings: Settings, newsletter: Newsletter) -> Renderer:
     """A renderer with the configured templates and link signer."""
+    env = render.make_environment(settings.templates_dir)
+    if settings.templates_dir is not None:
+        # mjml-python drops unknown tags and attributes silently: say so for the user's templates.
+        for problem in render.check_environment(env):
+            log.warning("template check: %s", problem)
     return Renderer(
         settings=settings,
         newsletter=newsletter,
-        env=render.make_environment(settings.templates_dir),
+        env=env,
         signer=TokenSigner([resolve_secret_key(settings)]),
     )
 

@@ -213,6 +213,8 @@ def _mjml_failure(env: jinja2.Environment, source: str, error: ValueError) -> st
     except jinja2.TemplateError:
         problems = []
     if problems:
+        # Unbalanced tags break the parse; an unknown attribute alone does not.
+        problems.sort(key=lambda p: "close" not in p.message)
         return f"template {problems[0]}; MJML does not compile: {error}"
     where = HTML_TEMPLATE
     match = _MJML_POSITION.search(str(error))
@@ -222,6 +224,21 @@ def _mjml_failure(env: jinja2.Environment, source: str, error: ValueError) -> st
         excerpt = source.splitlines()[line - 1].strip() if source else ""
         where = f"{HTML_TEMPLATE} (rendered MJML line {line}: {excerpt[:80]!r})"
     return f"template {where}: MJML does not compile: {error}"
+
+
+def check_environment(env: jinja2.Environment) -> list[mjml_check.Problem]:
+    """MJML problems in the templates `env` would use (mjml-python itself ignores most of them)."""
+    try:
+        return mjml_check.check_templates(env, HTML_TEMPLATE)
+    except jinja2.TemplateError as e:
+        raise TemplateError(f"template {render_error_location(e)}: {e.message}") from e
+
+
+def render_error_location(error: jinja2.TemplateError) -> str:
+    """file:line of a Jinja error, as well as it is known."""
+    if isinstance(error, jinja2.TemplateSyntaxError):
+        return f"{error.filename or error.name}:{error.lineno}"
+    return _template_frame(error, HTML_TEMPLATE)
 
 
 def _render(env: jinja2.Environment, name: str, context: dict[str, Any]) -> str:
