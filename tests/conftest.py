@@ -15,7 +15,7 @@ from digest.db.engine import open_database
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "examples" / "demo"
 NOW = datetime(2026, 11, 25, 7, 0, tzinfo=UTC)
-KEEP_ENV = frozenset({"DIGEST_TEST_DATABASE_URL", "DIGEST_REQUIRE_POSTGRES"})
+KEEP_ENV = frozenset({"DIGEST_TEST_DATABASE_URL", "DIGEST_REQUIRE_POSTGRES", "DIGEST_REQUIRE_TOOLS"})
 
 sys.path.insert(0, str(DEMO))  # make_feeds.py, the demo feed writer
 

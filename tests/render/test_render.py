@@ -81,12 +81,14 @@ def test_html_meets_the_email_standards(env: jinja2.Environment) -> None:
     assert all("alt" in img for img in page.all("img"))
     assert "max-width:600px" in html
     assert "fonts.googleapis.com" not in html  # no third-party request on open
-    # The preheader is the first thing in the body, hidden.
-    body = html.split("<body", 1)[1]
-    first_div = re.search(r"<div style=\"([^\"]*)\">([^<]*)", body)
-    assert first_div is not None
-    assert "display:none" in first_div.group(1)
-    assert first_div.group(2).startswith(rendered.preheader)
+    # The preheader is the first text in the body, hidden, without 1px or same-colour text.
+    preheader = re.search(r"<div class=\"preheader\" style=\"([^\"]*)\">([^<]*)</div>", html)
+    assert preheader is not None
+    assert "display:none" in preheader.group(1)
+    assert "font-size" not in preheader.group(1)
+    assert "color" not in preheader.group(1)
+    assert preheader.group(2).startswith(rendered.preheader)
+    assert scan(html).visible.startswith(rendered.preheader)
     assert rendered.preheader == "6 stories today: EV industry (2), Robotics (2), Smartphones (2)"
 
 
