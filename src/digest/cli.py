@@ -172,15 +172,30 @@ def preview(
         Path | None, typer.Option("--output", "-o", help="Write here instead of stdout.")
     ] = None,
     open_: Annotated[bool, typer.Option("--open", help="Open the result in the default browser.")] = False,
+    serve_: Annotated[
+        bool,
+        typer.Option(
+            "--serve",
+            help="Start a local preview server: recent editions at 375 and 700 px beside the text "
+            "part, reloading when a template changes.",
+        ),
+    ] = False,
+    host: Annotated[str, typer.Option("--host", help="With --serve: interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="With --serve: port to listen on.")] = 8025,
 ) -> None:
     """Render exactly what a subscriber would receive for a date, without sending.
 
     Example: digest preview --date 2026-11-25 --format html --output preview.html --open
+
+    Example: digest preview --serve --open
     """
     if fmt not in ("html", "text", "eml", "mjml", "json"):
         raise DigestError(f"--format: {fmt!r} is not one of html, text, eml, mjml, json")
     settings, newsletter = _setup()
     engine = _engine(settings)
+    if serve_:
+        _serve_preview(settings, newsletter, engine=engine, host=host, port=port, open_browser=open_)
+        return
     now = pipeline.utc_now()
     result = pipeline.preview(
         settings,
@@ -209,6 +224,21 @@ def preview(
     err.print(f"wrote {output}")
     if open_:
         webbrowser.open(output.resolve().as_uri())
+
+
+def _serve_preview(
+    settings: Settings, newsletter: Newsletter, *, engine: Any, host: str, port: int, open_browser: bool
+) -> None:
+    import uvicorn
+
+    from digest.preview import create_preview_app
+
+    url = f"http://{host}:{port}/"
+    err.print(f"preview server on {url} (Ctrl-C to stop); edit a template and the page reloads")
+    if open_browser:
+        webbrowser.open(url)
+    app = create_preview_app(settings, newsletter, engine=engine)
+    uvicorn.run(app, host=host, port=port, log_level="warning")
 
 
 def _print_send(report: pipeline.SendReport) -> None:
