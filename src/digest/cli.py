@@ -227,7 +227,7 @@ def preview(
 
 
 def _serve_preview(
-    settings: Settings, newsletter: Newsletter, *, engine: Any, host: str, port: int, open_browser: bool
+    settings: Settings, newsletter: Newsletter, *, engine: sa.Engine, host: str, port: int, open_browser: bool
 ) -> None:
     import uvicorn
 

@@ -186,7 +186,7 @@ class Renderer:
     newsletter: Newsletter
     env: jinja2.Environment
     signer: TokenSigner
-    _cache: dict[tuple[date, frozenset[str] | None], tuple[compose.Edition, render.RenderedDigest]] = field(
+    _cache: dict[tuple[date, frozenset[str]], tuple[compose.Edition, render.RenderedDigest]] = field(
         default_factory=dict
     )
 
