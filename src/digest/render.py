@@ -25,6 +25,7 @@ from digest import mjml_check
 from digest.compose import Edition, StoryItem, TopicSection
 from digest.config import NewsletterInfo
 from digest.errors import TemplateError
+from digest.sources.clean import sanitize_html
 
 log = logging.getLogger(__name__)
 
@@ -113,17 +114,20 @@ class _StoryView:
 
 
 def _story_view(story: StoryItem) -> _StoryView:
-    full = " ".join(html.unescape(_TAG.sub(" ", story.summary_html)).split())
+    # Sanitized at collection already; again here because stored content outlives code versions
+    # and the summary is the one piece of feed HTML an email carries (cheap: once per copy).
+    summary_html = sanitize_html(story.summary_html)
+    full = " ".join(html.unescape(_TAG.sub(" ", summary_html)).split())
     text = full
     if len(text) > SUMMARY_TEXT_MAX:
         text = text[: SUMMARY_TEXT_MAX - 3].rsplit(" ", 1)[0] + "..."
     # The only feed HTML that reaches the email, sanitized at collection by sources.clean; a long
     # one is replaced by its shortened text, escaped like every other value from a feed.
-    keep_html = len(story.summary_html) <= SUMMARY_HTML_MAX and text == full
+    keep_html = len(summary_html) <= SUMMARY_HTML_MAX and text == full
     return _StoryView(
         title=story.title,
         url=story.url,
-        summary=Markup(story.summary_html) if keep_html else Markup(html.escape(text)),
+        summary=Markup(summary_html) if keep_html else Markup(html.escape(text)),
         summary_text=text,
         published_label=format_published(story.published),
         sources=story.sources,
@@ -281,7 +285,7 @@ def archive_values(base_url: str) -> dict[str, str]:
         "greeting": "Hi,",
         "email": "your address",
         "unsubscribe_url": f"{base_url}/unsubscribe",
-        "preferences_url": f"{base_url}/subscribe",
+        "preferences_url": f"{base_url}/preferences",
     }
 
 

@@ -64,6 +64,14 @@ def create_app(
             "To unsubscribe, use the unsubscribe link at the bottom of any email you received from us.",
         )
 
+    @app.get("/preferences", response_class=HTMLResponse)
+    def preferences_help() -> HTMLResponse:
+        # Where the archive's tokenless "change your topics" link leads (issue 4).
+        return message(
+            "Your topics",
+            "To change your topics or pause, use the link at the bottom of any email you received from us.",
+        )
+
     @app.get("/unsubscribe/{token}", response_class=HTMLResponse)
     def unsubscribe_page(token: str) -> HTMLResponse:
         # GET changes nothing: link scanners fetch every link in a message (RFC 8058 §3.2).

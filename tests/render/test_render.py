@@ -131,11 +131,26 @@ def test_feed_text_is_escaped_everywhere(env: jinja2.Environment) -> None:
     assert 'href="https://evil.example/a?b=1&amp;c=&#34;2&#34;"' in html
     assert "Other &lt;i&gt;outlet&lt;/i&gt;" in html
     # The sanitized summary is the one piece of feed HTML that stays HTML.
-    assert '<a href="https://evil.example/x">link</a>' in html
+    assert '<a href="https://evil.example/x" rel="noopener noreferrer">link</a>' in html
     # A forged slot marker is inert text (the real nonce is random), in both parts.
     assert "@@slot-0000000000000000:unsubscribe_url@@" in html
     assert samples.HOSTILE_TITLE in text
     assert html.count(samples.READER["unsubscribe_url"]) == 1
+
+
+def test_summary_html_is_sanitized_again_at_render(env: jinja2.Environment) -> None:
+    # Stored before a sanitizer change, or written to the database by hand: still cleaned.
+    dirty = samples.story(
+        1,
+        summary='<p onclick="x()">Hi <script>alert(1)</script><img src=x><a href="javascript:y()">z</a></p>',
+    )
+    html, _ = samples.fill(
+        samples.render_sample(env, Edition(samples.DAY, "EV Brief", (TopicSection("EV industry", (dirty,)),)))
+    )
+    assert "onclick" not in html
+    assert "<script>alert" not in html
+    assert "javascript:" not in html
+    assert "<img" not in html
 
 
 def test_personal_values_are_escaped_in_html_not_in_text(env: jinja2.Environment) -> None:

@@ -115,6 +115,9 @@ def test_archive_shows_the_sent_edition_without_personal_data(
         sent = send(settings, newsletter, engine, now).sent
         index = client.get("/archive/")
         page = client.get(f"/archive/{day}")
+        help_pages = [client.get(path) for path in ("/unsubscribe", "/preferences")]
+    assert [p.status_code for p in help_pages] == [200, 200]
+    assert "link at the bottom of any email" in help_pages[1].text
     assert index.status_code == 200
     assert f'href="/archive/{day}"' in index.text
     assert page.status_code == 200
@@ -122,7 +125,9 @@ def test_archive_shows_the_sent_edition_without_personal_data(
     for reader in ("ana@example.com", "ben@example.com", "Ana", "Ben"):
         assert reader not in html
     links = scan(html).links
-    assert f"{BASE}/unsubscribe" in links  # a page that explains, not a working token
+    # Pages that explain where the reader's own links are, not working tokens.
+    assert f"{BASE}/unsubscribe" in links
+    assert f"{BASE}/preferences" in links
     assert not any("/unsubscribe/" in link or "/preferences/" in link for link in links)
     # Every story any reader got is in the archive.
     for message in sent:
