@@ -171,3 +171,40 @@ def test_template_that_drops_the_unsubscribe_link_is_refused(tmp_path: Path) -> 
     env = _user_env(tmp_path, {"digest.txt.j2": text})
     with pytest.raises(TemplateError, match=r"text template does not use slot\.unsubscribe_url"):
         render.check_slots(samples.render_sample(env))
+
+
+def test_type_error_in_template_code_names_file_and_line(tmp_path: Path) -> None:
+    header = _copy_with(
+        "partials/header.mjml.j2", "{{ newsletter.title }}</h1>", '{{ story_count + "!" }}</h1>'
+    )
+    env = _user_env(tmp_path, {"partials/header.mjml.j2": header})
+    with pytest.raises(TemplateError, match=r"mine/partials/header\.mjml\.j2:5: TypeError"):
+        samples.render_sample(env)
+
+
+def test_user_templates_with_unknown_mjml_are_logged(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from digest import pipeline
+    from digest.config import Newsletter, TopicConfig, load_settings
+
+    footer = _copy_with("partials/footer.mjml.j2", 'padding="20px 0 32px"', 'paddin="20px 0 32px"')
+    _user_env(tmp_path, {"partials/footer.mjml.j2": footer})
+    settings = load_settings(templates_dir=tmp_path / "mine", var_dir=tmp_path / "var")
+    newsletter = Newsletter(newsletter=samples.NEWSLETTER, topics=[TopicConfig(name="EV industry")])
+    with caplog.at_level("WARNING", logger="digest.pipeline"):
+        pipeline.make_renderer(settings, newsletter)
+    assert any(
+        re.search(
+            r"template check: .*mine/partials/footer\.mjml\.j2:2: <mj-section>: unknown attribute 'paddin'", m
+        )
+        for m in caplog.messages
+    ), caplog.messages
+
+
+def test_empty_copy_renders_for_preview(env: jinja2.Environment) -> None:
+    from digest.compose import Edition
+
+    html, text = samples.fill(samples.render_sample(env, Edition(samples.DAY, "EV Brief", ())))
+    assert "No new stories today." in text
+    assert "No new stories today." in html
