@@ -142,7 +142,8 @@ def test_summary_html_is_sanitized_again_at_render(env: jinja2.Environment) -> N
     # Stored before a sanitizer change, or written to the database by hand: still cleaned.
     dirty = samples.story(
         1,
-        summary='<p onclick="x()">Hi <script>alert(1)</script><img src=x><a href="javascript:y()">z</a></p>',
+        summary='<p onclick="x()">Hi <script>alert(1)</script><img src=x><a href="javascript:y()">z</a>'
+        '<a href="/relative/page">r</a></p>',
     )
     html, _ = samples.fill(
         samples.render_sample(env, Edition(samples.DAY, "EV Brief", (TopicSection("EV industry", (dirty,)),)))
@@ -151,6 +152,7 @@ def test_summary_html_is_sanitized_again_at_render(env: jinja2.Environment) -> N
     assert "<script>alert" not in html
     assert "javascript:" not in html
     assert "<img" not in html
+    assert "/relative/page" not in html  # links in an email must be absolute
 
 
 def test_personal_values_are_escaped_in_html_not_in_text(env: jinja2.Environment) -> None:
