@@ -6,7 +6,6 @@ markers, so the expensive work (Jinja over the whole edition, the MJML compile) 
 """
 
 import html
-import logging
 import re
 import secrets
 import traceback
@@ -26,8 +25,6 @@ from digest.compose import Edition, StoryItem, TopicSection
 from digest.config import NewsletterInfo
 from digest.errors import TemplateError
 from digest.sources.clean import sanitize_html
-
-log = logging.getLogger(__name__)
 
 HTML_TEMPLATE = "digest.mjml.j2"
 TEXT_TEMPLATE = "digest.txt.j2"
@@ -235,11 +232,11 @@ def check_environment(env: jinja2.Environment) -> list[mjml_check.Problem]:
     try:
         return mjml_check.check_templates(env, HTML_TEMPLATE)
     except jinja2.TemplateError as e:
-        raise TemplateError(f"template {render_error_location(e)}: {e.message}") from e
+        raise TemplateError(f"template {_error_location(e)}: {e.message}") from e
 
 
-def render_error_location(error: jinja2.TemplateError) -> str:
-    """file:line of a Jinja error, as well as it is known."""
+def _error_location(error: jinja2.TemplateError) -> str:
+    # file:line of a Jinja error, as well as it is known.
     if isinstance(error, jinja2.TemplateSyntaxError):
         return f"{error.filename or error.name}:{error.lineno}"
     return _template_frame(error, HTML_TEMPLATE)
