@@ -177,3 +177,17 @@ def test_preview_server_shows_editions_and_reloads_on_template_change(
         assert frame.status_code == 500
         assert "mine/digest.txt.j2:1" in frame.text
         assert client.get("/edition/not-a-date").text.count("is not a date") == 1
+
+
+def test_open_writes_a_file_and_opens_it(
+    demo_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    opened: list[str] = []
+    monkeypatch.setattr(cli.webbrowser, "open", opened.append)
+    result = runner.invoke(
+        app, ["preview", "--date", "2026-11-25", "--format", "text", "--open"], env=demo_env
+    )
+    assert result.exit_code == 0, result.output
+    target = tmp_path / "var" / "preview" / "2026-11-25.txt"
+    assert opened == [target.resolve().as_uri()]
+    assert target.read_text().startswith("EV Brief · ")
