@@ -399,6 +399,8 @@ def subscribers_import(
         err.print(f"kept out (no consent): {line}", highlight=False)
     for line in report.invalid:
         err.print(f"skipped invalid: {line}", highlight=False)
+    if report.ignored_columns:
+        err.print(f"ignored unknown column(s): {', '.join(report.ignored_columns)}", highlight=False)
 
 
 @subscribers_app.command("export")

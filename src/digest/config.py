@@ -58,6 +58,12 @@ class Settings(BaseSettings):
     timezone: str = "UTC"
     send_time: time = time(7, 0)
     unsubscribe_mailto: str | None = None
+    # Schedule and sign-up (issue 6). Lateness stays under a day: a later edition supersedes.
+    collect_every_minutes: int = Field(default=60, ge=5, le=24 * 60)
+    max_lateness_hours: float = Field(default=6.0, gt=0, le=23)
+    confirm_expiry_hours: int = Field(default=72, ge=1)
+    subscribe_rate_limit: int = Field(default=5, ge=1)  # sign-ups per IP address per hour
+    scheduler_lease_seconds: int = Field(default=60, ge=10)
 
     @field_validator("timezone")
     @classmethod

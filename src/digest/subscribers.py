@@ -16,14 +16,8 @@ from digest.db.models import Delivery, Subscriber, SubscriberEvent, SubscriberSt
 from digest.errors import SubscriberError
 
 CSV_COLUMNS = ("email", "name", "topics", "timezone")
-EXPORT_COLUMNS = (
-    *CSV_COLUMNS,
-    "status",
-    "consent_source",
-    "consent_at",
-    "consent_ip",
-    "confirmed_at",
-)
+CONSENT_COLUMNS = ("consent_source", "consent_at", "consent_ip", "confirmed_at", "confirmed_ip")
+EXPORT_COLUMNS = (*CSV_COLUMNS, "status", *CONSENT_COLUMNS)
 # Statuses an import must not undo without the admin saying so: the reader said no.
 NO_CONSENT = frozenset({SubscriberStatus.UNSUBSCRIBED, SubscriberStatus.BOUNCED, SubscriberStatus.COMPLAINED})
 
@@ -34,8 +28,9 @@ def normalize_email(address: str) -> str:
         info = validate_email(address.strip(), check_deliverability=False)
     except EmailNotValidError as e:
         raise SubscriberError(f"{address.strip()!r}: {e}") from e
-    local, _, domain = info.normalized.rpartition("@")
-    return f"{local}@{domain.lower()}"
+    # Lower-case all of it: local parts are case-sensitive in theory (RFC 5321 §2.4) but not at
+    # any real mailbox provider, and "Ana@x" and "ana@x" must be one subscriber, not two.
+    return info.normalized.lower()
 
 
 def check_timezone(name: str) -> str:
@@ -124,37 +119,64 @@ def add_subscriber(
             f"{address} is {row.status}: not resubscribed without their consent (use --resubscribe "
             "if they asked to come back)"
         )
+    record = CsvRow(0, address, name or (row.name if row else ""), tuple(chosen), tz)
+    return _apply_row(session, row, record, now=now, source=source)
+
+
+def _apply_row(
+    session: Session, row: Subscriber | None, record: "CsvRow", *, now: datetime, source: str
+) -> Subscriber:
+    """Write one validated row: the file's status and consent when it has them, else active now."""
     if row is None:
-        row = Subscriber(email=address, created_at=now, updated_at=now)
-    was_active = row.status == SubscriberStatus.ACTIVE and row.id is not None
-    row.name, row.topics, row.timezone = name or row.name, "\n".join(chosen), tz
-    row.status = SubscriberStatus.ACTIVE
-    if not was_active:
+        row = Subscriber(email=record.email, created_at=now, updated_at=now, status=SubscriberStatus.PENDING)
+        session.add(row)
+        session.flush()
+    previous = row.status
+    status = record.status or SubscriberStatus.ACTIVE
+    row.name, row.topics, row.timezone = record.name, "\n".join(record.topics), record.timezone
+    if record.consent is not None:  # an export being imported: keep its consent as it was
+        c = record.consent
+        row.consent_source, row.consent_at, row.consent_ip = c.source, c.at, c.ip
+        row.confirmed_at, row.confirmed_ip = c.confirmed_at, c.confirmed_ip
+    elif status == SubscriberStatus.ACTIVE and previous != SubscriberStatus.ACTIVE:
         row.consent_source, row.consent_at, row.confirmed_at = source, now, now
+        row.consent_ip = row.confirmed_ip = None
+    row.status = status
     row.updated_at = now
     session.add(row)
     session.flush()
-    if not was_active:
-        record_event(
-            session,
-            row,
-            "subscribe",
-            "admin" if source == "cli" else "import",
-            now=now,
-            detail=source,
-        )
+    if status != previous:
+        kind = {
+            SubscriberStatus.ACTIVE: "resubscribe" if previous in NO_CONSENT else "subscribe",
+            SubscriberStatus.UNSUBSCRIBED: "unsubscribe",
+        }.get(status, str(status))
+        method = "admin" if source == "cli" else "import"
+        record_event(session, row, kind, method, now=now, detail=source)
     return row
 
 
 @dataclass(frozen=True, slots=True)
+class Consent:
+    """How and when someone agreed to receive the digest, as an export records it."""
+
+    source: str
+    at: datetime | None
+    ip: str | None
+    confirmed_at: datetime | None
+    confirmed_ip: str | None
+
+
+@dataclass(frozen=True, slots=True)
 class CsvRow:
-    """A valid row of a subscriber CSV file."""
+    """A valid row of a subscriber CSV file (status and consent only when the file has them)."""
 
     line: int
     email: str
     name: str
     topics: tuple[str, ...]
     timezone: str | None
+    status: SubscriberStatus | None = None
+    consent: Consent | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,46 +188,110 @@ class ImportReport:
     kept_out: tuple[str, ...] = ()
     duplicates: int = 0
     invalid: tuple[str, ...] = field(default_factory=tuple)
+    ignored_columns: tuple[str, ...] = ()
 
 
-def read_csv(path: Path, *, known_topics: Sequence[str]) -> tuple[list[CsvRow], list[str], int]:
-    """Parse and validate a subscriber CSV: (good rows, "line N: reason" errors, duplicates merged)."""
+def _sniff_delimiter(header: str) -> str:
+    # The header holds only column names, so the delimiter is whichever of , ; TAB it uses most;
+    # csv.Sniffer guesses from data rows and picks ";" when topics like "a;b" fill them.
+    counts = {d: header.count(d) for d in (",", ";", "\t")}
+    best = max(counts, key=lambda d: counts[d])
+    return best if counts[best] else ","
+
+
+def _parse_time(value: str, column: str) -> datetime | None:
+    if not value.strip():
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.strip())
+    except ValueError:
+        raise SubscriberError(f"{column}: {value.strip()!r} is not an ISO 8601 date-time") from None
+    if parsed.tzinfo is None:
+        raise SubscriberError(f"{column}: {value.strip()!r} has no UTC offset")
+    return parsed
+
+
+def _parse_row(values: dict[str, str], known_topics: Sequence[str], line: int) -> CsvRow:
+    email = normalize_email(values.get("email", ""))
+    topics = check_topics([t for t in values.get("topics", "").split(";") if t.strip()], known_topics)
+    tz_name = values.get("timezone", "").strip()
+    status: SubscriberStatus | None = None
+    if values.get("status", "").strip():
+        try:
+            status = SubscriberStatus(values["status"].strip().lower())
+        except ValueError:
+            raise SubscriberError(
+                f"status: {values['status'].strip()!r} is not one of "
+                + ", ".join(s.value for s in SubscriberStatus)
+            ) from None
+    consent = None
+    if any(values.get(c, "").strip() for c in CONSENT_COLUMNS):
+        consent = Consent(
+            source=values.get("consent_source", "").strip(),
+            at=_parse_time(values.get("consent_at", ""), "consent_at"),
+            ip=values.get("consent_ip", "").strip() or None,
+            confirmed_at=_parse_time(values.get("confirmed_at", ""), "confirmed_at"),
+            confirmed_ip=values.get("confirmed_ip", "").strip() or None,
+        )
+    return CsvRow(
+        line,
+        email,
+        values.get("name", "").strip(),
+        tuple(topics),
+        check_timezone(tz_name) if tz_name else None,
+        status,
+        consent,
+    )
+
+
+def read_csv(path: Path, *, known_topics: Sequence[str]) -> tuple[list[CsvRow], list[str], int, list[str]]:
+    """Parse and validate a subscriber CSV: (good rows, "file:line: reason" errors, duplicates
+    merged, ignored columns)."""
     try:
         text = path.read_text(encoding="utf-8-sig")  # -sig: Excel writes a BOM
     except (OSError, UnicodeDecodeError) as e:
         raise SubscriberError(f"{path}: cannot read: {e}") from e
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=_sniff_delimiter(text.split("\n", 1)[0]))
     try:
-        dialect: type[csv.Dialect] | csv.Dialect = csv.Sniffer().sniff(text[:4096], delimiters=",;\t")
-    except csv.Error:
-        dialect = csv.excel
-    reader = csv.DictReader(io.StringIO(text, newline=""), dialect=dialect)
-    fields = [f.strip().lower() for f in reader.fieldnames or []]
-    if "email" not in fields:
+        header = [h.strip().lower() for h in next(reader, [])]
+    except csv.Error as e:
+        raise SubscriberError(f"{path}:1: {e}") from e
+    if "email" not in header:
         raise SubscriberError(
-            f"{path}:1: header must have an 'email' column (got {', '.join(fields) or 'nothing'})"
+            f"{path}:1: header must have an 'email' column (got {', '.join(header) or 'nothing'})"
         )
-    reader.fieldnames = fields
+    ignored = [h for h in header if h not in EXPORT_COLUMNS]
     rows: dict[str, CsvRow] = {}
     errors: list[str] = []
     duplicates = 0
-    for raw in reader:
+    line = reader.line_num
+    while True:
+        start = line + 1  # a quoted value may span lines: name the line where the row starts
+        try:
+            raw = next(reader, None)
+        except csv.Error as e:
+            errors.append(f"{path}:{start}: {e}")
+            break
         line = reader.line_num
-        if not any((v or "").strip() for v in raw.values() if isinstance(v, str)):
+        if raw is None:
+            break
+        if not any(v.strip() for v in raw):
+            continue
+        if len(raw) > len(header):
+            errors.append(
+                f"{path}:{start}: {len(raw)} fields but the header has {len(header)} "
+                "(quote a value that contains the delimiter)"
+            )
             continue
         try:
-            email = normalize_email(raw.get("email") or "")
-            topics = check_topics(
-                [t for t in (raw.get("topics") or "").split(";") if t.strip()], known_topics
-            )
-            tz_name = (raw.get("timezone") or "").strip()
-            tz = check_timezone(tz_name) if tz_name else None
+            record = _parse_row(dict(zip(header, raw, strict=False)), known_topics, start)
         except SubscriberError as e:
-            errors.append(f"{path}:{line}: {e}")
+            errors.append(f"{path}:{start}: {e}")
             continue
-        if email in rows:
+        if record.email in rows:
             duplicates += 1
-        rows[email] = CsvRow(line, email, (raw.get("name") or "").strip(), tuple(topics), tz)
-    return list(rows.values()), errors, duplicates
+        rows[record.email] = record
+    return list(rows.values()), errors, duplicates, ignored
 
 
 def import_csv(
@@ -218,7 +304,7 @@ def import_csv(
     resubscribe: bool = False,
 ) -> ImportReport:
     """Import a CSV: all or nothing unless `skip_invalid`; never resubscribes without consent."""
-    rows, errors, duplicates = read_csv(path, known_topics=known_topics)
+    rows, errors, duplicates, ignored = read_csv(path, known_topics=known_topics)
     if errors and not skip_invalid:
         raise SubscriberError(
             f"{path}: {len(errors)} invalid row(s), nothing imported:\n  " + "\n  ".join(errors)
@@ -231,25 +317,21 @@ def import_csv(
     kept_out = []
     for row in rows:
         current = existing.get(row.email)
-        if current is not None and current.status in NO_CONSENT and not resubscribe:
+        wants = row.status or SubscriberStatus.ACTIVE
+        if (
+            current is not None
+            and current.status in NO_CONSENT
+            and wants not in NO_CONSENT
+            and not resubscribe
+        ):
             kept_out.append(f"{row.email} ({current.status})")
             continue
-        add_subscriber(
-            row.email,
-            session=session,
-            now=now,
-            known_topics=known_topics,
-            name=row.name,
-            topics=row.topics,
-            timezone=row.timezone,
-            source=f"import:{path.name}",
-            resubscribe=resubscribe,
-        )
+        _apply_row(session, current, row, now=now, source=f"import:{path.name}")
         if current is None:
             added += 1
         else:
             updated += 1
-    return ImportReport(added, updated, tuple(kept_out), duplicates, tuple(errors))
+    return ImportReport(added, updated, tuple(kept_out), duplicates, tuple(errors), tuple(ignored))
 
 
 def export_rows(*, session: Session) -> Iterator[dict[str, str]]:
@@ -258,13 +340,14 @@ def export_rows(*, session: Session) -> Iterator[dict[str, str]]:
         yield {
             "email": s.email,
             "name": s.name,
-            "topics": ";".join(sorted(topics_of(s))),
+            "topics": ";".join(t for t in s.topics.split("\n") if t),
             "timezone": s.timezone or "",
             "status": str(s.status),
             "consent_source": s.consent_source,
             "consent_at": s.consent_at.isoformat() if s.consent_at else "",
             "consent_ip": s.consent_ip or "",
             "confirmed_at": s.confirmed_at.isoformat() if s.confirmed_at else "",
+            "confirmed_ip": s.confirmed_ip or "",
         }
 
 

@@ -127,6 +127,7 @@ class Subscriber(SQLModel, table=True):
     consent_at: datetime | None = _ts()
     consent_ip: str | None = None
     confirmed_at: datetime | None = _ts()
+    confirmed_ip: str | None = None  # where a web sign-up was confirmed from (double opt-in)
     paused_until: datetime | None = _ts()
     created_at: datetime = _ts(nullable=False)
     updated_at: datetime = _ts(nullable=False)
@@ -186,3 +187,26 @@ class SubscriberEvent(SQLModel, table=True):
     detail: str | None = None
     external_id: str | None = Field(default=None, unique=True)  # e.g. SendGrid sg_event_id
     created_at: datetime = _ts(nullable=False, index=True)
+
+
+class ScheduleRun(SQLModel, table=True):
+    """One scheduled run (collect, a zone's send, expiry): when, by whom, and how it ended."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    job: str = Field(index=True)  # collect, send, expire
+    key: str = Field(index=True)  # e.g. "send 2026-11-25 Asia/Tokyo": what the run was for
+    scheduled_for: datetime = _ts(nullable=False)
+    started_at: datetime = _ts(nullable=False, index=True)
+    finished_at: datetime | None = _ts()
+    status: str = Field(index=True)  # running, ok, failed, skipped, interrupted
+    detail: str = ""
+    owner: str = ""  # the scheduler instance that ran it
+
+
+class SchedulerLease(SQLModel, table=True):
+    """Who may act as the scheduler now: only one process holds the lease at a time."""
+
+    name: str = Field(primary_key=True)
+    owner: str
+    acquired_at: datetime = _ts(nullable=False)
+    expires_at: datetime = _ts(nullable=False)
