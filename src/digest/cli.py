@@ -584,13 +584,14 @@ def serve(
         uvicorn.run(create_app(settings, newsletter, engine=engine), host=host, port=port, log_level="info")
     finally:
         if scheduler is not None:
-            scheduler.shutdown(wait=True)
+            scheduler.stop()  # finishes the batch being sent, records it, releases the lease
 
 
 @app.command()
 @friendly
 def schedule() -> None:
-    """Run the scheduler alone: collect hourly, send daily at DIGEST_SEND_TIME.
+    """Run the scheduler alone: collect hourly; each subscriber gets the edition at DIGEST_SEND_TIME
+    in their own time zone. SIGTERM finishes the batch being sent, then exits.
 
     Example: digest schedule
     """

@@ -64,6 +64,7 @@ class Settings(BaseSettings):
     confirm_expiry_hours: int = Field(default=72, ge=1)
     subscribe_rate_limit: int = Field(default=5, ge=1)  # sign-ups per IP address per hour
     scheduler_lease_seconds: int = Field(default=60, ge=10)
+    send_batch_size: int = Field(default=500, ge=1)  # messages claimed (and finished on SIGTERM) at once
 
     @field_validator("timezone")
     @classmethod

@@ -325,8 +325,14 @@ def send_edition(
     renderer: Renderer | None = None,
     resend_unknown: bool = False,
     batch_size: int = BATCH_SIZE,
+    audience: sa.ColumnElement[bool] | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> SendReport:
-    """Build (or load) the edition and send it to every active subscriber who has not had it."""
+    """Build (or load) the edition and send it to every active subscriber who has not had it.
+
+    `audience` narrows who is sent to now (the scheduler sends one time zone at a time);
+    `should_stop` is asked between batches (SIGTERM: finish the batch in hand, then stop).
+    """
     renderer = renderer or make_renderer(settings, newsletter)
     now = clock()
     with session_scope(engine) as session:
@@ -342,7 +348,7 @@ def send_edition(
             )
         if resend_unknown:
             ledger.requeue_unknown(edition_id, session=session, now=now)
-        ledger.ensure_deliveries(edition_id, session=session, now=now)
+        ledger.ensure_deliveries(edition_id, session=session, now=now, audience=audience)
     # Render every distinct copy before the first claim: a template error stops the send with
     # nothing claimed (issue 4), whichever topic set would have hit it.
     with session_scope(engine) as session:
@@ -351,12 +357,17 @@ def send_edition(
     totals = {"sent": 0, "failed": 0, "retry": 0, "skipped": 0}
     failures: list[str] = []
     started = clock()
-    while True:
+    while not (should_stop is not None and should_stop()):
         now = clock()
         with session_scope(engine) as session:
             # Rows that fail transiently in this run wait for the next run, not the next batch.
             batch = ledger.claim_batch(
-                edition_id, session=session, now=now, size=batch_size, not_claimed_since=started
+                edition_id,
+                session=session,
+                now=now,
+                size=batch_size,
+                not_claimed_since=started,
+                audience=audience,
             )
         if not batch:
             break

@@ -1,81 +1,256 @@
-"""APScheduler 3.x wiring: hourly collection and the daily edition at DIGEST_SEND_TIME."""
+"""APScheduler 3.x wiring: a database lease, a job store in the database, and three jobs.
+
+Jobs: `collect` (every DIGEST_COLLECT_EVERY_MINUTES), `dispatch` (every quarter hour: send each
+time zone the edition due; see dispatch.py) and `expire` (hourly: unconfirmed sign-ups, old run
+records). Only the holder of the lease starts APScheduler; a second scheduler waits as standby.
+"""
 
 import logging
+import signal
+import threading
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from types import FrameType
 
 import sqlalchemy as sa
+from apscheduler.executors.pool import ThreadPoolExecutor
+from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
-from apscheduler.schedulers.base import BaseScheduler
-from apscheduler.schedulers.blocking import BlockingScheduler
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
-from digest import pipeline
+from digest import dispatch, optin, pipeline
 from digest.config import Newsletter, Settings
+from digest.db.engine import session_scope
+from digest.deliver.base import Transport
 from digest.deliver.transports import make_transport
+from digest.errors import DigestError
+from digest.lease import Lease, new_owner
 
 log = logging.getLogger(__name__)
 
-COLLECT_EVERY_HOURS = 1
-# APScheduler's default grace is 1 s: a busy or sleeping machine would skip the day's edition.
-MISFIRE_GRACE_SECONDS = 6 * 3600
+JOB_FUNC = "digest.scheduler:run_job"
+JOBS_TABLE = "apscheduler_jobs"
+KEEP_RUNS = timedelta(days=30)
+
+# Jobs persisted in the database name a function, not an object: this is how that function finds
+# the scheduler running in this process (there is at most one).
+_RUNNER: "Runner | None" = None
 
 
-def daily_job(settings: Settings, newsletter: Newsletter, engine: sa.Engine) -> None:
-    """Collect, then send today's edition."""
-    now = pipeline.utc_now()
-    pipeline.collect(newsletter, engine=engine, now=now)
-    report = pipeline.send_edition(
-        settings,
-        newsletter,
-        engine=engine,
-        transport=make_transport(settings, clock=pipeline.utc_now),
-        edition_date=pipeline.today(settings, now),
-        clock=pipeline.utc_now,
-    )
-    log.info("daily run edition=%s sent=%d failed=%d", report.edition_date, report.sent, report.failed)
+def run_job(name: str) -> None:
+    """Entry point of every persisted job: run `name` on this process's scheduler."""
+    runner = _RUNNER
+    if runner is None:
+        log.warning("job %s: no scheduler is running in this process", name)
+        return
+    runner.run_job(name)
 
 
-def collect_job(newsletter: Newsletter, engine: sa.Engine) -> None:
-    """Collect every source."""
-    pipeline.collect(newsletter, engine=engine, now=pipeline.utc_now())
+def triggers(settings: Settings) -> dict[str, CronTrigger | IntervalTrigger]:
+    """The trigger of each job, all in UTC (dispatch works out the local times itself)."""
+    minute = settings.send_time.minute % dispatch.DISPATCH_EVERY_MINUTES
+    return {
+        "collect": IntervalTrigger(minutes=settings.collect_every_minutes, timezone=UTC),
+        "dispatch": CronTrigger(minute=f"{minute}-59/{dispatch.DISPATCH_EVERY_MINUTES}", timezone=UTC),
+        "expire": IntervalTrigger(hours=1, timezone=UTC),
+    }
 
 
-def configure(
-    scheduler: BaseScheduler, settings: Settings, newsletter: Newsletter, engine: sa.Engine
-) -> None:
-    """Add the two jobs to a scheduler."""
-    common = {"coalesce": True, "max_instances": 1, "misfire_grace_time": MISFIRE_GRACE_SECONDS}
-    scheduler.add_job(
-        collect_job,
-        IntervalTrigger(hours=COLLECT_EVERY_HOURS),
-        args=(newsletter, engine),
-        id="collect",
-        replace_existing=True,
-        **common,
-    )
-    scheduler.add_job(
-        daily_job,
-        CronTrigger(hour=settings.send_time.hour, minute=settings.send_time.minute, timezone=settings.zone),
-        args=(settings, newsletter, engine),
-        id="daily",
-        replace_existing=True,
-        **common,
-    )
+class Runner:
+    """One scheduler instance: waits for the lease, runs the jobs while it holds it, stops cleanly."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        newsletter: Newsletter,
+        *,
+        engine: sa.Engine,
+        clock: pipeline.Clock = pipeline.utc_now,
+        transport_factory: Callable[[], Transport] | None = None,
+        owner: str | None = None,
+    ) -> None:
+        self.settings, self.newsletter, self.engine, self.clock = settings, newsletter, engine, clock
+        self.transport_factory = transport_factory or (lambda: make_transport(settings, clock=clock))
+        self.owner = owner or new_owner()
+        self.lease = Lease(engine, self.owner, ttl=timedelta(seconds=settings.scheduler_lease_seconds))
+        self.stop_event = threading.Event()
+        self.leading = False
+        self._scheduler: BackgroundScheduler | None = None
+
+    def should_stop(self) -> bool:
+        """True once asked to stop or when the lease is lost: finish the batch in hand, then stop."""
+        return self.stop_event.is_set() or not self.leading
+
+    def stop(self) -> None:
+        """Ask the scheduler to stop (safe from a signal handler)."""
+        self.stop_event.set()
+
+    def run(self) -> None:
+        """Hold (or wait for) the lease until stopped; while holding it, run the jobs."""
+        global _RUNNER
+        if _RUNNER is not None and _RUNNER is not self:
+            raise DigestError("a scheduler is already running in this process")
+        _RUNNER = self
+        renew_every = self.settings.scheduler_lease_seconds / 3
+        standby_logged = False
+        try:
+            while not self.stop_event.is_set():
+                try:
+                    held = self.lease.acquire(self.clock())
+                except sa.exc.DBAPIError as e:  # database unreachable: stop acting until it is back
+                    log.warning("scheduler %s: cannot renew the lease: %s", self.owner, e.orig)
+                    held = False
+                if held and not self.leading:
+                    self._lead()
+                    standby_logged = False
+                elif not held and self.leading:
+                    log.warning("scheduler %s: lost the lease; standing by", self.owner)
+                    self._step_down()
+                if not held and not standby_logged:
+                    log.info("scheduler %s: standby (another scheduler holds the lease)", self.owner)
+                    standby_logged = True
+                self.stop_event.wait(renew_every)
+        finally:
+            if self.leading:
+                self._step_down()
+                self.lease.release()
+            log.info("scheduler %s: stopped", self.owner)
+            _RUNNER = None
+
+    def _lead(self) -> None:
+        now = self.clock()
+        abandoned = dispatch.mark_abandoned_runs(self.engine, now=now)
+        if abandoned:
+            log.warning(
+                "scheduler %s: %d run(s) of a previous scheduler were interrupted", self.owner, abandoned
+            )
+        lateness = int(self.settings.max_lateness_hours * 3600)
+        scheduler = BackgroundScheduler(
+            timezone=UTC,
+            jobstores={"default": SQLAlchemyJobStore(engine=self.engine, tablename=JOBS_TABLE)},
+            # One job at a time: a send and a collect never race for the same stories.
+            executors={"default": ThreadPoolExecutor(max_workers=1)},
+        )
+        scheduler.start(paused=True)
+        for job_id, trigger in triggers(self.settings).items():
+            job = scheduler.get_job(job_id)
+            if job is not None and str(job.trigger) == str(trigger) and job.func_ref == JOB_FUNC:
+                continue  # keep its stored next run time: a run missed while down is caught up once
+            scheduler.add_job(
+                JOB_FUNC,
+                trigger,
+                args=(job_id,),
+                id=job_id,
+                name=job_id,
+                replace_existing=True,
+                coalesce=True,  # several missed runs: run once
+                max_instances=1,
+                # APScheduler's default grace is 1 s; a send later than the lateness is stale.
+                misfire_grace_time=lateness if job_id == "dispatch" else None,
+            )
+        # Taking over (first start, restart, failover): look for anything due right away.
+        scheduler.modify_job("dispatch", next_run_time=datetime.now(UTC))
+        self.leading = True
+        self._scheduler = scheduler
+        scheduler.resume()
+        log.info("scheduler %s: leader; jobs: %s", self.owner, ", ".join(sorted(triggers(self.settings))))
+
+    def _step_down(self) -> None:
+        self.leading = False  # a running send stops after its current batch
+        if self._scheduler is not None:
+            self._scheduler.shutdown(wait=True)
+            self._scheduler = None
+
+    def run_job(self, name: str) -> None:
+        """Run one job now if we hold the lease, and record the run."""
+        if not self.leading or self.stop_event.is_set():
+            return
+        now = self.clock()
+        run_id = dispatch.start_run(
+            self.engine, job=name, key=name, scheduled_for=now, owner=self.owner, now=now
+        )
+        try:
+            detail = {"collect": self._collect, "dispatch": self._dispatch, "expire": self._expire}[name]()
+        except DigestError as e:
+            log.error("job %s failed: %s", name, e)
+            dispatch.finish_run(self.engine, run_id, status="failed", detail=str(e), now=self.clock())
+            return
+        except BaseException as e:  # a bug: record it, then let APScheduler log the traceback
+            dispatch.finish_run(
+                self.engine, run_id, status="failed", detail=f"{type(e).__name__}: {e}", now=self.clock()
+            )
+            raise
+        status = "interrupted" if self.stop_event.is_set() and name == "dispatch" else "ok"
+        dispatch.finish_run(self.engine, run_id, status=status, detail=detail, now=self.clock())
+
+    def _collect(self) -> str:
+        results = pipeline.collect(self.newsletter, engine=self.engine, now=self.clock())
+        failed = [r.name for r in results if r.status == "failed"]
+        new = sum(r.new for r in results)
+        return f"{len(results)} sources, {new} new" + (f"; failed: {', '.join(failed)}" if failed else "")
+
+    def _dispatch(self) -> str:
+        results = dispatch.dispatch(
+            self.settings,
+            self.newsletter,
+            engine=self.engine,
+            clock=self.clock,
+            transport_factory=self.transport_factory,
+            owner=self.owner,
+            collect=self._collect,
+            should_stop=self.should_stop,
+            batch_size=self.settings.send_batch_size,
+        )
+        if not results:
+            return "nothing due"
+        return "; ".join(f"{r.plan.edition_date} {r.plan.zone}: {r.status}" for r in results)
+
+    def _expire(self) -> str:
+        now = self.clock()
+        with session_scope(self.engine) as session:
+            expired = optin.expire_pending(
+                session=session, now=now, max_age=timedelta(hours=self.settings.confirm_expiry_hours)
+            )
+            pruned = dispatch.prune_runs(session=session, before=now - KEEP_RUNS)
+        return f"{expired} unconfirmed sign-up(s) expired, {pruned} old run record(s) pruned"
 
 
-def start_background(settings: Settings, newsletter: Newsletter, *, engine: sa.Engine) -> BackgroundScheduler:
+class BackgroundRunner:
+    """A Runner in a thread (for `digest serve`): `stop()` finishes the batch in hand and joins."""
+
+    def __init__(self, runner: Runner) -> None:
+        self.runner = runner
+        self.thread = threading.Thread(target=runner.run, name="digest-scheduler")
+
+    def start(self) -> "BackgroundRunner":
+        """Start the thread."""
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop and wait for the thread (and any send in progress) to finish."""
+        self.runner.stop()
+        self.thread.join()
+
+
+def start_background(settings: Settings, newsletter: Newsletter, *, engine: sa.Engine) -> BackgroundRunner:
     """A running scheduler in a background thread (for `digest serve`)."""
-    scheduler = BackgroundScheduler(timezone=settings.zone)
-    configure(scheduler, settings, newsletter, engine)
-    scheduler.start()
-    return scheduler
+    return BackgroundRunner(Runner(settings, newsletter, engine=engine)).start()
 
 
 def run_blocking(settings: Settings, newsletter: Newsletter, *, engine: sa.Engine) -> None:
-    """Run the scheduler in the foreground until interrupted (for `digest schedule`)."""
-    scheduler = BlockingScheduler(timezone=settings.zone)
-    configure(scheduler, settings, newsletter, engine)
-    try:
-        scheduler.start()
-    except (KeyboardInterrupt, SystemExit):
-        scheduler.shutdown(wait=True)
+    """Run the scheduler in the foreground until SIGTERM or Ctrl-C (for `digest schedule`)."""
+    runner = Runner(settings, newsletter, engine=engine)
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        log.info(
+            "scheduler %s: %s received, finishing the batch in hand",
+            runner.owner,
+            signal.Signals(signum).name,
+        )
+        runner.stop()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    runner.run()

@@ -14,8 +14,10 @@ from digest.deliver.base import SendResult
 SENDABLE = (DeliveryStatus.PENDING, DeliveryStatus.RETRY)
 
 
-def ensure_deliveries(edition_id: int, *, session: Session, now: datetime) -> int:
-    """Add a pending row for every active subscriber without one (one INSERT ... SELECT)."""
+def ensure_deliveries(
+    edition_id: int, *, session: Session, now: datetime, audience: sa.ColumnElement[bool] | None = None
+) -> int:
+    """Add a pending row for every active subscriber (of `audience`) without one (INSERT ... SELECT)."""
     has_row = sa.exists().where(
         col(Delivery.edition_id) == edition_id, col(Delivery.subscriber_id) == col(Subscriber.id)
     )
@@ -26,6 +28,8 @@ def ensure_deliveries(edition_id: int, *, session: Session, now: datetime) -> in
         sa.literal(0),
         sa.literal(now, type_=Delivery.__table__.c.updated_at.type),  # type: ignore[attr-defined]
     ).where(col(Subscriber.status) == SubscriberStatus.ACTIVE.value, ~has_row)
+    if audience is not None:  # e.g. the subscribers of one time zone (scheduler)
+        source = source.where(audience)
     insert = sa.insert(Delivery).from_select(
         ["edition_id", "subscriber_id", "status", "attempts", "updated_at"], source
     )
@@ -60,22 +64,27 @@ def requeue_unknown(edition_id: int, *, session: Session, now: datetime) -> int:
 
 
 def claim_batch(
-    edition_id: int, *, session: Session, now: datetime, size: int, not_claimed_since: datetime
+    edition_id: int,
+    *,
+    session: Session,
+    now: datetime,
+    size: int,
+    not_claimed_since: datetime,
+    audience: sa.ColumnElement[bool] | None = None,
 ) -> list[tuple[Delivery, Subscriber]]:
     """Take up to `size` sendable rows not tried since `not_claimed_since` and mark them `sending`.
 
     The caller commits before sending, so a crash leaves the rows visibly in flight.
     """
-    rows = list(
-        session.exec(
-            select(Delivery, Subscriber)
-            .join(Subscriber, col(Delivery.subscriber_id) == col(Subscriber.id))
-            .where(col(Delivery.edition_id) == edition_id, col(Delivery.status).in_(SENDABLE))
-            .where(sa.or_(col(Delivery.claimed_at).is_(None), col(Delivery.claimed_at) < not_claimed_since))
-            .order_by(col(Delivery.id))
-            .limit(size)
-        )
+    query = (
+        select(Delivery, Subscriber)
+        .join(Subscriber, col(Delivery.subscriber_id) == col(Subscriber.id))
+        .where(col(Delivery.edition_id) == edition_id, col(Delivery.status).in_(SENDABLE))
+        .where(sa.or_(col(Delivery.claimed_at).is_(None), col(Delivery.claimed_at) < not_claimed_since))
     )
+    if audience is not None:
+        query = query.where(audience)
+    rows = list(session.exec(query.order_by(col(Delivery.id)).limit(size)))
     if rows:
         session.execute(
             sa.update(Delivery)
