@@ -186,7 +186,7 @@ def test_catch_up_once_after_downtime_and_skip_what_is_stale(
         assert row.error is not None
         assert row.error.startswith("stale: edition 2026-11-25 for Asia/Tokyo")
         runs = session.exec(select(ScheduleRun).where(ScheduleRun.status == "skipped")).all()
-        assert [r.key for r in runs] == ["send 2026-11-23 Asia/Tokyo", "send 2026-11-25 Asia/Tokyo"]
+        assert [r.key for r in runs] == ["2026-11-23 Asia/Tokyo", "2026-11-25 Asia/Tokyo"]
         assert "11.0 h ago (limit 6 h)" in runs[1].detail
     # Tokyo is back on time for the next edition
     clock.now = datetime(2026, 11, 25, 22, 0, tzinfo=UTC)

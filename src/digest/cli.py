@@ -8,6 +8,7 @@ from collections.abc import Callable
 from datetime import date
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
+from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 import typer
@@ -600,6 +601,51 @@ def schedule() -> None:
     settings, newsletter = _setup()
     engine = _engine(settings)
     run_blocking(settings, newsletter, engine=engine)
+
+
+@app.command()
+@friendly
+def status(
+    runs: Annotated[int, typer.Option("--runs", help="How many recent runs to show.")] = 10,
+) -> None:
+    """Show the scheduler: who holds the lease, next runs, each time zone's next send, last runs.
+
+    Example: digest status --runs 20
+    """
+    from digest.scheduler import status as scheduler_status
+
+    settings = load_settings()
+    engine = open_database(settings.database_url)
+    now = pipeline.utc_now()
+    report = scheduler_status(settings, engine=engine, now=now, runs=runs)
+    holder = report.holder
+    out.print(
+        f"scheduler: {holder.owner} (lease until {holder.expires_at:%Y-%m-%d %H:%M:%S} UTC)"
+        if holder
+        else "scheduler: not running (no one holds the lease)",
+        highlight=False,
+    )
+    jobs = Table("job", "next run (UTC)", title="Jobs")
+    for job, when in report.jobs:
+        jobs.add_row(job, f"{when:%Y-%m-%d %H:%M}" if when else "paused")
+    out.print(jobs)
+    zones = Table("time zone", "subscribers", "next edition", "due (local)", "due (UTC)", title="Next sends")
+    for z in report.zones:
+        local = z.due_at.astimezone(ZoneInfo(z.zone))
+        zones.add_row(
+            z.zone, str(z.subscribers), str(z.edition_date), f"{local:%m-%d %H:%M}", f"{z.due_at:%m-%d %H:%M}"
+        )
+    out.print(zones)
+    out.print("Last runs (UTC):" if report.runs else "Last runs: none yet")
+    for r in report.runs:
+        what = f"{r.job} {r.key}" if r.key != r.job else r.job
+        out.print(
+            f"  {r.started_at:%Y-%m-%d %H:%M:%S}  {what}: {r.status} - {r.detail}  ({r.owner})",
+            style="red" if r.status in ("failed", "interrupted", "partial") else None,
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
 
 
 @app.command()

@@ -69,8 +69,8 @@ class ZonePlan:
 
     @property
     def key(self) -> str:
-        """What a run for this plan is about, e.g. "send 2026-11-25 Asia/Tokyo"."""
-        return f"send {self.edition_date} {self.zone}"
+        """What a send run for this plan is about, e.g. "2026-11-25 Asia/Tokyo"."""
+        return f"{self.edition_date} {self.zone}"
 
 
 def plan(zones: Iterable[str], *, send_time: time, now: datetime, lateness: timedelta) -> list[ZonePlan]:

@@ -195,6 +195,7 @@ def expire_pending(*, session: Session, now: datetime, max_age: timedelta) -> in
         if stranger and has_deliveries is None:
             for event in events:
                 session.delete(event)
+            session.flush()  # events first: they point at the subscriber
             session.delete(row)
             log.info("pending sign-up expired, deleted subscriber=%s", row.email)
         else:

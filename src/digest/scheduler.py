@@ -9,7 +9,8 @@ import logging
 import signal
 import threading
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
 from types import FrameType
 
 import sqlalchemy as sa
@@ -22,10 +23,11 @@ from apscheduler.triggers.interval import IntervalTrigger
 from digest import dispatch, optin, pipeline
 from digest.config import Newsletter, Settings
 from digest.db.engine import session_scope
+from digest.db.models import SchedulerLease, ScheduleRun
 from digest.deliver.base import Transport
 from digest.deliver.transports import make_transport
 from digest.errors import DigestError
-from digest.lease import Lease, new_owner
+from digest.lease import Lease, current_holder, new_owner
 
 log = logging.getLogger(__name__)
 
@@ -254,3 +256,62 @@ def run_blocking(settings: Settings, newsletter: Newsletter, *, engine: sa.Engin
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     runner.run()
+
+
+# --- status -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ZoneNext:
+    """A time zone's readers and their next edition."""
+
+    zone: str
+    subscribers: int
+    edition_date: date
+    due_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Status:
+    """What `digest status` shows: who holds the lease, next runs, and the last runs."""
+
+    holder: SchedulerLease | None
+    jobs: list[tuple[str, datetime | None]]  # job id, next run (None: paused or not scheduled)
+    zones: list[ZoneNext]
+    runs: list[ScheduleRun]
+
+
+def status(settings: Settings, *, engine: sa.Engine, now: datetime, runs: int = 10) -> Status:
+    """The scheduler's state as stored in the database (works from any process)."""
+    table = sa.table(JOBS_TABLE, sa.column("id", sa.String), sa.column("next_run_time", sa.Float))
+    with engine.connect() as conn:
+        rows = conn.execute(sa.select(table.c.id, table.c.next_run_time).order_by(table.c.id)).all()
+    jobs = [(str(i), datetime.fromtimestamp(t, UTC) if t is not None else None) for i, t in rows]
+    with session_scope(engine) as session:
+        zones = dispatch.active_zones(session=session, default_zone=settings.timezone)
+        recent = dispatch.recent_runs(session=session, limit=runs)
+    upcoming = [ZoneNext(z, n, *dispatch.next_due(z, settings.send_time, now)) for z, n in zones.items()]
+    return Status(
+        holder=current_holder(engine, now),
+        jobs=jobs,
+        zones=sorted(upcoming, key=lambda z: (z.due_at, z.zone)),
+        runs=recent,
+    )
+
+
+def health(engine: sa.Engine, *, now: datetime) -> dict[str, object]:
+    """For /healthz: the database answers, who holds the scheduler lease, the last dispatch run."""
+    holder = current_holder(engine, now)
+    with session_scope(engine) as session:
+        last = dispatch.recent_runs(session=session, limit=1, job="dispatch")
+    return {
+        "database": "ok",
+        "scheduler": {"owner": holder.owner, "lease_expires": holder.expires_at.isoformat()}
+        if holder
+        else None,
+        "last_dispatch": (
+            {"started": last[0].started_at.isoformat(), "status": last[0].status, "detail": last[0].detail}
+            if last
+            else None
+        ),
+    }

@@ -1,5 +1,6 @@
 """The FastAPI app: unsubscribe (RFC 8058 one-click), preferences, archive, health. Thin routes."""
 
+from collections.abc import Callable
 from datetime import date
 
 import sqlalchemy as sa
@@ -11,9 +12,13 @@ from digest import pipeline
 from digest.config import Newsletter, Settings
 from digest.db.engine import session_scope
 from digest.db.models import Edition, Subscriber, SubscriberStatus
+from digest.deliver.base import Transport
+from digest.deliver.transports import make_transport
 from digest.errors import SubscriberError, TokenError
+from digest.scheduler import health as scheduler_health
 from digest.subscribers import check_topics, record_event, topics_of, unsubscribe
 from digest.tokens import LinkToken
+from digest.web_signup import add_signup_routes
 
 
 def create_app(
@@ -22,11 +27,21 @@ def create_app(
     *,
     engine: sa.Engine,
     clock: pipeline.Clock = pipeline.utc_now,
+    transport_factory: Callable[[], Transport] | None = None,
 ) -> FastAPI:
     """The web app for one newsletter and database."""
     app = FastAPI(title=f"{newsletter.newsletter.title} (digest)", docs_url=None, redoc_url=None)
     renderer = pipeline.make_renderer(settings, newsletter)
     info = newsletter.newsletter
+    add_signup_routes(
+        app,
+        settings,
+        newsletter,
+        engine=engine,
+        env=renderer.env,
+        clock=clock,
+        transport_factory=transport_factory or (lambda: make_transport(settings, clock=clock)),
+    )
 
     def page(template: str, status: int = 200, **context: object) -> HTMLResponse:
         body = renderer.env.get_template(template).render(newsletter=info, **context)
@@ -53,9 +68,11 @@ def create_app(
 
     @app.get("/healthz")
     def healthz() -> JSONResponse:
-        with engine.connect() as conn:
-            conn.execute(sa.text("SELECT 1"))
-        return JSONResponse({"status": "ok"})
+        try:
+            body = scheduler_health(engine, now=clock())
+        except sa.exc.SQLAlchemyError as e:  # monitoring wants a status, not a stack trace
+            return JSONResponse({"status": "error", "database": str(getattr(e, "orig", e))}, status_code=503)
+        return JSONResponse({"status": "ok", **body})
 
     @app.get("/unsubscribe", response_class=HTMLResponse)
     def unsubscribe_help() -> HTMLResponse:
@@ -214,7 +231,7 @@ def create_app(
 
     @app.get("/robots.txt", response_class=PlainTextResponse)
     def robots() -> str:
-        return "User-agent: *\nDisallow: /unsubscribe/\nDisallow: /preferences/\n"
+        return "User-agent: *\nDisallow: /unsubscribe/\nDisallow: /preferences/\nDisallow: /confirm/\n"
 
     return app
 

@@ -194,7 +194,7 @@ class ScheduleRun(SQLModel, table=True):
 
     id: int | None = Field(default=None, primary_key=True)
     job: str = Field(index=True)  # collect, send, expire
-    key: str = Field(index=True)  # e.g. "send 2026-11-25 Asia/Tokyo": what the run was for
+    key: str = Field(index=True)  # e.g. "2026-11-25 Asia/Tokyo" for a send: what the run was for
     scheduled_for: datetime = _ts(nullable=False)
     started_at: datetime = _ts(nullable=False, index=True)
     finished_at: datetime | None = _ts()
