@@ -1,0 +1,270 @@
+"""The scheduler: the lease, the job store in the database, and real processes (two schedulers at
+once; SIGTERM in the middle of a send)."""
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time as timing
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
+from sqlmodel import Session, col, select
+
+from digest.db.models import Delivery, SchedulerLease, ScheduleRun
+from digest.lease import Lease, current_holder
+from digest.scheduler import JOBS_TABLE, BackgroundRunner, Runner
+from tests.schedule_helpers import add_story, add_subscribers, newsletter, settings
+from tests.web_helpers import Inbox, smtp_server
+
+NEWSLETTER_TOML = """
+[newsletter]
+title = "Zone Daily"
+from_email = "digest@example.com"
+postal_address = "1 Main St, Springfield"
+
+[[topics]]
+name = "Robotics"
+keywords = ["robot"]
+"""
+
+
+# --- the lease --------------------------------------------------------------------------------
+
+
+def test_one_holder_at_a_time_and_takeover_after_expiry(engine: sa.Engine, now: datetime) -> None:
+    ttl = timedelta(seconds=30)
+    a, b = Lease(engine, "a", ttl=ttl), Lease(engine, "b", ttl=ttl)
+    assert a.acquire(now)
+    assert not b.acquire(now)
+    assert a.acquire(now + timedelta(seconds=20))  # renewal moves the expiry on
+    assert not b.acquire(now + timedelta(seconds=40))
+    holder = current_holder(engine, now + timedelta(seconds=40))
+    assert holder is not None
+    assert holder.owner == "a"
+    assert b.acquire(now + timedelta(seconds=51))  # a stopped renewing: b takes over
+    assert not a.acquire(now + timedelta(seconds=52))
+    b.release()
+    assert current_holder(engine, now + timedelta(seconds=52)) is None
+    assert a.acquire(now + timedelta(seconds=52))
+
+
+def test_racing_takers_get_one_winner(engine: sa.Engine, now: datetime) -> None:
+    leases = [Lease(engine, f"owner-{i}", ttl=timedelta(seconds=30)) for i in range(8)]
+    won: list[str] = []
+    barrier = threading.Barrier(len(leases))
+
+    def take(lease: Lease) -> None:
+        barrier.wait()
+        if lease.acquire(now):
+            won.append(lease.owner)
+
+    threads = [threading.Thread(target=take, args=(lease,)) for lease in leases]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(won) == 1
+
+
+# --- APScheduler with the database job store (in process) ------------------------------------
+
+
+def wait_for(condition: Callable[[], Any], timeout: float = 30, what: str = "condition") -> Any:
+    """Poll until `condition()` is truthy (waiting on another thread or process, not timing it)."""
+    deadline = timing.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if timing.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        timing.sleep(0.05)
+
+
+def runs(engine: sa.Engine, job: str) -> list[ScheduleRun]:
+    with Session(engine) as session:
+        return list(
+            session.exec(select(ScheduleRun).where(ScheduleRun.job == job).order_by(col(ScheduleRun.id)))
+        )
+
+
+def test_jobs_persist_and_a_missed_run_is_caught_up_once(
+    engine: sa.Engine, tmp_path: Path, db_url: str
+) -> None:
+    cfg = settings(tmp_path, db_url, scheduler_lease_seconds=10)
+    first = BackgroundRunner(Runner(cfg, newsletter(), engine=engine, owner="first")).start()
+    wait_for(lambda: [r for r in runs(engine, "dispatch") if r.status == "ok"], what="a dispatch run")
+    first.stop()
+    store = SQLAlchemyJobStore(engine=engine, tablename=JOBS_TABLE)
+    jobs = {job.id: job for job in store.get_all_jobs()}
+    assert sorted(jobs) == ["collect", "dispatch", "expire"]
+    # pretend the machine was off for three collection periods
+    collect = jobs["collect"]
+    collect.next_run_time = datetime.now(UTC) - timedelta(hours=3)
+    store.update_job(collect)
+    assert runs(engine, "collect") == []
+
+    second = BackgroundRunner(Runner(cfg, newsletter(), engine=engine, owner="second")).start()
+    wait_for(lambda: runs(engine, "collect"), what="the missed collection")
+    wait_for(lambda: len(runs(engine, "dispatch")) == 2, what="the takeover dispatch")
+    second.stop()
+    assert [(r.owner, r.status) for r in runs(engine, "collect")] == [("second", "ok")]  # once, not 3 times
+    with Session(engine) as session:
+        assert session.exec(select(SchedulerLease)).all() == []  # released on stop
+
+
+# --- real processes ---------------------------------------------------------------------------
+
+
+class Process:
+    """`digest -v schedule` in a subprocess, its log in a file."""
+
+    def __init__(self, env: dict[str, str], log: Path) -> None:
+        self.log = log
+        self._out = log.open("wb")
+        self.popen = subprocess.Popen(
+            [sys.executable, "-m", "digest", "-v", "schedule"],
+            env=env,
+            stdout=self._out,
+            stderr=subprocess.STDOUT,
+        )
+
+    def text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def terminate(self) -> int:
+        self.popen.send_signal(signal.SIGTERM)
+        try:
+            return self.popen.wait(timeout=60)
+        finally:
+            self._out.close()
+
+    def kill(self) -> None:
+        if self.popen.poll() is None:
+            self.popen.kill()
+            self.popen.wait()
+        self._out.close()
+
+
+@pytest.fixture
+def processes() -> Iterator[list[Process]]:
+    started: list[Process] = []
+    yield started
+    for p in started:
+        p.kill()
+
+
+def scheduler_env(tmp_path: Path, db_url: str, smtp_port: int, **extra: str) -> dict[str, str]:
+    config = tmp_path / "digest.toml"
+    config.write_text(NEWSLETTER_TOML)
+    due = datetime.now(UTC) - timedelta(minutes=1)  # due a minute ago: the first dispatch sends
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DIGEST_")}
+    env.update(
+        {
+            "DIGEST_CONFIG": str(config),
+            "DIGEST_DATABASE_URL": db_url,
+            "DIGEST_TRANSPORT": "smtp",
+            "DIGEST_SMTP_HOST": "127.0.0.1",
+            "DIGEST_SMTP_PORT": str(smtp_port),
+            "DIGEST_SECRET_KEY": "a-real-secret-for-tests-0123456789",
+            "DIGEST_VAR_DIR": str(tmp_path / "var"),
+            "DIGEST_TIMEZONE": "UTC",
+            "DIGEST_SEND_TIME": f"{due:%H:%M}",
+            "DIGEST_SCHEDULER_LEASE_SECONDS": "10",
+            **extra,
+        }
+    )
+    return env
+
+
+def statuses(engine: sa.Engine) -> list[tuple[str, int]]:
+    with Session(engine) as session:
+        return sorted((str(d.status), d.attempts) for d in session.exec(select(Delivery)))
+
+
+def test_two_schedulers_send_each_edition_once(
+    engine: sa.Engine, tmp_path: Path, db_url: str, processes: list[Process]
+) -> None:
+    now = datetime.now(UTC)
+    add_subscribers(engine, now, ["UTC"] * 5)
+    add_story(engine, now - timedelta(hours=1), 1)
+    inbox = Inbox()
+    with smtp_server(inbox) as port:
+        env = scheduler_env(tmp_path, db_url, port)
+        processes.extend([Process(env, tmp_path / "a.log"), Process(env, tmp_path / "b.log")])
+        inbox.wait(5, timeout=60)
+        wait_for(lambda: statuses(engine) == [("sent", 1)] * 5, what="five sent rows")
+        wait_for(lambda: all("leader" in p.text() or "standby" in p.text() for p in processes), what="roles")
+        [leader] = [p for p in processes if "leader" in p.text()]
+        [standby] = [p for p in processes if p is not leader]
+        assert "standby (another scheduler holds the lease)" in standby.text()
+        assert leader.terminate() == 0
+        # the standby takes over and looks for work: there is none left
+        wait_for(lambda: "leader" in standby.text(), what="the standby taking over")
+        wait_for(lambda: len({r.owner for r in runs(engine, "dispatch")}) == 2, what="the second dispatch")
+        assert standby.terminate() == 0
+    assert len(inbox.messages) == 5
+    assert sorted(m["To"] for m in inbox.messages) == sorted({m["To"] for m in inbox.messages})
+    assert statuses(engine) == [("sent", 1)] * 5
+    with Session(engine) as session:
+        assert session.exec(select(SchedulerLease)).all() == []
+        assert session.exec(select(ScheduleRun).where(ScheduleRun.status == "running")).all() == []
+
+
+class BlockingInbox(Inbox):
+    """Holds the first message until released, so a test can signal a process mid-send."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.arrived = threading.Event()
+        self.release = threading.Event()
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        if not self.arrived.is_set():
+            self.arrived.set()
+            self.release.wait(timeout=60)
+        return await super().handle_DATA(server, session, envelope)
+
+
+def test_sigterm_finishes_and_records_the_batch_in_hand(
+    engine: sa.Engine, tmp_path: Path, db_url: str, processes: list[Process]
+) -> None:
+    now = datetime.now(UTC)
+    add_subscribers(engine, now, ["UTC"] * 4)
+    add_story(engine, now - timedelta(hours=1), 1)
+    inbox = BlockingInbox()
+    with smtp_server(inbox) as port:
+        env = scheduler_env(tmp_path, db_url, port, DIGEST_SEND_BATCH_SIZE="2")
+        first = Process(env, tmp_path / "first.log")
+        processes.append(first)
+        assert inbox.arrived.wait(timeout=60), first.text()
+        assert statuses(engine) == [("pending", 0), ("pending", 0), ("sending", 1), ("sending", 1)]
+        first.popen.send_signal(signal.SIGTERM)
+        wait_for(lambda: "SIGTERM received" in first.text(), what="the signal to be handled")
+        inbox.release.set()
+        assert first.terminate() == 0, first.text()
+        # the batch in hand was finished and recorded; the next batch never started
+        assert len(inbox.messages) == 2
+        assert statuses(engine) == [("pending", 0), ("pending", 0), ("sent", 1), ("sent", 1)]
+        sends = runs(engine, "send")
+        assert [r.status for r in sends] == ["interrupted"]
+        assert "sent 2" in sends[0].detail
+        assert [r.status for r in runs(engine, "dispatch")] == ["interrupted"]
+        with Session(engine) as session:
+            assert session.exec(select(SchedulerLease)).all() == []
+
+        # started again, it sends the rest, once
+        second = Process(env, tmp_path / "second.log")
+        processes.append(second)
+        inbox.wait(4, timeout=60)
+        wait_for(lambda: statuses(engine) == [("sent", 1)] * 4, what="the rest sent")
+        assert second.terminate() == 0
+    assert len(inbox.messages) == 4
+    assert len({m["To"] for m in inbox.messages}) == 4
