@@ -126,11 +126,11 @@ def test_jobs_persist_and_a_missed_run_is_caught_up_once(
 class Process:
     """`digest -v schedule` in a subprocess, its log in a file."""
 
-    def __init__(self, env: dict[str, str], log: Path) -> None:
+    def __init__(self, env: dict[str, str], log: Path, command: tuple[str, ...] = ("schedule",)) -> None:
         self.log = log
         self._out = log.open("wb")
         self.popen = subprocess.Popen(
-            [sys.executable, "-m", "digest", "-v", "schedule"],
+            [sys.executable, "-m", "digest", "-v", *command],
             env=env,
             stdout=self._out,
             stderr=subprocess.STDOUT,
@@ -233,8 +233,9 @@ class BlockingInbox(Inbox):
         return await super().handle_DATA(server, session, envelope)
 
 
+@pytest.mark.parametrize("command", [("schedule",), ("serve", "--port", "0")], ids=["schedule", "serve"])
 def test_sigterm_finishes_and_records_the_batch_in_hand(
-    engine: sa.Engine, tmp_path: Path, db_url: str, processes: list[Process]
+    engine: sa.Engine, tmp_path: Path, db_url: str, processes: list[Process], command: tuple[str, ...]
 ) -> None:
     now = datetime.now(UTC)
     add_subscribers(engine, now, ["UTC"] * 4)
@@ -242,7 +243,7 @@ def test_sigterm_finishes_and_records_the_batch_in_hand(
     inbox = BlockingInbox()
     with smtp_server(inbox) as port:
         env = scheduler_env(tmp_path, db_url, port, DIGEST_SEND_BATCH_SIZE="2")
-        first = Process(env, tmp_path / "first.log")
+        first = Process(env, tmp_path / "first.log", command)
         processes.append(first)
         assert inbox.arrived.wait(timeout=60), first.text()
         assert statuses(engine) == [("pending", 0), ("pending", 0), ("sending", 1), ("sending", 1)]
@@ -261,7 +262,7 @@ def test_sigterm_finishes_and_records_the_batch_in_hand(
             assert session.exec(select(SchedulerLease)).all() == []
 
         # started again, it sends the rest, once
-        second = Process(env, tmp_path / "second.log")
+        second = Process(env, tmp_path / "second.log", command)
         processes.append(second)
         inbox.wait(4, timeout=60)
         wait_for(lambda: statuses(engine) == [("sent", 1)] * 4, what="the rest sent")

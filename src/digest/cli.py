@@ -569,7 +569,8 @@ def serve(
     port: Annotated[int, typer.Option("--port", help="Port to listen on.")] = 8000,
     no_scheduler: Annotated[bool, typer.Option("--no-scheduler", help="Serve the web app only.")] = False,
 ) -> None:
-    """Run the web app (unsubscribe, preferences, archive) and, unless told not to, the scheduler.
+    """Run the web app (sign-up, unsubscribe, preferences, archive, /healthz) and, unless told not
+    to, the scheduler. SIGTERM stops both; a batch being sent is finished first.
 
     Example: digest serve --port 8000
     """

@@ -237,13 +237,18 @@ class BackgroundRunner:
 
 
 def start_background(settings: Settings, newsletter: Newsletter, *, engine: sa.Engine) -> BackgroundRunner:
-    """A running scheduler in a background thread (for `digest serve`)."""
-    return BackgroundRunner(Runner(settings, newsletter, engine=engine)).start()
-
-
-def run_blocking(settings: Settings, newsletter: Newsletter, *, engine: sa.Engine) -> None:
-    """Run the scheduler in the foreground until SIGTERM or Ctrl-C (for `digest schedule`)."""
+    """A running scheduler in a background thread (for `digest serve`); signals stop it cleanly."""
     runner = Runner(settings, newsletter, engine=engine)
+    stop_on_signals(runner)
+    return BackgroundRunner(runner).start()
+
+
+def stop_on_signals(runner: Runner) -> None:
+    """SIGTERM and SIGINT ask `runner` to stop after the batch in hand instead of killing it.
+
+    Under `digest serve`, uvicorn restores this handler and re-raises the signal once the web
+    server has stopped, so the scheduler then stops cleanly too.
+    """
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
         log.info(
@@ -255,6 +260,12 @@ def run_blocking(settings: Settings, newsletter: Newsletter, *, engine: sa.Engin
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+
+
+def run_blocking(settings: Settings, newsletter: Newsletter, *, engine: sa.Engine) -> None:
+    """Run the scheduler in the foreground until SIGTERM or Ctrl-C (for `digest schedule`)."""
+    runner = Runner(settings, newsletter, engine=engine)
+    stop_on_signals(runner)
     runner.run()
 
 
