@@ -251,3 +251,15 @@ def test_zone_audience_counts_no_time_zone_as_the_newsletters(engine: sa.Engine,
     with Session(engine) as session:
         found = session.exec(select(Subscriber.timezone).where(dispatch.zone_audience(zone, "UTC"))).all()
     assert sorted(found, key=str) == ([None, "UTC"] if zone == "UTC" else ["Asia/Tokyo"])
+
+
+def test_an_unknown_time_zone_in_the_database_stops_only_its_readers(
+    engine: sa.Engine, tmp_path: Path, db_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    [good, _bad] = add_subscribers(engine, datetime(2026, 11, 1, tzinfo=UTC), ["UTC", "Mars/Olympus"])
+    clock = Clock(datetime(2026, 11, 25, 7, 0, tzinfo=UTC))
+    add_story(engine, clock.now, 1)
+    transport = RecordingTransport(clock)
+    tick(engine, tmp_path, db_url, clock, transport)
+    assert [m.to_email for _, m in transport.sent] == [good]
+    assert "unknown time zone 'Mars/Olympus' of 1 subscriber(s)" in caplog.text

@@ -13,7 +13,7 @@ import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
-from zoneinfo import ZoneInfo
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
@@ -105,6 +105,20 @@ def active_zones(*, session: Session, default_zone: str) -> dict[str, int]:
         zone = name or default_zone
         zones[zone] = zones.get(zone, 0) + int(count)
     return zones
+
+
+def known_zones(zones: dict[str, int]) -> dict[str, int]:
+    """The zones zoneinfo knows; an unknown one (edited by hand in the database) is logged and left
+    out, so its readers wait for a fix instead of stopping everyone else's edition."""
+    known = {}
+    for zone, count in zones.items():
+        try:
+            ZoneInfo(zone)
+        except (ZoneInfoNotFoundError, ValueError):
+            log.error("unknown time zone %r of %d subscriber(s): not sent to until it is fixed", zone, count)
+            continue
+        known[zone] = count
+    return known
 
 
 def has_work(edition_id: int | None, audience: sa.ColumnElement[bool], *, session: Session) -> bool:
@@ -252,7 +266,7 @@ def dispatch(
     now = clock()
     lateness = timedelta(hours=settings.max_lateness_hours)
     with session_scope(engine) as session:
-        zones = active_zones(session=session, default_zone=settings.timezone)
+        zones = known_zones(active_zones(session=session, default_zone=settings.timezone))
     results: list[ZoneResult] = []
     collected = False
     # Zones to send first, so a stale zone sees an edition built in this same run and records

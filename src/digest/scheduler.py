@@ -299,7 +299,7 @@ def status(settings: Settings, *, engine: sa.Engine, now: datetime, runs: int = 
         rows = conn.execute(sa.select(table.c.id, table.c.next_run_time).order_by(table.c.id)).all()
     jobs = [(str(i), datetime.fromtimestamp(t, UTC) if t is not None else None) for i, t in rows]
     with session_scope(engine) as session:
-        zones = dispatch.active_zones(session=session, default_zone=settings.timezone)
+        zones = dispatch.known_zones(dispatch.active_zones(session=session, default_zone=settings.timezone))
         recent = dispatch.recent_runs(session=session, limit=runs)
     upcoming = [ZoneNext(z, n, *dispatch.next_due(z, settings.send_time, now)) for z, n in zones.items()]
     return Status(
