@@ -120,17 +120,19 @@ def add_subscriber(
             "if they asked to come back)"
         )
     record = CsvRow(0, address, name or (row.name if row else ""), tuple(chosen), tz)
-    return _apply_row(session, row, record, now=now, source=source)
+    change = _apply_row(session, row, record, now=now, source=source)
+    _record_changes(session, [change], now=now, source=source)
+    return change[0]
 
 
 def _apply_row(
     session: Session, row: Subscriber | None, record: "CsvRow", *, now: datetime, source: str
-) -> Subscriber:
-    """Write one validated row: the file's status and consent when it has them, else active now."""
+) -> tuple[Subscriber, SubscriberStatus | None]:
+    """Set one validated row (the file's status and consent when it has them, else active now);
+    returns it with its status before (None when the status did not change). Nothing is flushed:
+    an import of many rows is a few bulk statements, not one round trip per row."""
     if row is None:
         row = Subscriber(email=record.email, created_at=now, updated_at=now, status=SubscriberStatus.PENDING)
-        session.add(row)
-        session.flush()
     previous = row.status
     status = record.status or SubscriberStatus.ACTIVE
     row.name, row.topics, row.timezone = record.name, "\n".join(record.topics), record.timezone
@@ -144,15 +146,27 @@ def _apply_row(
     row.status = status
     row.updated_at = now
     session.add(row)
+    return row, (previous if status != previous else None)
+
+
+def _record_changes(
+    session: Session,
+    changes: Iterable[tuple[Subscriber, SubscriberStatus | None]],
+    *,
+    now: datetime,
+    source: str,
+) -> None:
+    """Flush the rows (new ones get their ids), then add one event per status change."""
     session.flush()
-    if status != previous:
+    method = "admin" if source == "cli" else "import"
+    for row, previous in changes:
+        if previous is None:
+            continue
         kind = {
             SubscriberStatus.ACTIVE: "resubscribe" if previous in NO_CONSENT else "subscribe",
             SubscriberStatus.UNSUBSCRIBED: "unsubscribe",
-        }.get(status, str(status))
-        method = "admin" if source == "cli" else "import"
+        }.get(row.status, str(row.status))
         record_event(session, row, kind, method, now=now, detail=source)
-    return row
 
 
 @dataclass(frozen=True, slots=True)
@@ -309,12 +323,15 @@ def import_csv(
         raise SubscriberError(
             f"{path}: {len(errors)} invalid row(s), nothing imported:\n  " + "\n  ".join(errors)
         )
-    existing = {
-        s.email: s
-        for s in session.exec(select(Subscriber).where(col(Subscriber.email).in_([r.email for r in rows])))
-    }
+    existing: dict[str, Subscriber] = {}
+    for start in range(0, len(rows), 500):  # bounded IN lists (SQLite caps bound parameters)
+        chunk = [r.email for r in rows[start : start + 500]]
+        existing.update(
+            (s.email, s) for s in session.exec(select(Subscriber).where(col(Subscriber.email).in_(chunk)))
+        )
     added = updated = 0
     kept_out = []
+    changes = []
     for row in rows:
         current = existing.get(row.email)
         wants = row.status or SubscriberStatus.ACTIVE
@@ -326,11 +343,12 @@ def import_csv(
         ):
             kept_out.append(f"{row.email} ({current.status})")
             continue
-        _apply_row(session, current, row, now=now, source=f"import:{path.name}")
+        changes.append(_apply_row(session, current, row, now=now, source=f"import:{path.name}"))
         if current is None:
             added += 1
         else:
             updated += 1
+    _record_changes(session, changes, now=now, source=f"import:{path.name}")
     return ImportReport(added, updated, tuple(kept_out), duplicates, tuple(errors), tuple(ignored))
 
 
