@@ -14,12 +14,14 @@ import pytest
 import sqlalchemy as sa
 from sqlmodel import Session, select
 
+from digest.config import Settings, resolve_secret_key
 from digest.db.engine import session_scope
 from digest.db.models import Subscriber, SubscriberEvent, SubscriberStatus
 from digest.deliver.base import OutgoingMessage, SendResult
 from digest.deliver.memory import MemoryTransport
 from digest.optin import expire_pending
 from digest.subscribers import add_subscriber, unsubscribe
+from digest.tokens import LinkToken, TokenSigner
 from digest.web import create_app
 from tests.schedule_helpers import Clock, newsletter, settings
 from tests.web_helpers import Inbox, serve, smtp_server
@@ -52,6 +54,7 @@ class Site:
     clock: Clock
     transport: SignalingTransport
     engine: sa.Engine
+    settings: Settings
 
     def subscribe(self, email: str, **fields: Any) -> httpx.Response:
         return self.client.post("/subscribe", data={"email": email, "website": "", **fields})
@@ -70,15 +73,16 @@ class Site:
 def site(engine: sa.Engine, tmp_path: Path, db_url: str, now: datetime) -> Iterator[Site]:
     clock = Clock(now)
     transport = SignalingTransport()
+    cfg = settings(tmp_path, db_url, subscribe_rate_limit=3, confirm_expiry_hours=48)
     app = create_app(
-        settings(tmp_path, db_url, subscribe_rate_limit=3, confirm_expiry_hours=48),
+        cfg,
         newsletter(),
         engine=engine,
         clock=clock,
         transport_factory=lambda: transport,
     )
     with serve(app) as base, httpx.Client(base_url=base, timeout=10) as client:
-        yield Site(client, clock, transport, engine)
+        yield Site(client, clock, transport, engine, cfg)
 
 
 def test_the_sign_up_page_lists_topics_with_a_honeypot(site: Site) -> None:
@@ -254,3 +258,24 @@ def test_the_confirmation_goes_through_the_configured_smtp_transport(
     with Session(engine) as session:
         row = session.exec(select(Subscriber)).one()
     assert row.status == SubscriberStatus.ACTIVE
+
+
+def test_preferences_set_the_time_zone(site: Site, now: datetime) -> None:
+    with session_scope(site.engine) as session:
+        row = add_subscriber(
+            "ana@example.com", session=session, now=now, known_topics=newsletter().topic_names
+        )
+        assert row.id is not None
+        token = TokenSigner([resolve_secret_key(site.settings)]).sign(LinkToken(row.id, None))
+    page = site.client.get(f"/preferences/{token}")
+    assert '<option value="" selected>The newsletter\'s (UTC)</option>' in page.text.replace("&#39;", "'")
+    saved = site.client.post(f"/preferences/{token}", data={"topic": "Robotics", "timezone": "Asia/Tokyo"})
+    assert saved.status_code == 200
+    assert '<option value="Asia/Tokyo" selected>' in saved.text
+    assert (site.subscriber("ana@example.com").timezone, site.subscriber("ana@example.com").topics) == (  # type: ignore[union-attr]
+        "Asia/Tokyo",
+        "Robotics",
+    )
+    assert site.client.post(f"/preferences/{token}", data={"timezone": "Mars/Olympus"}).status_code == 400
+    site.client.post(f"/preferences/{token}", data={"topic": "Robotics"})  # an older form: zone kept
+    assert site.subscriber("ana@example.com").timezone == "Asia/Tokyo"  # type: ignore[union-attr]

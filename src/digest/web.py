@@ -2,6 +2,7 @@
 
 from collections.abc import Callable
 from datetime import date
+from zoneinfo import available_timezones
 
 import sqlalchemy as sa
 from fastapi import FastAPI, Request
@@ -16,7 +17,7 @@ from digest.deliver.base import Transport
 from digest.deliver.transports import make_transport
 from digest.errors import SubscriberError, TokenError
 from digest.scheduler import health as scheduler_health
-from digest.subscribers import check_topics, record_event, topics_of, unsubscribe
+from digest.subscribers import check_timezone, check_topics, record_event, topics_of, unsubscribe
 from digest.tokens import LinkToken
 from digest.web_signup import add_signup_routes
 
@@ -59,6 +60,8 @@ def create_app(
             "or reply to it and we will remove you by hand.",
             status=400,
         )
+
+    zones = sorted(available_timezones())  # for the time zone choice on the preferences page
 
     def verify(token: str) -> LinkToken | None:
         try:
@@ -169,6 +172,9 @@ def create_app(
             topics=newsletter.topic_names,
             chosen=chosen,
             saved=False,
+            zones=zones,
+            zone=subscriber.timezone or "",
+            default_zone=settings.timezone,
         )
 
     @app.post("/preferences/{token}", response_class=HTMLResponse)
@@ -179,6 +185,8 @@ def create_app(
         form = await request.form()
         try:
             chosen = check_topics([str(v) for v in form.getlist("topic")], newsletter.topic_names)
+            zone = str(form.get("timezone") or "")
+            timezone = check_timezone(zone) if zone else None
         except SubscriberError as e:
             return message("Could not save", str(e), status=400)
         with session_scope(engine) as session:
@@ -187,6 +195,8 @@ def create_app(
                 return bad_link()
             now = clock()
             subscriber.topics, subscriber.updated_at = "\n".join(chosen), now
+            if "timezone" in form:  # the edition arrives at DIGEST_SEND_TIME in this zone
+                subscriber.timezone = timezone
             session.add(subscriber)
             record_event(
                 session,
@@ -198,12 +208,16 @@ def create_app(
                 user_agent=request.headers.get("user-agent"),
                 detail=";".join(chosen) or "all",
             )
+            saved_zone = subscriber.timezone
         return page(
             "web/preferences.html.j2",
             token=token,
             topics=newsletter.topic_names,
             chosen=set(chosen),
             saved=True,
+            zones=zones,
+            zone=saved_zone or "",
+            default_zone=settings.timezone,
         )
 
     @app.get("/archive/", response_class=HTMLResponse)
