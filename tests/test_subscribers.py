@@ -280,3 +280,21 @@ def test_unknown_columns_are_reported(tmp_path: Path) -> None:
 )
 def test_normalize_email(raw: str, normal: str) -> None:
     assert normalize_email(raw) == normal
+
+
+def test_a_file_without_a_column_leaves_that_field_alone(
+    engine: sa.Engine, tmp_path: Path, now: datetime
+) -> None:
+    with session_scope(engine) as session:
+        add_subscriber(
+            "ana@example.com", session=session, now=now, known_topics=TOPICS, name="Ana", topics=["Robotics"],
+            timezone="Asia/Tokyo",
+        )  # fmt: skip
+    do_import(engine, write(tmp_path, "email\nana@example.com\n"), now)
+    with session_scope(engine) as session:  # and `add` without options changes nothing either
+        add_subscriber("ana@example.com", session=session, now=now, known_topics=TOPICS)
+    row = emails(engine)["ana@example.com"]
+    assert (row.name, row.topics, row.timezone) == ("Ana", "Robotics", "Asia/Tokyo")
+    do_import(engine, write(tmp_path, "email,timezone,topics\nana@example.com,,\n"), now)
+    row = emails(engine)["ana@example.com"]
+    assert (row.name, row.topics, row.timezone) == ("Ana", "", None)  # empty cells do say something

@@ -119,7 +119,8 @@ def add_subscriber(
             f"{address} is {row.status}: not resubscribed without their consent (use --resubscribe "
             "if they asked to come back)"
         )
-    record = CsvRow(0, address, name or (row.name if row else ""), tuple(chosen), tz)
+    given = {"email"} | {c for c, v in (("name", name), ("topics", topics), ("timezone", timezone)) if v}
+    record = CsvRow(0, address, name, tuple(chosen), tz, columns=frozenset(given))
     change = _apply_row(session, row, record, now=now, source=source)
     _record_changes(session, [change], now=now, source=source)
     return change[0]
@@ -135,7 +136,13 @@ def _apply_row(
         row = Subscriber(email=record.email, created_at=now, updated_at=now, status=SubscriberStatus.PENDING)
     previous = row.status
     status = record.status or SubscriberStatus.ACTIVE
-    row.name, row.topics, row.timezone = record.name, "\n".join(record.topics), record.timezone
+    fresh = row.id is None
+    if fresh or "name" in record.columns:
+        row.name = record.name
+    if fresh or "topics" in record.columns:
+        row.topics = "\n".join(record.topics)
+    if fresh or "timezone" in record.columns:
+        row.timezone = record.timezone
     if record.consent is not None:  # an export being imported: keep its consent as it was
         c = record.consent
         row.consent_source, row.consent_at, row.consent_ip = c.source, c.at, c.ip
@@ -191,6 +198,9 @@ class CsvRow:
     timezone: str | None
     status: SubscriberStatus | None = None
     consent: Consent | None = None
+    # Columns the file had: an existing subscriber keeps what a file without that column says
+    # nothing about (a list of addresses alone must not wipe everyone's topics and time zone).
+    columns: frozenset[str] = frozenset(CSV_COLUMNS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -255,6 +265,7 @@ def _parse_row(values: dict[str, str], known_topics: Sequence[str], line: int) -
         check_timezone(tz_name) if tz_name else None,
         status,
         consent,
+        frozenset(values),
     )
 
 
