@@ -269,3 +269,35 @@ def test_sigterm_finishes_and_records_the_batch_in_hand(
         assert second.terminate() == 0
     assert len(inbox.messages) == 4
     assert len({m["To"] for m in inbox.messages}) == 4
+
+
+def test_a_standby_takes_over_from_a_killed_leader_without_sending_twice(
+    engine: sa.Engine, tmp_path: Path, db_url: str, processes: list[Process]
+) -> None:
+    now = datetime.now(UTC)
+    add_subscribers(engine, now, ["UTC"] * 4)
+    add_story(engine, now - timedelta(hours=1), 1)
+    inbox = BlockingInbox()
+    with smtp_server(inbox) as port:
+        env = scheduler_env(tmp_path, db_url, port, DIGEST_SEND_BATCH_SIZE="2")
+        leader = Process(env, tmp_path / "leader.log")
+        processes.append(leader)
+        assert inbox.arrived.wait(timeout=60), leader.text()
+        standby = Process(env, tmp_path / "standby.log")
+        processes.append(standby)
+        wait_for(lambda: "standby" in standby.text(), what="the second scheduler to stand by")
+        leader.kill()  # a crash in the middle of a batch: no clean-up at all
+        inbox.release.set()
+        # the lease runs out (10 s), the standby takes over and sends what was never claimed
+        wait_for(lambda: "leader" in standby.text(), timeout=60, what="the takeover")
+        wait_for(lambda: ("sent", 1) in statuses(engine), timeout=60, what="the rest sent")
+        wait_for(lambda: [r.status for r in runs(engine, "dispatch")][-1:] == ["ok"], what="the dispatch")
+        assert standby.terminate() == 0
+    # the two messages in flight during the crash: maybe delivered, so never sent again
+    assert statuses(engine) == [("sent", 1), ("sent", 1), ("unknown", 1), ("unknown", 1)]
+    assert len(inbox.messages) <= 4
+    assert len({m["To"] for m in inbox.messages}) == len(inbox.messages)
+    assert [r.status for r in runs(engine, "send")] == [
+        "interrupted",
+        "partial",
+    ]  # killed leader; standby (2 unknown)
