@@ -279,3 +279,15 @@ def test_preferences_set_the_time_zone(site: Site, now: datetime) -> None:
     assert site.client.post(f"/preferences/{token}", data={"timezone": "Mars/Olympus"}).status_code == 400
     site.client.post(f"/preferences/{token}", data={"topic": "Robotics"})  # an older form: zone kept
     assert site.subscriber("ana@example.com").timezone == "Asia/Tokyo"  # type: ignore[union-attr]
+
+
+def test_healthz_is_503_when_the_database_does_not_answer(tmp_path: Path, now: datetime) -> None:
+    from digest.db.engine import make_engine
+
+    dead = make_engine("postgresql+psycopg://nobody@127.0.0.1:1/none?connect_timeout=2")
+    app = create_app(settings(tmp_path, "sqlite://"), newsletter(), engine=dead, clock=Clock(now))
+    with serve(app) as base, httpx.Client(base_url=base, timeout=10) as client:
+        answer = client.get("/healthz")
+    assert answer.status_code == 503
+    assert answer.json()["status"] == "error"
+    assert "127.0.0.1" in answer.json()["database"]
