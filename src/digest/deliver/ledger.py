@@ -76,15 +76,17 @@ def claim_batch(
 
     The caller commits before sending, so a crash leaves the rows visibly in flight.
     """
-    query = (
-        select(Delivery, Subscriber)
-        .join(Subscriber, col(Delivery.subscriber_id) == col(Subscriber.id))
-        .where(col(Delivery.edition_id) == edition_id, col(Delivery.status).in_(SENDABLE))
-        .where(sa.or_(col(Delivery.claimed_at).is_(None), col(Delivery.claimed_at) < not_claimed_since))
+    rows = list(
+        session.exec(
+            select(Delivery, Subscriber)
+            .join(Subscriber, col(Delivery.subscriber_id) == col(Subscriber.id))
+            .where(col(Delivery.edition_id) == edition_id, col(Delivery.status).in_(SENDABLE))
+            .where(sa.or_(col(Delivery.claimed_at).is_(None), col(Delivery.claimed_at) < not_claimed_since))
+            .where(audience if audience is not None else sa.true())  # e.g. one time zone (scheduler)
+            .order_by(col(Delivery.id))
+            .limit(size)
+        )
     )
-    if audience is not None:
-        query = query.where(audience)
-    rows = list(session.exec(query.order_by(col(Delivery.id)).limit(size)))
     if rows:
         session.execute(
             sa.update(Delivery)
