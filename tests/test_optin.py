@@ -291,3 +291,21 @@ def test_healthz_is_503_when_the_database_does_not_answer(tmp_path: Path, now: d
     assert answer.status_code == 503
     assert answer.json()["status"] == "error"
     assert "127.0.0.1" in answer.json()["database"]
+
+
+def test_the_confirmation_message_is_not_spam(tmp_path: Path, now: datetime) -> None:
+    from digest.deliver.message import to_bytes
+    from digest.optin import confirmation_message
+    from digest.render import make_environment
+    from tests.render.test_spam import spam_score
+
+    reader = Subscriber(id=3, email="reader@example.com", created_at=now, updated_at=now)
+    message = confirmation_message(
+        make_environment(),
+        settings(tmp_path, "sqlite://", base_url="https://news.example.org"),
+        newsletter(),
+        reader,
+        confirm_url="https://news.example.org/confirm/WzMsInJlYWRlckBleGFtcGxlLmNvbSIsMTc5NTU5MDAwMF0.x",
+    )
+    score, rules = spam_score(to_bytes(message, now=now))
+    assert score <= 1.0, rules
