@@ -160,5 +160,5 @@ def add_signup_routes(
             return not_confirmable(result.status)
         return message(
             "You are subscribed",
-            f"Thank you. {info.title} arrives every morning at {settings.send_time:%H:%M} in your time zone.",
+            f"Thank you. {info.title} arrives every day at {settings.send_time:%H:%M} in your time zone.",
         )
