@@ -14,6 +14,18 @@ from digest.db.engine import session_scope
 from digest.db.models import Article, Source, Story, Subscriber, SubscriberStatus
 from digest.deliver.base import OutgoingMessage, SendResult
 
+# The same newsletter as a file, for commands run in a subprocess or through the CLI runner.
+NEWSLETTER_TOML = """
+[newsletter]
+title = "Zone Daily"
+from_email = "digest@example.com"
+postal_address = "1 Main St, Springfield"
+
+[[topics]]
+name = "Robotics"
+keywords = ["robot"]
+"""
+
 
 def newsletter() -> Newsletter:
     """A small newsletter whose catch-all topic takes every story (no caps get in the way)."""

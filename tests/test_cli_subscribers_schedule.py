@@ -6,7 +6,7 @@ import pytest
 from typer.testing import CliRunner
 
 from digest.cli import app
-from tests.test_scheduler import NEWSLETTER_TOML
+from tests.schedule_helpers import NEWSLETTER_TOML
 
 COMMANDS = [
     ["status"],
@@ -65,3 +65,32 @@ def test_export_then_import_round_trip_through_the_cli(env: Path) -> None:
     text = (env / "out.csv").read_text()
     assert text.startswith("email,name,topics,timezone,status,consent_source,consent_at,")
     assert "ana@example.com,,,Asia/Tokyo,active,cli," in text
+
+
+def test_status_after_runs_shows_zones_and_results(env: Path) -> None:
+    from datetime import UTC, datetime
+
+    from digest import dispatch
+    from digest.config import load_newsletter, load_settings
+    from digest.db.engine import open_database
+    from tests.schedule_helpers import Clock, RecordingTransport, add_story, add_subscribers
+
+    settings = load_settings()
+    engine = open_database(settings.database_url)
+    add_subscribers(engine, datetime(2026, 11, 1, tzinfo=UTC), ["Asia/Tokyo", None])
+    clock = Clock(datetime(2026, 11, 25, 7, 0, tzinfo=UTC))
+    add_story(engine, clock.now, 1)
+    dispatch.dispatch(
+        settings,
+        load_newsletter(settings.config),
+        engine=engine,
+        clock=clock,
+        transport_factory=lambda: RecordingTransport(clock),
+        owner="test-owner",
+    )
+    engine.dispose()
+    result = CliRunner().invoke(app, ["status"])
+    assert result.exit_code == 0, result.output
+    assert "Asia/Tokyo" in result.output
+    assert "send 2026-11-25 UTC: ok - 1 stories; sent 1" in result.output
+    assert "send 2026-11-25 Asia/Tokyo: skipped - stale: edition 2026-11-25 for Asia/Tokyo" in result.output

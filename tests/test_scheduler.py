@@ -20,20 +20,8 @@ from sqlmodel import Session, col, select
 from digest.db.models import Delivery, SchedulerLease, ScheduleRun
 from digest.lease import Lease, current_holder
 from digest.scheduler import JOBS_TABLE, BackgroundRunner, Runner
-from tests.schedule_helpers import add_story, add_subscribers, newsletter, settings
+from tests.schedule_helpers import NEWSLETTER_TOML, add_story, add_subscribers, newsletter, settings
 from tests.web_helpers import Inbox, smtp_server
-
-NEWSLETTER_TOML = """
-[newsletter]
-title = "Zone Daily"
-from_email = "digest@example.com"
-postal_address = "1 Main St, Springfield"
-
-[[topics]]
-name = "Robotics"
-keywords = ["robot"]
-"""
-
 
 # --- the lease --------------------------------------------------------------------------------
 
