@@ -263,3 +263,19 @@ def test_an_unknown_time_zone_in_the_database_stops_only_its_readers(
     tick(engine, tmp_path, db_url, clock, transport)
     assert [m.to_email for _, m in transport.sent] == [good]
     assert "unknown time zone 'Mars/Olympus' of 1 subscriber(s)" in caplog.text
+
+
+def test_every_zone_falls_due_on_a_dispatch_tick() -> None:
+    from zoneinfo import available_timezones
+
+    # The scheduler ticks every 15 minutes from DIGEST_SEND_TIME's minute: that reaches every
+    # zone only if every UTC offset in use is a multiple of 15 minutes (Kathmandu +5:45, Chatham
+    # +12:45 and Eucla +8:45 included), in winter and in summer.
+    send = time(7, 10)
+    off_tick = [
+        (zone, day)
+        for zone in sorted(available_timezones())
+        for day in (date(2026, 1, 15), date(2026, 7, 15))
+        if (dispatch.due_at(zone, day, send).minute - send.minute) % dispatch.DISPATCH_EVERY_MINUTES
+    ]
+    assert off_tick == []
