@@ -22,6 +22,7 @@ from digest.db.engine import open_database, session_scope
 from digest.db.models import Source, SubscriberStatus
 from digest.deliver.transports import make_transport
 from digest.errors import DigestError, NotYetAvailable, SubscriberError
+from digest.sources.collect import SourceResult
 from digest.stats import edition_stats
 from digest.subscribers import (
     add_subscriber,
@@ -146,16 +147,44 @@ def collect() -> None:
     """
     settings, newsletter = _setup()
     engine = _engine(settings)
-    results = pipeline.collect(newsletter, engine=engine, now=pipeline.utc_now())
+    results = _collect(settings, newsletter, engine)
     _print_collect(results)
+    if results and all(r.status == "failed" for r in results):
+        raise DigestError("every source failed; see the table above")
 
 
-def _print_collect(results: list[Any]) -> None:
-    table = Table("source", "result", "new", "updated", "error", title="Collection")
+def _collect(settings: Settings, newsletter: Newsletter, engine: sa.Engine) -> list[SourceResult]:
+    """Collect with a progress bar while fetching, when stdout is a terminal."""
+    if not out.is_terminal or not newsletter.sources:
+        return pipeline.collect(newsletter, engine=engine, now=pipeline.utc_now(), settings=settings)
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    columns = (TextColumn("fetching"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, TextColumn("{task.fields[last]}"), console=out, transient=True) as bar:
+        task = bar.add_task("fetch", total=len(newsletter.sources), last="")
+
+        def advance(name: str, error: str | None) -> None:
+            bar.update(task, advance=1, last=f"{name}: failed" if error else name)
+
+        return pipeline.collect(
+            newsletter, engine=engine, now=pipeline.utc_now(), settings=settings, on_fetched=advance
+        )
+
+
+def _print_collect(results: list[SourceResult]) -> None:
+    table = Table("source", "result", "entries", "new", "updated", "error", title="Collection")
     for r in results:
         style = "red" if r.status == "failed" else None
-        table.add_row(r.name, r.status, str(r.new), str(r.updated), r.error or "", style=style)
+        table.add_row(
+            r.name, r.status, str(r.entries), str(r.new), str(r.updated), r.error or "", style=style
+        )
     out.print(table)
+    failed = sum(r.status == "failed" for r in results)
+    out.print(
+        f"{len(results)} sources: {sum(r.new for r in results)} new articles, "
+        f"{sum(r.updated for r in results)} updated, {failed} failed",
+        highlight=False,
+    )
 
 
 @app.command()
@@ -311,7 +340,7 @@ def run(date_: DateOpt = None) -> None:
     """
     settings, newsletter = _setup()
     engine = _engine(settings)
-    results = pipeline.collect(newsletter, engine=engine, now=pipeline.utc_now())
+    results = _collect(settings, newsletter, engine)
     _print_collect(results)
     transport = make_transport(settings, clock=pipeline.utc_now)
     report = pipeline.send_edition(
@@ -493,6 +522,8 @@ def subscribers_unsubscribe(
 def sources_list() -> None:
     """Show each source's health: last success, last error, failure streak, ETag.
 
+    A source that failed DIGEST_SOURCE_FAILURE_ALERT runs in a row (default 3) is flagged FAILING.
+
     Example: digest sources list
     """
     from sqlmodel import select
@@ -501,17 +532,34 @@ def sources_list() -> None:
     engine = _engine(settings)
     with session_scope(engine) as session:
         rows = list(session.exec(select(Source).order_by(Source.name)))
-    table = Table("source", "last success", "failures in a row", "last error", "etag", title="Sources")
+    alert = settings.source_failure_alert
+    table = Table(
+        "source", "health", "last success", "failures in a row", "last error", "etag", title="Sources"
+    )
+    stamp = "%Y-%m-%d %H:%M"
     for s in rows:
+        if s.last_fetched_at is None:
+            health = "not fetched yet"
+        elif s.failure_streak >= alert:
+            health = f"FAILING ({s.failure_streak} runs in a row)"
+        elif s.failure_streak:
+            health = "failed last run"
+        else:
+            health = "ok"
+        error = f"{s.last_error_at.strftime(stamp)}: {s.last_error}" if s.last_error_at else ""
         table.add_row(
             s.name,
-            s.last_success_at.strftime("%Y-%m-%d %H:%M") if s.last_success_at else "never",
+            health,
+            s.last_success_at.strftime(stamp) if s.last_success_at else "never",
             str(s.failure_streak),
-            s.last_error or "",
+            error,
             s.etag or "",
-            style="red" if s.failure_streak >= 3 else None,
+            style="red" if s.failure_streak >= alert else None,
         )
     out.print(table)
+    failing = [s.name for s in rows if s.failure_streak >= alert]
+    if failing:
+        err.print(f"{len(failing)} source(s) failed {alert}+ runs in a row: {', '.join(failing)}")
 
 
 @app.command()

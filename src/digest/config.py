@@ -65,6 +65,13 @@ class Settings(BaseSettings):
     subscribe_rate_limit: int = Field(default=5, ge=1)  # sign-ups per IP address per hour
     scheduler_lease_seconds: int = Field(default=60, ge=10)
     send_batch_size: int = Field(default=500, ge=1)  # messages claimed (and finished on SIGTERM) at once
+    # Collection: how sources are fetched, and after how many failed runs in a row a source is flagged.
+    user_agent: str | None = None  # None: "digest/VERSION (...)"; a custom value gets digest's name added
+    fetch_timeout: float = Field(default=20.0, gt=0)
+    fetch_max_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
+    fetch_per_host: int = Field(default=2, ge=1, le=16)
+    fetch_concurrency: int = Field(default=64, ge=1, le=1024)
+    source_failure_alert: int = Field(default=3, ge=1)
 
     @field_validator("timezone")
     @classmethod

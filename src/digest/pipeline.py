@@ -24,7 +24,7 @@ from digest.deliver.base import OutgoingMessage, SendResult, Transport
 from digest.deliver.message import list_headers, new_message_id, to_bytes
 from digest.sources.collect import SourceResult
 from digest.sources.collect import collect as collect_sources
-from digest.sources.fetch import make_client
+from digest.sources.fetch import FetchOptions
 from digest.subscribers import get_subscriber, record_event, topics_of
 from digest.tokens import LinkToken, TokenSigner
 
@@ -53,11 +53,21 @@ def collect(
     *,
     engine: sa.Engine,
     now: datetime,
-    on_result: Callable[[SourceResult], None] | None = None,
+    settings: Settings | None = None,
+    on_fetched: Callable[[str, str | None], None] | None = None,
+    parse_workers: int | None = None,
 ) -> list[SourceResult]:
-    """Fetch every source and store new articles as stories."""
-    with make_client() as client, session_scope(engine) as session:
-        return collect_sources(newsletter, session=session, client=client, now=now, on_result=on_result)
+    """Fetch every source and store new articles as stories (fetch options from `settings`)."""
+    options = FetchOptions.from_settings(settings) if settings is not None else FetchOptions()
+    with session_scope(engine) as session:
+        return collect_sources(
+            newsletter,
+            session=session,
+            now=now,
+            options=options,
+            on_fetched=on_fetched,
+            parse_workers=parse_workers,
+        )
 
 
 # --- topics + compose ---------------------------------------------------------------------

@@ -187,7 +187,9 @@ class Runner:
         dispatch.finish_run(self.engine, run_id, status=status, detail=detail, now=self.clock())
 
     def _collect(self) -> str:
-        results = pipeline.collect(self.newsletter, engine=self.engine, now=self.clock())
+        results = pipeline.collect(
+            self.newsletter, engine=self.engine, now=self.clock(), settings=self.settings
+        )
         failed = [r.name for r in results if r.status == "failed"]
         new = sum(r.new for r in results)
         return f"{len(results)} sources, {new} new" + (f"; failed: {', '.join(failed)}" if failed else "")

@@ -1,26 +1,37 @@
-"""Run every configured source and store what is new: one result per source, whatever happens."""
+"""Run every configured source and store what is new: one result per source, whatever happens.
 
+Three steps: fetch every source at once (fetch.py), parse each body as it arrives (in worker
+processes when there is much to parse: feedparser is pure Python and costs ~150 us an entry),
+then store everything in one transaction, grouping articles into stories (stories.py).
+"""
+
+import asyncio
 import logging
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from multiprocessing import get_context
 from typing import Literal
 
-import httpx
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
-from digest.config import Newsletter, SourceConfig
+from digest.config import Newsletter
 from digest.db.models import Article, Source, Story
 from digest.errors import SourceError
-from digest.sources.fetch import fetch
-from digest.sources.model import FeedEntry
+from digest.sources.clean import plain_text
+from digest.sources.fetch import FetchOptions, FetchRequest, fetch_all, make_client
+from digest.sources.model import FeedEntry, Fetched, ParsedFeed
 from digest.sources.parse import parse_feed
-from digest.stories import StoryKey, find_same_story
+from digest.stories import KnownArticle, StoryDoc, cluster
 
 log = logging.getLogger(__name__)
 
 SourceStatus = Literal["new", "updated", "unchanged", "failed"]
 STORY_WINDOW = timedelta(hours=72)  # how far back a new article may join an existing story
+PARSE_IN_PROCESSES_FROM = 8  # sources; below this, starting worker processes costs more than it saves
+CHUNK = 500  # values per IN (...) list: under every backend's bound-parameter limit
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,7 +42,15 @@ class SourceResult:
     status: SourceStatus
     new: int = 0
     updated: int = 0
+    entries: int = 0
     error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Outcome:
+    fetched: Fetched | None = None
+    feed: ParsedFeed | None = None
+    error: SourceError | None = None
 
 
 def sync_sources(newsletter: Newsletter, *, session: Session) -> dict[str, Source]:
@@ -54,95 +73,231 @@ def collect(
     newsletter: Newsletter,
     *,
     session: Session,
-    client: httpx.Client,
     now: datetime,
-    on_result: Callable[[SourceResult], None] | None = None,
+    options: FetchOptions | None = None,
+    parse_workers: int | None = None,
+    on_fetched: Callable[[str, str | None], None] | None = None,
 ) -> list[SourceResult]:
-    """Fetch, parse and store every source; a failing source is recorded and the rest go on."""
+    """Fetch, parse and store every source; a failing source is recorded and the rest go on.
+
+    `on_fetched(name, error)` is called as each source's fetch ends (for a progress bar).
+    `parse_workers`: processes that parse feeds; None picks by the number of sources and CPUs.
+    """
+    options = options or FetchOptions()
     rows = sync_sources(newsletter, session=session)
+    requests = [
+        FetchRequest(cfg.name, rows[cfg.name].url, rows[cfg.name].etag, rows[cfg.name].last_modified)
+        for cfg in newsletter.sources
+    ]
+    if parse_workers is None:
+        cpus = os.cpu_count() or 1
+        parse_workers = min(cpus, 4) if len(requests) >= PARSE_IN_PROCESSES_FROM and cpus > 1 else 0
+    # "spawn", not fork: a forked child would share the parent's open database connections.
+    pool = ProcessPoolExecutor(parse_workers, mp_context=get_context("spawn")) if parse_workers > 0 else None
+    try:
+        outcomes = asyncio.run(_fetch_and_parse(requests, options, pool, on_fetched))
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
+    return store_outcomes(requests, outcomes, rows=rows, session=session, now=now)
+
+
+def _warm_up() -> None:
+    """Run once in each parse worker so its imports overlap the network wait."""
+
+
+async def _fetch_and_parse(
+    requests: Sequence[FetchRequest],
+    options: FetchOptions,
+    pool: Executor | None,
+    on_fetched: Callable[[str, str | None], None] | None,
+) -> list[_Outcome]:
+    loop = asyncio.get_running_loop()
+    parsing: dict[str, asyncio.Future[ParsedFeed]] = {}
+    if pool is not None:
+        for _ in range(getattr(pool, "_max_workers", 1)):
+            pool.submit(_warm_up)
+
+    def done(request: FetchRequest, result: Fetched | SourceError) -> None:
+        if isinstance(result, Fetched) and result.body is not None:
+            if pool is None:
+                future: asyncio.Future[ParsedFeed] = loop.create_future()
+                try:
+                    future.set_result(_parse(request.name, result.body, result.url, result.headers))
+                except SourceError as e:
+                    future.set_exception(e)
+            else:
+                future = loop.run_in_executor(
+                    pool, _parse, request.name, result.body, result.url, result.headers
+                )
+            parsing[request.name] = future
+        if on_fetched is not None:
+            on_fetched(request.name, str(result) if isinstance(result, SourceError) else None)
+
+    async with make_client(options) as client:
+        fetched = await fetch_all(requests, client=client, options=options, on_done=done)
+    outcomes = []
+    for request, result in zip(requests, fetched, strict=True):
+        if isinstance(result, SourceError):
+            outcomes.append(_Outcome(error=result))
+        elif result.body is None:
+            outcomes.append(_Outcome(fetched=result))
+        else:
+            try:
+                outcomes.append(_Outcome(fetched=result, feed=await parsing[request.name]))
+            except SourceError as e:
+                outcomes.append(_Outcome(fetched=result, error=e))
+    return outcomes
+
+
+def _parse(name: str, body: bytes, url: str, headers: dict[str, str]) -> ParsedFeed:
+    """parse_feed with positional arguments, for a worker process."""
+    return parse_feed(name, body, url=url, headers=headers)
+
+
+def store_outcomes(
+    requests: Sequence[FetchRequest],
+    outcomes: Sequence[_Outcome],
+    *,
+    rows: dict[str, Source],
+    session: Session,
+    now: datetime,
+) -> list[SourceResult]:
+    """Record each source's health and store the new entries of those that succeeded."""
+    feeds: list[tuple[Source, ParsedFeed]] = []
+    for request, outcome in zip(requests, outcomes, strict=True):
+        row = rows[request.name]
+        row.last_fetched_at = now
+        if outcome.error is not None:
+            log.warning("source failed source=%r error=%s", request.name, outcome.error)
+            row.last_error, row.last_error_at = str(outcome.error), now
+            row.failure_streak += 1
+        else:
+            assert outcome.fetched is not None
+            row.etag, row.last_modified = outcome.fetched.etag, outcome.fetched.last_modified
+            row.last_success_at, row.failure_streak = now, 0
+            if outcome.feed is not None:
+                feeds.append((row, outcome.feed))
+        session.add(row)
+    session.flush()
+    counts = store_entries(feeds, session=session, now=now)
     results = []
-    for cfg in newsletter.sources:
-        result = collect_one(cfg, rows[cfg.name], session=session, client=client, now=now)
-        log.info("collected source=%r status=%s new=%d", cfg.name, result.status, result.new)
+    for request, outcome in zip(requests, outcomes, strict=True):
+        if outcome.error is not None:
+            result = SourceResult(request.name, "failed", error=str(outcome.error))
+        else:
+            new, updated = counts.get(request.name, (0, 0))
+            status: SourceStatus = "new" if new else "updated" if updated else "unchanged"
+            entries = len(outcome.feed.entries) if outcome.feed else 0
+            result = SourceResult(request.name, status, new=new, updated=updated, entries=entries)
+        log.info("collected source=%r status=%s new=%d", result.name, result.status, result.new)
         results.append(result)
-        if on_result:
-            on_result(result)
     return results
 
 
-def collect_one(
-    cfg: SourceConfig, row: Source, *, session: Session, client: httpx.Client, now: datetime
-) -> SourceResult:
-    """Fetch and store one source, updating its health; SourceError becomes a failed result."""
-    row.last_fetched_at = now
-    try:
-        fetched = fetch(cfg.name, row.url, client=client, etag=row.etag, last_modified=row.last_modified)
-        if fetched.not_modified:
-            result = SourceResult(cfg.name, "unchanged")
-        else:
-            assert fetched.body is not None
-            feed = parse_feed(cfg.name, fetched.body, url=fetched.url, headers=fetched.headers)
-            new, updated = store_entries(feed.entries, source=row, session=session, now=now)
-            status: SourceStatus = "new" if new else "updated" if updated else "unchanged"
-            result = SourceResult(cfg.name, status, new=new, updated=updated)
-        row.etag, row.last_modified = fetched.etag, fetched.last_modified
-        row.last_success_at, row.failure_streak = now, 0
-    except SourceError as e:
-        log.warning("source failed source=%r error=%s", cfg.name, e)
-        row.last_error, row.last_error_at = str(e), now
-        row.failure_streak += 1
-        result = SourceResult(cfg.name, "failed", error=str(e))
-    session.add(row)
-    session.flush()
-    return result
+def _chunks(values: Sequence[str]) -> Iterable[Sequence[str]]:
+    for i in range(0, len(values), CHUNK):
+        yield values[i : i + CHUNK]
 
 
 def store_entries(
-    entries: tuple[FeedEntry, ...], *, source: Source, session: Session, now: datetime
-) -> tuple[int, int]:
-    """Insert new articles (one per canonical URL) and attach each to a story; count new/updated."""
-    assert source.id is not None
-    urls = [e.url for e in entries]
-    existing = {a.url: a for a in session.exec(select(Article).where(Article.url.in_(urls))).all()}  # type: ignore[attr-defined]
-    recent = [
-        StoryKey(s.id, s.title)
-        for s in session.exec(select(Story).where(Story.first_seen_at >= now - STORY_WINDOW)).all()
-        if s.id is not None
-    ]
-    new = updated = 0
-    for entry in entries:
-        # A date in the future is a feed's mistake (or a trick to stay on top): clamp it.
-        published = min(entry.published or now, now)
-        article = existing.get(entry.url)
-        if article is not None:
+    feeds: Sequence[tuple[Source, ParsedFeed]], *, session: Session, now: datetime
+) -> dict[str, tuple[int, int]]:
+    """Insert new articles (one per canonical URL), group them into stories; (new, updated) per source."""
+    urls = list({e.url for _, feed in feeds for e in feed.entries})
+    existing: dict[str, Article] = {}
+    for part in _chunks(urls):
+        existing.update((a.url, a) for a in session.exec(select(Article).where(col(Article.url).in_(part))))
+    by_guid = _articles_by_guid(feeds, existing, session=session)
+    counts: dict[str, list[int]] = {}
+    fresh: list[tuple[Source, FeedEntry]] = []
+    queued: set[str] = set()
+    for source, feed in feeds:
+        assert source.id is not None
+        tally = counts.setdefault(source.name, [0, 0])
+        for entry in feed.entries:
+            article = existing.get(entry.url) or (
+                by_guid.get((source.id, entry.guid)) if entry.guid else None
+            )
+            if article is None:
+                if entry.url not in queued:  # the same URL twice in this run is stored once
+                    queued.add(entry.url)
+                    fresh.append((source, entry))
+                continue
             if (article.title, article.summary_html) != (entry.title, entry.summary_html):
                 article.title, article.summary_html = entry.title, entry.summary_html
                 article.updated_at = now
                 session.add(article)
-                updated += 1
-            continue
-        story_id = find_same_story(entry.title, recent)
-        if story_id is None:
-            story = Story(title=entry.title, url=entry.url, published_at=published, first_seen_at=now)
-            session.add(story)
-            session.flush()
-            assert story.id is not None
-            story_id = story.id
-            recent.append(StoryKey(story_id, entry.title))
-        article = Article(
-            source_id=source.id,
-            story_id=story_id,
-            guid=entry.guid,
-            url=entry.url,
-            title=entry.title,
-            summary_html=entry.summary_html,
-            author=entry.author,
-            tags="\n".join(entry.tags),
-            published_at=published,
-            first_seen_at=now,
-        )
-        session.add(article)
-        existing[entry.url] = article
-        new += 1
+                tally[1] += 1
+    _store_new(fresh, session=session, now=now)
+    for source, _ in fresh:
+        counts[source.name][0] += 1
     session.flush()
-    return new, updated
+    return {name: (c[0], c[1]) for name, c in counts.items()}
+
+
+def _articles_by_guid(
+    feeds: Sequence[tuple[Source, ParsedFeed]], existing: dict[str, Article], *, session: Session
+) -> dict[tuple[int, str], Article]:
+    """Stored articles of these sources whose feed ID matches an entry with an unknown URL.
+
+    A feed that moves its articles to new URLs but keeps their IDs must not send them again.
+    """
+    found: dict[tuple[int, str], Article] = {}
+    for source, feed in feeds:
+        guids = list({e.guid for e in feed.entries if e.guid and e.url not in existing})
+        for part in _chunks(guids):
+            for article in session.exec(
+                select(Article).where(Article.source_id == source.id).where(col(Article.guid).in_(part))
+            ):
+                assert article.guid is not None
+                found[(source.id or 0, article.guid)] = article
+    return found
+
+
+def _doc(title: str, summary_html: str, source: str) -> StoryDoc:
+    return StoryDoc(title=title, text=plain_text(summary_html[:2000]), source=source)
+
+
+def _store_new(fresh: Sequence[tuple[Source, FeedEntry]], *, session: Session, now: datetime) -> None:
+    if not fresh:
+        return
+    known = [
+        KnownArticle(story_id, _doc(title, summary, source))
+        for story_id, title, summary, source in session.exec(
+            select(Article.story_id, Article.title, Article.summary_html, Source.name)
+            .join(Story, col(Story.id) == col(Article.story_id))
+            .join(Source, col(Source.id) == col(Article.source_id))
+            .where(Story.first_seen_at >= now - STORY_WINDOW)
+            .order_by(col(Article.id))
+        )
+        if story_id is not None
+    ]
+    keys = cluster([_doc(e.title, e.summary_html, s.name) for s, e in fresh], known)
+    # A date in the future is a feed's mistake (or a trick to stay on top): clamp it to now.
+    published = [min(e.published or now, now) for _, e in fresh]
+    new_stories: dict[int, Story] = {}
+    for (_, entry), key, when in zip(fresh, keys, published, strict=True):
+        if key < 0 and key not in new_stories:
+            new_stories[key] = Story(title=entry.title, url=entry.url, published_at=when, first_seen_at=now)
+    session.add_all(new_stories.values())
+    session.flush()  # one multi-row INSERT ... RETURNING gives the new stories their ids
+    articles = []
+    for (source, entry), key, when in zip(fresh, keys, published, strict=True):
+        assert source.id is not None
+        articles.append(
+            Article(
+                source_id=source.id,
+                story_id=new_stories[key].id if key < 0 else key,
+                guid=entry.guid,
+                url=entry.url,
+                title=entry.title,
+                summary_html=entry.summary_html,
+                author=entry.author,
+                tags="\n".join(entry.tags),
+                published_at=when,
+                first_seen_at=now,
+            )
+        )
+    session.add_all(articles)
+    log.info("stored articles=%d new_stories=%d", len(articles), len(new_stories))
