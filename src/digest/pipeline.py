@@ -118,15 +118,27 @@ def _story_items(newsletter: Newsletter, records: Iterable[queries.StoryRecord])
     return items
 
 
+def _window_start(newsletter: Newsletter, session: Session, edition_date: date, now: datetime) -> datetime:
+    """First-seen time from which uncarried stories are candidates for an edition built `now`.
+
+    Not the previous edition's build time: a collect that started before that build and committed
+    after it has stories first seen earlier that the previous edition never saw, and stories over
+    the previous edition's caps wait for this one. So the window reaches back as far as the previous
+    edition's own did; stories it carried are excluded by EditionStory, never by time.
+    """
+    lookback = timedelta(hours=newsletter.newsletter.lookback_hours)
+    previous = queries.latest_edition_before(edition_date, session=session)
+    start = min(previous.built_at - lookback, now - lookback) if previous else now - lookback
+    return max(start, now - MAX_CATCH_UP)  # after long downtime, older news is stale: let it go
+
+
 def compose_draft(
     newsletter: Newsletter, *, session: Session, edition_date: date, now: datetime
 ) -> compose.Edition:
     """What the edition of `edition_date` would contain if it were built now (nothing is saved)."""
-    lookback = now - timedelta(hours=newsletter.newsletter.lookback_hours)
-    previous = queries.latest_edition_before(edition_date, session=session)
-    # Since the last edition (so nothing that appeared in between is lost), within reason.
-    since = max(min(previous.built_at, lookback) if previous else lookback, now - MAX_CATCH_UP)
-    records = queries.unsent_stories(session=session, since=since)
+    records = queries.unsent_stories(
+        session=session, since=_window_start(newsletter, session, edition_date, now)
+    )
     info = newsletter.newsletter
     return compose.compose_edition(
         edition_date=edition_date,

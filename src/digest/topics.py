@@ -28,10 +28,12 @@ class StoryText:
 
 @dataclass(frozen=True, slots=True)
 class TopicMatch:
-    """The chosen topic (None: dropped) and a human-readable reason."""
+    """The chosen topic (None: dropped), a human-readable reason, and the other topics that matched."""
 
     topic: str | None
     reason: str
+    score: int = 0
+    also_matched: tuple[tuple[str, int], ...] = ()  # (topic, score) of the runners-up, best first
 
 
 def compile_rules(topics: Sequence[TopicConfig]) -> tuple[TopicRule, ...]:
@@ -48,38 +50,48 @@ def compile_rules(topics: Sequence[TopicConfig]) -> tuple[TopicRule, ...]:
     )
 
 
-# Where a hit counts most: a keyword in the title says more than one deep in the summary.
+# Where a hit counts most: a keyword in the title says more than one deep in the summary, and
+# a feed's own category for the entry sits in between. A topic's score is the sum over its
+# keywords and patterns of the places each one is found (title 3 + tags 2 + summary 1).
 TITLE_WEIGHT, TAG_WEIGHT, SUMMARY_WEIGHT = 3, 2, 1
 
 
+def _score(story: StoryText, rule: TopicRule, tags: str) -> tuple[int, list[str]]:
+    score, hits = 0, []
+    for label, rx in (*rule.keywords, *rule.patterns):
+        places = []
+        if rx.search(story.title):
+            places.append(("title", TITLE_WEIGHT))
+        if tags and rx.search(tags):
+            places.append(("tags", TAG_WEIGHT))
+        if story.summary and rx.search(story.summary):
+            places.append(("summary", SUMMARY_WEIGHT))
+        if places:
+            score += sum(w for _, w in places)
+            hits.append(f"{label!r} in {'+'.join(p for p, _ in places)}")
+    return score, hits
+
+
 def assign_topic(story: StoryText, rules: Sequence[TopicRule], *, catch_all: str | None) -> TopicMatch:
-    """The best-scoring topic; with no match, the source's default topic, then the catch-all."""
+    """The best-scoring topic; with no match, the source's default topic, then the catch-all.
+
+    A story matching several topics goes under the best one only; ties go to the source's own
+    topic, then to the topic listed first. With no catch-all (`catch_all_topic = ""`) it is dropped.
+    """
     tags = " \n ".join(story.tags)
-    best: tuple[int, str, list[str]] | None = None
-    for rule in rules:
-        score, hits = 0, []
-        for label, rx in (*rule.keywords, *rule.patterns):
-            weight = 0
-            if rx.search(story.title):
-                weight += TITLE_WEIGHT
-            if tags and rx.search(tags):
-                weight += TAG_WEIGHT
-            if story.summary and rx.search(story.summary):
-                weight += SUMMARY_WEIGHT
-            if weight:
-                score += weight
-                hits.append(label)
-        # Ties go to the source's own topic, then to the topic listed first.
-        if score and (
-            best is None
-            or score > best[0]
-            or (score == best[0] and rule.name == story.source_topic != best[1])
-        ):
-            best = (score, rule.name, hits)
-    if best is not None:
-        return TopicMatch(best[1], "matched " + ", ".join(repr(h) for h in best[2]))
+    scored: list[tuple[int, int, str, list[str]]] = []
+    for position, rule in enumerate(rules):
+        score, hits = _score(story, rule, tags)
+        if score:
+            tie_break = position if rule.name == story.source_topic else len(rules) + position
+            scored.append((score, tie_break, rule.name, hits))
+    scored.sort(key=lambda s: (-s[0], s[1]))
+    if scored:
+        score, _, name, hits = scored[0]
+        others = tuple((n, sc) for sc, _, n, _ in scored[1:])
+        return TopicMatch(name, f"{'; '.join(hits)} (score {score})", score, others)
     if story.source_topic:
-        return TopicMatch(story.source_topic, "source default")
+        return TopicMatch(story.source_topic, "no keyword matched: the source's default topic")
     if catch_all:
-        return TopicMatch(catch_all, "no rule matched: catch-all")
-    return TopicMatch(None, "no rule matched: dropped")
+        return TopicMatch(catch_all, "no keyword matched: catch-all topic")
+    return TopicMatch(None, "no keyword matched: dropped (no catch-all topic)")

@@ -27,7 +27,9 @@ def parse_feed(name: str, body: bytes, *, url: str, headers: dict[str, str] | No
 def _parse_xml_feed(name: str, body: bytes, url: str, headers: dict[str, str]) -> ParsedFeed:
     # feedparser gets bytes, never a URL: it must not fetch (no timeout) or open local files.
     parsed = feedparser.parse(body, response_headers={**headers, "content-location": url})
-    if parsed.bozo and not parsed.entries:
+    # feedparser is lenient: a feed with a wrong Content-Type or a stray error is still "bozo".
+    # Only a document that is not recognizably a feed, with no entries, is a failure.
+    if parsed.bozo and not parsed.entries and not parsed.get("version"):
         reason = parsed.get("bozo_exception") or "not a feed"
         raise SourceError(f"source {name!r}: cannot parse feed at {url}: {reason}")
     feed = parsed.feed
