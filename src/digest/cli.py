@@ -700,23 +700,28 @@ def status(
 @app.command()
 @friendly
 def topics(date_: DateOpt = None) -> None:
-    """Show which topic each story of a date's edition goes to, and why.
+    """Show each story waiting for the next edition: its topic, why, and whether it makes the cut.
 
-    Example: digest topics
+    "why" names each keyword or pattern that matched and where (title, tags, summary) with the
+    topic's score; "also" lists other topics that matched with lower scores.
+
+    Example: digest topics --date 2026-11-25
     """
     settings, newsletter = _setup()
     engine = _engine(settings)
-    result = pipeline.preview(
-        settings,
-        newsletter,
-        engine=engine,
-        edition_date=_edition_date(settings, date_),
-        now=pipeline.utc_now(),
+    rows = pipeline.explain_topics(
+        newsletter, engine=engine, edition_date=_edition_date(settings, date_), now=pipeline.utc_now()
     )
-    table = Table("topic", "story", "sources", "why")
-    for section in result.edition.topics:
-        for story in section.stories:
-            table.add_row(section.name, story.title, str(len(story.sources)), story.reason)
+    table = Table("topic", "story", "sources", "why", "also", "in edition", title=f"{len(rows)} stories")
+    for r in rows:
+        table.add_row(
+            r.topic or "(dropped)",
+            r.title,
+            ", ".join(r.sources),
+            r.reason,
+            ", ".join(f"{name} ({score})" for name, score in r.also_matched),
+            "yes" if r.in_edition else ("no: dropped" if r.topic is None else "no: over a cap"),
+        )
     out.print(table)
 
 

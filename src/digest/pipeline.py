@@ -17,11 +17,20 @@ from digest import compose, render, topics
 from digest.config import Newsletter, Settings, resolve_secret_key
 from digest.db import queries
 from digest.db.engine import session_scope
-from digest.db.models import DeliveryStatus, EditionStory, Story, Subscriber, SubscriberStatus
+from digest.db.models import (
+    Article,
+    DeliveryStatus,
+    EditionStory,
+    Source,
+    Story,
+    Subscriber,
+    SubscriberStatus,
+)
 from digest.db.models import Edition as EditionRow
 from digest.deliver import ledger
 from digest.deliver.base import OutgoingMessage, SendResult, Transport
 from digest.deliver.message import list_headers, new_message_id, to_bytes
+from digest.sources.clean import plain_text
 from digest.sources.collect import SourceResult
 from digest.sources.collect import collect as collect_sources
 from digest.sources.fetch import FetchOptions
@@ -73,28 +82,44 @@ def collect(
 # --- topics + compose ---------------------------------------------------------------------
 
 
-def _story_items(newsletter: Newsletter, records: Iterable[queries.StoryRecord]) -> list[compose.StoryItem]:
+def _match(
+    newsletter: Newsletter, records: Iterable[queries.StoryRecord]
+) -> list[tuple[queries.StoryRecord, topics.TopicMatch]]:
+    """Each story with its topic decision (summaries are matched as text, not as HTML)."""
     rules = topics.compile_rules(newsletter.topics)
     source_cfg = {s.name: s for s in newsletter.sources}
-    items = []
+    matched = []
     for record in records:
-        # The story's own article leads; the other outlets follow in order of publication.
-        articles = sorted(record.articles, key=lambda pair: pair[0].url != record.story.url)
-        article, source = articles[0]
+        article, source = _lead(record)[0]
         cfg = source_cfg.get(source.name)
         tags: tuple[str, ...] = tuple(t for a, _ in record.articles for t in a.tags.split("\n") if t)
         match = topics.assign_topic(
             topics.StoryText(
                 title=record.story.title,
-                summary=article.summary_html,
+                summary=plain_text(article.summary_html),
                 tags=tags,
                 source_topic=cfg.topic if cfg else None,
             ),
             rules,
             catch_all=newsletter.newsletter.catch_all_topic,
         )
+        matched.append((record, match))
+    return matched
+
+
+def _lead(record: queries.StoryRecord) -> list[tuple[Article, Source]]:
+    """The story's own article first; the other outlets follow in order of publication."""
+    return sorted(record.articles, key=lambda pair: pair[0].url != record.story.url)
+
+
+def _story_items(newsletter: Newsletter, records: Iterable[queries.StoryRecord]) -> list[compose.StoryItem]:
+    source_cfg = {s.name: s for s in newsletter.sources}
+    items = []
+    for record, match in _match(newsletter, records):
         if match.topic is None:
             continue
+        articles = _lead(record)
+        article = articles[0][0]
         seen: set[str] = set()
         refs = []
         for a, s in articles:
@@ -116,6 +141,47 @@ def _story_items(newsletter: Newsletter, records: Iterable[queries.StoryRecord])
             )
         )
     return items
+
+
+@dataclass(frozen=True, slots=True)
+class TopicExplanation:
+    """Why one waiting story goes (or does not go) under a topic, for `digest topics`."""
+
+    title: str
+    sources: tuple[str, ...]
+    topic: str | None
+    reason: str
+    also_matched: tuple[tuple[str, int], ...]
+    in_edition: bool  # False: dropped, or over a cap (it waits for the next edition)
+    score: float  # compose.score: the rank within its topic
+
+
+def explain_topics(
+    newsletter: Newsletter, *, engine: sa.Engine, edition_date: date, now: datetime
+) -> list[TopicExplanation]:
+    """Every story waiting for the edition of a date: its topic, why, and whether it makes the cut."""
+    with session_scope(engine) as session:
+        since = _window_start(newsletter, session, edition_date, now)
+        records = queries.unsent_stories(session=session, since=since)
+        draft = compose_draft(newsletter, session=session, edition_date=edition_date, now=now)
+    carried = {s.id for t in draft.topics for s in t.stories}
+    items = {i.id: i for i in _story_items(newsletter, records)}
+    rows = []
+    for record, match in _match(newsletter, records):
+        item = items.get(record.story.id or 0)
+        rows.append(
+            TopicExplanation(
+                title=record.story.title,
+                sources=tuple(dict.fromkeys(s.name for _, s in _lead(record))),
+                topic=match.topic,
+                reason=match.reason,
+                also_matched=match.also_matched,
+                in_edition=record.story.id in carried,
+                score=compose.score(item, now=now) if item else 0.0,
+            )
+        )
+    order = {name: i for i, name in enumerate(newsletter.topic_names)}
+    return sorted(rows, key=lambda r: (order.get(r.topic or "", len(order)), not r.in_edition, -r.score))
 
 
 def _window_start(newsletter: Newsletter, session: Session, edition_date: date, now: datetime) -> datetime:
