@@ -224,6 +224,8 @@ def store_entries(
                     queued.add(entry.url)
                     fresh.append((source, entry))
                 continue
+            if article.source_id != source.id:
+                continue  # another feed's copy of an article we have: the first source owns it
             if (article.title, article.summary_html) != (entry.title, entry.summary_html):
                 article.title, article.summary_html = entry.title, entry.summary_html
                 article.updated_at = now

@@ -1,0 +1,191 @@
+"""Collecting into the database: health per source, one article per URL, stories across feeds."""
+
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import sqlalchemy as sa
+from sqlmodel import Session, col, select
+
+from digest import pipeline
+from digest.config import Newsletter, load_newsletter
+from digest.db.models import Article, Source, Story
+from tests.feedbuilder import Item, atom, json_feed, newsletter_toml, rss, write
+
+
+def _newsletter(tmp_path: Path, *names: str) -> Newsletter:
+    path = tmp_path / "digest.toml"
+    path.write_text(newsletter_toml({n: f"feeds/{n}.xml" for n in names}))
+    return load_newsletter(path)
+
+
+def _feed(tmp_path: Path, name: str, body: bytes) -> None:
+    write(tmp_path / "feeds" / f"{name}.xml", body)
+
+
+def _rows(engine: sa.Engine) -> tuple[list[Article], list[Story], dict[str, Source]]:
+    with Session(engine) as s:
+        articles = list(s.exec(select(Article).order_by(col(Article.id))))
+        stories = list(s.exec(select(Story).order_by(col(Story.id))))
+        sources = {r.name: r for r in s.exec(select(Source))}
+    return articles, stories, sources
+
+
+def test_a_broken_feed_is_recorded_and_the_others_collected(
+    tmp_path: Path, engine: sa.Engine, now: datetime
+) -> None:
+    newsletter = _newsletter(tmp_path, "good", "broken", "missing")
+    _feed(tmp_path, "good", rss([Item("Robot news", "https://g.example/1")]))
+    _feed(tmp_path, "broken", b"<html>this is not a feed</html>")
+    results = {r.name: r for r in pipeline.collect(newsletter, engine=engine, now=now)}
+    assert (results["good"].status, results["good"].new) == ("new", 1)
+    assert results["broken"].status == "failed" and "source 'broken'" in (results["broken"].error or "")
+    assert results["missing"].status == "failed" and "cannot read" in (results["missing"].error or "")
+    for _ in range(2):
+        pipeline.collect(newsletter, engine=engine, now=now)
+    _, _, sources = _rows(engine)
+    assert sources["broken"].failure_streak == 3 and sources["good"].failure_streak == 0
+    assert sources["broken"].last_error_at == now and sources["good"].last_success_at == now
+    _feed(tmp_path, "broken", rss([Item("Fixed", "https://b.example/1")]))
+    pipeline.collect(newsletter, engine=engine, now=now + timedelta(hours=1))
+    _, _, sources = _rows(engine)
+    assert sources["broken"].failure_streak == 0
+    assert sources["broken"].last_error  # the last error stays visible after recovery
+
+
+def test_recollecting_never_duplicates_and_tracking_variants_are_one_article(
+    tmp_path: Path, engine: sa.Engine, now: datetime
+) -> None:
+    newsletter = _newsletter(tmp_path, "a", "b")
+    _feed(tmp_path, "a", rss([Item("Robot one", "https://e.example/1?utm_source=a", guid="x1")]))
+    _feed(tmp_path, "b", atom([Item("Robot one", "https://E.example/1#top", guid="y1")]))
+    pipeline.collect(newsletter, engine=engine, now=now)
+    # The same entry again, now with a new ID but the same canonical URL, and an edited title.
+    _feed(tmp_path, "a", rss([Item("Robot one (updated)", "https://e.example/1?fbclid=9", guid="x2")]))
+    results = pipeline.collect(newsletter, engine=engine, now=now + timedelta(hours=1))
+    articles, stories, _ = _rows(engine)
+    assert [a.url for a in articles] == ["https://e.example/1"]
+    assert len(stories) == 1
+    assert articles[0].title == "Robot one (updated)"
+    assert [(r.name, r.status) for r in results] == [("a", "updated"), ("b", "unchanged")]
+
+
+def test_an_entry_that_moved_to_a_new_url_but_kept_its_id_is_the_same_article(
+    tmp_path: Path, engine: sa.Engine, now: datetime
+) -> None:
+    newsletter = _newsletter(tmp_path, "a")
+    _feed(tmp_path, "a", rss([Item("Robot", "https://e.example/old/1", guid="id-1")]))
+    pipeline.collect(newsletter, engine=engine, now=now)
+    _feed(tmp_path, "a", rss([Item("Robot", "https://e.example/new/1", guid="id-1")]))
+    assert pipeline.collect(newsletter, engine=engine, now=now)[0].new == 0
+    assert len(_rows(engine)[0]) == 1
+
+
+def test_the_same_event_from_three_feeds_becomes_one_story_with_three_sources(
+    tmp_path: Path, engine: sa.Engine, now: datetime
+) -> None:
+    newsletter = _newsletter(tmp_path, "wire", "daily", "herald")
+    _feed(
+        tmp_path,
+        "wire",
+        rss(
+            [
+                Item(
+                    "Voltra recalls 120,000 sedans over faulty brake sensor",
+                    "https://wire.example/1",
+                    summary="The carmaker said a brake sensor can fail in cold weather.",
+                ),
+                Item(
+                    "Kessler workers strike at two German plants",
+                    "https://wire.example/2",
+                    summary="Union members walked out over pay.",
+                ),
+            ]
+        ),
+    )
+    _feed(
+        tmp_path,
+        "daily",
+        atom(
+            [
+                Item(
+                    "Brake sensor flaw forces Voltra to recall 120k cars",
+                    "https://daily.example/a",
+                    summary="Voltra is recalling about 120,000 sedans because a brake sensor may fail.",
+                ),
+            ]
+        ),
+    )
+    _feed(
+        tmp_path,
+        "herald",
+        json_feed(
+            [
+                Item(
+                    "Voltra quarterly profit falls 30% as price cuts bite",
+                    "https://herald.example/x",
+                    summary="Voltra reported third-quarter profit down 30 percent.",
+                ),
+            ]
+        ),
+    )
+    pipeline.collect(newsletter, engine=engine, now=now)
+    # A later run: one more outlet reports the recall; it joins the existing story.
+    write(
+        tmp_path / "feeds" / "herald.xml",
+        json_feed(
+            [
+                Item(
+                    "Voltra sedan recall: what owners need to know",
+                    "https://herald.example/y",
+                    summary="A faulty brake sensor is behind Voltra's recall of 120,000 vehicles.",
+                ),
+            ]
+        ),
+    )
+    pipeline.collect(newsletter, engine=engine, now=now + timedelta(hours=2))
+    articles, stories, sources = _rows(engine)
+    by_story: dict[int | None, set[str]] = {}
+    names = {s.id: n for n, s in sources.items()}
+    for a in articles:
+        by_story.setdefault(a.story_id, set()).add(names[a.source_id])
+    assert sorted(map(sorted, by_story.values())) == [["daily", "herald", "wire"], ["herald"], ["wire"]]
+    assert len(stories) == 3
+
+
+def test_dates_in_the_future_are_clamped_and_missing_dates_take_first_seen(
+    tmp_path: Path, engine: sa.Engine, now: datetime
+) -> None:
+    newsletter = _newsletter(tmp_path, "a")
+    _feed(
+        tmp_path,
+        "a",
+        rss(
+            [
+                Item("From the future", "https://e.example/1", published=now + timedelta(days=30)),
+                Item("Undated", "https://e.example/2"),
+                Item("Yesterday", "https://e.example/3", published=now - timedelta(days=1)),
+            ]
+        ),
+    )
+    pipeline.collect(newsletter, engine=engine, now=now)
+    articles, _, _ = _rows(engine)
+    assert [a.published_at for a in articles] == [now, now, now - timedelta(days=1)]
+
+
+def test_parsing_in_worker_processes_gives_the_same_result(
+    tmp_path: Path, engine: sa.Engine, now: datetime
+) -> None:
+    names = [f"f{i}" for i in range(4)]
+    newsletter = _newsletter(tmp_path, *names, "bad")
+    for i, name in enumerate(names):
+        _feed(
+            tmp_path,
+            name,
+            rss([Item(f"Robot story {i} number {j}", f"https://{name}.example/{j}") for j in range(3)]),
+        )
+    _feed(tmp_path, "bad", b"garbage")
+    results = pipeline.collect(newsletter, engine=engine, now=now, parse_workers=2)
+    assert [(r.name, r.status, r.new) for r in results] == [
+        *((n, "new", 3) for n in names),
+        ("bad", "failed", 0),
+    ]

@@ -1,0 +1,153 @@
+"""Parsing every feed format into clean entries: encodings, entities, sanitizing, links, dates."""
+
+from datetime import UTC, datetime
+
+import pytest
+
+from digest.errors import SourceError
+from digest.sources.clean import canonical_url, sanitize_html
+from digest.sources.parse import parse_feed
+from tests.feedbuilder import Item, atom, json_feed, rss
+
+WHEN = datetime(2026, 11, 24, 9, 30, tzinfo=UTC)
+ITEMS = [
+    Item(
+        "Robots learn to fold laundry",
+        "https://example.com/a?utm_source=x",
+        guid="a",
+        summary="<p>Folding <b>works</b></p>",
+        published=WHEN,
+        tags=["Robotics"],
+    )
+]
+
+
+@pytest.mark.parametrize("body", [rss(ITEMS), atom(ITEMS), json_feed(ITEMS)], ids=["rss2", "atom", "json"])
+def test_each_format_gives_the_same_clean_entry(body: bytes) -> None:
+    feed = parse_feed("F", body, url="https://example.com/feed")
+    (entry,) = feed.entries
+    assert entry.title == "Robots learn to fold laundry"
+    assert entry.url == "https://example.com/a"
+    assert entry.summary_html == "<p>Folding <b>works</b></p>"
+    assert entry.published == WHEN
+    assert entry.tags == ("Robotics",)
+    assert feed.title == "Test feed"
+
+
+def test_rss_091_and_rss_10_rdf() -> None:
+    rss091 = b"""<?xml version="1.0"?><rss version="0.91"><channel><title>Old</title>
+    <link>http://old.example/</link><description>d</description><item><title>Hello</title>
+    <link>http://old.example/1</link><description>First</description></item></channel></rss>"""
+    rdf = b"""<?xml version="1.0"?><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#"
+    xmlns="http://purl.org/rss/1.0/" xmlns:dc="http://purl.org/dc/elements/1.1/">
+    <channel rdf:about="http://rdf.example/"><title>RDF</title><link>http://rdf.example/</link>
+    <description>d</description></channel><item rdf:about="http://rdf.example/1"><title>One</title>
+    <link>http://rdf.example/1</link><dc:date>2026-11-24T09:30:00Z</dc:date></item></rdf:RDF>"""
+    assert [e.url for e in parse_feed("A", rss091, url="http://old.example/f").entries] == [
+        "http://old.example/1"
+    ]
+    (entry,) = parse_feed("B", rdf, url="http://rdf.example/f").entries
+    assert (entry.title, entry.published) == ("One", WHEN)
+
+
+@pytest.mark.parametrize("encoding", ["iso-8859-1", "windows-1252", "shift_jis", "koi8-r", "utf-16"])
+def test_declared_encodings_are_decoded(encoding: str) -> None:
+    title = {"shift_jis": "ロボットが来た", "koi8-r": "Роботы идут"}.get(encoding, "Café crème à Zürich")
+    body = rss([Item(title, "https://example.com/x")], encoding=encoding)
+    assert parse_feed("F", body, url="https://example.com/f").entries[0].title == title
+
+
+def test_charset_from_the_http_header_wins_for_undeclared_bytes() -> None:
+    body = rss([Item("Grüße aus Köln", "https://example.com/x")], encoding="iso-8859-1")
+    body = body.replace(b' encoding="iso-8859-1"', b"")
+    headers = {"content-type": "application/rss+xml; charset=iso-8859-1"}
+    assert (
+        parse_feed("F", body, url="https://e.example/f", headers=headers).entries[0].title == "Grüße aus Köln"
+    )
+
+
+def test_entities_cdata_and_html_in_titles_come_out_as_text() -> None:
+    body = b"""<?xml version="1.0"?><rss version="2.0"><channel><title>T</title><link>http://e.example/</link>
+    <item><title><![CDATA[<b>Bold</b> &amp; brave: AT&amp;T&#8217;s <i>robots</i>]]></title>
+    <link>http://e.example/1</link></item>
+    <item><title>Caf&#233; &lt;script&gt;alert(1)&lt;/script&gt; open</title><link>http://e.example/2</link></item>
+    </channel></rss>"""
+    titles = [e.title for e in parse_feed("F", body, url="http://e.example/f").entries]
+    # An escaped script in a title is markup once unescaped: dropped whole, never shown as code.
+    assert titles == ["Bold & brave: AT&T\u2019s robots", "Café open"]
+
+
+def test_summaries_lose_scripts_handlers_javascript_links_styles_and_pixels() -> None:
+    dirty = (
+        '<p onclick="steal()">Hi <script>alert(1)</script><a href="javascript:alert(2)">x</a>'
+        '<img src="https://t.example/pixel.gif" width="1" height="1" onerror="steal()">'
+        '<style>p{display:none}</style><a href="/story" onmouseover="x()">more</a>'
+        '<iframe src="https://evil.example"></iframe></p>'
+    )
+    clean = sanitize_html(dirty, base_url="https://news.example/feed/item")
+    for bad in (
+        "script",
+        "onclick",
+        "onerror",
+        "onmouseover",
+        "javascript:",
+        "img",
+        "pixel",
+        "style",
+        "iframe",
+        "alert(1)",
+    ):
+        assert bad not in clean, bad
+    assert 'href="https://news.example/story"' in clean
+    assert '<a rel="noopener noreferrer">x</a>' in clean  # the link text stays, the script URL goes
+
+
+def test_relative_links_resolve_against_the_feed_or_entry_url() -> None:
+    items = [Item("T", "/2026/robots", summary='<a href="photos">photos</a>')]
+    (entry,) = parse_feed(
+        "F", rss(items, link="https://news.example/"), url="https://news.example/feed"
+    ).entries
+    assert entry.url == "https://news.example/2026/robots"
+    assert 'href="https://news.example/photos"' in entry.summary_html  # feedparser: the feed's URL
+    (item,) = parse_feed("J", json_feed(items, link="https://j.example/"), url="https://j.example/f").entries
+    assert item.url == "https://j.example/2026/robots"
+    assert 'href="https://j.example/2026/photos"' in item.summary_html  # JSON Feed: the item's URL
+
+
+@pytest.mark.parametrize(
+    ("url", "canonical"),
+    [
+        (
+            "HTTPS://News.Example.COM/a?utm_source=rss&utm_medium=x&id=7#comments",
+            "https://news.example.com/a?id=7",
+        ),
+        ("https://e.example/a?fbclid=1&gclid=2&mc_cid=3&mc_eid=4&b=2&a=1", "https://e.example/a?b=2&a=1"),
+        ("http://e.example:80/a", "http://e.example/a"),
+        ("https://e.example:8443/a", "https://e.example:8443/a"),
+        ("https://e.example", "https://e.example/"),
+    ],
+)
+def test_canonical_urls(url: str, canonical: str) -> None:
+    assert canonical_url(url) == canonical
+
+
+def test_entries_without_a_date_have_none_and_without_a_link_are_skipped() -> None:
+    body = b"""<?xml version="1.0"?><rss version="2.0"><channel><title>T</title><link>http://e.example/</link>
+    <item><title>No date</title><link>http://e.example/1</link></item>
+    <item><title>No link</title><description>x</description></item></channel></rss>"""
+    entries = parse_feed("F", body, url="http://e.example/f").entries
+    assert [(e.title, e.published) for e in entries] == [("No date", None)]
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (b"<html><body>Not a feed</body></html>", "cannot parse feed"),
+        (b"{ not json", "invalid JSON"),
+        (b'{"version": "https://jsonfeed.org/version/1.1", "title": "x"}', "not a JSON Feed"),
+        (b'{"version": "2", "title": "x", "items": []}', "unknown JSON Feed version"),
+    ],
+)
+def test_garbage_is_a_source_error_naming_the_source(body: bytes, message: str) -> None:
+    with pytest.raises(SourceError, match=rf"source 'Broken'.*{message}"):
+        parse_feed("Broken", body, url="https://e.example/f")

@@ -1,0 +1,62 @@
+"""Topic matching: whole words, patterns, tags as evidence, best topic, catch-all or drop."""
+
+import pytest
+
+from digest.config import TopicConfig
+from digest.topics import StoryText, TopicMatch, assign_topic, compile_rules
+
+RULES = compile_rules(
+    [
+        TopicConfig(name="EV", keywords=["EV", "electric vehicle", "battery"]),
+        TopicConfig(name="Phones", keywords=["phone", "USB-C", "C++"], patterns=[r"\biPhone ?\d+\b"]),
+        TopicConfig(name="Robots", keywords=["robot", "Optimus"]),
+    ]
+)
+
+
+def _topic(title: str, **kw: object) -> TopicMatch:
+    catch_all = kw.pop("catch_all", "More news")
+    return assign_topic(StoryText(title, **kw), RULES, catch_all=catch_all)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("title", "topic"),
+    [
+        ("EV maker cuts prices", "EV"),
+        ("ev sales rise", "EV"),  # case-insensitive
+        ("Every maker cuts prices", "More news"),  # not inside a word
+        ("EVs are selling", "More news"),  # whole words only: the plural is another word
+        ("New USB-C rules", "Phones"),
+        ("USB-Connected gadgets", "More news"),
+        ("C++ turns 45", "Phones"),
+        ("The iPhone 17 is out", "Phones"),  # a pattern
+        ("Robot, meet electric-vehicle", "Robots"),  # "electric vehicle" needs the space
+    ],
+)
+def test_keywords_match_whole_words_case_insensitively(title: str, topic: str) -> None:
+    assert _topic(title).topic == topic
+
+
+def test_the_best_topic_wins_and_the_others_are_reported() -> None:
+    match = _topic("Robot swaps a phone battery", summary="The battery swap robot is an Optimus.")
+    # Robots: robot in title 3 + summary 1, Optimus in summary 1 = 5; EV: battery 3 + 1 = 4; Phones 3
+    assert match.topic == "Robots"
+    assert match.also_matched == (("EV", 4), ("Phones", 3))
+    assert match.reason == "'robot' in title+summary; 'Optimus' in summary (score 5)"
+
+
+def test_ties_go_to_the_sources_topic_then_to_the_first_listed() -> None:
+    assert _topic("Robot phone").topic == "Phones"
+    assert _topic("Robot phone", source_topic="Robots").topic == "Robots"
+
+
+def test_tags_count_as_evidence() -> None:
+    match = _topic("A quiet week", tags=("Electric Vehicle",))
+    assert match.topic == "EV" and "in tags" in match.reason
+
+
+def test_unmatched_stories_go_to_the_source_default_then_the_catch_all_or_are_dropped() -> None:
+    assert _topic("Weather", source_topic="Robots").topic == "Robots"
+    assert _topic("Weather").topic == "More news"
+    dropped = _topic("Weather", catch_all="")
+    assert dropped.topic is None and "dropped" in dropped.reason
