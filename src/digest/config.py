@@ -70,7 +70,7 @@ class Settings(BaseSettings):
     fetch_timeout: float = Field(default=20.0, gt=0)
     fetch_max_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
     fetch_per_host: int = Field(default=2, ge=1, le=16)
-    fetch_concurrency: int = Field(default=64, ge=1, le=1024)
+    fetch_concurrency: int = Field(default=100, ge=1, le=1024)
     source_failure_alert: int = Field(default=3, ge=1)
 
     @field_validator("timezone")

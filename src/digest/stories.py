@@ -6,6 +6,7 @@ only reports of one event share weigh much. The clustering is greedy single-link
 joins the story of its most similar earlier article when the cosine reaches THRESHOLD.
 """
 
+import functools
 import re
 import unicodedata
 from collections.abc import Sequence
@@ -21,6 +22,8 @@ _WORD = re.compile(r"[^\W_]+")
 # different news about one company; higher splits one event worded differently (0.40: recall 0.87).
 # The threshold was chosen on this same set: expect somewhat lower figures on real feeds.
 THRESHOLD = 0.30
+COMMON_WORD_DOCS = 50
+BLOCK = 2000
 SUMMARY_CHARS = 300  # the lede says what happened; the rest of a summary is mostly noise
 
 
@@ -47,6 +50,7 @@ def normalize_title(title: str) -> str:
     return " ".join(_WORD.findall(folded.lower()))
 
 
+@functools.lru_cache(maxsize=200_000)  # news reuses its words: most calls are cache hits
 def _stem(word: str) -> str:
     """Strip the commonest English inflections: enough to match headline wordings, no more."""
     for suffix in ("ing", "ed", "es", "s"):
@@ -60,27 +64,42 @@ def _document(doc: StoryDoc) -> str:
     return f"{doc.title} {doc.title} {doc.text[:SUMMARY_CHARS]}"
 
 
-def similarities(docs: Sequence[StoryDoc]) -> "list[dict[int, float]]":
-    """For each doc, the cosine similarity to every other doc it shares a weighted word with."""
+def warm_up() -> None:
+    """Import scikit-learn ahead of need (in a worker process, while the network is waited for)."""
+    import sklearn.feature_extraction.text  # noqa: F401
+
+
+def similarities(docs: Sequence[StoryDoc], *, floor: float = 0.0) -> list[dict[int, float]]:
+    """For each doc, its cosine similarity to every other doc where that is above zero and `floor`."""
     # scikit-learn takes ~0.7 s to import: only runs that have new articles pay for it.
     from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS, TfidfVectorizer
 
     def analyze(text: str) -> list[str]:
         # Short tokens ("5g", "3", "ai") are often the point, so every word counts; a light stem
         # makes "recall", "recalls" and "recalled" one word, as outlets word one event differently.
-        return [_stem(w) for w in _WORD.findall(normalize_title(text)) if w not in ENGLISH_STOP_WORDS]
+        terms = (_stem(w) for w in _WORD.findall(normalize_title(text)) if w not in ENGLISH_STOP_WORDS)
+        return list(terms)
 
-    vectorizer = TfidfVectorizer(analyzer=analyze, sublinear_tf=True)
+    # A word in more than a tenth of a large batch tells stories apart no better than "the", and
+    # comparing every pair of articles that share it would cost (its count) squared.
+    max_df = max(COMMON_WORD_DOCS, len(docs) // 10)
+    vectorizer = TfidfVectorizer(analyzer=analyze, sublinear_tf=True, max_df=max_df)
     try:
         matrix = vectorizer.fit_transform([_document(d) for d in docs])
     except ValueError:  # every doc is empty or only stop words: nothing to compare
         return [{} for _ in docs]
-    product = (matrix @ matrix.T).tocsr()
     rows: list[dict[int, float]] = []
-    for i in range(len(docs)):
-        start, end = product.indptr[i], product.indptr[i + 1]
-        cols, values = product.indices[start:end], product.data[start:end]
-        rows.append({int(j): float(v) for j, v in zip(cols, values, strict=True) if j != i})
+    transposed = matrix.T.tocsc()
+    for first in range(0, len(docs), BLOCK):  # row blocks bound the memory of the product
+        block = (matrix[first : first + BLOCK] @ transposed).tocsr()
+        if floor > 0:
+            block.data[block.data < floor] = 0.0
+            block.eliminate_zeros()
+        for offset in range(block.shape[0]):
+            start, end = block.indptr[offset], block.indptr[offset + 1]
+            me = first + offset
+            cols, values = block.indices[start:end].tolist(), block.data[start:end].tolist()
+            rows.append({j: v for j, v in zip(cols, values, strict=True) if j != me})
     return rows
 
 
@@ -90,7 +109,7 @@ def cluster(
     """For each new doc, the known story id it joins (>= 0), or -k for "new story number k"."""
     docs = [k.doc for k in known] + list(new)
     titles = [normalize_title(d.title) for d in docs]
-    sims = similarities(docs)
+    sims = similarities(docs, floor=threshold)
     offset = len(known)
     keys: list[int] = [k.story_id for k in known]  # the story of each doc, as above
     members: dict[int, list[int]] = {}

@@ -6,7 +6,7 @@ import pytest
 
 from digest.errors import SourceError
 from digest.sources.clean import canonical_url, sanitize_html
-from digest.sources.parse import parse_feed
+from digest.sources.parse import parse_feed, read_xml
 from tests.feedbuilder import Item, atom, json_feed, rss
 
 WHEN = datetime(2026, 11, 24, 9, 30, tzinfo=UTC)
@@ -102,13 +102,13 @@ def test_summaries_lose_scripts_handlers_javascript_links_styles_and_pixels() ->
     assert '<a rel="noopener noreferrer">x</a>' in clean  # the link text stays, the script URL goes
 
 
-def test_relative_links_resolve_against_the_feed_or_entry_url() -> None:
+def test_relative_links_resolve_against_the_entry_url() -> None:
     items = [Item("T", "/2026/robots", summary='<a href="photos">photos</a>')]
     (entry,) = parse_feed(
         "F", rss(items, link="https://news.example/"), url="https://news.example/feed"
     ).entries
     assert entry.url == "https://news.example/2026/robots"
-    assert 'href="https://news.example/photos"' in entry.summary_html  # feedparser: the feed's URL
+    assert 'href="https://news.example/2026/photos"' in entry.summary_html
     (item,) = parse_feed("J", json_feed(items, link="https://j.example/"), url="https://j.example/f").entries
     assert item.url == "https://j.example/2026/robots"
     assert 'href="https://j.example/2026/photos"' in item.summary_html  # JSON Feed: the item's URL
@@ -151,3 +151,19 @@ def test_entries_without_a_date_have_none_and_without_a_link_are_skipped() -> No
 def test_garbage_is_a_source_error_naming_the_source(body: bytes, message: str) -> None:
     with pytest.raises(SourceError, match=rf"source 'Broken'.*{message}"):
         parse_feed("Broken", body, url="https://e.example/f")
+
+
+def test_the_fast_parser_reads_ordinary_feeds_and_feedparser_takes_over_where_it_cannot() -> None:
+    assert read_xml(rss(ITEMS), "https://e.example/f", {})[1] == "feedparser-rs"
+    broken = b"""<rss version="2.0"><channel><title>T</title><item><title>A <b>B</title>
+    <link>http://e.example/1</link></item></channel></rss>"""  # unclosed <b>: not well-formed XML
+    assert read_xml(broken, "https://e.example/f", {})[1] == "feedparser"
+    assert [e.title for e in parse_feed("F", broken, url="http://e.example/f").entries] == ["A B"]
+    latin = {"content-type": "text/xml; charset=iso-8859-1"}
+    assert read_xml(rss(ITEMS), "https://e.example/f", latin)[1] == "feedparser"
+
+
+def test_undefined_html_entities_in_titles_become_text() -> None:
+    body = b"""<rss version="2.0"><channel><title>T</title><item><title>A&nbsp;B &amp;amp; C&hellip;</title>
+    <link>http://e.example/1</link></item></channel></rss>"""
+    assert parse_feed("F", body, url="http://e.example/f").entries[0].title == "A B & C\u2026"

@@ -63,6 +63,8 @@ def sanitize_html(fragment: str, *, base_url: str | None = None) -> str:
 
 def plain_text(fragment: str) -> str:
     """Text of an HTML-ish title: tags dropped, entities decoded, whitespace collapsed."""
+    if "<" not in fragment and "&" not in fragment:  # most titles: nothing to drop or decode
+        return _SPACE.sub(" ", fragment).strip()
     text = html.unescape(_TAG.sub(" ", nh3.clean(fragment, tags=set())))
     return _SPACE.sub(" ", text).strip()
 

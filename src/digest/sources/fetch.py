@@ -35,7 +35,7 @@ class FetchOptions:
     read_timeout: float = 20.0
     max_bytes: int = MAX_BYTES
     per_host: int = 2  # requests in flight to one host at once
-    concurrency: int = 64  # requests in flight in all
+    concurrency: int = 100  # requests in flight in all (sockets: keep under the open-files limit)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "FetchOptions":

@@ -2,10 +2,12 @@
 
 import calendar
 import json
+import re
 from datetime import UTC, datetime
 from typing import Any
 
 import feedparser
+import feedparser_rs
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from digest.errors import SourceError
@@ -21,13 +23,42 @@ def parse_feed(name: str, body: bytes, *, url: str, headers: dict[str, str] | No
     return _parse_xml_feed(name, body, url, headers or {})
 
 
+def parse_feed_args(name: str, body: bytes, url: str, headers: dict[str, str]) -> ParsedFeed:
+    """parse_feed with positional arguments only, to run in a worker process."""
+    return parse_feed(name, body, url=url, headers=headers)
+
+
 # --- RSS 0.9x/1.0/2.0 and Atom ----------------------------------------------------------
 
 
-def _parse_xml_feed(name: str, body: bytes, url: str, headers: dict[str, str]) -> ParsedFeed:
+def _charset(headers: dict[str, str]) -> str | None:
+    match = re.search(r"charset=[\"']?([\w.:-]+)", headers.get("content-type", ""), re.IGNORECASE)
+    return match.group(1).lower() if match else None
+
+
+def read_xml(body: bytes, url: str, headers: dict[str, str]) -> tuple[Any, str]:
+    """Parse RSS/Atom bytes: (feedparser-style result, which parser read it).
+
+    feedparser-rs first: it reads a feed ~50x faster than feedparser (0.05 s against 1.5-4 s for
+    10,000 entries on this machine) with the same result shape. feedparser, the reference,
+    takes over where the fast parser is weaker: a charset given only by the HTTP header (RFC 7303
+    rules), and documents the fast parser cannot read or finds no entries in (feedparser's
+    recovery from ill-formed XML is older and broader).
+    """
+    if _charset(headers) in (None, "utf-8", "utf8", "us-ascii"):
+        try:
+            fast = feedparser_rs.parse(body, sanitize_html=False, resolve_relative_uris=True)
+        except (ValueError, RuntimeError, UnicodeError):
+            fast = None  # the fast parser's own errors: let the reference parser try
+        if fast is not None and fast.entries:
+            return fast, "feedparser-rs"
     # feedparser gets bytes, never a URL: it must not fetch (no timeout) or open local files.
-    parsed = feedparser.parse(body, response_headers={**headers, "content-location": url})
-    # feedparser is lenient: a feed with a wrong Content-Type or a stray error is still "bozo".
+    return feedparser.parse(body, response_headers={**headers, "content-location": url}), "feedparser"
+
+
+def _parse_xml_feed(name: str, body: bytes, url: str, headers: dict[str, str]) -> ParsedFeed:
+    parsed, _ = read_xml(body, url, headers)
+    # Both parsers are lenient: a feed with a wrong Content-Type or a stray error is still "bozo".
     # Only a document that is not recognizably a feed, with no entries, is a failure.
     if parsed.bozo and not parsed.entries and not parsed.get("version"):
         reason = parsed.get("bozo_exception") or "not a feed"
@@ -39,7 +70,9 @@ def _parse_xml_feed(name: str, body: bytes, url: str, headers: dict[str, str]) -
         entry = _xml_entry(raw, base)
         if entry is not None:
             entries.append(entry)
-    return ParsedFeed(title=plain_text(feed.get("title", "")), link=feed.get("link"), entries=tuple(entries))
+    return ParsedFeed(
+        title=plain_text(feed.get("title") or ""), link=feed.get("link"), entries=tuple(entries)
+    )
 
 
 def _xml_entry(raw: Any, base: str) -> FeedEntry | None:
@@ -49,26 +82,35 @@ def _xml_entry(raw: Any, base: str) -> FeedEntry | None:
         link = guid
     if not link:
         return None  # nothing to link to: a digest card without a link is useless
-    url = canonical_url(link, base_url=base)
+    try:
+        url = canonical_url(str(link), base_url=base)
+    except ValueError:  # e.g. "http://[broken/": urllib refuses it; so do we, for this entry only
+        return None
     summary = raw.get("summary") or ""
     if not summary and raw.get("content"):
-        summary = raw["content"][0].get("value", "")
+        summary = raw["content"][0].get("value") or ""
     title = plain_text(raw.get("title") or "") or url
-    published = None
-    for key in ("published_parsed", "updated_parsed", "created_parsed"):
-        if raw.get(key):
-            published = datetime.fromtimestamp(calendar.timegm(raw[key]), tz=UTC)
-            break
-    tags = tuple(t.get("term", "") for t in raw.get("tags", []) if t.get("term"))
+    tags = tuple(t.get("term") or "" for t in raw.get("tags") or [])
     return FeedEntry(
         url=url,
         title=title,
         guid=str(guid) if guid else None,
         summary_html=sanitize_html(summary, base_url=url),
-        author=plain_text(raw.get("author", "")) or None,
-        published=published,
-        tags=tuple(plain_text(t) for t in tags),
+        author=plain_text(raw.get("author") or "") or None,
+        published=_published(raw),
+        tags=tuple(t for t in (plain_text(tag) for tag in tags) if t),
     )
+
+
+def _published(raw: Any) -> datetime | None:
+    for key in ("published_parsed", "updated_parsed", "created_parsed"):
+        value = raw.get(key)
+        if value:
+            try:
+                return datetime.fromtimestamp(calendar.timegm(value), tz=UTC)
+            except (ValueError, OverflowError, OSError):  # a date out of any sane range
+                continue
+    return None
 
 
 # --- JSON Feed 1.0/1.1 (https://www.jsonfeed.org/version/1.1/) ----------------------------
