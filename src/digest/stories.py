@@ -19,7 +19,7 @@ _WORD = re.compile(r"[^\W_]+")
 # 0.96 both pairwise and for the greedy clustering below (benchmarks/bench_clustering.py). The
 # closest different-event pairs score 0.24 (a robot maker's funding round vs. its big order), the
 # furthest same-event pairs 0.24-0.27 (paraphrases sharing only a name and a number). Lower merges
-# different news about one company; higher splits one event worded differently (0.40: recall 0.87).
+# different news about one company; higher splits one event worded differently (0.40: recall 0.85).
 # The threshold was chosen on this same set: expect somewhat lower figures on real feeds.
 THRESHOLD = 0.30
 COMMON_WORD_DOCS = 50
