@@ -142,7 +142,7 @@ def test_entries_without_a_date_have_none_and_without_a_link_are_skipped() -> No
 @pytest.mark.parametrize(
     ("body", "message"),
     [
-        (b"<html><body>Not a feed</body></html>", "cannot parse feed"),
+        (b"<html><body>Not a feed</body></html>", "not an RSS, Atom or JSON feed"),
         (b"{ not json", "invalid JSON"),
         (b'{"version": "https://jsonfeed.org/version/1.1", "title": "x"}', "not a JSON Feed"),
         (b'{"version": "2", "title": "x", "items": []}', "unknown JSON Feed version"),

@@ -62,7 +62,7 @@ def _parse_xml_feed(name: str, body: bytes, url: str, headers: dict[str, str]) -
     # Only a document that is not recognizably a feed, with no entries, is a failure.
     if parsed.bozo and not parsed.entries and not parsed.get("version"):
         reason = parsed.get("bozo_exception") or "not a feed"
-        raise SourceError(f"source {name!r}: cannot parse feed at {url}: {reason}")
+        raise SourceError(f"source {name!r}: not an RSS, Atom or JSON feed at {url} ({reason})")
     feed = parsed.feed
     base = feed.get("link") or url
     entries = []
