@@ -13,6 +13,7 @@ import argparse
 import asyncio
 import json
 import random
+import resource
 import subprocess
 import sys
 import tempfile
@@ -179,6 +180,7 @@ def main() -> int:
         from digest.config import load_newsletter
         from digest.db.engine import open_database
 
+        load = " ".join(Path("/proc/loadavg").read_text().split()[:3])
         with tempfile.TemporaryDirectory() as tmp:
             folder = Path(tmp)
             newsletter = load_newsletter(newsletter_file(folder, ports, args.feeds))
@@ -189,9 +191,14 @@ def main() -> int:
 
                 profiler = cProfile.Profile()
                 profiler.enable()
+            before = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
             started = time.perf_counter()
             results = pipeline.collect(newsletter, engine=engine, now=NOW, parse_workers=args.workers)
             first = time.perf_counter() - started
+            after = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+            cpu = [
+                a.ru_utime + a.ru_stime - b.ru_utime - b.ru_stime for a, b in zip(after, before, strict=True)
+            ]
             if profiler is not None:
                 import pstats
 
@@ -208,12 +215,18 @@ def main() -> int:
         unchanged = sum(r.status == "unchanged" for r in again)
         serial = args.feeds * args.latency
         print(f"first collect: {first:.2f} s, {new} new articles, {len(failed)} failed sources")
+        print(f"  CPU time: {cpu[0]:.2f} s in the collecting process, {cpu[1]:.2f} s in its workers")
+        print(f"  load average before: {load}")
         print(f"second collect (all 304): {second:.2f} s, {unchanged} unchanged")
         print(f"(one request after another would wait {serial:.0f} s for the latency alone)")
         for r in failed[:5]:
             print(f"  failed: {r.error}")
         note = f"{args.feeds} feeds x {args.entries} entries, {args.latency * 1000:.0f} ms, {HOSTS} hosts"
-        for metric, value in (("first collect", first), ("second collect (304s)", second)):
+        for metric, value in (
+            ("first collect", first),
+            ("first collect CPU, all processes", sum(cpu)),
+            ("second collect (304s)", second),
+        ):
             row = {"benchmark": "collect", "metric": metric, "value": round(value, 2), "unit": "s"}
             print("BENCH " + json.dumps({**row, "note": note}))
         return 1 if failed or new != args.feeds * args.entries else 0

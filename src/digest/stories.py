@@ -15,25 +15,47 @@ from dataclasses import dataclass
 _WORD = re.compile(r"[^\W_]+")
 
 # Measured on tests/data/story_pairs.toml (86 reports of 39 invented events: 55 same-event pairs,
-# 3,600 different-event pairs, many about the same company): at 0.30, precision 1.00 and recall
-# 0.96 both pairwise and for the greedy clustering below (benchmarks/bench_clustering.py). The
-# closest different-event pairs score 0.24 (a robot maker's funding round vs. its big order), the
-# furthest same-event pairs 0.24-0.27 (paraphrases sharing only a name and a number). Lower merges
-# different news about one company; higher splits one event worded differently (0.40: recall 0.85).
-# The threshold was chosen on this same set: expect somewhat lower figures on real feeds.
+# 3,600 different-event pairs, many about the same company), by benchmarks/bench_clustering.py:
+#   threshold   pairwise precision / recall   clustering precision / recall
+#   0.25        0.98 / 0.98                   1.00 / 0.98
+#   0.30        0.98 / 0.96                   1.00 / 0.96
+#   0.40        1.00 / 0.84                   1.00 / 0.87
+# The different-event pairs that come closest are two product recalls "over fire risk" (0.30) and a
+# robot maker's funding round against its big order (0.24); the same-event pairs furthest apart
+# are paraphrases sharing only a name and a number (0.24-0.27). Lower thresholds merge different
+# news about one company; higher ones split one event worded differently. The threshold was
+# chosen on this same set: expect somewhat lower figures on real feeds.
 THRESHOLD = 0.30
 COMMON_WORD_DOCS = 50
 BLOCK = 2000
 SUMMARY_CHARS = 300  # the lede says what happened; the rest of a summary is mostly noise
 
 
+# Function words: they say nothing about which event an article reports. (digest's own list, so
+# that computing terms does not need scikit-learn: it runs in the parse workers.)
+STOP_WORDS = frozenset(
+    """a about above after again against all almost also although am among an and another any are
+    around as at be became because been before being below between both but by can could did do
+    does doing down during each either else ever every few for from further had has have having he
+    her here hers herself him himself his how however i if in into is it its itself just last least
+    less like many may me might more most much must my myself near neither never next no nor not
+    now of off often on once one only or other others our ours ourselves out over own per perhaps
+    quite rather really said same say says several she should since so some still such than that
+    the their theirs them themselves then there these they this those though through thus to too
+    toward towards under until up upon us very via was we well were what whatever when where
+    whether which while who whom whose why will with within without would yet you your yours
+    yourself yourselves""".split()  # noqa: SIM905 (a word list reads best as text)
+)
+
+
 @dataclass(frozen=True, slots=True)
 class StoryDoc:
-    """What story matching reads of an article: title, plain summary text, and its source."""
+    """What story matching reads of an article: title, plain summary text, source, and maybe its terms."""
 
     title: str
     text: str = ""
     source: str = ""
+    terms: tuple[str, ...] | None = None  # terms(doc) computed ahead (in a parse worker), or None
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,9 +81,15 @@ def _stem(word: str) -> str:
     return word
 
 
-def _document(doc: StoryDoc) -> str:
-    # The title twice: it is written to say what happened; summaries wander.
-    return f"{doc.title} {doc.title} {doc.text[:SUMMARY_CHARS]}"
+def terms(doc: StoryDoc) -> tuple[str, ...]:
+    """The words similarity compares: title (twice) and lede, stop words dropped, lightly stemmed.
+
+    The title counts twice: it is written to say what happened; summaries wander. Short tokens
+    ("5g", "3", "ai") are often the point, so every word counts; a light stem makes "recall",
+    "recalls" and "recalled" one word, as outlets word one event differently.
+    """
+    text = f"{doc.title} {doc.title} {doc.text[:SUMMARY_CHARS]}"
+    return tuple(_stem(w) for w in _WORD.findall(normalize_title(text)) if w not in STOP_WORDS)
 
 
 def warm_up() -> None:
@@ -69,23 +97,22 @@ def warm_up() -> None:
     import sklearn.feature_extraction.text  # noqa: F401
 
 
+def _terms_of(doc: StoryDoc) -> tuple[str, ...]:
+    return doc.terms if doc.terms is not None else terms(doc)
+
+
 def similarities(docs: Sequence[StoryDoc], *, floor: float = 0.0) -> list[dict[int, float]]:
     """For each doc, its cosine similarity to every other doc where that is above zero and `floor`."""
     # scikit-learn takes ~0.7 s to import: only runs that have new articles pay for it.
-    from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS, TfidfVectorizer
+    from sklearn.feature_extraction.text import TfidfVectorizer
 
-    def analyze(text: str) -> list[str]:
-        # Short tokens ("5g", "3", "ai") are often the point, so every word counts; a light stem
-        # makes "recall", "recalls" and "recalled" one word, as outlets word one event differently.
-        terms = (_stem(w) for w in _WORD.findall(normalize_title(text)) if w not in ENGLISH_STOP_WORDS)
-        return list(terms)
-
-    # A word in more than a tenth of a large batch tells stories apart no better than "the", and
-    # comparing every pair of articles that share it would cost (its count) squared.
-    max_df = max(COMMON_WORD_DOCS, len(docs) // 10)
-    vectorizer = TfidfVectorizer(analyzer=analyze, sublinear_tf=True, max_df=max_df)
+    # A word in more than one article in twenty of a large batch tells stories apart little better
+    # than "the", and comparing every pair of articles that share it costs (its count) squared:
+    # for 10,000 articles, 16 million products instead of 34 million at one in ten.
+    max_df = max(COMMON_WORD_DOCS, len(docs) // 20)
+    vectorizer = TfidfVectorizer(analyzer=_terms_of, sublinear_tf=True, max_df=max_df)
     try:
-        matrix = vectorizer.fit_transform([_document(d) for d in docs])
+        matrix = vectorizer.fit_transform(docs)
     except ValueError:  # every doc is empty or only stop words: nothing to compare
         return [{} for _ in docs]
     rows: list[dict[int, float]] = []

@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from multiprocessing import get_all_start_methods, get_context
 from typing import Literal
@@ -29,8 +29,8 @@ from digest.db.models import Article, Source, Story
 from digest.errors import SourceError
 from digest.sources.fetch import FetchOptions, FetchRequest, fetch_all, make_client
 from digest.sources.model import FeedEntry, Fetched, ParsedFeed
-from digest.sources.parse import parse_feed, parse_feed_args
-from digest.stories import KnownArticle, StoryDoc, cluster, warm_up
+from digest.sources.parse import parse_feed
+from digest.stories import KnownArticle, StoryDoc, cluster, terms, warm_up
 
 log = logging.getLogger(__name__)
 
@@ -105,9 +105,7 @@ def collect(
     try:
         outcomes = asyncio.run(_fetch_and_parse(requests, options, workers, on_fetched))
         fetched_at = time.perf_counter()
-        results = store_outcomes(
-            requests, outcomes, rows=rows, session=session, now=now, clusterer=workers.cluster
-        )
+        results = store_outcomes(requests, outcomes, rows=rows, session=session, now=now)
     finally:
         workers.close()
     log.info(
@@ -118,6 +116,13 @@ def collect(
         parse_workers,
     )
     return results
+
+
+def _parse_with_terms(name: str, body: bytes, url: str, headers: dict[str, str]) -> ParsedFeed:
+    """Parse, and compute each entry's story-matching terms while in a worker (they cost ~40 us)."""
+    feed = parse_feed(name, body, url=url, headers=headers)
+    entries = tuple(replace(e, terms=terms(StoryDoc(e.title, _text(e.summary_html)))) for e in feed.entries)
+    return replace(feed, entries=entries)
 
 
 def _start_method() -> str:
@@ -133,22 +138,17 @@ def _start_method() -> str:
     return "spawn"
 
 
-Clusterer = Callable[[Sequence[StoryDoc], Sequence[KnownArticle]], list[int]]
-
-
 class _Workers:
-    """Parses and clusters inline, or in worker processes started on the first body to parse."""
+    """Parses inline, or in worker processes started on the first body that needs parsing.
+
+    With workers, a thread also imports scikit-learn (~0.7 s) while the network is waited for,
+    so clustering does not pay for it later. The thread starts after the workers are forked.
+    """
 
     def __init__(self, workers: int) -> None:
         self.workers = workers
         self.pool: ProcessPoolExecutor | None = None
-
-    def _start(self) -> ProcessPoolExecutor:
-        if self.pool is None:
-            self.pool = ProcessPoolExecutor(self.workers, mp_context=get_context(_start_method()))
-            for _ in range(self.workers):
-                self.pool.submit(warm_up)
-        return self.pool
+        self.importer: threading.Thread | None = None
 
     def parse(
         self, loop: asyncio.AbstractEventLoop, name: str, fetched: Fetched
@@ -162,19 +162,21 @@ class _Workers:
             except SourceError as e:
                 future.set_exception(e)
             return future
-        args = (name, fetched.body, fetched.url, fetched.headers)
-        return loop.run_in_executor(self._start(), parse_feed_args, *args)
-
-    def cluster(self, new: Sequence[StoryDoc], known: Sequence[KnownArticle]) -> list[int]:
-        """stories.cluster, in a worker when there are workers (scikit-learn is imported there)."""
         if self.pool is None:
-            return cluster(new, known)
-        return self.pool.submit(cluster, list(new), list(known)).result()
+            self.pool = ProcessPoolExecutor(self.workers, mp_context=get_context(_start_method()))
+        args = (name, fetched.body, fetched.url, fetched.headers)
+        future = loop.run_in_executor(self.pool, _parse_with_terms, *args)  # forks the workers
+        if self.importer is None:
+            self.importer = threading.Thread(target=warm_up, name="import-sklearn", daemon=True)
+            self.importer.start()
+        return future
 
     def close(self) -> None:
         """Stop the worker processes, if any were started."""
         if self.pool is not None:
             self.pool.shutdown(cancel_futures=True)
+        if self.importer is not None:
+            self.importer.join()
 
 
 async def _fetch_and_parse(
@@ -215,7 +217,6 @@ def store_outcomes(
     rows: dict[str, Source],
     session: Session,
     now: datetime,
-    clusterer: Clusterer = cluster,
 ) -> list[SourceResult]:
     """Record each source's health and store the new entries of those that succeeded."""
     feeds: list[tuple[Source, ParsedFeed]] = []
@@ -234,7 +235,7 @@ def store_outcomes(
                 feeds.append((row, outcome.feed))
         session.add(row)
     session.flush()
-    counts = store_entries(feeds, session=session, now=now, clusterer=clusterer)
+    counts = store_entries(feeds, session=session, now=now)
     results = []
     for request, outcome in zip(requests, outcomes, strict=True):
         if outcome.error is not None:
@@ -259,7 +260,6 @@ def store_entries(
     *,
     session: Session,
     now: datetime,
-    clusterer: Clusterer = cluster,
 ) -> dict[str, tuple[int, int]]:
     """Insert new articles (one per canonical URL), group them into stories; (new, updated) per source."""
     urls = list({e.url for _, feed in feeds for e in feed.entries})
@@ -289,7 +289,7 @@ def store_entries(
                 article.updated_at = now
                 session.add(article)
                 tally[1] += 1
-    _store_new(fresh, session=session, now=now, clusterer=clusterer)
+    _store_new(fresh, session=session, now=now)
     for source, _ in fresh:
         counts[source.name][0] += 1
     session.flush()
@@ -315,15 +315,16 @@ def _articles_by_guid(
     return found
 
 
-def _doc(title: str, summary_html: str, source: str) -> StoryDoc:
+def _text(summary_html: str) -> str:
     # The summary is already sanitized: dropping its tags leaves its text, good enough to compare.
-    text = html.unescape(_TAG.sub(" ", summary_html[:SUMMARY_HTML_CHARS]))
-    return StoryDoc(title=title, text=text, source=source)
+    return html.unescape(_TAG.sub(" ", summary_html[:SUMMARY_HTML_CHARS]))
 
 
-def _store_new(
-    fresh: Sequence[tuple[Source, FeedEntry]], *, session: Session, now: datetime, clusterer: Clusterer
-) -> None:
+def _doc(title: str, summary_html: str, source: str, terms: tuple[str, ...] | None = None) -> StoryDoc:
+    return StoryDoc(title=title, text=_text(summary_html), source=source, terms=terms)
+
+
+def _store_new(fresh: Sequence[tuple[Source, FeedEntry]], *, session: Session, now: datetime) -> None:
     if not fresh:
         return
     known = [
@@ -337,7 +338,7 @@ def _store_new(
         )
         if story_id is not None
     ]
-    keys = clusterer([_doc(e.title, e.summary_html, s.name) for s, e in fresh], known)
+    keys = cluster([_doc(e.title, e.summary_html, s.name, e.terms) for s, e in fresh], known)
     # A date in the future is a feed's mistake (or a trick to stay on top): clamp it to now.
     published = [min(e.published or now, now) for _, e in fresh]
     first_of: dict[int, int] = {}  # new story key -> index of its first article

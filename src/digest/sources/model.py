@@ -15,6 +15,7 @@ class FeedEntry:
     author: str | None = None
     published: datetime | None = None  # aware UTC, or None when the feed gives no date
     tags: tuple[str, ...] = ()
+    terms: tuple[str, ...] | None = None  # what story matching compares, when computed ahead
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,11 +23,6 @@ def parse_feed(name: str, body: bytes, *, url: str, headers: dict[str, str] | No
     return _parse_xml_feed(name, body, url, headers or {})
 
 
-def parse_feed_args(name: str, body: bytes, url: str, headers: dict[str, str]) -> ParsedFeed:
-    """parse_feed with positional arguments only, to run in a worker process."""
-    return parse_feed(name, body, url=url, headers=headers)
-
-
 # --- RSS 0.9x/1.0/2.0 and Atom ----------------------------------------------------------
 
 
