@@ -358,12 +358,15 @@ def _store_new(fresh: Sequence[tuple[Source, FeedEntry]], *, session: Session, n
             }
             for i in first_of.values()
         ]
-        returned = session.execute(
-            insert(Story).returning(col(Story.id), sort_by_parameter_order=True), rows
-        ).scalars()
+        stories = Story.__table__  # type: ignore[attr-defined]
+        returned = (
+            session.connection()
+            .execute(insert(stories).returning(stories.c.id, sort_by_parameter_order=True), rows)
+            .scalars()
+        )
         story_ids = dict(zip(first_of, returned, strict=True))
-    session.execute(
-        insert(Article),
+    session.connection().execute(
+        insert(Article.__table__),  # type: ignore[attr-defined]
         [
             {
                 "source_id": source.id,
