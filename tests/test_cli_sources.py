@@ -6,13 +6,15 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from digest import pipeline
-from digest import cli
+from digest import cli, pipeline
 from digest.cli import app
 from tests.feedbuilder import Item, newsletter_toml, rss, write
 
 runner = CliRunner()
-TOPICS = '[[topics]]\nname = "EV"\nkeywords = ["EV", "battery"]\n[[topics]]\nname = "Phones"\nkeywords = ["phone"]\n'
+TOPICS = (
+    '[[topics]]\nname = "EV"\nkeywords = ["EV", "battery"]\n'
+    '[[topics]]\nname = "Phones"\nkeywords = ["phone"]\n'
+)
 
 
 @pytest.fixture
@@ -75,3 +77,17 @@ def test_topics_explains_each_waiting_story(env: Path) -> None:
     assert "Phones" in flat and "EV (3)" in flat  # the phone story also matched EV (battery)
     # A keyword inside a link's URL is not evidence: the weather story matches nothing and is dropped.
     assert "(dropped) Weather is nice" in flat and "no: dropped" in flat
+
+
+def test_collect_shows_a_progress_bar_on_a_terminal(env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import io
+
+    from rich.console import Console
+
+    screen = io.StringIO()
+    monkeypatch.setattr(cli, "out", Console(file=screen, force_terminal=True, width=200))
+    result = runner.invoke(app, ["collect"])
+    assert result.exit_code == 0, result.output
+    shown = screen.getvalue()
+    assert "fetching" in shown and "2/2" in shown  # the bar counted both sources
+    assert "2 sources: 3 new articles" in shown
