@@ -101,8 +101,14 @@ def _terms_of(doc: StoryDoc) -> tuple[str, ...]:
     return doc.terms if doc.terms is not None else terms(doc)
 
 
-def similarities(docs: Sequence[StoryDoc], *, floor: float = 0.0) -> list[dict[int, float]]:
-    """For each doc, its cosine similarity to every other doc where that is above zero and `floor`."""
+def similarities(
+    docs: Sequence[StoryDoc], *, floor: float = 0.0, first_row: int = 0
+) -> list[dict[int, float]]:
+    """For docs[first_row:], the cosine similarity to every other doc where above zero and `floor`.
+
+    All docs weigh the words (IDF); only the rows asked for are computed, so an hourly run with a
+    few new articles against thousands of recent ones costs a few thousand products, not millions.
+    """
     # scikit-learn takes ~0.7 s to import: only runs that have new articles pay for it.
     from sklearn.feature_extraction.text import TfidfVectorizer
 
@@ -114,10 +120,10 @@ def similarities(docs: Sequence[StoryDoc], *, floor: float = 0.0) -> list[dict[i
     try:
         matrix = vectorizer.fit_transform(docs)
     except ValueError:  # every doc is empty or only stop words: nothing to compare
-        return [{} for _ in docs]
+        return [{} for _ in docs[first_row:]]
     rows: list[dict[int, float]] = []
     transposed = matrix.T.tocsc()
-    for first in range(0, len(docs), BLOCK):  # row blocks bound the memory of the product
+    for first in range(first_row, len(docs), BLOCK):  # row blocks bound the memory of the product
         block = (matrix[first : first + BLOCK] @ transposed).tocsr()
         if floor > 0:
             block.data[block.data < floor] = 0.0
@@ -136,8 +142,8 @@ def cluster(
     """For each new doc, the known story id it joins (>= 0), or -k for "new story number k"."""
     docs = [k.doc for k in known] + list(new)
     titles = [normalize_title(d.title) for d in docs]
-    sims = similarities(docs, floor=threshold)
     offset = len(known)
+    sims = similarities(docs, floor=threshold, first_row=offset)
     keys: list[int] = [k.story_id for k in known]  # the story of each doc, as above
     members: dict[int, list[int]] = {}
     by_title: dict[str, int] = {}
@@ -148,7 +154,7 @@ def cluster(
     for i, doc in enumerate(new):
         me = offset + i
         candidates = sorted(
-            ((sim, j) for j, sim in sims[me].items() if j < me and sim >= threshold), reverse=True
+            ((sim, j) for j, sim in sims[i].items() if j < me and sim >= threshold), reverse=True
         )
         chosen: int | None = None
         for _, j in candidates:
