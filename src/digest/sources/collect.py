@@ -303,15 +303,13 @@ def _articles_by_guid(
 
     A feed that moves its articles to new URLs but keeps their IDs must not send them again.
     """
+    wanted = {(s.id, e.guid) for s, feed in feeds for e in feed.entries if e.guid and e.url not in existing}
     found: dict[tuple[int, str], Article] = {}
-    for source, feed in feeds:
-        guids = list({e.guid for e in feed.entries if e.guid and e.url not in existing})
-        for part in _chunks(guids):
-            for article in session.exec(
-                select(Article).where(Article.source_id == source.id).where(col(Article.guid).in_(part))
-            ):
-                assert article.guid is not None
-                found[(source.id or 0, article.guid)] = article
+    for part in _chunks(sorted({guid for _, guid in wanted if guid})):  # a few queries, not one per source
+        for article in session.exec(select(Article).where(col(Article.guid).in_(part))):
+            key = (article.source_id, article.guid or "")
+            if key in wanted:
+                found[key] = article
     return found
 
 
