@@ -9,7 +9,7 @@ joins the story of its most similar earlier article when the cosine reaches THRE
 import functools
 import re
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 _WORD = re.compile(r"[^\W_]+")
@@ -101,64 +101,109 @@ def _terms_of(doc: StoryDoc) -> tuple[str, ...]:
     return doc.terms if doc.terms is not None else terms(doc)
 
 
-def similarities(
-    docs: Sequence[StoryDoc], *, floor: float = 0.0, first_row: int = 0
-) -> list[dict[int, float]]:
-    """For docs[first_row:], the cosine similarity to every other doc where above zero and `floor`.
+@dataclass(frozen=True, slots=True)
+class TermCounts:
+    """Which terms each doc has, as a sparse matrix's raw arrays (cheap to send to a process)."""
 
-    All docs weigh the words (IDF); only the rows asked for are computed, so an hourly run with a
-    few new articles against thousands of recent ones costs a few thousand products, not millions.
-    """
-    # scikit-learn takes ~0.7 s to import: only runs that have new articles pay for it.
-    import numpy as np
-    from scipy.sparse import csr_matrix
-    from sklearn.feature_extraction.text import TfidfTransformer
+    indices: list[int]  # term numbers, doc after doc
+    indptr: list[int]  # doc i's terms are indices[indptr[i]:indptr[i + 1]]
+    terms: int  # how many distinct terms
 
-    # Term counts, built here from the terms the parse workers computed: the same matrix as
-    # CountVectorizer's, in a third of the time (its vocabulary loop is the costly part).
+
+@dataclass(frozen=True, slots=True)
+class Similar:
+    """Similarities of some docs to all docs, as a sparse matrix's raw arrays (row r is doc first_row+r)."""
+
+    indptr: list[int]
+    indices: list[int]
+    values: list[float]
+
+
+def count_terms(docs: Sequence[StoryDoc]) -> TermCounts:
+    """Number the terms of every doc (plain Python: no scientific library needed)."""
     vocabulary: dict[str, int] = {}
     indices: list[int] = []
     indptr = [0]
     for doc in docs:
         indices.extend(vocabulary.setdefault(t, len(vocabulary)) for t in _terms_of(doc))
         indptr.append(len(indices))
-    if not vocabulary:  # every doc is empty or only stop words: nothing to compare
-        return [{} for _ in docs[first_row:]]
-    counts = csr_matrix(
-        (np.ones(len(indices)), np.array(indices), np.array(indptr)), shape=(len(docs), len(vocabulary))
+    return TermCounts(indices, indptr, len(vocabulary))
+
+
+def tfidf_similarities(counts: TermCounts, *, first_row: int = 0, floor: float = 0.0) -> Similar:
+    """TF-IDF cosine similarities of docs[first_row:] to all docs, those >= `floor` (and > 0) only.
+
+    All docs weigh the words (IDF); only the rows asked for are computed, so an hourly run with a
+    few new articles against thousands of recent ones costs a few thousand products, not millions.
+    """
+    # scikit-learn takes ~0.9 s to import: only runs with new articles pay, in a worker if they can.
+    import numpy as np
+    from scipy.sparse import csr_matrix
+    from sklearn.feature_extraction.text import TfidfTransformer
+
+    docs = len(counts.indptr) - 1
+    if not counts.terms:  # every doc is empty or only stop words: nothing to compare
+        return Similar([0] * (docs - first_row + 1), [], [])
+    matrix = csr_matrix(
+        (np.ones(len(counts.indices)), np.array(counts.indices), np.array(counts.indptr)),
+        shape=(docs, counts.terms),
     )
-    counts.sum_duplicates()
+    matrix.sum_duplicates()  # the same term twice in a doc: one entry, counted twice
     # A word in more than one article in twenty of a large batch tells stories apart little better
     # than "the", and comparing every pair of articles that share it costs (its count) squared:
     # for 10,000 articles, 16 million products instead of 34 million at one in ten.
-    max_df = max(COMMON_WORD_DOCS, len(docs) // 20)
-    common = np.bincount(counts.indices, minlength=len(vocabulary)) > max_df
-    counts.data[common[counts.indices]] = 0.0
-    counts.eliminate_zeros()
-    matrix = TfidfTransformer(sublinear_tf=True).fit_transform(counts)  # smooth IDF, unit rows
-    rows: list[dict[int, float]] = []
-    transposed = matrix.T.tocsc()
-    for first in range(first_row, len(docs), BLOCK):  # row blocks bound the memory of the product
-        block = (matrix[first : first + BLOCK] @ transposed).tocsr()
+    max_df = max(COMMON_WORD_DOCS, docs // 20)
+    common = np.bincount(matrix.indices, minlength=counts.terms) > max_df
+    matrix.data[common[matrix.indices]] = 0.0
+    matrix.eliminate_zeros()
+    weighted = TfidfTransformer(sublinear_tf=True).fit_transform(matrix)  # smooth IDF, unit rows
+    transposed = weighted.T.tocsc()
+    indptr, indices, values = [0], [], []
+    for first in range(first_row, docs, BLOCK):  # row blocks bound the memory of the product
+        block = (weighted[first : first + BLOCK] @ transposed).tocsr()
         if floor > 0:
             block.data[block.data < floor] = 0.0
             block.eliminate_zeros()
-        for offset in range(block.shape[0]):
-            start, end = block.indptr[offset], block.indptr[offset + 1]
-            me = first + offset
-            cols, values = block.indices[start:end].tolist(), block.data[start:end].tolist()
-            rows.append({j: v for j, v in zip(cols, values, strict=True) if j != me})
+        indices.extend(block.indices.tolist())
+        values.extend(block.data.tolist())
+        indptr.extend((block.indptr[1:] + indptr[-1]).tolist())
+    return Similar(indptr, indices, values)
+
+
+Compute = Callable[[TermCounts, int, float], Similar]
+
+
+def _compute_here(counts: TermCounts, first_row: int, floor: float) -> Similar:
+    return tfidf_similarities(counts, first_row=first_row, floor=floor)
+
+
+def similarities(
+    docs: Sequence[StoryDoc], *, floor: float = 0.0, first_row: int = 0, compute: Compute = _compute_here
+) -> list[dict[int, float]]:
+    """For docs[first_row:], the cosine similarity to every other doc where above zero and `floor`."""
+    found = compute(count_terms(docs), first_row, floor)
+    rows = []
+    for r in range(len(found.indptr) - 1):
+        start, end = found.indptr[r], found.indptr[r + 1]
+        me = first_row + r
+        rows.append(
+            {j: v for j, v in zip(found.indices[start:end], found.values[start:end], strict=True) if j != me}
+        )
     return rows
 
 
 def cluster(
-    new: Sequence[StoryDoc], known: Sequence[KnownArticle], *, threshold: float = THRESHOLD
+    new: Sequence[StoryDoc],
+    known: Sequence[KnownArticle],
+    *,
+    threshold: float = THRESHOLD,
+    compute: Compute = _compute_here,
 ) -> list[int]:
     """For each new doc, the known story id it joins (>= 0), or -k for "new story number k"."""
     docs = [k.doc for k in known] + list(new)
     titles = [normalize_title(d.title) for d in docs]
     offset = len(known)
-    sims = similarities(docs, floor=threshold, first_row=offset)
+    sims = similarities(docs, floor=threshold, first_row=offset, compute=compute)
     keys: list[int] = [k.story_id for k in known]  # the story of each doc, as above
     members: dict[int, list[int]] = {}
     by_title: dict[str, int] = {}

@@ -37,6 +37,7 @@ TRACKING_PARAMS = frozenset(
 )
 
 _TAG = re.compile(r"<[^>]*>")
+_ABSOLUTE = re.compile(r"^https?://", re.IGNORECASE)
 _SPACE = re.compile(r"\s+")
 
 
@@ -71,18 +72,23 @@ def plain_text(fragment: str) -> str:
 
 def canonical_url(url: str, *, base_url: str | None = None) -> str:
     """The URL that identifies an article: absolute, lower-case host, no fragment or tracking."""
-    if base_url:
+    url = url.strip()
+    if base_url and not _ABSOLUTE.match(url):
         url = urljoin(base_url, url)
-    parts = urlsplit(url.strip())
+    parts = urlsplit(url)
     host = (parts.hostname or "").lower()
     if parts.port and not (
         (parts.scheme == "http" and parts.port == 80) or (parts.scheme == "https" and parts.port == 443)
     ):
         host = f"{host}:{parts.port}"
-    query = [
-        (k, v)
-        for k, v in parse_qsl(parts.query, keep_blank_values=True)
-        if not k.lower().startswith("utm_") and k.lower() not in TRACKING_PARAMS
-    ]
+    query = ""
+    if parts.query:
+        query = urlencode(
+            [
+                (k, v)
+                for k, v in parse_qsl(parts.query, keep_blank_values=True)
+                if not k.lower().startswith("utm_") and k.lower() not in TRACKING_PARAMS
+            ]
+        )
     path = parts.path or ("/" if host else "")
-    return urlunsplit((parts.scheme.lower(), host, path, urlencode(query), ""))
+    return urlunsplit((parts.scheme.lower(), host, path, query, ""))

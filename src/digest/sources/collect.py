@@ -30,7 +30,16 @@ from digest.errors import SourceError
 from digest.sources.fetch import FetchOptions, FetchRequest, fetch_all, make_client
 from digest.sources.model import FeedEntry, Fetched, ParsedFeed
 from digest.sources.parse import parse_feed
-from digest.stories import KnownArticle, StoryDoc, cluster, terms, warm_up
+from digest.stories import (
+    KnownArticle,
+    Similar,
+    StoryDoc,
+    TermCounts,
+    cluster,
+    terms,
+    tfidf_similarities,
+    warm_up,
+)
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +114,9 @@ def collect(
     try:
         outcomes = asyncio.run(_fetch_and_parse(requests, options, workers, on_fetched))
         fetched_at = time.perf_counter()
-        results = store_outcomes(requests, outcomes, rows=rows, session=session, now=now)
+        results = store_outcomes(
+            requests, outcomes, rows=rows, session=session, now=now, clusterer=workers.cluster
+        )
     finally:
         workers.close()
     log.info(
@@ -116,6 +127,9 @@ def collect(
         parse_workers,
     )
     return results
+
+
+Clusterer = Callable[[Sequence[StoryDoc], Sequence[KnownArticle]], list[int]]
 
 
 def _parse_with_terms(name: str, body: bytes, url: str, headers: dict[str, str]) -> ParsedFeed:
@@ -141,14 +155,15 @@ def _start_method() -> str:
 class _Workers:
     """Parses inline, or in worker processes started on the first body that needs parsing.
 
-    With workers, a thread also imports scikit-learn (~0.7 s) while the network is waited for,
-    so clustering does not pay for it later. The thread starts after the workers are forked.
+    With workers, one more process imports scikit-learn (~0.9 s of CPU) while the network is waited
+    for, and later weighs the terms and multiplies the matrices for story clustering; only plain
+    arrays travel to it and back.
     """
 
     def __init__(self, workers: int) -> None:
         self.workers = workers
-        self.pool: ProcessPoolExecutor | None = None
-        self.importer: threading.Thread | None = None
+        self.parsers: ProcessPoolExecutor | None = None
+        self.scientist: ProcessPoolExecutor | None = None
 
     def parse(
         self, loop: asyncio.AbstractEventLoop, name: str, fetched: Fetched
@@ -162,21 +177,30 @@ class _Workers:
             except SourceError as e:
                 future.set_exception(e)
             return future
-        if self.pool is None:
-            self.pool = ProcessPoolExecutor(self.workers, mp_context=get_context(_start_method()))
+        if self.parsers is None:
+            context = get_context(_start_method())
+            self.scientist = ProcessPoolExecutor(1, mp_context=context)
+            self.scientist.submit(warm_up)
+            self.parsers = ProcessPoolExecutor(self.workers, mp_context=context)
         args = (name, fetched.body, fetched.url, fetched.headers)
-        future = loop.run_in_executor(self.pool, _parse_with_terms, *args)  # forks the workers
-        if self.importer is None:
-            self.importer = threading.Thread(target=warm_up, name="import-sklearn", daemon=True)
-            self.importer.start()
-        return future
+        return loop.run_in_executor(self.parsers, _parse_with_terms, *args)
+
+    def cluster(self, new: Sequence[StoryDoc], known: Sequence[KnownArticle]) -> list[int]:
+        """stories.cluster, with the matrix work in the worker that has scikit-learn loaded."""
+        scientist = self.scientist
+        if scientist is None:
+            return cluster(new, known)
+
+        def compute(counts: TermCounts, first_row: int, floor: float) -> Similar:
+            return scientist.submit(tfidf_similarities, counts, first_row=first_row, floor=floor).result()
+
+        return cluster(new, known, compute=compute)
 
     def close(self) -> None:
         """Stop the worker processes, if any were started."""
-        if self.pool is not None:
-            self.pool.shutdown(cancel_futures=True)
-        if self.importer is not None:
-            self.importer.join()
+        for pool in (self.parsers, self.scientist):
+            if pool is not None:
+                pool.shutdown(cancel_futures=True)
 
 
 async def _fetch_and_parse(
@@ -217,6 +241,7 @@ def store_outcomes(
     rows: dict[str, Source],
     session: Session,
     now: datetime,
+    clusterer: Clusterer = cluster,
 ) -> list[SourceResult]:
     """Record each source's health and store the new entries of those that succeeded."""
     feeds: list[tuple[Source, ParsedFeed]] = []
@@ -235,7 +260,7 @@ def store_outcomes(
                 feeds.append((row, outcome.feed))
         session.add(row)
     session.flush()
-    counts = store_entries(feeds, session=session, now=now)
+    counts = store_entries(feeds, session=session, now=now, clusterer=clusterer)
     results = []
     for request, outcome in zip(requests, outcomes, strict=True):
         if outcome.error is not None:
@@ -260,6 +285,7 @@ def store_entries(
     *,
     session: Session,
     now: datetime,
+    clusterer: Clusterer = cluster,
 ) -> dict[str, tuple[int, int]]:
     """Insert new articles (one per canonical URL), group them into stories; (new, updated) per source."""
     urls = list({e.url for _, feed in feeds for e in feed.entries})
@@ -289,7 +315,7 @@ def store_entries(
                 article.updated_at = now
                 session.add(article)
                 tally[1] += 1
-    _store_new(fresh, session=session, now=now)
+    _store_new(fresh, session=session, now=now, clusterer=clusterer)
     for source, _ in fresh:
         counts[source.name][0] += 1
     session.flush()
@@ -322,7 +348,9 @@ def _doc(title: str, summary_html: str, source: str, terms: tuple[str, ...] | No
     return StoryDoc(title=title, text=_text(summary_html), source=source, terms=terms)
 
 
-def _store_new(fresh: Sequence[tuple[Source, FeedEntry]], *, session: Session, now: datetime) -> None:
+def _store_new(
+    fresh: Sequence[tuple[Source, FeedEntry]], *, session: Session, now: datetime, clusterer: Clusterer
+) -> None:
     if not fresh:
         return
     known = [
@@ -336,7 +364,7 @@ def _store_new(fresh: Sequence[tuple[Source, FeedEntry]], *, session: Session, n
         )
         if story_id is not None
     ]
-    keys = cluster([_doc(e.title, e.summary_html, s.name, e.terms) for s, e in fresh], known)
+    keys = clusterer([_doc(e.title, e.summary_html, s.name, e.terms) for s, e in fresh], known)
     # A date in the future is a feed's mistake (or a trick to stay on top): clamp it to now.
     published = [min(e.published or now, now) for _, e in fresh]
     first_of: dict[int, int] = {}  # new story key -> index of its first article
