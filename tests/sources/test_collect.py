@@ -181,15 +181,21 @@ def test_parsing_in_worker_processes_gives_the_same_result(
     monkeypatch.setattr(collect_module, "_start_method", lambda: start_method)
     names = [f"f{i}" for i in range(4)]
     newsletter = _newsletter(tmp_path, *names, "bad")
-    for i, name in enumerate(names):
-        _feed(
-            tmp_path,
-            name,
-            rss([Item(f"Robot story {i} number {j}", f"https://{name}.example/{j}") for j in range(3)]),
-        )
+    events = [
+        ("Voltra recalls 120,000 sedans over faulty brake sensor", "Kessler workers strike at two plants"),
+        ("Brake sensor flaw forces Voltra to recall 120k sedans", "Orbix Fold 3 review: the crease is gone"),
+        ("Lumacell shows a solid-state battery cell", "Cartly data breach exposes 8 million shoppers"),
+        ("Siliq to build a chip plant in Arizona", "Rovers win the cup final with a late header"),
+    ]
+    for name, titles in zip(names, events, strict=True):
+        _feed(tmp_path, name, rss([Item(t, f"https://{name}.example/{j}") for j, t in enumerate(titles)]))
     _feed(tmp_path, "bad", b"garbage")
     results = pipeline.collect(newsletter, engine=engine, now=now, parse_workers=2)
     assert [(r.name, r.status, r.new) for r in results] == [
-        *((n, "new", 3) for n in names),
+        *((n, "new", 2) for n in names),
         ("bad", "failed", 0),
     ]
+    articles, stories, _ = _rows(engine)
+    assert len(articles) == 8 and len(stories) == 7  # the two Voltra recall reports are one story
+    recall = {a.story_id for a in articles if "Voltra" in a.title}
+    assert len(recall) == 1
