@@ -10,7 +10,7 @@ from sqlmodel import Session, col, select
 from digest import pipeline
 from digest.config import Newsletter, load_newsletter
 from digest.db.models import Article, Source, Story
-from digest.sources import collect as collect_module
+from digest.sources import workers as workers_module
 from tests.feedbuilder import Item, atom, json_feed, newsletter_toml, rss, write
 
 
@@ -178,7 +178,7 @@ def test_dates_in_the_future_are_clamped_and_missing_dates_take_first_seen(
 def test_parsing_in_worker_processes_gives_the_same_result(
     tmp_path: Path, engine: sa.Engine, now: datetime, start_method: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(collect_module, "_start_method", lambda: start_method)
+    monkeypatch.setattr(workers_module, "start_method", lambda: start_method)
     names = [f"f{i}" for i in range(4)]
     newsletter = _newsletter(tmp_path, *names, "bad")
     events = [

@@ -2,23 +2,17 @@
 
 Three steps: fetch every source at once (fetch.py), parse each body as it arrives, then store
 everything in one transaction, grouping articles into stories (stories.py). When there are many
-sources, parsing and story clustering run in worker processes started at the first new body:
-they import scikit-learn (~0.7 s) and parse (~0.1 ms an entry, mostly cleaning) on the other
-cores while the network is still being waited for.
+sources, parsing and the matrix work of clustering run in worker processes (workers.py), so the
+other cores work while the network is still being waited for.
 """
 
 import asyncio
-import html
 import logging
 import os
-import re
-import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime, timedelta
-from multiprocessing import get_all_start_methods, get_context
 from typing import Literal
 
 from sqlalchemy import insert
@@ -29,25 +23,14 @@ from digest.db.models import Article, Source, Story
 from digest.errors import SourceError
 from digest.sources.fetch import FetchOptions, FetchRequest, fetch_all, make_client
 from digest.sources.model import FeedEntry, Fetched, ParsedFeed
-from digest.sources.parse import parse_feed
-from digest.stories import (
-    KnownArticle,
-    Similar,
-    StoryDoc,
-    TermCounts,
-    cluster,
-    terms,
-    tfidf_similarities,
-    warm_up,
-)
+from digest.sources.workers import Clusterer, Workers, summary_text
+from digest.stories import KnownArticle, StoryDoc, cluster
 
 log = logging.getLogger(__name__)
 
 SourceStatus = Literal["new", "updated", "unchanged", "failed"]
 STORY_WINDOW = timedelta(hours=72)  # how far back a new article may join an existing story
 PARSE_IN_PROCESSES_FROM = 8  # sources; below this, starting worker processes costs more than it saves
-SUMMARY_HTML_CHARS = 2000  # story matching reads the start of a summary only
-_TAG = re.compile(r"<[^>]*>")
 CHUNK = 500  # values per IN (...) list: under every backend's bound-parameter limit
 
 
@@ -109,7 +92,7 @@ def collect(
     if parse_workers is None:
         cpus = os.cpu_count() or 1
         parse_workers = min(cpus, 4) if len(requests) >= PARSE_IN_PROCESSES_FROM and cpus > 1 else 0
-    workers = _Workers(parse_workers)
+    workers = Workers(parse_workers)
     started = time.perf_counter()
     try:
         outcomes = asyncio.run(_fetch_and_parse(requests, options, workers, on_fetched))
@@ -129,84 +112,10 @@ def collect(
     return results
 
 
-Clusterer = Callable[[Sequence[StoryDoc], Sequence[KnownArticle]], list[int]]
-
-
-def _parse_with_terms(name: str, body: bytes, url: str, headers: dict[str, str]) -> ParsedFeed:
-    """Parse, and compute each entry's story-matching terms while in a worker (they cost ~40 us)."""
-    feed = parse_feed(name, body, url=url, headers=headers)
-    entries = tuple(replace(e, terms=terms(StoryDoc(e.title, _text(e.summary_html)))) for e in feed.entries)
-    return replace(feed, entries=entries)
-
-
-def _start_method() -> str:
-    """fork when it is safe, spawn otherwise.
-
-    A forked worker starts in milliseconds with every module already imported; a spawned one
-    imports them again (~1 s of CPU each). Forking is unsafe only when other threads may hold locks
-    (the web app's scheduler thread, say). Open database connections are inherited but never used:
-    the workers only parse and cluster, and end with os._exit, which closes nothing on the wire.
-    """
-    if threading.active_count() == 1 and "fork" in get_all_start_methods():
-        return "fork"
-    return "spawn"
-
-
-class _Workers:
-    """Parses inline, or in worker processes started on the first body that needs parsing.
-
-    With workers, one more process imports scikit-learn (~0.9 s of CPU) while the network is waited
-    for, and later weighs the terms and multiplies the matrices for story clustering; only plain
-    arrays travel to it and back.
-    """
-
-    def __init__(self, workers: int) -> None:
-        self.workers = workers
-        self.parsers: ProcessPoolExecutor | None = None
-        self.scientist: ProcessPoolExecutor | None = None
-
-    def parse(
-        self, loop: asyncio.AbstractEventLoop, name: str, fetched: Fetched
-    ) -> "asyncio.Future[ParsedFeed]":
-        """A future of the parsed feed (or of the SourceError saying why it is not one)."""
-        assert fetched.body is not None
-        if self.workers <= 0:
-            future: asyncio.Future[ParsedFeed] = loop.create_future()
-            try:
-                future.set_result(parse_feed(name, fetched.body, url=fetched.url, headers=fetched.headers))
-            except SourceError as e:
-                future.set_exception(e)
-            return future
-        if self.parsers is None:
-            context = get_context(_start_method())
-            self.scientist = ProcessPoolExecutor(1, mp_context=context)
-            self.scientist.submit(warm_up)
-            self.parsers = ProcessPoolExecutor(self.workers, mp_context=context)
-        args = (name, fetched.body, fetched.url, fetched.headers)
-        return loop.run_in_executor(self.parsers, _parse_with_terms, *args)
-
-    def cluster(self, new: Sequence[StoryDoc], known: Sequence[KnownArticle]) -> list[int]:
-        """stories.cluster, with the matrix work in the worker that has scikit-learn loaded."""
-        scientist = self.scientist
-        if scientist is None:
-            return cluster(new, known)
-
-        def compute(counts: TermCounts, first_row: int, floor: float) -> Similar:
-            return scientist.submit(tfidf_similarities, counts, first_row=first_row, floor=floor).result()
-
-        return cluster(new, known, compute=compute)
-
-    def close(self) -> None:
-        """Stop the worker processes, if any were started."""
-        for pool in (self.parsers, self.scientist):
-            if pool is not None:
-                pool.shutdown(cancel_futures=True)
-
-
 async def _fetch_and_parse(
     requests: Sequence[FetchRequest],
     options: FetchOptions,
-    parser: _Workers,
+    parser: Workers,
     on_fetched: Callable[[str, str | None], None] | None,
 ) -> list[_Outcome]:
     loop = asyncio.get_running_loop()
@@ -339,13 +248,8 @@ def _articles_by_guid(
     return found
 
 
-def _text(summary_html: str) -> str:
-    # The summary is already sanitized: dropping its tags leaves its text, good enough to compare.
-    return html.unescape(_TAG.sub(" ", summary_html[:SUMMARY_HTML_CHARS]))
-
-
 def _doc(title: str, summary_html: str, source: str, terms: tuple[str, ...] | None = None) -> StoryDoc:
-    return StoryDoc(title=title, text=_text(summary_html), source=source, terms=terms)
+    return StoryDoc(title=title, text=summary_text(summary_html), source=source, terms=terms)
 
 
 def _store_new(
