@@ -91,3 +91,10 @@ def test_collect_shows_a_progress_bar_on_a_terminal(env: Path, monkeypatch: pyte
     shown = screen.getvalue()
     assert "fetching" in shown and "2/2" in shown  # the bar counted both sources
     assert "2 sources: 3 new articles" in shown
+
+
+def test_collect_exits_1_when_every_source_failed(env: Path) -> None:
+    (env / "feeds" / "good.xml").write_bytes(b"not a feed either")
+    result = runner.invoke(app, ["collect"])
+    assert result.exit_code == 1
+    assert "every source failed" in result.output

@@ -141,7 +141,10 @@ def db_upgrade() -> None:
 @app.command()
 @friendly
 def collect() -> None:
-    """Fetch every source in digest.toml and store new stories.
+    """Fetch every source in digest.toml and store new stories; a table says how each source did.
+
+    A failing source is reported and the others are collected; the exit status is 1 only when
+    every source failed. `digest sources list` shows each source's health over time.
 
     Example: digest collect
     """
