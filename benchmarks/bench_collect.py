@@ -11,6 +11,7 @@ Usage: python benchmarks/bench_collect.py [--feeds 200] [--entries 50] [--latenc
 
 import argparse
 import asyncio
+import collections
 import json
 import random
 import resource
@@ -42,7 +43,7 @@ NAMES = [
 ]
 
 
-def _vocabulary(size: int = 6000) -> list[str]:
+def _vocabulary(size: int = 20000) -> list[str]:
     rnd = random.Random(0)
     syllables = [c + v for c in "bcdfghklmnprstvz" for v in "aeiou"]
     return sorted({"".join(rnd.choices(syllables, k=rnd.randint(2, 4))) for _ in range(size)})
@@ -57,11 +58,16 @@ def _words(rnd: random.Random, k: int) -> list[str]:
     return rnd.choices(VOCAB, weights=ZIPF, k=k)
 
 
-def feed_body(feed: int, entries: int) -> bytes:
-    """One RSS 2.0 feed; about one entry in ten reports an event that other feeds report too."""
+def feed_body(feed: int, entries: int) -> tuple[bytes, list[int | None]]:
+    """One RSS 2.0 feed, and the shared event each entry reports (None: a story of its own).
+
+    About one entry in ten reports an event that other feeds report too, in its own words.
+    """
     rnd = random.Random(feed)
     items = []
+    events: list[int | None] = []
     for n in range(entries):
+        event: int | None = None
         if rnd.random() < 0.1:
             event = rnd.randrange(300)  # shared across feeds, worded by this feed's own choice
             ev = random.Random(event)
@@ -76,17 +82,34 @@ def feed_body(feed: int, entries: int) -> bytes:
             f'<guid isPermaLink="false">f{feed}-{n}</guid><pubDate>{published}</pubDate>'
             f"<description>{escape(summary)}</description><category>{rnd.choice(VOCAB[:50])}</category></item>"
         )
-    return (
+        events.append(event)
+    body = (
         '<?xml version="1.0" encoding="utf-8"?><rss version="2.0"><channel>'
         f"<title>Feed {feed}</title><link>https://site{feed}.example/</link><description>d</description>"
         + "".join(items)
         + "</channel></rss>"
     ).encode()
+    return body, events
+
+
+def expected_stories(feeds: int, entries: int) -> int:
+    """Stories a perfect clustering makes: one per lone entry, one per shared event and feed repeat.
+
+    (A feed reporting one event twice keeps two stories: digest never merges two differently
+    titled articles of one source.)
+    """
+    lone, per_event = 0, collections.Counter[int]()
+    for feed in range(feeds):
+        counts = collections.Counter(e for e in feed_body(feed, entries)[1] if e is not None)
+        lone += sum(e is None for e in feed_body(feed, entries)[1])
+        for event, times in counts.items():
+            per_event[event] = max(per_event[event], times)
+    return lone + sum(per_event.values())
 
 
 async def serve(feeds: int, entries: int, latency: float) -> None:
     """Serve /feed/N on HOSTS loopback addresses; print {host: port} as one JSON line."""
-    bodies = {f"/feed/{i}": feed_body(i, entries) for i in range(feeds)}
+    bodies = {f"/feed/{i}": feed_body(i, entries)[0] for i in range(feeds)}
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -181,6 +204,7 @@ def main() -> int:
         from digest.db.engine import open_database
 
         load = " ".join(Path("/proc/loadavg").read_text().split()[:3])
+        perfect = expected_stories(args.feeds, args.entries)
         with tempfile.TemporaryDirectory() as tmp:
             folder = Path(tmp)
             newsletter = load_newsletter(newsletter_file(folder, ports, args.feeds))
@@ -205,6 +229,8 @@ def main() -> int:
                 profiler.disable()
                 pstats.Stats(profiler).sort_stats("cumulative").print_stats(40)
             new = sum(r.new for r in results)
+            with engine.connect() as conn:
+                stories = conn.exec_driver_sql("SELECT count(*) FROM story").scalar_one()
             failed = [r for r in results if r.status == "failed"]
             started = time.perf_counter()
             again = pipeline.collect(
@@ -215,6 +241,7 @@ def main() -> int:
         unchanged = sum(r.status == "unchanged" for r in again)
         serial = args.feeds * args.latency
         print(f"first collect: {first:.2f} s, {new} new articles, {len(failed)} failed sources")
+        print(f"  stories: {stories} (a perfect clustering of this synthetic text: {perfect})")
         print(f"  CPU time: {cpu[0]:.2f} s in the collecting process, {cpu[1]:.2f} s in its workers")
         print(f"  load average before: {load}")
         print(f"second collect (all 304): {second:.2f} s, {unchanged} unchanged")
@@ -229,6 +256,8 @@ def main() -> int:
         ):
             row = {"benchmark": "collect", "metric": metric, "value": round(value, 2), "unit": "s"}
             print("BENCH " + json.dumps({**row, "note": note}))
+        row = {"benchmark": "collect", "metric": "stories from 10,000 articles", "value": stories, "unit": ""}
+        print("BENCH " + json.dumps({**row, "note": f"perfect clustering: {perfect}"}))
         return 1 if failed or new != args.feeds * args.entries else 0
     finally:
         server.terminate()
