@@ -1,8 +1,11 @@
 """Topic matching: whole words, patterns, tags as evidence, best topic, catch-all or drop."""
 
+from pathlib import Path
+
 import pytest
 
-from digest.config import TopicConfig
+from digest.config import TopicConfig, load_newsletter
+from digest.errors import ConfigError
 from digest.topics import StoryText, TopicMatch, assign_topic, compile_rules
 
 RULES = compile_rules(
@@ -31,6 +34,7 @@ def _topic(title: str, **kw: object) -> TopicMatch:
         ("C++ turns 45", "Phones"),
         ("The iPhone 17 is out", "Phones"),  # a pattern
         ("Robot, meet electric-vehicle", "Robots"),  # "electric vehicle" needs the space
+        ("Electric\n  Vehicle makers", "EV"),  # any whitespace between a phrase's words
     ],
 )
 def test_keywords_match_whole_words_case_insensitively(title: str, topic: str) -> None:
@@ -60,3 +64,13 @@ def test_unmatched_stories_go_to_the_source_default_then_the_catch_all_or_are_dr
     assert _topic("Weather").topic == "More news"
     dropped = _topic("Weather", catch_all="")
     assert dropped.topic is None and "dropped" in dropped.reason
+
+
+def test_an_empty_keyword_is_refused_with_the_file_and_line(tmp_path: Path) -> None:
+    path = tmp_path / "digest.toml"
+    path.write_text(
+        '[newsletter]\ntitle = "T"\nfrom_email = "a@b.example"\npostal_address = "x"\n'
+        '[[topics]]\nname = "EV"\nkeywords = ["EV", " "]\n'
+    )
+    with pytest.raises(ConfigError, match=r"digest.toml:\d+: topics\[0\].keywords: a keyword is empty"):
+        load_newsletter(path)

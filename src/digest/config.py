@@ -177,6 +177,13 @@ class TopicConfig(_Strict):
     keywords: list[str] = []
     patterns: list[str] = []
 
+    @field_validator("keywords")
+    @classmethod
+    def _not_blank(cls, value: list[str]) -> list[str]:
+        if any(not k.strip() for k in value):
+            raise ValueError("a keyword is empty (it would match every story)")
+        return value
+
     @field_validator("patterns")
     @classmethod
     def _compiles(cls, value: list[str]) -> list[str]:

@@ -36,14 +36,17 @@ class TopicMatch:
     also_matched: tuple[tuple[str, int], ...] = ()  # (topic, score) of the runners-up, best first
 
 
+def _phrase(keyword: str) -> str:
+    """A keyword as a pattern: literal, except that any run of spaces matches any whitespace."""
+    return r"\s+".join(re.escape(word) for word in keyword.split())
+
+
 def compile_rules(topics: Sequence[TopicConfig]) -> tuple[TopicRule, ...]:
     """Compile keywords as case-insensitive whole-word patterns (`EV` matches "EV maker", not "every")."""
     return tuple(
         TopicRule(
             name=t.name,
-            keywords=tuple(
-                (k, re.compile(rf"(?<!\w){re.escape(k)}(?!\w)", re.IGNORECASE)) for k in t.keywords
-            ),
+            keywords=tuple((k, re.compile(rf"(?<!\w){_phrase(k)}(?!\w)", re.IGNORECASE)) for k in t.keywords),
             patterns=tuple((p, re.compile(p, re.IGNORECASE)) for p in t.patterns),
         )
         for t in topics
