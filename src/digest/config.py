@@ -57,7 +57,15 @@ class Settings(BaseSettings):
     base_url: str = "http://127.0.0.1:8000"
     timezone: str = "UTC"
     send_time: time = time(7, 0)
-    unsubscribe_mailto: str | None = None
+    unsubscribe_mailto: str | None = Field(default=None, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+    unsubscribe_mailbox: str | None = None  # maildir:/path or imaps://user@host[:port]/FOLDER
+    unsubscribe_mailbox_password: SecretStr | None = None
+    old_secret_keys: SecretStr | None = None  # comma-separated keys that still verify old links
+    send_rate: float | None = Field(default=None, gt=0)  # messages per second, all lanes together
+    send_concurrency: int = Field(default=1, ge=1, le=32)  # parallel connections or requests
+    sendgrid_timeout: float = Field(default=30.0, gt=0)
+    sendgrid_webhook_public_key: str | None = None  # base64 DER or PEM, from the Event Webhook page
+    sendgrid_webhook_max_age: int = Field(default=600, ge=1)  # replay window, seconds
     # Schedule and sign-up (issue 6). Lateness stays under a day: a later edition supersedes.
     collect_every_minutes: int = Field(default=60, ge=5, le=24 * 60)
     max_lateness_hours: float = Field(default=6.0, gt=0, le=23)
@@ -124,6 +132,23 @@ def load_settings(**overrides: Any) -> Settings:
         if not field:  # model-level checks already name the variable
             raise SettingsError(message) from e
         raise SettingsError(f"{_env_name(field)}: {message}") from e
+
+
+def signing_keys(settings: Settings) -> list[str]:
+    """Every key that verifies links, oldest first; the last one (the current key) signs."""
+    old = settings.old_secret_keys.get_secret_value() if settings.old_secret_keys else ""
+    return [k.strip() for k in old.split(",") if k.strip()] + [resolve_secret_key(settings)]
+
+
+def startup_warnings(settings: Settings) -> list[str]:
+    """Settings that work but hurt delivery; the CLI prints them when a send or the web app starts."""
+    warnings = []
+    if not settings.base_url.startswith("https://"):
+        warnings.append(
+            f"DIGEST_BASE_URL={settings.base_url} is not https: mailbox providers only offer "
+            "one-click unsubscribe (RFC 8058) for https links"
+        )
+    return warnings
 
 
 def resolve_secret_key(settings: Settings) -> str:

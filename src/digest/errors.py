@@ -43,3 +43,11 @@ class TokenError(DigestError):
 
 class NotYetAvailable(DigestError):
     """Raised by a command whose capability is not built yet (names what is missing)."""
+
+
+class TransportUnavailable(DeliveryError):
+    """Raised when a transport cannot send anything (server unreachable): the send stops."""
+
+
+class WebhookError(DigestError):
+    """Raised when a provider webhook request is unsigned, badly signed, stale or malformed."""

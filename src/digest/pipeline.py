@@ -5,7 +5,8 @@ app call these functions and nothing deeper.
 """
 
 import logging
-from collections.abc import Callable, Iterable
+import secrets
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 
@@ -14,7 +15,7 @@ import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
 from digest import compose, render, topics
-from digest.config import Newsletter, Settings, resolve_secret_key
+from digest.config import Newsletter, Settings, signing_keys
 from digest.db import queries
 from digest.db.engine import session_scope
 from digest.db.models import (
@@ -28,13 +29,15 @@ from digest.db.models import (
 )
 from digest.db.models import Edition as EditionRow
 from digest.deliver import ledger
-from digest.deliver.base import OutgoingMessage, SendResult, Transport
-from digest.deliver.message import list_headers, new_message_id, to_bytes
+from digest.deliver.base import MessageContent, OutgoingMessage, SendResult, Transport
+from digest.deliver.lock import send_lock
+from digest.deliver.message import new_message_id, to_bytes, unsubscribe_mailto
+from digest.deliver.sender import Call, RateLimiter, batches, dispatch
 from digest.sources.clean import plain_text
 from digest.sources.collect import SourceResult
 from digest.sources.collect import collect as collect_sources
 from digest.sources.fetch import FetchOptions
-from digest.subscribers import get_subscriber, record_event, topics_of
+from digest.subscribers import get_subscriber, record_event, resume_paused, topics_of
 from digest.tokens import LinkToken, TokenSigner
 
 log = logging.getLogger(__name__)
@@ -277,6 +280,7 @@ class Renderer:
     _cache: dict[tuple[date, frozenset[str]], tuple[compose.Edition, render.RenderedDigest]] = field(
         default_factory=dict
     )
+    _contents: dict[int, tuple[render.RenderedDigest, MessageContent]] = field(default_factory=dict)
 
     def digest_for(
         self, edition: compose.Edition, chosen: frozenset[str]
@@ -312,6 +316,24 @@ class Renderer:
         base = self.settings.base_url
         return f"{base}/unsubscribe/{token}", f"{base}/preferences/{token}"
 
+    def content_for(self, rendered: render.RenderedDigest) -> MessageContent:
+        """The shared part of every message of one rendered digest (made once, reused)."""
+        hit = self._contents.get(id(rendered))
+        if hit is None or hit[0] is not rendered:
+            info = self.newsletter.newsletter
+            content = MessageContent(
+                key=secrets.token_hex(8),
+                from_email=info.from_email,
+                from_name=info.from_name or info.title,
+                subject=rendered.subject,
+                list_id=f"{info.title} <{_list_id(info.title, info.sender_domain)}>",
+                html=rendered.html,
+                text=rendered.text,
+                reply_to=info.reply_to,
+            )
+            hit = self._contents[id(rendered)] = (rendered, content)
+        return hit[1]
+
     def message(
         self,
         rendered: render.RenderedDigest,
@@ -320,34 +342,27 @@ class Renderer:
         delivery_id: int,
         edition_id: int,
     ) -> OutgoingMessage:
-        """One reader's message: slots filled, List-Unsubscribe set."""
+        """One reader's message: shared content, the reader's slot values and unsubscribe links."""
         assert subscriber.id is not None
         unsubscribe_url, preferences_url = self.links(subscriber.id, edition_id)
-        values = render.personal_values(
-            email=subscriber.email,
-            name=subscriber.name,
-            unsubscribe_url=unsubscribe_url,
-            preferences_url=preferences_url,
-        )
-        info = self.newsletter.newsletter
+        mailbox = self.settings.unsubscribe_mailto
         return OutgoingMessage(
             delivery_id=delivery_id,
             subscriber_id=subscriber.id,
             edition_id=edition_id,
             to_email=subscriber.email,
             to_name=subscriber.name,
-            from_email=info.from_email,
-            from_name=info.from_name or info.title,
-            subject=rendered.subject,
-            html=rendered.html.fill(values),
-            text=rendered.text.fill(values),
-            message_id=new_message_id(info.sender_domain),
-            headers=list_headers(
+            content=self.content_for(rendered),
+            values=render.personal_values(
+                email=subscriber.email,
+                name=subscriber.name,
                 unsubscribe_url=unsubscribe_url,
-                list_id=f"{info.title} <{_list_id(info.title, info.sender_domain)}>",
-                reply_to=info.reply_to,
-                mailto=self.settings.unsubscribe_mailto,
-                token=unsubscribe_url.rsplit("/", 1)[1],
+                preferences_url=preferences_url,
+            ),
+            message_id=new_message_id(self.newsletter.newsletter.sender_domain),
+            unsubscribe_url=unsubscribe_url,
+            unsubscribe_mailto=(
+                unsubscribe_mailto(mailbox, unsubscribe_url.rsplit("/", 1)[1]) if mailbox else None
             ),
         )
 
@@ -368,7 +383,7 @@ def make_renderer(settings: Settings, newsletter: Newsletter) -> Renderer:
         settings=settings,
         newsletter=newsletter,
         env=env,
-        signer=TokenSigner([resolve_secret_key(settings)]),
+        signer=TokenSigner(signing_keys(settings)),
     )
 
 
@@ -413,111 +428,162 @@ def send_edition(
     renderer: Renderer | None = None,
     resend_unknown: bool = False,
     batch_size: int = BATCH_SIZE,
-    audience: sa.ColumnElement[bool] | None = None,
-    should_stop: Callable[[], bool] | None = None,
+    lanes: Sequence[Transport] = (),
+    limiter: RateLimiter | None = None,
 ) -> SendReport:
     """Build (or load) the edition and send it to every active subscriber who has not had it.
 
-    `audience` narrows who is sent to now (the scheduler sends one time zone at a time);
-    `should_stop` is asked between batches (SIGTERM: finish the batch in hand, then stop).
+    Exactly once: one ledger row per (edition, subscriber); a row is marked `sending` (committed)
+    just before its transport call and gets the answer just after, so a crash leaves only the
+    in-flight call's rows unknown. `lanes` (default: just `transport`) are parallel connections.
+    Raises TransportUnavailable, after recording what was done, when the server is unreachable.
     """
     renderer = renderer or make_renderer(settings, newsletter)
-    now = clock()
-    with session_scope(engine) as session:
-        row, edition = build_edition(newsletter, session=session, edition_date=edition_date, now=now)
-        assert row.id is not None
-        edition_id = row.id
-        interrupted = ledger.mark_interrupted(edition_id, session=session, now=now)
-        if interrupted:
-            log.warning(
-                "edition=%s: %d message(s) were in flight during a crash: unknown",
-                edition_date,
-                interrupted,
-            )
-        if resend_unknown:
-            ledger.requeue_unknown(edition_id, session=session, now=now)
-        ledger.ensure_deliveries(edition_id, session=session, now=now, audience=audience)
-    # Render every distinct copy before the first claim: a template error stops the send with
-    # nothing claimed (issue 4), whichever topic set would have hit it.
-    with session_scope(engine) as session:
-        renderer.prepare(edition, active_topic_sets(session=session))
-
-    totals = {"sent": 0, "failed": 0, "retry": 0, "skipped": 0}
-    failures: list[str] = []
-    started = clock()
-    while not (should_stop is not None and should_stop()):
+    lanes = list(lanes) or [transport]
+    limiter = limiter or RateLimiter(settings.send_rate)
+    with send_lock(engine):
         now = clock()
         with session_scope(engine) as session:
-            # Rows that fail transiently in this run wait for the next run, not the next batch.
-            batch = ledger.claim_batch(
-                edition_id,
-                session=session,
-                now=now,
-                size=batch_size,
-                not_claimed_since=started,
-                audience=audience,
-            )
-        if not batch:
-            break
-        messages, skipped = [], []
-        emails = {}
-        for delivery, subscriber in batch:
-            assert delivery.id is not None
-            if subscriber.status != SubscriberStatus.ACTIVE:
-                skipped.append((delivery.id, f"subscriber is {subscriber.status}"))
-                continue
-            copy, rendered = renderer.digest_for(edition, topics_of(subscriber))
-            if copy.story_count == 0:
-                skipped.append((delivery.id, "no new stories in their topics"))
-                continue
-            emails[delivery.id] = subscriber
-            messages.append(
-                renderer.message(
-                    rendered, subscriber=subscriber, delivery_id=delivery.id, edition_id=edition_id
+            row, edition = build_edition(newsletter, session=session, edition_date=edition_date, now=now)
+            assert row.id is not None
+            edition_id = row.id
+            resume_paused(session=session, now=now)
+            interrupted = ledger.mark_interrupted(edition_id, session=session, now=now)
+            if interrupted:
+                log.warning(
+                    "edition=%s: %d message(s) were in flight during a crash: unknown "
+                    "(digest send --resend-unknown sends them)",
+                    edition_date,
+                    interrupted,
                 )
-            )
-        results: list[SendResult] = transport.send(messages) if messages else []
-        now = clock()
+            if resend_unknown:
+                ledger.requeue_unknown(edition_id, session=session, now=now)
+            ledger.ensure_deliveries(edition_id, session=session, now=now)
+        # Render every distinct copy before the first claim: a template error stops the send with
+        # nothing claimed (issue 4), whichever topic set would have hit it.
         with session_scope(engine) as session:
-            ledger.record_results(results, session=session, now=now)
-            for reason in {r for _, r in skipped}:
-                ledger.skip([d for d, r in skipped if r == reason], reason, session=session, now=now)
-            for result in results:
-                if result.ok:
-                    totals["sent"] += 1
-                    continue
-                subscriber = emails[result.delivery_id]
-                failures.append(f"{subscriber.email}: {result.error}")
-                if result.permanent:
-                    totals["failed"] += 1
-                    _suppress_bounced(session, subscriber, result, edition_id=edition_id, now=now)
-                else:
-                    totals["retry"] += 1
-        totals["skipped"] += len(skipped)
-    with session_scope(engine) as session:
-        counts = ledger.counts(edition_id, session=session)
-        edition_row = session.get(EditionRow, edition_id)
-        if edition_row is not None and edition_row.sent_at is None:
-            edition_row.sent_at = clock()
-            session.add(edition_row)
-    transport.close()
+            renderer.prepare(edition, active_topic_sets(session=session))
+        journal = _Journal(engine=engine, clock=clock)
+        messages = _messages(
+            engine,
+            renderer,
+            edition,
+            edition_id=edition_id,
+            clock=clock,
+            batch_size=batch_size,
+            journal=journal,
+        )
+        try:
+            dispatch(batches(messages, lanes[0].max_batch), lanes=lanes, journal=journal, limiter=limiter)
+        finally:
+            for lane in lanes:
+                lane.close()
+        with session_scope(engine) as session:
+            counts = ledger.counts(edition_id, session=session)
+            edition_row = session.get(EditionRow, edition_id)
+            if edition_row is not None and edition_row.sent_at is None:
+                edition_row.sent_at = clock()
+                session.add(edition_row)
     return SendReport(
         edition_date=edition_date,
         story_count=edition.story_count,
+        sent=journal.sent,
+        failed=journal.failed,
+        retry=journal.retry,
+        skipped=journal.skipped,
         unknown=counts[DeliveryStatus.UNKNOWN],
-        failures=tuple(failures),
-        **totals,
+        failures=tuple(journal.failures),
     )
 
 
+def _messages(
+    engine: sa.Engine,
+    renderer: Renderer,
+    edition: compose.Edition,
+    *,
+    edition_id: int,
+    clock: Clock,
+    batch_size: int,
+    journal: "_Journal",
+) -> Iterator[OutgoingMessage]:
+    """Every message still to send, reading the ledger in id order; skips are recorded here."""
+    after_id = 0
+    while True:
+        with session_scope(engine) as session:
+            rows = ledger.sendable_rows(edition_id, session=session, after_id=after_id, size=batch_size)
+            skipped: dict[str, list[int]] = {}
+            messages = []
+            for delivery, subscriber in rows:
+                assert delivery.id is not None
+                after_id = delivery.id
+                if subscriber.status != SubscriberStatus.ACTIVE:
+                    # Unsubscribed, bounced, complained or paused since the edition was built.
+                    skipped.setdefault(f"subscriber is {subscriber.status}", []).append(delivery.id)
+                    continue
+                copy, rendered = renderer.digest_for(edition, topics_of(subscriber))
+                if copy.story_count == 0:
+                    skipped.setdefault("no new stories in their topics", []).append(delivery.id)
+                    continue
+                messages.append(
+                    renderer.message(
+                        rendered, subscriber=subscriber, delivery_id=delivery.id, edition_id=edition_id
+                    )
+                )
+            now = clock()
+            for reason, ids in skipped.items():
+                ledger.skip(ids, reason, session=session, now=now)
+                journal.skipped += len(ids)
+        if not rows:
+            return
+        yield from messages
+
+
+@dataclass
+class _Journal:
+    """Writes the ledger around each transport call (see deliver/sender.py) and keeps the tally."""
+
+    engine: sa.Engine
+    clock: Clock
+    sent: int = 0
+    failed: int = 0
+    retry: int = 0
+    skipped: int = 0
+    failures: list[str] = field(default_factory=list)
+
+    def step(self, done: Sequence[Call], claim: Sequence[OutgoingMessage]) -> None:
+        """Record finished calls and mark the next call `sending`, in one transaction."""
+        if not done and not claim:
+            return
+        now = self.clock()
+        with session_scope(self.engine) as session:
+            for batch, results in done:
+                ledger.record_results(results, session=session, now=now)
+                by_id = {m.delivery_id: m for m in batch}
+                for result in results:
+                    if result.ok:
+                        self.sent += 1
+                        continue
+                    message = by_id[result.delivery_id]
+                    self.failures.append(f"{message.to_email}: {result.error}")
+                    if result.permanent:
+                        self.failed += 1
+                    else:
+                        self.retry += 1
+                    if result.bounce:
+                        _suppress_bounced(session, message, result, now=now)
+            ledger.mark_sending([m.delivery_id for m in claim], session=session, now=now)
+
+
 def _suppress_bounced(
-    session: Session, subscriber: Subscriber, result: SendResult, *, edition_id: int, now: datetime
+    session: Session, message: OutgoingMessage, result: SendResult, *, now: datetime
 ) -> None:
-    fresh = session.get(Subscriber, subscriber.id)
+    fresh = session.get(Subscriber, message.subscriber_id)
     if fresh is not None and fresh.status == SubscriberStatus.ACTIVE:
         fresh.status, fresh.updated_at = SubscriberStatus.BOUNCED, now
         session.add(fresh)
-        record_event(session, fresh, "bounce", "bounce", now=now, edition_id=edition_id, detail=result.error)
+        record_event(
+            session, fresh, "bounce", "bounce", now=now, edition_id=message.edition_id, detail=result.error
+        )
 
 
 # --- preview ------------------------------------------------------------------------------

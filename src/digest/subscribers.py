@@ -435,3 +435,70 @@ def remove_subscriber(email: str, *, session: Session) -> None:
         for item in session.exec(select(model).where(model.subscriber_id == row.id)):
             session.delete(item)
     session.delete(row)
+
+
+# --- pause (preferences page) ------------------------------------------------------------------
+
+PAUSE_CHOICES_WEEKS = (1, 2, 4, 8)
+
+
+def pause(
+    subscriber: Subscriber,
+    *,
+    session: Session,
+    now: datetime,
+    until: datetime,
+    method: str = "preferences",
+    edition_id: int | None = None,
+    user_agent: str | None = None,
+    ip: str | None = None,
+) -> None:
+    """Stop editions until `until`; the first send after that date resumes them."""
+    if subscriber.status not in (SubscriberStatus.ACTIVE, SubscriberStatus.PAUSED):
+        raise SubscriberError(f"{subscriber.email} is {subscriber.status}: nothing to pause")
+    subscriber.status, subscriber.paused_until, subscriber.updated_at = SubscriberStatus.PAUSED, until, now
+    session.add(subscriber)
+    record_event(
+        session,
+        subscriber,
+        "pause",
+        method,
+        now=now,
+        edition_id=edition_id,
+        user_agent=user_agent,
+        ip=ip,
+        detail=f"until {until.date().isoformat()}",
+    )
+
+
+def resume(
+    subscriber: Subscriber,
+    *,
+    session: Session,
+    now: datetime,
+    method: str,
+    edition_id: int | None = None,
+    user_agent: str | None = None,
+    ip: str | None = None,
+) -> bool:
+    """End a pause now; True when this call changed the status."""
+    if subscriber.status != SubscriberStatus.PAUSED:
+        return False
+    subscriber.status, subscriber.paused_until, subscriber.updated_at = SubscriberStatus.ACTIVE, None, now
+    session.add(subscriber)
+    record_event(
+        session, subscriber, "resume", method, now=now, edition_id=edition_id, user_agent=user_agent, ip=ip
+    )
+    return True
+
+
+def resume_paused(*, session: Session, now: datetime) -> int:
+    """Reactivate everyone whose pause has ended (called before each send)."""
+    due = session.exec(
+        select(Subscriber).where(
+            Subscriber.status == SubscriberStatus.PAUSED, col(Subscriber.paused_until) <= now
+        )
+    ).all()
+    for subscriber in due:
+        resume(subscriber, session=session, now=now, method="schedule")
+    return len(due)

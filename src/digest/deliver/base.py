@@ -1,26 +1,67 @@
 """The transport interface and the values that cross it."""
 
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Protocol
+
+from digest.render import BodyTemplate
+
+ONE_CLICK = "List-Unsubscribe=One-Click"  # the exact List-Unsubscribe-Post value (RFC 8058 §3.1)
+
+
+@dataclass(frozen=True, slots=True)
+class MessageContent:
+    """What every reader of one distinct digest shares: sender, subject, both bodies with slots.
+
+    `key` identifies the content: transports encode it once (MIME, SendGrid content) and reuse it.
+    """
+
+    key: str
+    from_email: str
+    from_name: str
+    subject: str
+    list_id: str  # the full List-Id value, e.g. "Daily Digest <daily-digest.example.com>"
+    html: BodyTemplate
+    text: BodyTemplate
+    reply_to: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class OutgoingMessage:
-    """One message to one subscriber, with everything any transport needs."""
+    """One message to one subscriber: shared content plus this reader's values."""
 
     delivery_id: int
     subscriber_id: int
     edition_id: int
     to_email: str
     to_name: str
-    from_email: str
-    from_name: str
-    subject: str
-    html: str
-    text: str
+    content: MessageContent
+    values: Mapping[str, str]  # slot name -> this reader's value (render.personal_values)
     message_id: str  # with angle brackets
-    headers: dict[str, str] = field(default_factory=dict)  # List-*, Reply-To, ...
+    unsubscribe_url: str
+    unsubscribe_mailto: str | None = None  # a full mailto: URL carrying the token, or None
+
+    @property
+    def subject(self) -> str:
+        """The subject line (shared by every reader of the content)."""
+        return self.content.subject
+
+    @property
+    def html(self) -> str:
+        """This reader's HTML part (built on demand: the hot path never needs it)."""
+        return self.content.html.fill(self.values)
+
+    @property
+    def text(self) -> str:
+        """This reader's text part."""
+        return self.content.text.fill(self.values)
+
+    @property
+    def list_unsubscribe(self) -> str:
+        """The List-Unsubscribe value: the https URL first, then the mailto (RFC 2369, RFC 8058)."""
+        if self.unsubscribe_mailto:
+            return f"<{self.unsubscribe_url}>, <{self.unsubscribe_mailto}>"
+        return f"<{self.unsubscribe_url}>"
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,15 +70,24 @@ class SendResult:
 
     delivery_id: int
     ok: bool
-    permanent: bool = False  # a failure that retrying will not fix (5xx, bad address)
+    permanent: bool = False  # a failure that retrying will not fix
     error: str | None = None
     provider_id: str | None = None
+    bounce: bool = False  # the server refused the address itself (suppress the subscriber)
+    attempts: int = 1  # tries made by the transport for this message in this call
 
 
 class Transport(Protocol):
-    """Sends messages and answers per message; expected failures are results, not exceptions."""
+    """Sends messages and answers per message; expected failures are results, not exceptions.
+
+    `max_batch` is how many messages one `send` call may carry: the ledger marks exactly that
+    many rows `sending` at a time, so a crash leaves at most one call's messages unknown.
+    A transport raises `TransportUnavailable` only when it cannot send anything at all (the
+    server is unreachable); the send stops and nothing of that call counts as sent.
+    """
 
     name: str
+    max_batch: int
 
     def send(self, messages: Sequence[OutgoingMessage]) -> list[SendResult]:
         """Send a batch; one result per message, in order."""
@@ -46,3 +96,8 @@ class Transport(Protocol):
     def close(self) -> None:
         """Release connections."""
         ...
+
+
+def slot_values(values: Mapping[str, str], body: BodyTemplate) -> list[str]:
+    """The reader's values in the order a body's slots need them."""
+    return [values[s] for s in body.slots]

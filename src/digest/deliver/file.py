@@ -6,19 +6,24 @@ from datetime import datetime
 from pathlib import Path
 
 from digest.deliver.base import OutgoingMessage, SendResult
-from digest.deliver.message import to_bytes
+from digest.deliver.message import MessageEncoder
 
 log = logging.getLogger(__name__)
 
 
 class FileTransport:
-    """Writes `<outbox>/<edition id>/<delivery id>-<address>.eml` atomically."""
+    """Writes `<outbox>/edition-<id>/<delivery id>-<address>.eml` atomically (write, then rename)."""
 
     name = "file"
+    max_batch = 1  # like SMTP: a crash leaves at most one message unknown
 
-    def __init__(self, outbox: Path, *, clock: Callable[[], datetime]) -> None:
+    def __init__(
+        self, outbox: Path, *, clock: Callable[[], datetime], encoder: MessageEncoder | None = None
+    ) -> None:
         self.outbox = outbox
         self.clock = clock
+        self.encoder = encoder or MessageEncoder()
+        self._dirs: set[Path] = set()
 
     def path_for(self, message: OutgoingMessage) -> Path:
         """Where a message is written; stable, so a resend overwrites rather than duplicates."""
@@ -32,9 +37,11 @@ class FileTransport:
         for message in messages:
             path = self.path_for(message)
             try:
-                path.parent.mkdir(parents=True, exist_ok=True)
+                if path.parent not in self._dirs:
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    self._dirs.add(path.parent)
                 tmp = path.with_suffix(".tmp")
-                tmp.write_bytes(to_bytes(message, now=now))
+                tmp.write_bytes(self.encoder.to_bytes(message, now=now))
                 tmp.replace(path)
                 results.append(SendResult(message.delivery_id, ok=True, provider_id=str(path)))
             except OSError as e:

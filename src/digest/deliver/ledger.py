@@ -63,34 +63,32 @@ def requeue_unknown(edition_id: int, *, session: Session, now: datetime) -> int:
     return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
 
-def claim_batch(
-    edition_id: int,
-    *,
-    session: Session,
-    now: datetime,
-    size: int,
-    not_claimed_since: datetime,
-    audience: sa.ColumnElement[bool] | None = None,
+def sendable_rows(
+    edition_id: int, *, session: Session, after_id: int, size: int
 ) -> list[tuple[Delivery, Subscriber]]:
-    """Take up to `size` sendable rows not tried since `not_claimed_since` and mark them `sending`.
+    """The next `size` rows still to send (pending or retry), in id order after `after_id`.
 
-    The caller commits before sending, so a crash leaves the rows visibly in flight.
+    Reading marks nothing: a row becomes `sending` only when its message is handed to the
+    transport (`mark_sending`), so a crash leaves exactly the in-flight rows unknown.
     """
-    rows = list(
+    return list(
         session.exec(
             select(Delivery, Subscriber)
             .join(Subscriber, col(Delivery.subscriber_id) == col(Subscriber.id))
             .where(col(Delivery.edition_id) == edition_id, col(Delivery.status).in_(SENDABLE))
-            .where(sa.or_(col(Delivery.claimed_at).is_(None), col(Delivery.claimed_at) < not_claimed_since))
-            .where(audience if audience is not None else sa.true())  # e.g. one time zone (scheduler)
+            .where(col(Delivery.id) > after_id)
             .order_by(col(Delivery.id))
             .limit(size)
         )
     )
-    if rows:
+
+
+def mark_sending(delivery_ids: Sequence[int], *, session: Session, now: datetime) -> None:
+    """Mark rows as handed to the transport; the caller commits before sending them."""
+    if delivery_ids:
         session.execute(
             sa.update(Delivery)
-            .where(col(Delivery.id).in_([d.id for d, _ in rows]))
+            .where(col(Delivery.id).in_(list(delivery_ids)))
             .values(
                 status=DeliveryStatus.SENDING.value,
                 claimed_at=now,
@@ -98,7 +96,13 @@ def claim_batch(
                 attempts=col(Delivery.attempts) + 1,
             )
         )
-    return rows
+
+
+def status_for(result: SendResult) -> DeliveryStatus:
+    """The ledger status a transport answer leads to."""
+    if result.ok:
+        return DeliveryStatus.SENT
+    return DeliveryStatus.FAILED if result.permanent else DeliveryStatus.RETRY
 
 
 def record_results(results: Sequence[SendResult], *, session: Session, now: datetime) -> None:
@@ -110,13 +114,7 @@ def record_results(results: Sequence[SendResult], *, session: Session, now: date
         [
             {
                 "id": r.delivery_id,
-                "status": (
-                    DeliveryStatus.SENT
-                    if r.ok
-                    else DeliveryStatus.FAILED
-                    if r.permanent
-                    else DeliveryStatus.RETRY
-                ).value,
+                "status": status_for(r).value,
                 "error": r.error,
                 "message_id": r.provider_id,
                 "sent_at": now if r.ok else None,

@@ -1,78 +1,197 @@
-"""The SendGrid transport: the official library against DIGEST_SENDGRID_HOST."""
+"""The SendGrid transport: the official library against DIGEST_SENDGRID_HOST, 1000 readers a call.
 
+One request carries one content and up to 1000 personalizations (SendGrid's limit), each with
+its own List-Unsubscribe headers, Message-ID, `custom_args` tying webhook events to (edition,
+subscriber), and `substitutions` filling the reader's slots in both parts. SendGrid's own
+subscription tracking is off: our endpoint handles unsubscribes. 429 waits for
+X-RateLimit-Reset; 5xx and timeouts are retried with jittered backoff; other 4xx are permanent.
+"""
+
+import html
 import json
 import logging
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from typing import Any
-from urllib.error import HTTPError, URLError
+from urllib.error import URLError
 
+from python_http_client.exceptions import HTTPError
 from sendgrid import SendGridAPIClient
 
-from digest.deliver.base import OutgoingMessage, SendResult
+from digest.deliver.base import ONE_CLICK, MessageContent, OutgoingMessage, SendResult
+from digest.deliver.smtp import backoff
+from digest.errors import TransportUnavailable
+from digest.render import BodyTemplate
 
 log = logging.getLogger(__name__)
 
+MAX_PERSONALIZATIONS = 1000  # per request (SendGrid mail send limits)
 REQUEST_TIMEOUT = 30.0  # the library has none by default
+ATTEMPTS = 5
+BACKOFF_BASE = 2.0
+MAX_RATE_LIMIT_WAIT = 300.0  # never sleep longer than this on one 429
 
 
-def mail_body(message: OutgoingMessage) -> dict[str, Any]:
-    """The /v3/mail/send request body for one message (our unsubscribe, not SendGrid's)."""
-    personalization: dict[str, Any] = {
-        "to": [{"email": message.to_email, **({"name": message.to_name} if message.to_name else {})}],
+def _tag(slot: str, part: str, key: str) -> str:
+    # The content key is a random nonce: feed text cannot forge a tag it cannot guess.
+    return f"%{slot}.{part}.{key}%"
+
+
+def _tagged(body: BodyTemplate, part: str, key: str) -> str:
+    out = [body.chunks[0]]
+    for slot, chunk in zip(body.slots, body.chunks[1:], strict=True):
+        out.append(_tag(slot, part, key))
+        out.append(chunk)
+    return "".join(out)
+
+
+def _substitutions(message: OutgoingMessage) -> dict[str, str]:
+    content = message.content
+    subs: dict[str, str] = {}
+    for part, body in (("t", content.text), ("h", content.html)):
+        for slot in body.slots:
+            value = message.values[slot]
+            subs[_tag(slot, part, content.key)] = html.escape(value) if body.escape else value
+    return subs
+
+
+def personalization(message: OutgoingMessage) -> dict[str, Any]:
+    """One reader's envelope: address, own headers, custom_args and slot values."""
+    to: dict[str, str] = {"email": message.to_email}
+    if message.to_name:
+        to["name"] = message.to_name
+    return {
+        "to": [to],
+        # substitutions never reach headers, so the per-reader headers go here (STANDARDS.md)
+        "headers": {
+            "List-Unsubscribe": message.list_unsubscribe,
+            "List-Unsubscribe-Post": ONE_CLICK,
+            "Message-ID": message.message_id,
+        },
+        # ids only, no personal data: they come back in every webhook event
         "custom_args": {
             "digest_edition": str(message.edition_id),
             "digest_subscriber": str(message.subscriber_id),
+            "digest_delivery": str(message.delivery_id),
         },
-        "headers": {k: v for k, v in message.headers.items() if k != "Reply-To"},
+        "substitutions": _substitutions(message),
     }
+
+
+def mail_body(messages: Sequence[OutgoingMessage]) -> dict[str, Any]:
+    """The /v3/mail/send request body for up to 1000 readers of one content."""
+    if not messages or len(messages) > MAX_PERSONALIZATIONS:
+        raise ValueError(f"a SendGrid request carries 1 to {MAX_PERSONALIZATIONS} messages")
+    content: MessageContent = messages[0].content
+    if any(m.content.key != content.key for m in messages):
+        raise ValueError("a SendGrid request carries one content")
     body: dict[str, Any] = {
-        "personalizations": [personalization],
-        "from": {"email": message.from_email, "name": message.from_name},
-        "subject": message.subject,
+        "personalizations": [personalization(m) for m in messages],
+        "from": {"email": content.from_email, "name": content.from_name},
+        "subject": content.subject,
         "content": [
-            {"type": "text/plain", "value": message.text},
-            {"type": "text/html", "value": message.html},
+            {"type": "text/plain", "value": _tagged(content.text, "t", content.key)},
+            {"type": "text/html", "value": _tagged(content.html, "h", content.key)},
         ],
+        "headers": {"List-Id": content.list_id},
         "tracking_settings": {"subscription_tracking": {"enable": False}},
     }
-    if "Reply-To" in message.headers:
-        body["reply_to"] = {"email": message.headers["Reply-To"]}
+    if content.reply_to:
+        body["reply_to"] = {"email": content.reply_to}
     return body
 
 
 class SendGridTransport:
-    """Posts each message to /v3/mail/send; 4xx other than 429 are permanent failures."""
+    """Posts one request per call of up to 1000 readers; answers per reader."""
 
     name = "sendgrid"
+    max_batch = MAX_PERSONALIZATIONS  # a crash leaves at most one request's readers unknown
 
-    def __init__(self, api_key: str, *, host: str) -> None:
+    def __init__(
+        self,
+        api_key: str,
+        *,
+        host: str,
+        timeout: float = REQUEST_TIMEOUT,
+        attempts: int = ATTEMPTS,
+        backoff_base: float = BACKOFF_BASE,
+        sleep: Callable[[float], None] = time.sleep,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
         self.client = SendGridAPIClient(api_key=api_key, host=host)
-        self.client.client.timeout = REQUEST_TIMEOUT
+        self.client.client.timeout = timeout
+        self.host = host
+        self.attempts = attempts
+        self.backoff_base = backoff_base
+        self.sleep = sleep
+        self.wall_clock = wall_clock
+        self.requests = 0  # requests made (tests count them)
 
     def send(self, messages: Sequence[OutgoingMessage]) -> list[SendResult]:
-        """One request per message."""
-        return [self._send_one(m) for m in messages]
+        """One request for the batch (retried as the rules say); the same answer for each reader."""
+        if not messages:
+            return []
+        body = mail_body(messages)
+        error = ""
+        unreachable = 0
+        for attempt in range(1, self.attempts + 1):
+            self.requests += 1
+            try:
+                response = self.client.client.mail.send.post(request_body=body)
+            except HTTPError as e:
+                status = int(e.status_code)
+                error = f"SendGrid HTTP {status}: {_error_text(e.body)}"
+                if status == 429:
+                    wait = self._rate_limit_wait(e.headers, attempt)
+                    log.warning("sendgrid rate limited; waiting %.1f s", wait)
+                    self.sleep(wait)
+                    continue
+                if status < 500:
+                    log.warning("sendgrid refused request recipients=%d error=%s", len(messages), error)
+                    return [_result(m, ok=False, permanent=True, error=error) for m in messages]
+            except (TimeoutError, URLError, OSError) as e:
+                reason = getattr(e, "reason", e)
+                error = f"SendGrid {self.host} unreachable: {reason}"
+                if not isinstance(reason, TimeoutError):
+                    unreachable += 1
+            else:
+                headers = response.headers
+                provider_id = headers.get("X-Message-Id") if headers is not None else None
+                return [_result(m, ok=True, provider_id=provider_id) for m in messages]
+            if attempt < self.attempts:
+                self.sleep(backoff(attempt, base=self.backoff_base))
+        if unreachable == self.attempts:
+            raise TransportUnavailable(error)
+        error = f"{error} (after {self.attempts} attempts)"
+        return [_result(m, ok=False, error=error) for m in messages]
 
-    def _send_one(self, message: OutgoingMessage) -> SendResult:
+    def _rate_limit_wait(self, headers: Any, attempt: int) -> float:
+        """Seconds until X-RateLimit-Reset (a Unix time), or the backoff when it is missing."""
+        raw = headers.get("X-RateLimit-Reset") if headers is not None else None
         try:
-            response = self.client.client.mail.send.post(request_body=mail_body(message))
-        except HTTPError as e:
-            status = e.code
-            detail = _error_text(getattr(e, "body", b""))
-            permanent = 400 <= status < 500 and status != 429
-            return SendResult(message.delivery_id, False, permanent, f"SendGrid HTTP {status}: {detail}")
-        except (URLError, TimeoutError, OSError) as e:
-            return SendResult(message.delivery_id, False, False, f"SendGrid unreachable: {e}")
-        provider_id = response.headers.get("X-Message-Id") if response.headers else None
-        return SendResult(message.delivery_id, True, provider_id=provider_id)
+            reset = float(str(raw))
+        except (TypeError, ValueError):
+            return backoff(attempt, base=self.backoff_base)
+        return min(max(reset - self.wall_clock(), 0.0), MAX_RATE_LIMIT_WAIT)
 
     def close(self) -> None:
         """Nothing to release (urllib opens a connection per request)."""
 
 
-def _error_text(body: bytes | str) -> str:
+def _result(
+    message: OutgoingMessage,
+    *,
+    ok: bool,
+    permanent: bool = False,
+    error: str | None = None,
+    provider_id: str | None = None,
+) -> SendResult:
+    return SendResult(message.delivery_id, ok=ok, permanent=permanent, error=error, provider_id=provider_id)
+
+
+def _error_text(body: bytes | str | None) -> str:
     try:
-        data = json.loads(body)
+        data = json.loads(body or b"")
         return "; ".join(e.get("message", "") for e in data.get("errors", [])) or str(data)
     except (ValueError, TypeError, AttributeError):
         return str(body)[:200]

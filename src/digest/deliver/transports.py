@@ -24,5 +24,14 @@ def make_transport(settings: Settings, *, clock: Callable[[], datetime]) -> Tran
         )
     if settings.transport == "sendgrid":
         assert settings.sendgrid_api_key is not None  # Settings refuses sendgrid without a key
-        return SendGridTransport(settings.sendgrid_api_key.get_secret_value(), host=settings.sendgrid_host)
+        return SendGridTransport(
+            settings.sendgrid_api_key.get_secret_value(),
+            host=settings.sendgrid_host,
+            timeout=settings.sendgrid_timeout,
+        )
     return FileTransport(settings.outbox_dir, clock=clock)
+
+
+def make_lanes(settings: Settings, *, clock: Callable[[], datetime]) -> list[Transport]:
+    """DIGEST_SEND_CONCURRENCY transports of the configured kind: one connection each."""
+    return [make_transport(settings, clock=clock) for _ in range(settings.send_concurrency)]
