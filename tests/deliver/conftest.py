@@ -1,0 +1,64 @@
+"""A collected demo newsletter with N subscribers, ready to send (SQLite and PostgreSQL)."""
+
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from digest import pipeline
+from digest.config import Newsletter, Settings, load_newsletter, load_settings
+from digest.db.engine import session_scope
+from digest.subscribers import add_subscriber
+
+SECRET = "test-secret-key-0123456789abcdef"
+
+
+@dataclass
+class World:
+    """Everything a send needs, for the fixed clock."""
+
+    settings: Settings
+    newsletter: Newsletter
+    engine: sa.Engine
+    now: datetime
+    emails: list[str]
+
+    def send(self, transport: object, **kwargs: object) -> pipeline.SendReport:
+        """Send today's edition through `transport` with the fixed clock."""
+        return pipeline.send_edition(
+            self.settings,
+            self.newsletter,
+            engine=self.engine,
+            transport=transport,  # type: ignore[arg-type]
+            edition_date=self.now.date(),
+            clock=lambda: self.now,
+            **kwargs,  # type: ignore[arg-type]
+        )
+
+
+def make_world(engine: sa.Engine, demo_dir: Path, now: datetime, count: int, **settings: object) -> World:
+    """Collect the demo feeds and subscribe `count` readers."""
+    config = demo_dir / "digest.toml"
+    s = load_settings(
+        config=config,
+        secret_key=SECRET,
+        base_url="https://digest.example",
+        outbox_dir=demo_dir / "outbox",
+        var_dir=demo_dir / "var",
+        **settings,
+    )
+    newsletter = load_newsletter(config)
+    pipeline.collect(newsletter, engine=engine, now=now)
+    emails = [f"reader{i:03d}@example.com" for i in range(1, count + 1)]
+    with session_scope(engine) as session:
+        for email in emails:
+            add_subscriber(email, session=session, now=now, known_topics=newsletter.topic_names)
+    return World(s, newsletter, engine, now, emails)
+
+
+@pytest.fixture
+def world(engine: sa.Engine, demo_dir: Path, now: datetime) -> World:
+    """The demo newsletter with 12 active subscribers."""
+    return make_world(engine, demo_dir, now, 12)

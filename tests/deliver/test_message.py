@@ -1,0 +1,90 @@
+"""The pre-encoded message builder: valid MIME, every header, both parts exactly as filled."""
+
+from datetime import datetime
+
+import pytest
+
+from digest.deliver.message import EncodedContent, MessageEncoder, to_bytes
+from tests.deliver.builders import content, message, parse, parts
+
+
+def test_headers_are_all_there_and_exact(now: datetime) -> None:
+    msg = parse(to_bytes(message(), now=now))
+    assert msg["From"] == "Daily Digest <news@digest.example>"
+    assert msg["To"] == "Ana <reader1@example.com>"
+    assert msg["Reply-To"] == "editor@digest.example"
+    assert msg["Subject"] == "Daily, Nov 25: Robots win + 3 more"
+    assert msg["Date"].datetime == now
+    assert msg["Message-ID"] == "<1.test@digest.example>"
+    assert msg["List-Id"] == "Daily Digest <daily-digest.digest.example>"
+    token = f"WzEsN10.{'x' * 40}1"
+    assert msg["List-Unsubscribe"] == (
+        f"<https://digest.example/unsubscribe/{token}>, "
+        f"<mailto:unsubscribe@digest.example?subject=unsubscribe%20{token}>"
+    )
+    assert msg["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    assert msg.get_content_type() == "multipart/alternative"
+    assert [p.get_content_type() for p in msg.iter_parts()] == ["text/plain", "text/html"]
+    assert msg.defects == []
+    assert all(not p.defects for p in msg.walk())
+
+
+def test_without_mailto_list_unsubscribe_has_only_the_https_url(now: datetime) -> None:
+    msg = parse(to_bytes(message(mailto=False), now=now))
+    assert msg["List-Unsubscribe"] == f"<https://digest.example/unsubscribe/WzEsN10.{'x' * 40}1>"
+
+
+def test_parts_decode_to_exactly_the_filled_bodies(now: datetime) -> None:
+    m = message()
+    text, html = parts(to_bytes(m, now=now))
+    assert text == m.text.replace("\r\n", "\n")
+    assert html == m.html
+    assert "Hi Ana," in text and "1 Example Street, Springfield" in text and m.unsubscribe_url in text
+    assert f'href="{m.unsubscribe_url}"' in html and "1 Example Street, Springfield" in html
+
+
+def test_html_values_are_escaped_and_text_values_are_not(now: datetime) -> None:
+    m = message(name="Tom & <Jerry>")
+    text, html = parts(to_bytes(m, now=now))
+    assert "Hi Tom & <Jerry>," in text
+    assert "Hi Tom &amp; &lt;Jerry&gt;," in html
+    assert parse(to_bytes(m, now=now))["To"].addresses[0].display_name == "Tom & <Jerry>"
+
+
+def test_non_ascii_name_is_encoded_in_to_and_survives(now: datetime) -> None:
+    m = message(name="Zoë Ångström")
+    data = to_bytes(m, now=now)
+    assert data.isascii()
+    msg = parse(data)
+    assert msg["To"].addresses[0].display_name == "Zoë Ångström"
+    assert parts(data)[0].startswith("Hi Zoë Ångström,")
+
+
+def test_every_line_is_short_and_crlf_terminated(now: datetime) -> None:
+    data = to_bytes(message(), now=now)
+    assert data.endswith(b"\r\n")
+    lines = data.split(b"\r\n")
+    assert b"\n" not in b"".join(lines)
+    body = data.split(b"\r\n\r\n", 1)[1]
+    assert max(len(line) for line in body.split(b"\r\n")) <= 76  # RFC 2045 §6.7 rule 5
+    assert max(len(line) for line in lines) <= 998  # RFC 5322 §2.1.1
+
+
+def test_readers_of_one_content_differ_only_in_their_values(now: datetime) -> None:
+    encoder = MessageEncoder()
+    shared = content()
+    a, b = message(1, of=shared), message(2, of=shared, name="Ben")
+    text_a, _ = parts(encoder.to_bytes(a, now=now))
+    text_b, _ = parts(encoder.to_bytes(b, now=now))
+    assert text_a == a.text and text_b == b.text
+    assert len(encoder._cache) == 1
+
+
+@pytest.mark.parametrize("value", ["", " ", "x" * 300, "a=b", "tab\there", "line\nbreak"])
+def test_awkward_values_round_trip(now: datetime, value: str) -> None:
+    m = message()
+    m = type(m)(**{**{f: getattr(m, f) for f in m.__slots__}, "values": {**m.values, "email": value}})
+    text, html = parts(EncodedContent(m.content).render(m, now=now))
+    expected = value.replace("\n", " ")
+    assert f"You subscribed with {expected}." in text
+    assert text.endswith("1 Example Street, Springfield\n")

@@ -1,0 +1,105 @@
+"""The SMTP transport against a real SMTP server (aiosmtpd on loopback)."""
+
+import socket
+from datetime import datetime
+
+import pytest
+
+from digest.deliver.smtp import SmtpTransport
+from digest.errors import TransportUnavailable
+from tests.deliver.builders import Handler, content, message, parse, parts, smtp_server
+
+
+def transport(port: int, now: datetime, sleeps: list[float]) -> SmtpTransport:
+    return SmtpTransport("127.0.0.1", port, clock=lambda: now, sleep=sleeps.append, timeout=5)
+
+
+def test_every_header_and_both_parts_arrive(now: datetime) -> None:
+    sleeps: list[float] = []
+    m = message()
+    with smtp_server() as (server, handler):
+        t = transport(server.port, now, sleeps)
+        [result] = t.send([m])
+        t.close()
+    assert result.ok and result.attempts == 1
+    [(rcpts, data)] = handler.received
+    assert rcpts == ["reader1@example.com"]
+    msg = parse(data)
+    for name in ("From", "To", "Reply-To", "Subject", "Date", "Message-ID", "List-Id", "List-Unsubscribe"):
+        assert msg[name], name
+    assert msg["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    assert msg["List-Unsubscribe"].startswith(f"<{m.unsubscribe_url}>, <mailto:")
+    assert msg["Message-ID"] == m.message_id
+    assert parts(data) == (m.text, m.html)  # ".leading dot" survived dot-stuffing too
+    assert sleeps == []
+
+
+def test_one_connection_for_many_messages(now: datetime) -> None:
+    shared = content()
+    with smtp_server() as (server, handler):
+        t = transport(server.port, now, [])
+        results = t.send([message(i, of=shared) for i in range(1, 6)])
+        t.close()
+    assert all(r.ok for r in results)
+    assert len(handler.received) == 5
+    assert handler.connections == 1 and t.connections == 1
+
+
+def test_a_451_is_retried_after_a_backoff(now: datetime) -> None:
+    sleeps: list[float] = []
+    handler = Handler(defer_once={"reader1@example.com": "451 4.3.0 try again later"})
+    with smtp_server(handler) as (server, _):
+        t = transport(server.port, now, sleeps)
+        [result] = t.send([message(1)])
+        t.close()
+    assert result.ok and result.attempts == 2
+    assert len(sleeps) == 1 and 0.5 <= sleeps[0] <= 1.5
+    assert handler.copies() == {"reader1@example.com": 1}
+
+
+def test_a_dropped_connection_is_reopened_and_the_message_retried(now: datetime) -> None:
+    sleeps: list[float] = []
+    handler = Handler(drop_once={"reader2@example.com"})
+    shared = content()
+    with smtp_server(handler) as (server, _):
+        t = transport(server.port, now, sleeps)
+        results = t.send([message(i, of=shared) for i in (1, 2, 3)])
+        t.close()
+    assert [r.ok for r in results] == [True, True, True]
+    assert results[1].attempts == 2
+    assert t.connections == 2
+    assert handler.copies() == {f"reader{i}@example.com": 1 for i in (1, 2, 3)}
+
+
+def test_a_550_fails_that_address_only_as_a_bounce(now: datetime) -> None:
+    handler = Handler(refuse={"reader2@example.com": "550 5.1.1 no such user"})
+    shared = content()
+    with smtp_server(handler) as (server, _):
+        t = transport(server.port, now, [])
+        results = t.send([message(i, of=shared) for i in (1, 2, 3)])
+        t.close()
+    assert [r.ok for r in results] == [True, False, True]
+    assert results[1].permanent and results[1].bounce and results[1].attempts == 1
+    assert results[1].error == "550 5.1.1 no such user"
+    assert set(handler.copies()) == {"reader1@example.com", "reader3@example.com"}
+
+
+def test_a_4xx_that_persists_is_a_transient_failure(now: datetime) -> None:
+    sleeps: list[float] = []
+    handler = Handler(refuse={"reader1@example.com": "450 4.2.1 mailbox busy"})
+    with smtp_server(handler) as (server, _):
+        t = transport(server.port, now, sleeps)
+        [result] = t.send([message(1)])
+        t.close()
+    assert not result.ok and not result.permanent and not result.bounce
+    assert result.error == "450 4.2.1 mailbox busy (after 3 attempts)"
+    assert len(sleeps) == 2 and sleeps[1] > sleeps[0] * 0.5
+
+
+def test_an_unreachable_server_raises_transport_unavailable(now: datetime) -> None:
+    with socket.socket() as s:  # a port that is certainly closed: bound, never listening
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        t = transport(port, now, [])
+        with pytest.raises(TransportUnavailable, match="cannot connect"):
+            t.send([message(1)])
