@@ -22,7 +22,7 @@ def content(key: str = "c0ffee", *, subject: str = "Daily, Nov 25: Robots win + 
     html = BodyTemplate(
         chunks=(
             "<html><body><p>",
-            f"</p><p>{LONG_LINE}</p><p>Zoë’s café = 5 € </p><p>You subscribed with ",
+            f"</p><p>{LONG_LINE}</p><p>Zoë's café = 5 € </p><p>You subscribed with ",
             '.</p><a href="',
             '">Unsubscribe</a> <a href="',
             '">Preferences</a><p>1 Example Street, Springfield</p></body></html>\n',
@@ -33,7 +33,7 @@ def content(key: str = "c0ffee", *, subject: str = "Daily, Nov 25: Robots win + 
     text = BodyTemplate(
         chunks=(
             "",
-            f"\n\n{LONG_LINE}\nZoë’s café = 5 € \n.leading dot\nYou subscribed with ",
+            f"\n\n{LONG_LINE}\nZoë's café = 5 € \n.leading dot\nYou subscribed with ",
             ".\nUnsubscribe: ",
             "\nPreferences: ",
             "\n1 Example Street, Springfield\n",
@@ -98,7 +98,8 @@ def parts(data: bytes) -> tuple[str, str]:
     msg = parse(data)
     text = msg.get_body(preferencelist=("plain",))
     html = msg.get_body(preferencelist=("html",))
-    assert text is not None and html is not None
+    assert text is not None
+    assert html is not None
     # Quoted-printable hard line breaks are CRLF on the wire; readers see plain line ends.
     return text.get_content().replace("\r\n", "\n"), html.get_content().replace("\r\n", "\n")
 

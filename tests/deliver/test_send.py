@@ -24,11 +24,13 @@ def statuses(world: World) -> Counter[str]:
 def test_everyone_gets_one_copy_and_a_second_send_sends_nothing(world: World) -> None:
     memory = MemoryTransport()
     report = world.send(memory)
-    assert report.sent == 12 and not report.needs_attention
+    assert report.sent == 12
+    assert not report.needs_attention
     assert sorted(m.to_email for m in memory.sent) == world.emails
     assert all(len(call) == 1 for call in memory.calls)  # one message in flight at a time
     again = MemoryTransport()
-    assert world.send(again).sent == 0 and again.sent == []
+    assert world.send(again).sent == 0
+    assert again.sent == []
     assert statuses(world) == {"sent": 12}
 
 
@@ -38,8 +40,10 @@ def test_messages_carry_unsubscribe_headers_and_links(world: World) -> None:
     m = memory.sent[0]
     assert m.unsubscribe_url.startswith("https://digest.example/unsubscribe/")
     assert m.list_unsubscribe == f"<{m.unsubscribe_url}>"
-    assert m.unsubscribe_url in m.text and m.unsubscribe_url in m.html
-    assert "1 Example Street, Springfield" in m.text and "1 Example Street, Springfield" in m.html
+    assert m.unsubscribe_url in m.text
+    assert m.unsubscribe_url in m.html
+    assert "1 Example Street, Springfield" in m.text
+    assert "1 Example Street, Springfield" in m.html
 
 
 def test_unsubscribed_after_the_build_are_skipped_at_send_time(world: World) -> None:
@@ -53,14 +57,16 @@ def test_unsubscribed_after_the_build_are_skipped_at_send_time(world: World) -> 
 
     memory = UnsubscribeOnFirst()
     report = world.send(memory, batch_size=1)
-    assert report.sent == 11 and report.skipped == 1
+    assert report.sent == 11
+    assert report.skipped == 1
     assert world.emails[-1] not in {m.to_email for m in memory.sent}
 
 
 def test_a_bounce_is_recorded_and_suppresses_the_address(world: World) -> None:
     memory = MemoryTransport().failing(world.emails[2], "550 5.1.1 no such user")
     report = world.send(memory)
-    assert (report.sent, report.failed) == (11, 1) and report.needs_attention
+    assert (report.sent, report.failed) == (11, 1)
+    assert report.needs_attention
     assert report.failures == (f"{world.emails[2]}: 550 5.1.1 no such user",)
     with session_scope(world.engine) as session:
         s = get_subscriber(world.emails[2], session=session)
@@ -74,14 +80,17 @@ def test_a_bounce_is_recorded_and_suppresses_the_address(world: World) -> None:
 def test_transient_failures_are_recorded_and_retried_by_the_next_send(world: World) -> None:
     memory = MemoryTransport().failing(world.emails[0], "451 try later", permanent=False)
     report = world.send(memory)
-    assert (report.sent, report.retry) == (11, 1) and report.needs_attention
+    assert (report.sent, report.retry) == (11, 1)
+    assert report.needs_attention
     with session_scope(world.engine) as session:
         row = session.exec(select(Delivery).where(Delivery.status == DeliveryStatus.RETRY)).one()
-        assert row.error == "451 try later" and row.attempts == 1
+        assert row.error == "451 try later"
+        assert row.attempts == 1
     second = MemoryTransport()
     report = world.send(second)
     assert [m.to_email for m in second.sent] == [world.emails[0]]
-    assert not report.needs_attention and statuses(world) == {"sent": 12}
+    assert not report.needs_attention
+    assert statuses(world) == {"sent": 12}
 
 
 class Crash(BaseException):
@@ -107,14 +116,17 @@ def test_a_crash_leaves_only_the_call_in_flight_unknown(world: World) -> None:
     assert statuses(world) == {"sent": 5, "sending": 1, "pending": 6}
     rest = MemoryTransport()
     report = world.send(rest)
-    assert report.sent == 6 and report.unknown == 1 and report.needs_attention
+    assert report.sent == 6
+    assert report.unknown == 1
+    assert report.needs_attention
     in_flight = crashing.calls[-1][0].to_email
     got = Counter(m.to_email for m in crashing.sent + rest.sent)
     assert got == Counter({e: 1 for e in world.emails if e != in_flight})
     resend = MemoryTransport()
     report = world.send(resend, resend_unknown=True)
     assert [m.to_email for m in resend.sent] == [in_flight]
-    assert report.unknown == 0 and statuses(world) == {"sent": 12}
+    assert report.unknown == 0
+    assert statuses(world) == {"sent": 12}
 
 
 def test_a_batch_transport_crash_leaves_at_most_one_call_unknown(world: World) -> None:

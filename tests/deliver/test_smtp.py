@@ -21,7 +21,8 @@ def test_every_header_and_both_parts_arrive(now: datetime) -> None:
         t = transport(server.port, now, sleeps)
         [result] = t.send([m])
         t.close()
-    assert result.ok and result.attempts == 1
+    assert result.ok
+    assert result.attempts == 1
     [(rcpts, data)] = handler.received
     assert rcpts == ["reader1@example.com"]
     msg = parse(data)
@@ -42,7 +43,8 @@ def test_one_connection_for_many_messages(now: datetime) -> None:
         t.close()
     assert all(r.ok for r in results)
     assert len(handler.received) == 5
-    assert handler.connections == 1 and t.connections == 1
+    assert handler.connections == 1
+    assert t.connections == 1
 
 
 def test_a_451_is_retried_after_a_backoff(now: datetime) -> None:
@@ -52,8 +54,10 @@ def test_a_451_is_retried_after_a_backoff(now: datetime) -> None:
         t = transport(server.port, now, sleeps)
         [result] = t.send([message(1)])
         t.close()
-    assert result.ok and result.attempts == 2
-    assert len(sleeps) == 1 and 0.5 <= sleeps[0] <= 1.5
+    assert result.ok
+    assert result.attempts == 2
+    assert len(sleeps) == 1
+    assert 0.5 <= sleeps[0] <= 1.5
     assert handler.copies() == {"reader1@example.com": 1}
 
 
@@ -79,7 +83,9 @@ def test_a_550_fails_that_address_only_as_a_bounce(now: datetime) -> None:
         results = t.send([message(i, of=shared) for i in (1, 2, 3)])
         t.close()
     assert [r.ok for r in results] == [True, False, True]
-    assert results[1].permanent and results[1].bounce and results[1].attempts == 1
+    assert results[1].permanent
+    assert results[1].bounce
+    assert results[1].attempts == 1
     assert results[1].error == "550 5.1.1 no such user"
     assert set(handler.copies()) == {"reader1@example.com", "reader3@example.com"}
 
@@ -91,9 +97,12 @@ def test_a_4xx_that_persists_is_a_transient_failure(now: datetime) -> None:
         t = transport(server.port, now, sleeps)
         [result] = t.send([message(1)])
         t.close()
-    assert not result.ok and not result.permanent and not result.bounce
+    assert not result.ok
+    assert not result.permanent
+    assert not result.bounce
     assert result.error == "450 4.2.1 mailbox busy (after 3 attempts)"
-    assert len(sleeps) == 2 and sleeps[1] > sleeps[0] * 0.5
+    assert len(sleeps) == 2
+    assert sleeps[1] > sleeps[0] * 0.5
 
 
 def test_an_unreachable_server_raises_transport_unavailable(now: datetime) -> None:
