@@ -6,11 +6,15 @@ import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 import sqlalchemy as sa
 
 from digest.db.engine import open_database
+
+if TYPE_CHECKING:
+    from tests.world import World
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "examples" / "demo"
@@ -97,3 +101,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def update_golden(request: pytest.FixtureRequest) -> bool:
     """True when the run was asked to regenerate golden files."""
     return bool(request.config.getoption("--update-golden"))
+
+
+@pytest.fixture
+def world(engine: sa.Engine, demo_dir: Path, now: datetime) -> "World":
+    """The demo newsletter, collected, with 12 active subscribers (tests/world.py)."""
+    from tests.world import make_world
+
+    return make_world(engine, demo_dir, now, 12)

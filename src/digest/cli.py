@@ -16,12 +16,12 @@ from rich.console import Console
 from rich.table import Table
 
 from digest import pipeline
-from digest.config import Newsletter, Settings, load_newsletter, load_settings
+from digest.config import Newsletter, Settings, load_newsletter, load_settings, signing_keys, startup_warnings
 from digest.db import queries
 from digest.db.engine import open_database, session_scope
 from digest.db.models import Source, SubscriberStatus
-from digest.deliver.transports import make_transport
-from digest.errors import DigestError, NotYetAvailable, SubscriberError
+from digest.deliver.transports import make_lanes
+from digest.errors import DigestError, SubscriberError
 from digest.sources.collect import SourceResult
 from digest.stats import edition_stats
 from digest.subscribers import (
@@ -83,6 +83,11 @@ def _engine(settings: Settings) -> sa.Engine:
 def _setup() -> tuple[Settings, Newsletter]:
     settings = load_settings()
     return settings, load_newsletter(settings.config)
+
+
+def _warn(settings: Settings) -> None:
+    for line in startup_warnings(settings):
+        err.print(f"[yellow]warning:[/] {line}", highlight=False, soft_wrap=True)
 
 
 def _edition_date(settings: Settings, value: str | None) -> date:
@@ -298,7 +303,8 @@ def send(
 ) -> None:
     """Send the edition of a date to every subscriber who has not received it.
 
-    Exit status: 0 all done, 1 error, 3 some recipients failed or are unknown.
+    Exit status (for cron): 0 all done; 1 an error stopped the send (nothing is lost: run it
+    again); 3 some recipients failed, wait for a retry, or are unknown after a crash.
 
     Example: digest send --date 2026-11-25
     """
@@ -319,12 +325,14 @@ def send(
         )
         out.print(f"dry run: {report.story_count} stories; would send {report.sent}, skip {report.skipped}")
         return
-    transport = make_transport(settings, clock=pipeline.utc_now)
+    _warn(settings)
+    lanes = make_lanes(settings, clock=pipeline.utc_now)
     report = pipeline.send_edition(
         settings,
         newsletter,
         engine=engine,
-        transport=transport,
+        transport=lanes[0],
+        lanes=lanes,
         edition_date=edition_date,
         clock=pipeline.utc_now,
         resend_unknown=resend_unknown,
@@ -345,12 +353,14 @@ def run(date_: DateOpt = None) -> None:
     engine = _engine(settings)
     results = _collect(settings, newsletter, engine)
     _print_collect(results)
-    transport = make_transport(settings, clock=pipeline.utc_now)
+    _warn(settings)
+    lanes = make_lanes(settings, clock=pipeline.utc_now)
     report = pipeline.send_edition(
         settings,
         newsletter,
         engine=engine,
-        transport=transport,
+        transport=lanes[0],
+        lanes=lanes,
         edition_date=_edition_date(settings, date_),
         clock=pipeline.utc_now,
     )
@@ -631,6 +641,7 @@ def serve(
     from digest.web import create_app
 
     settings, newsletter = _setup()
+    _warn(settings)
     engine = _engine(settings)
     scheduler = None if no_scheduler else start_background(settings, newsletter, engine=engine)
     try:
@@ -731,11 +742,30 @@ def topics(date_: DateOpt = None) -> None:
 @app.command("unsubscribe-mail")
 @friendly
 def unsubscribe_mail() -> None:
-    """Process unsubscribe requests sent to DIGEST_UNSUBSCRIBE_MAILTO.
+    """Process unsubscribe requests sent to DIGEST_UNSUBSCRIBE_MAILTO (read from
+    DIGEST_UNSUBSCRIBE_MAILBOX: maildir:/path or imaps://user@host/INBOX). Run it from cron.
 
-    Example: digest unsubscribe-mail
+    Example: DIGEST_UNSUBSCRIBE_MAILBOX=maildir:~/Maildir digest unsubscribe-mail
     """
-    raise NotYetAvailable("unsubscribe-mail: reading the unsubscribe mailbox (IMAP/Maildir) is not built yet")
+    from digest.tokens import TokenSigner
+    from digest.unsubscribe_mail import open_mailbox, process_requests
+
+    settings = load_settings()
+    engine = _engine(settings)
+    password = settings.unsubscribe_mailbox_password
+    box = open_mailbox(settings.unsubscribe_mailbox, password.get_secret_value() if password else None)
+    try:
+        report = process_requests(
+            box, engine=engine, signer=TokenSigner(signing_keys(settings)), now=pipeline.utc_now()
+        )
+    finally:
+        box.close()
+    out.print(
+        f"read {report.read}, unsubscribed {report.unsubscribed}, already out {report.already}, "
+        f"unmatched {len(report.unmatched)}"
+    )
+    for line in report.unmatched:
+        err.print(f"  no subscriber for: {line}", highlight=False)
 
 
 def main() -> None:

@@ -4,7 +4,7 @@ import csv
 import io
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TextIO
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -71,6 +71,7 @@ def record_event(
     user_agent: str | None = None,
     ip: str | None = None,
     detail: str | None = None,
+    external_id: str | None = None,
 ) -> None:
     """Append a subscriber event (the audit trail of every change)."""
     assert subscriber.id is not None
@@ -83,6 +84,7 @@ def record_event(
             user_agent=user_agent,
             ip=ip,
             detail=detail,
+            external_id=external_id,
             created_at=now,
         )
     )
@@ -502,3 +504,65 @@ def resume_paused(*, session: Session, now: datetime) -> int:
     for subscriber in due:
         resume(subscriber, session=session, now=now, method="schedule")
     return len(due)
+
+
+@dataclass(frozen=True, slots=True)
+class PreferenceChange:
+    """What the preferences form asks for: topics, a time zone, and optionally a pause or its end."""
+
+    topics: list[str]
+    timezone: str | None = None  # None: the newsletter's DIGEST_TIMEZONE
+    set_timezone: bool = False  # the form carried a time zone choice
+    pause_weeks: int = 0
+    resume: bool = False
+
+
+def apply_preferences(
+    subscriber: Subscriber,
+    change: PreferenceChange,
+    *,
+    session: Session,
+    now: datetime,
+    edition_id: int | None = None,
+    user_agent: str | None = None,
+    ip: str | None = None,
+) -> None:
+    """Save topics and time zone (an event when they change), then pause or resume as asked."""
+    if change.pause_weeks and change.pause_weeks not in PAUSE_CHOICES_WEEKS:
+        raise SubscriberError(f"a pause is one of {', '.join(map(str, PAUSE_CHOICES_WEEKS))} weeks")
+    topics = "\n".join(change.topics)
+    zone = change.timezone if change.set_timezone else subscriber.timezone
+    if topics != subscriber.topics or zone != subscriber.timezone:
+        subscriber.topics, subscriber.timezone, subscriber.updated_at = topics, zone, now
+        session.add(subscriber)
+        record_event(
+            session,
+            subscriber,
+            "preferences",
+            "preferences",
+            now=now,
+            edition_id=edition_id,
+            user_agent=user_agent,
+            ip=ip,
+            detail=(";".join(change.topics) or "all") + (f"; time zone {zone}" if zone else ""),
+        )
+    if change.resume:
+        resume(
+            subscriber,
+            session=session,
+            now=now,
+            method="preferences",
+            edition_id=edition_id,
+            user_agent=user_agent,
+            ip=ip,
+        )
+    elif change.pause_weeks:
+        pause(
+            subscriber,
+            session=session,
+            now=now,
+            until=now + timedelta(weeks=change.pause_weeks),
+            edition_id=edition_id,
+            user_agent=user_agent,
+            ip=ip,
+        )

@@ -1,4 +1,4 @@
-"""The FastAPI app: unsubscribe (RFC 8058 one-click), preferences, archive, health. Thin routes."""
+"""The FastAPI app: unsubscribe (RFC 8058 one-click), preferences, archive, webhooks, health. Thin routes."""
 
 from collections.abc import Callable
 from datetime import date
@@ -9,15 +9,24 @@ from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
 from sqlmodel import col, select
 
-from digest import pipeline
+from digest import pipeline, webhooks
 from digest.config import Newsletter, Settings
 from digest.db.engine import session_scope
 from digest.db.models import Edition, Subscriber, SubscriberStatus
 from digest.deliver.base import Transport
 from digest.deliver.transports import make_transport
-from digest.errors import SubscriberError, TokenError
+from digest.errors import SubscriberError, TokenError, WebhookError
 from digest.scheduler import health as scheduler_health
-from digest.subscribers import check_timezone, check_topics, record_event, topics_of, unsubscribe
+from digest.subscribers import (
+    PAUSE_CHOICES_WEEKS,
+    PreferenceChange,
+    apply_preferences,
+    check_timezone,
+    check_topics,
+    record_event,
+    topics_of,
+    unsubscribe,
+)
 from digest.tokens import LinkToken
 from digest.web_signup import add_signup_routes
 
@@ -43,6 +52,8 @@ def create_app(
         clock=clock,
         transport_factory=transport_factory or (lambda: make_transport(settings, clock=clock)),
     )
+    key_text = settings.sendgrid_webhook_public_key
+    webhook_key = webhooks.load_public_key(key_text) if key_text else None
 
     def page(template: str, status: int = 200, **context: object) -> HTMLResponse:
         body = renderer.env.get_template(template).render(newsletter=info, **context)
@@ -151,6 +162,7 @@ def create_app(
                     "resubscribe",
                     "link",
                     now=now,
+                    edition_id=_edition_id(session, link.edition_id),
                     user_agent=request.headers.get("user-agent"),
                     ip=request.client.host if request.client else None,
                 )
@@ -175,6 +187,8 @@ def create_app(
             zones=zones,
             zone=subscriber.timezone or "",
             default_zone=settings.timezone,
+            pause_weeks=PAUSE_CHOICES_WEEKS,
+            paused_until=subscriber.paused_until if subscriber.status == SubscriberStatus.PAUSED else None,
         )
 
     @app.post("/preferences/{token}", response_class=HTMLResponse)
@@ -186,28 +200,32 @@ def create_app(
         try:
             chosen = check_topics([str(v) for v in form.getlist("topic")], newsletter.topic_names)
             zone = str(form.get("timezone") or "")
-            timezone = check_timezone(zone) if zone else None
-        except SubscriberError as e:
+            change = PreferenceChange(
+                topics=chosen,
+                timezone=check_timezone(zone) if zone else None,
+                set_timezone="timezone" in form,  # the edition arrives at DIGEST_SEND_TIME there
+                pause_weeks=int(str(form.get("pause_weeks") or 0)),
+                resume=form.get("resume") == "1",
+            )
+        except (SubscriberError, ValueError) as e:
             return message("Could not save", str(e), status=400)
         with session_scope(engine) as session:
             subscriber = session.get(Subscriber, link.subscriber_id)
             if subscriber is None:
                 return bad_link()
-            now = clock()
-            subscriber.topics, subscriber.updated_at = "\n".join(chosen), now
-            if "timezone" in form:  # the edition arrives at DIGEST_SEND_TIME in this zone
-                subscriber.timezone = timezone
-            session.add(subscriber)
-            record_event(
-                session,
-                subscriber,
-                "preferences",
-                "preferences",
-                now=now,
-                edition_id=_edition_id(session, link.edition_id),
-                user_agent=request.headers.get("user-agent"),
-                detail=";".join(chosen) or "all",
-            )
+            try:
+                apply_preferences(
+                    subscriber,
+                    change,
+                    session=session,
+                    now=clock(),
+                    edition_id=_edition_id(session, link.edition_id),
+                    user_agent=request.headers.get("user-agent"),
+                    ip=request.client.host if request.client else None,
+                )
+            except SubscriberError as e:
+                return message("Could not save", str(e), status=400)
+            paused_until = subscriber.paused_until if subscriber.status == SubscriberStatus.PAUSED else None
             saved_zone = subscriber.timezone
         return page(
             "web/preferences.html.j2",
@@ -218,7 +236,36 @@ def create_app(
             zones=zones,
             zone=saved_zone or "",
             default_zone=settings.timezone,
+            pause_weeks=PAUSE_CHOICES_WEEKS,
+            paused_until=paused_until,
         )
+
+    @app.post("/webhooks/sendgrid")
+    async def sendgrid_webhook(request: Request) -> JSONResponse:
+        # Unsigned, badly signed or replayed requests get 403 and change nothing.
+        if webhook_key is None:
+            return JSONResponse({"error": "webhook not configured"}, status_code=403)
+        payload = await request.body()
+        if len(payload) > webhooks.MAX_BODY:
+            return JSONResponse({"error": "body too large"}, status_code=413)
+        try:
+            webhooks.verify_signature(
+                webhook_key,
+                payload=payload,
+                signature=request.headers.get(webhooks.SIGNATURE_HEADER),
+                timestamp=request.headers.get(webhooks.TIMESTAMP_HEADER),
+                now=clock(),
+                max_age=settings.sendgrid_webhook_max_age,
+            )
+        except WebhookError as e:
+            return JSONResponse({"error": str(e)}, status_code=403)
+        try:
+            events = webhooks.parse_events(payload)
+        except WebhookError as e:
+            return JSONResponse({"error": str(e)}, status_code=400)
+        with session_scope(engine) as session:
+            outcome = webhooks.apply_events(events, session=session, now=clock())
+        return JSONResponse(outcome)
 
     @app.get("/archive/", response_class=HTMLResponse)
     def archive_index() -> HTMLResponse:

@@ -13,7 +13,7 @@ from digest.deliver.memory import MemoryTransport
 from digest.deliver.sender import RateLimiter
 from digest.errors import DeliveryError, TransportUnavailable
 from digest.subscribers import get_subscriber, unsubscribe
-from tests.deliver.conftest import World
+from tests.world import World
 
 
 def statuses(world: World) -> Counter[str]:

@@ -4,7 +4,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-import pytest
 import sqlalchemy as sa
 
 from digest import pipeline
@@ -56,9 +55,3 @@ def make_world(engine: sa.Engine, demo_dir: Path, now: datetime, count: int, **s
         for email in emails:
             add_subscriber(email, session=session, now=now, known_topics=newsletter.topic_names)
     return World(s, newsletter, engine, now, emails)
-
-
-@pytest.fixture
-def world(engine: sa.Engine, demo_dir: Path, now: datetime) -> World:
-    """The demo newsletter with 12 active subscribers."""
-    return make_world(engine, demo_dir, now, 12)
