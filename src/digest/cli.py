@@ -760,6 +760,7 @@ def unsubscribe_mail() -> None:
         )
     finally:
         box.close()
+        engine.dispose()
     out.print(
         f"read {report.read}, unsubscribed {report.unsubscribed}, already out {report.already}, "
         f"unmatched {len(report.unmatched)}"

@@ -118,6 +118,9 @@ class Handler:
     block_at: int | None = None  # hold the Nth message (1-based) in DATA until released
     in_data: threading.Event = field(default_factory=threading.Event)
     release: threading.Event = field(default_factory=threading.Event)
+    delay: float = 0.0  # seconds before answering each DATA: a slow server
+    reach_at: int | None = None  # set `reached` when this many messages have arrived
+    reached: threading.Event = field(default_factory=threading.Event)
     connections: int = 0
 
     async def handle_EHLO(
@@ -144,6 +147,10 @@ class Handler:
             server.transport.close()
             return "421 gone"
         self.received.append((list(envelope.rcpt_tos), bytes(envelope.original_content)))
+        if self.reach_at is not None and len(self.received) >= self.reach_at:
+            self.reached.set()
+        if self.delay:
+            await asyncio.sleep(self.delay)
         if self.block_at is not None and len(self.received) == self.block_at:
             self.in_data.set()
             while not self.release.is_set():
