@@ -40,12 +40,9 @@ def test_kill_9_mid_send_then_rerun(
     day = world.now.date()
     with session_scope(engine) as session:  # freeze the edition with the test's clock
         pipeline.build_edition(world.newsletter, session=session, edition_date=day, now=world.now)
-    if moment == "in DATA":
-        # The 10th message is held inside DATA: received by the server, not yet acknowledged.
-        handler = Handler(block_at=10)
-    else:
-        # A slow server; the kill lands wherever the sender happens to be after 10 arrivals.
-        handler = Handler(delay=0.02, reach_at=10)
+    # "in DATA": the 10th message is held inside DATA, received by the server, not yet
+    # acknowledged. "anywhere": a slow server; the kill lands wherever the sender is after 10.
+    handler = Handler(block_at=10) if moment == "in DATA" else Handler(delay=0.02, reach_at=10)
     with smtp_server(handler) as (server, _):
         env = {
             **{k: v for k, v in os.environ.items() if not k.startswith("DIGEST_")},
