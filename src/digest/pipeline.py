@@ -463,7 +463,7 @@ def send_edition(
         # nothing claimed (issue 4), whichever topic set would have hit it.
         with session_scope(engine) as session:
             renderer.prepare(edition, active_topic_sets(session=session))
-        journal = _Journal(engine=engine, clock=clock)
+        journal = _Journal(writer=ledger.LedgerWriter(engine), clock=clock)
         messages = _messages(
             engine,
             renderer,
@@ -476,6 +476,7 @@ def send_edition(
         try:
             dispatch(batches(messages, lanes[0].max_batch), lanes=lanes, journal=journal, limiter=limiter)
         finally:
+            journal.writer.close()
             for lane in lanes:
                 lane.close()
         with session_scope(engine) as session:
@@ -542,7 +543,7 @@ def _messages(
 class _Journal:
     """Writes the ledger around each transport call (see deliver/sender.py) and keeps the tally."""
 
-    engine: sa.Engine
+    writer: ledger.LedgerWriter
     clock: Clock
     sent: int = 0
     failed: int = 0
@@ -555,9 +556,9 @@ class _Journal:
         if not done and not claim:
             return
         now = self.clock()
-        with session_scope(self.engine) as session:
+        with self.writer.transaction() as conn:
             for batch, results in done:
-                ledger.record_results(results, session=session, now=now)
+                self.writer.record(results, conn=conn, now=now)
                 by_id = {m.delivery_id: m for m in batch}
                 for result in results:
                     if result.ok:
@@ -570,8 +571,10 @@ class _Journal:
                     else:
                         self.retry += 1
                     if result.bounce:
-                        _suppress_bounced(session, message, result, now=now)
-            ledger.mark_sending([m.delivery_id for m in claim], session=session, now=now)
+                        with Session(bind=conn) as session:
+                            _suppress_bounced(session, message, result, now=now)
+                            session.flush()
+            self.writer.mark_sending([m.delivery_id for m in claim], conn=conn, now=now)
 
 
 def _suppress_bounced(

@@ -1,9 +1,11 @@
 """The delivery ledger: one row per (edition, subscriber); claims and results are written in bulk."""
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
@@ -123,6 +125,73 @@ def record_results(results: Sequence[SendResult], *, session: Session, now: date
             for r in results
         ],
     )
+
+
+class LedgerWriter:
+    """The send loop's writes, on one held connection with SQL prepared once.
+
+    This is the hot path of a send: for every transport call one transaction records the
+    previous call's answers and marks the next call `sending`. Through an ORM session that
+    costs about a millisecond a step, through Core statements about 0.2 ms; plain DBAPI
+    statements on the held connection (inside the same SQLAlchemy transaction, so an ORM
+    session can join it for the rare bounce) cost the database's own time and little more.
+    """
+
+    def __init__(self, engine: sa.Engine) -> None:
+        table: Any = Delivery.__table__  # type: ignore[attr-defined]
+        dialect = engine.dialect
+        self._stamp = table.c.updated_at.type.bind_processor(dialect) or (lambda v: v)
+        mark = "?" if dialect.paramstyle == "qmark" else "%s"
+        self._mark = mark
+        self._record_sql = (
+            f"UPDATE {table.name} SET status = {mark}, error = {mark}, message_id = {mark}, "
+            f"sent_at = {mark}, updated_at = {mark} WHERE id = {mark}"
+        )
+        self._sending_sql = (
+            f"UPDATE {table.name} SET status = '{DeliveryStatus.SENDING.value}', claimed_at = {mark}, "
+            f"updated_at = {mark}, attempts = attempts + 1 WHERE id IN "
+        )
+        self._conn = engine.connect()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sa.Connection]:
+        """One committed transaction on the held connection."""
+        with self._conn.begin():
+            yield self._conn
+
+    def _cursor(self, conn: sa.Connection) -> Any:
+        return conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+
+    def record(self, results: Sequence[SendResult], *, conn: sa.Connection, now: datetime) -> None:
+        """Write transport answers (like `record_results`)."""
+        if not results:
+            return
+        stamp = self._stamp(now)
+        rows = [
+            (status_for(r).value, r.error, r.provider_id, stamp if r.ok else None, stamp, r.delivery_id)
+            for r in results
+        ]
+        cursor = self._cursor(conn)
+        try:
+            cursor.executemany(self._record_sql, rows)
+        finally:
+            cursor.close()
+
+    def mark_sending(self, delivery_ids: Sequence[int], *, conn: sa.Connection, now: datetime) -> None:
+        """Mark rows handed to the transport (like `mark_sending`)."""
+        if not delivery_ids:
+            return
+        stamp = self._stamp(now)
+        marks = ", ".join([self._mark] * len(delivery_ids))
+        cursor = self._cursor(conn)
+        try:
+            cursor.execute(f"{self._sending_sql}({marks})", (stamp, stamp, *delivery_ids))
+        finally:
+            cursor.close()
+
+    def close(self) -> None:
+        """Return the connection to the pool."""
+        self._conn.close()
 
 
 def skip(delivery_ids: Sequence[int], reason: str, *, session: Session, now: datetime) -> None:
