@@ -94,7 +94,7 @@ def test_init_creates_starter_files_and_never_overwrites(tmp_path: Path) -> None
     assert load_newsletter(toml).newsletter.title == "My Daily Brief"
 
 
-def test_unfinished_capabilities_say_what_is_missing() -> None:
+def test_unsubscribe_mail_without_a_mailbox_names_the_setting() -> None:
     result = runner.invoke(app, ["unsubscribe-mail"])
     assert result.exit_code == 1
-    assert "not built yet" in result.output
+    assert "DIGEST_UNSUBSCRIBE_MAILBOX: not set" in result.output

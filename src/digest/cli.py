@@ -742,10 +742,10 @@ def topics(date_: DateOpt = None) -> None:
 @app.command("unsubscribe-mail")
 @friendly
 def unsubscribe_mail() -> None:
-    """Process unsubscribe requests sent to DIGEST_UNSUBSCRIBE_MAILTO (read from
-    DIGEST_UNSUBSCRIBE_MAILBOX: maildir:/path or imaps://user@host/INBOX). Run it from cron.
+    """Process unsubscribe requests sent to DIGEST_UNSUBSCRIBE_MAILTO, read from
+    DIGEST_UNSUBSCRIBE_MAILBOX (maildir:/path or imaps://user@host/INBOX). Run it from cron.
 
-    Example: DIGEST_UNSUBSCRIBE_MAILBOX=maildir:~/Maildir digest unsubscribe-mail
+    Example: digest unsubscribe-mail
     """
     from digest.tokens import TokenSigner
     from digest.unsubscribe_mail import open_mailbox, process_requests
@@ -760,7 +760,6 @@ def unsubscribe_mail() -> None:
         )
     finally:
         box.close()
-        engine.dispose()
     out.print(
         f"read {report.read}, unsubscribed {report.unsubscribed}, already out {report.already}, "
         f"unmatched {len(report.unmatched)}"
