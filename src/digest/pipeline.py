@@ -9,6 +9,7 @@ import secrets
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
+from typing import Protocol
 
 import jinja2
 import sqlalchemy as sa
@@ -269,6 +270,25 @@ def build_edition(
 # --- render -------------------------------------------------------------------------------
 
 
+class Reader(Protocol):
+    """Who a message is for: a Subscriber row, or a ledger.PendingRow in the send loop."""
+
+    @property
+    def id(self) -> int | None:
+        """The subscriber's id."""
+        ...
+
+    @property
+    def email(self) -> str:
+        """The address."""
+        ...
+
+    @property
+    def name(self) -> str:
+        """The name for the greeting ("" for none)."""
+        ...
+
+
 @dataclass
 class Renderer:
     """Renders each distinct (edition, topic set) once and fills it per reader."""
@@ -338,7 +358,7 @@ class Renderer:
         self,
         rendered: render.RenderedDigest,
         *,
-        subscriber: Subscriber,
+        subscriber: Reader,
         delivery_id: int,
         edition_id: int,
     ) -> OutgoingMessage:
@@ -509,25 +529,28 @@ def _messages(
 ) -> Iterator[OutgoingMessage]:
     """Every message still to send, reading the ledger in id order; skips are recorded here."""
     after_id = 0
+    topic_sets: dict[str, frozenset[str]] = {}
     while True:
         with session_scope(engine) as session:
             rows = ledger.sendable_rows(edition_id, session=session, after_id=after_id, size=batch_size)
             skipped: dict[str, list[int]] = {}
             messages = []
-            for delivery, subscriber in rows:
-                assert delivery.id is not None
-                after_id = delivery.id
-                if subscriber.status != SubscriberStatus.ACTIVE:
+            for row in rows:
+                after_id = row.delivery_id
+                if row.status != SubscriberStatus.ACTIVE:
                     # Unsubscribed, bounced, complained or paused since the edition was built.
-                    skipped.setdefault(f"subscriber is {subscriber.status}", []).append(delivery.id)
+                    skipped.setdefault(f"subscriber is {row.status}", []).append(row.delivery_id)
                     continue
-                copy, rendered = renderer.digest_for(edition, topics_of(subscriber))
+                chosen = topic_sets.get(row.topics)
+                if chosen is None:
+                    chosen = topic_sets[row.topics] = frozenset(t for t in row.topics.split("\n") if t)
+                copy, rendered = renderer.digest_for(edition, chosen)
                 if copy.story_count == 0:
-                    skipped.setdefault("no new stories in their topics", []).append(delivery.id)
+                    skipped.setdefault("no new stories in their topics", []).append(row.delivery_id)
                     continue
                 messages.append(
                     renderer.message(
-                        rendered, subscriber=subscriber, delivery_id=delivery.id, edition_id=edition_id
+                        rendered, subscriber=row, delivery_id=row.delivery_id, edition_id=edition_id
                     )
                 )
             now = clock()

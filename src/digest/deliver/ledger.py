@@ -5,7 +5,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
@@ -65,24 +65,40 @@ def requeue_unknown(edition_id: int, *, session: Session, now: datetime) -> int:
     return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
 
-def sendable_rows(
-    edition_id: int, *, session: Session, after_id: int, size: int
-) -> list[tuple[Delivery, Subscriber]]:
+class PendingRow(NamedTuple):
+    """A ledger row still to send, with what building its message needs (plain values)."""
+
+    delivery_id: int
+    id: int  # the subscriber's
+    email: str
+    name: str
+    topics: str
+    status: str
+
+
+def sendable_rows(edition_id: int, *, session: Session, after_id: int, size: int) -> list[PendingRow]:
     """The next `size` rows still to send (pending or retry), in id order after `after_id`.
 
     Reading marks nothing: a row becomes `sending` only when its message is handed to the
-    transport (`mark_sending`), so a crash leaves exactly the in-flight rows unknown.
+    transport (`mark_sending`), so a crash leaves exactly the in-flight rows unknown. Plain
+    columns, not ORM objects: this runs once per message of a send.
     """
-    return list(
-        session.exec(
-            select(Delivery, Subscriber)
-            .join(Subscriber, col(Delivery.subscriber_id) == col(Subscriber.id))
-            .where(col(Delivery.edition_id) == edition_id, col(Delivery.status).in_(SENDABLE))
-            .where(col(Delivery.id) > after_id)
-            .order_by(col(Delivery.id))
-            .limit(size)
+    rows = session.execute(
+        sa.select(
+            col(Delivery.id),
+            col(Subscriber.id),
+            col(Subscriber.email),
+            col(Subscriber.name),
+            col(Subscriber.topics),
+            col(Subscriber.status),
         )
+        .join(Subscriber, col(Delivery.subscriber_id) == col(Subscriber.id))
+        .where(col(Delivery.edition_id) == edition_id, col(Delivery.status).in_(SENDABLE))
+        .where(col(Delivery.id) > after_id)
+        .order_by(col(Delivery.id))
+        .limit(size)
     )
+    return [PendingRow(*row) for row in rows]
 
 
 def mark_sending(delivery_ids: Sequence[int], *, session: Session, now: datetime) -> None:
