@@ -1,0 +1,69 @@
+"""`digest send` for cron: exit status, failures listed, the https warning, stats per edition."""
+
+import re
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from digest import pipeline
+from digest.cli import app
+from digest.config import Settings
+from digest.db.engine import session_scope
+from tests.deliver.builders import Handler, smtp_server
+from tests.world import SECRET, World
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def env(world: World, monkeypatch: pytest.MonkeyPatch) -> World:
+    """The world's settings as environment variables, with its edition frozen by the fixed clock."""
+    with session_scope(world.engine) as session:
+        pipeline.build_edition(
+            world.newsletter, session=session, edition_date=world.now.date(), now=world.now
+        )
+    monkeypatch.setenv("DIGEST_CONFIG", str(world.settings.config))
+    monkeypatch.setenv("DIGEST_DATABASE_URL", world.engine.url.render_as_string(hide_password=False))
+    monkeypatch.setenv("DIGEST_SECRET_KEY", SECRET)
+    monkeypatch.setenv("DIGEST_VAR_DIR", str(world.settings.var_dir))
+    monkeypatch.setenv("DIGEST_OUTBOX_DIR", str(world.settings.outbox_dir))
+    return world
+
+
+def test_a_bounce_exits_3_and_names_the_address(env: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    bad = env.emails[4]
+    with smtp_server(Handler(refuse={bad: "550 5.1.1 no such user"})) as (server, handler):
+        monkeypatch.setenv("DIGEST_TRANSPORT", "smtp")
+        monkeypatch.setenv("DIGEST_SMTP_HOST", "127.0.0.1")
+        monkeypatch.setenv("DIGEST_SMTP_PORT", str(server.port))
+        monkeypatch.setenv("DIGEST_BASE_URL", "https://digest.example")
+        result = CliRunner().invoke(app, ["send", "--date", env.now.date().isoformat()])
+    assert result.exit_code == 3, result.output
+    assert "sent 11, failed 1" in result.output
+    assert f"failed: {bad}: 550 5.1.1 no such user" in result.output
+    assert "warning" not in result.output
+    assert len(handler.received) == 11
+    again = CliRunner().invoke(app, ["send", "--date", env.now.date().isoformat()])
+    assert again.exit_code == 0, again.output  # nothing left to do: the bounce is settled
+    assert "sent 0" in again.output
+    stats = CliRunner().invoke(app, ["stats", "--date", env.now.date().isoformat()])
+    assert stats.exit_code == 0, stats.output
+    flat = " ".join(stats.output.replace("│", " ").split())
+    # stories, recipients, sent, failed, retry, unknown, skipped, unsubscribes, rate
+    assert re.search(r"\b\d+ 12 11 1 0 0 0 0 0\.00%", flat), flat
+
+
+def test_a_plain_http_base_url_is_warned_about(env: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DIGEST_BASE_URL", "http://news.example.com")
+    result = CliRunner().invoke(app, ["send", "--date", env.now.date().isoformat()])
+    assert result.exit_code == 0, result.output
+    assert "warning: DIGEST_BASE_URL=http://news.example.com is not https" in " ".join(result.output.split())
+    assert "sent 12" in result.output
+
+
+def test_every_setting_is_documented_in_env_example() -> None:
+    text = (ROOT / ".env.example").read_text()
+    for name, field in Settings.model_fields.items():
+        variable = "SENDGRID_API_KEY" if name == "sendgrid_api_key" else f"DIGEST_{name.upper()}"
+        assert variable in text, f"{variable} ({field.description or name}) missing from .env.example"
