@@ -10,6 +10,7 @@ from digest.deliver.sendgrid import SendGridTransport, mail_body
 from digest.errors import TransportUnavailable
 from tests.deliver.builders import content, message
 from tests.deliver.sendgrid_server import Script, mail_send_validator, sendgrid_server
+from tests.world import World
 
 WALL = 1_800_000_000.0  # a fixed Unix time for X-RateLimit-Reset arithmetic
 
@@ -140,3 +141,19 @@ def test_the_validator_rejects_what_sendgrid_rejects(now: datetime) -> None:
     too_many = {**body, "personalizations": body["personalizations"] * 1001}
     assert any("1001" in str(e.message) or "long" in e.message for e in validator.iter_errors(too_many))
     assert list(validator.iter_errors({**body, "from": {"name": "x"}}))
+
+
+def test_a_whole_edition_through_send_edition_is_one_request_per_copy(world: World) -> None:
+    script = Script()
+    with sendgrid_server(script) as url:
+        report = world.send(transport(url, []))
+    assert script.violations == []
+    assert report.sent == 12
+    assert len(script.requests) == 1  # twelve readers of one copy: one call
+    [body] = script.requests
+    assert sorted(p["to"][0]["email"] for p in body["personalizations"]) == world.emails
+    assert len({p["headers"]["List-Unsubscribe"] for p in body["personalizations"]}) == 12
+    again = Script()
+    with sendgrid_server(again) as url:
+        assert world.send(transport(url, [])).sent == 0
+    assert again.requests == []

@@ -1,13 +1,15 @@
 """The SMTP transport against a real SMTP server (aiosmtpd on loopback)."""
 
 import socket
+import ssl
 from datetime import datetime
+from pathlib import Path
 
 import pytest
 
 from digest.deliver.smtp import SmtpTransport
 from digest.errors import TransportUnavailable
-from tests.deliver.builders import Handler, content, message, parse, parts, smtp_server
+from tests.deliver.builders import EphemeralController, Handler, content, message, parse, parts, smtp_server
 
 
 def transport(port: int, now: datetime, sleeps: list[float]) -> SmtpTransport:
@@ -112,3 +114,89 @@ def test_an_unreachable_server_raises_transport_unavailable(now: datetime) -> No
         t = transport(port, now, [])
         with pytest.raises(TransportUnavailable, match="cannot connect"):
             t.send([message(1)])
+
+
+def _certificate(tmp_path: Path) -> tuple[ssl.SSLContext, ssl.SSLContext]:
+    """A self-signed certificate for 127.0.0.1: (server context, client context trusting it)."""
+    import datetime as dt
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    start = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(1)
+        .not_valid_before(start)
+        .not_valid_after(start + dt.timedelta(days=3650))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server.load_cert_chain(cert_path, key_path)
+    return server, ssl.create_default_context(cafile=str(cert_path))
+
+
+@pytest.mark.parametrize("security", ["starttls", "ssl"])
+def test_tls_modes_with_login(now: datetime, tmp_path: Path, security: str) -> None:
+    from aiosmtpd.smtp import AuthResult, LoginPassword
+
+    def authenticator(
+        server: object, session: object, envelope: object, mechanism: str, auth_data: object
+    ) -> AuthResult:
+        ok = isinstance(auth_data, LoginPassword) and (auth_data.login, auth_data.password) == (
+            b"digest",
+            b"s3cret",
+        )
+        return AuthResult(success=ok)
+
+    server_ctx, client_ctx = _certificate(tmp_path)
+    handler = Handler()
+    tls = {"tls_context": server_ctx, "require_starttls": True} if security == "starttls" else {}
+    controller = EphemeralController(
+        handler,
+        hostname="127.0.0.1",
+        port=0,
+        ssl_context=server_ctx if security == "ssl" else None,
+        authenticator=authenticator,
+        # aiosmtpd only counts STARTTLS as TLS for AUTH; implicit TLS is encrypted all the same.
+        auth_require_tls=security == "starttls",
+        **tls,
+    )
+    controller.start()
+    try:
+        t = SmtpTransport(
+            "127.0.0.1",
+            controller.port,
+            security=security,
+            username="digest",
+            password="s3cret",
+            ssl_context=client_ctx,
+            clock=lambda: now,
+            sleep=[].append,
+            timeout=5,
+        )
+        [result] = t.send([message(1)])
+        t.close()
+    finally:
+        controller.stop()
+    assert result.ok, result.error
+    assert handler.copies() == {"reader1@example.com": 1}
