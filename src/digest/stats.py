@@ -5,7 +5,7 @@ from dataclasses import dataclass
 from datetime import date
 
 import sqlalchemy as sa
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from digest.db.models import DeliveryStatus, Edition, SubscriberEvent
 from digest.deliver import ledger
@@ -40,7 +40,11 @@ def edition_stats(edition: Edition, *, session: Session) -> EditionStats:
             str(method): int(n)
             for method, n in session.exec(
                 select(SubscriberEvent.method, sa.func.count())
-                .where(SubscriberEvent.edition_id == edition.id, SubscriberEvent.kind == "unsubscribe")
+                # A spam complaint ends the subscription too: it counts, under its own method.
+                .where(
+                    SubscriberEvent.edition_id == edition.id,
+                    col(SubscriberEvent.kind).in_(("unsubscribe", "complaint")),
+                )
                 .group_by(SubscriberEvent.method)
             )
         }

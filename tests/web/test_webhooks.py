@@ -11,9 +11,11 @@ from fastapi.testclient import TestClient
 from sqlmodel import select
 
 from digest.config import load_settings
+from digest.db import queries
 from digest.db.engine import session_scope
 from digest.db.models import Delivery, DeliveryStatus, Subscriber, SubscriberEvent, SubscriberStatus
 from digest.deliver.memory import MemoryTransport
+from digest.stats import edition_stats
 from digest.web import create_app
 from digest.webhooks import SIGNATURE_HEADER, TIMESTAMP_HEADER
 from tests.world import World
@@ -110,6 +112,12 @@ def test_signed_events_update_subscribers_once(
     with session_scope(world.engine) as session:
         failed = session.exec(select(Delivery).where(Delivery.status == DeliveryStatus.FAILED)).all()
     assert len(failed) == 3  # the bounces and the drop: those messages did not arrive
+    with session_scope(world.engine) as session:
+        edition = queries.edition_for(world.now.date(), session=session)
+        assert edition is not None
+        stats = edition_stats(edition, session=session)
+    assert stats.unsubscribes == {"complaint": 1, "webhook": 2}  # e2; e3 and e4
+    assert (stats.sent, stats.failed) == (9, 3)
     # SendGrid retries deliveries: the same events again change nothing.
     again = http.post("/webhooks/sendgrid", content=body, headers=signed(key, body, ts + 5))
     assert again.json() == {"duplicate": 6, "ignored": 1}
