@@ -468,12 +468,11 @@ def send_edition(
             assert row.id is not None
             edition_id = row.id
             resume_paused(session=session, now=now)
-            interrupted = ledger.mark_interrupted(edition_id, session=session, now=now)
+            interrupted = ledger.mark_interrupted(session=session, now=now)
             if interrupted:
                 log.warning(
-                    "edition=%s: %d message(s) were in flight during a crash: unknown "
-                    "(digest send --resend-unknown sends them)",
-                    edition_date,
+                    "%d message(s) were in flight during a crash: unknown "
+                    "(see digest stats; digest send --resend-unknown --date D sends them)",
                     interrupted,
                 )
             if resend_unknown:

@@ -97,7 +97,3 @@ class Transport(Protocol):
         """Release connections."""
         ...
 
-
-def slot_values(values: Mapping[str, str], body: BodyTemplate) -> list[str]:
-    """The reader's values in the order a body's slots need them."""
-    return [values[s] for s in body.slots]

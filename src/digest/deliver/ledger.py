@@ -39,14 +39,15 @@ def ensure_deliveries(
     return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
 
-def mark_interrupted(edition_id: int, *, session: Session, now: datetime) -> int:
-    """Rows left `sending` by a crash: maybe delivered, maybe not. Mark them `unknown`."""
+def mark_interrupted(*, session: Session, now: datetime) -> int:
+    """Rows left `sending` by a crash: maybe delivered, maybe not. Mark them `unknown`.
+
+    Only call it holding the send lock: then every `sending` row, of any edition (a crash
+    yesterday, a send for another date today), belongs to a process that is gone.
+    """
     result = session.execute(
         sa.update(Delivery)
-        .where(
-            col(Delivery.edition_id) == edition_id,
-            col(Delivery.status) == DeliveryStatus.SENDING.value,
-        )
+        .where(col(Delivery.status) == DeliveryStatus.SENDING.value)
         .values(status=DeliveryStatus.UNKNOWN.value, updated_at=now, error="interrupted while sending")
     )
     return int(result.rowcount or 0)  # type: ignore[attr-defined]
