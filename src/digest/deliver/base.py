@@ -96,4 +96,3 @@ class Transport(Protocol):
     def close(self) -> None:
         """Release connections."""
         ...
-
