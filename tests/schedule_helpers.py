@@ -116,6 +116,7 @@ class RecordingTransport:
     clock: Callable[[], datetime]
     sent: list[tuple[datetime, OutgoingMessage]] = field(default_factory=list)
     name: str = "recording"
+    max_batch: int = 1  # messages per send call (the Transport protocol)
 
     def send(self, messages: Sequence[OutgoingMessage]) -> list[SendResult]:
         """Record and succeed."""

@@ -72,7 +72,7 @@ class Settings(BaseSettings):
     confirm_expiry_hours: int = Field(default=72, ge=1)
     subscribe_rate_limit: int = Field(default=5, ge=1)  # sign-ups per IP address per hour
     scheduler_lease_seconds: int = Field(default=60, ge=10)
-    send_batch_size: int = Field(default=500, ge=1)  # messages claimed (and finished on SIGTERM) at once
+    send_batch_size: int = Field(default=500, ge=1)  # ledger rows read at a time by a send
     # Collection: how sources are fetched, and after how many failed runs in a row a source is flagged.
     user_agent: str | None = None  # None: "digest/VERSION (...)"; a custom value gets digest's name added
     fetch_timeout: float = Field(default=20.0, gt=0)

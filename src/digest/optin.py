@@ -6,6 +6,7 @@ browser is the same whatever the address's state, so the form cannot tell who is
 """
 
 import logging
+import secrets
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -17,9 +18,10 @@ from sqlmodel import Session, col, select
 
 from digest.config import Newsletter, Settings
 from digest.db.models import Delivery, Subscriber, SubscriberEvent, SubscriberStatus
-from digest.deliver.base import OutgoingMessage, Transport
+from digest.deliver.base import MessageContent, OutgoingMessage, Transport
 from digest.deliver.message import new_message_id
 from digest.errors import SubscriberError, TemplateError, TokenError
+from digest.render import BodyTemplate
 from digest.subscribers import check_timezone, check_topics, normalize_email, record_event
 
 log = logging.getLogger(__name__)
@@ -228,22 +230,27 @@ def confirmation_message(
         html = env.get_template(CONFIRM_HTML).render(context)
     except jinja2.TemplateError as e:
         raise TemplateError(f"confirmation email template: {e}") from e
-    headers = {"Auto-Submitted": "auto-generated"}  # RFC 3834: no auto-replies to this, please
-    if info.reply_to:
-        headers["Reply-To"] = info.reply_to
+    content = MessageContent(
+        key=secrets.token_hex(8),
+        from_email=info.from_email,
+        from_name=info.from_name or info.title,
+        subject=f"Confirm your subscription to {info.title}",
+        list_id=None,  # not list mail: no List-* headers
+        html=BodyTemplate(chunks=(html,), slots=(), escape=True),
+        text=BodyTemplate(chunks=(text,), slots=(), escape=False),
+        reply_to=info.reply_to,
+        headers=(("Auto-Submitted", "auto-generated"),),  # RFC 3834: no auto-replies to this, please
+    )
     return OutgoingMessage(
         delivery_id=0,
         subscriber_id=subscriber.id,
         edition_id=0,
         to_email=subscriber.email,
         to_name=subscriber.name,
-        from_email=info.from_email,
-        from_name=info.from_name or info.title,
-        subject=f"Confirm your subscription to {info.title}",
-        html=html,
-        text=text,
+        content=content,
+        values={},
         message_id=new_message_id(info.sender_domain),
-        headers=headers,
+        unsubscribe_url=None,
     )
 
 

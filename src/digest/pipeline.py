@@ -34,6 +34,7 @@ from digest.deliver.base import MessageContent, OutgoingMessage, SendResult, Tra
 from digest.deliver.lock import send_lock
 from digest.deliver.message import new_message_id, to_bytes, unsubscribe_mailto
 from digest.deliver.sender import Call, RateLimiter, batches, dispatch
+from digest.deliver.transports import make_transport
 from digest.sources.clean import plain_text
 from digest.sources.collect import SourceResult
 from digest.sources.collect import collect as collect_sources
@@ -450,16 +451,24 @@ def send_edition(
     batch_size: int = BATCH_SIZE,
     lanes: Sequence[Transport] = (),
     limiter: RateLimiter | None = None,
+    audience: sa.ColumnElement[bool] | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> SendReport:
     """Build (or load) the edition and send it to every active subscriber who has not had it.
 
     Exactly once: one ledger row per (edition, subscriber); a row is marked `sending` (committed)
     just before its transport call and gets the answer just after, so a crash leaves only the
-    in-flight call's rows unknown. `lanes` (default: just `transport`) are parallel connections.
-    Raises TransportUnavailable, after recording what was done, when the server is unreachable.
+    in-flight call's rows unknown. `lanes` are parallel connections (default: `transport` and
+    as many more as DIGEST_SEND_CONCURRENCY asks). Raises TransportUnavailable, after recording
+    what was done, when the server is unreachable.
+
+    `audience` narrows who is sent to now (the scheduler sends one time zone at a time);
+    `should_stop` is asked before every transport call (SIGTERM: finish the call in hand, stop).
     """
     renderer = renderer or make_renderer(settings, newsletter)
-    lanes = list(lanes) or [transport]
+    lanes = list(lanes) or [transport] + [
+        make_transport(settings, clock=clock) for _ in range(settings.send_concurrency - 1)
+    ]
     limiter = limiter or RateLimiter(settings.send_rate)
     with send_lock(engine):
         now = clock()
@@ -477,7 +486,7 @@ def send_edition(
                 )
             if resend_unknown:
                 ledger.requeue_unknown(edition_id, session=session, now=now)
-            ledger.ensure_deliveries(edition_id, session=session, now=now)
+            ledger.ensure_deliveries(edition_id, session=session, now=now, audience=audience)
         # Render every distinct copy before the first claim: a template error stops the send with
         # nothing claimed (issue 4), whichever topic set would have hit it.
         with session_scope(engine) as session:
@@ -491,6 +500,8 @@ def send_edition(
             clock=clock,
             batch_size=batch_size,
             journal=journal,
+            audience=audience,
+            should_stop=should_stop,
         )
         try:
             dispatch(batches(messages, lanes[0].max_batch), lanes=lanes, journal=journal, limiter=limiter)
@@ -525,13 +536,20 @@ def _messages(
     clock: Clock,
     batch_size: int,
     journal: "_Journal",
+    audience: sa.ColumnElement[bool] | None,
+    should_stop: Callable[[], bool] | None,
 ) -> Iterator[OutgoingMessage]:
-    """Every message still to send, reading the ledger in id order; skips are recorded here."""
+    """Every message still to send, reading the ledger in id order; skips are recorded here.
+
+    Stops early when `should_stop` says so: the message in hand is finished and recorded first.
+    """
     after_id = 0
     topic_sets: dict[str, frozenset[str]] = {}
     while True:
         with session_scope(engine) as session:
-            rows = ledger.sendable_rows(edition_id, session=session, after_id=after_id, size=batch_size)
+            rows = ledger.sendable_rows(
+                edition_id, session=session, after_id=after_id, size=batch_size, audience=audience
+            )
             skipped: dict[str, list[int]] = {}
             messages = []
             for row in rows:
@@ -558,7 +576,10 @@ def _messages(
                 journal.skipped += len(ids)
         if not rows:
             return
-        yield from messages
+        for message in messages:
+            if should_stop is not None and should_stop():
+                return
+            yield message
 
 
 @dataclass

@@ -20,10 +20,11 @@ class MessageContent:
     from_email: str
     from_name: str
     subject: str
-    list_id: str  # the full List-Id value, e.g. "Daily Digest <daily-digest.example.com>"
+    list_id: str | None  # "Daily Digest <daily-digest.example.com>"; None: not list mail
     html: BodyTemplate
     text: BodyTemplate
     reply_to: str | None = None
+    headers: tuple[tuple[str, str], ...] = ()  # more shared headers, e.g. Auto-Submitted
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,7 +39,7 @@ class OutgoingMessage:
     content: MessageContent
     values: Mapping[str, str]  # slot name -> this reader's value (render.personal_values)
     message_id: str  # with angle brackets
-    unsubscribe_url: str
+    unsubscribe_url: str | None  # None only for mail that is not list mail (sign-up confirmation)
     unsubscribe_mailto: str | None = None  # a full mailto: URL carrying the token, or None
 
     @property
@@ -57,8 +58,23 @@ class OutgoingMessage:
         return self.content.text.fill(self.values)
 
     @property
-    def list_unsubscribe(self) -> str:
+    def headers(self) -> dict[str, str]:
+        """Headers beyond From, To, Subject, Date and Message-ID, as the message carries them."""
+        content = self.content
+        headers = {"Reply-To": content.reply_to} if content.reply_to else {}
+        if content.list_id is not None:
+            headers["List-Id"] = content.list_id
+            headers["List-Unsubscribe-Post"] = ONE_CLICK
+        if self.list_unsubscribe is not None:
+            headers["List-Unsubscribe"] = self.list_unsubscribe
+        headers.update(content.headers)
+        return headers
+
+    @property
+    def list_unsubscribe(self) -> str | None:
         """The List-Unsubscribe value: the https URL first, then the mailto (RFC 2369, RFC 8058)."""
+        if self.unsubscribe_url is None:
+            return None
         if self.unsubscribe_mailto:
             return f"<{self.unsubscribe_url}>, <{self.unsubscribe_mailto}>"
         return f"<{self.unsubscribe_url}>"

@@ -77,7 +77,14 @@ class PendingRow(NamedTuple):
     status: str
 
 
-def sendable_rows(edition_id: int, *, session: Session, after_id: int, size: int) -> list[PendingRow]:
+def sendable_rows(
+    edition_id: int,
+    *,
+    session: Session,
+    after_id: int,
+    size: int,
+    audience: sa.ColumnElement[bool] | None = None,
+) -> list[PendingRow]:
     """The next `size` rows still to send (pending or retry), in id order after `after_id`.
 
     Reading marks nothing: a row becomes `sending` only when its message is handed to the
@@ -96,6 +103,7 @@ def sendable_rows(edition_id: int, *, session: Session, after_id: int, size: int
         .join(Subscriber, col(Delivery.subscriber_id) == col(Subscriber.id))
         .where(col(Delivery.edition_id) == edition_id, col(Delivery.status).in_(SENDABLE))
         .where(col(Delivery.id) > after_id)
+        .where(audience if audience is not None else sa.true())  # e.g. one time zone (scheduler)
         .order_by(col(Delivery.id))
         .limit(size)
     )

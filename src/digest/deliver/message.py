@@ -89,8 +89,10 @@ class EncodedContent:
         if content.reply_to:
             shared.append(_header("Reply-To", content.reply_to))
         shared.append(_header("Subject", content.subject))
-        shared.append(_header("List-Id", content.list_id))
-        shared.append(b"List-Unsubscribe-Post: " + ONE_CLICK.encode() + CRLF)
+        if content.list_id is not None:
+            shared.append(_header("List-Id", content.list_id))
+            shared.append(b"List-Unsubscribe-Post: " + ONE_CLICK.encode() + CRLF)
+        shared.extend(_header(name, value) for name, value in content.headers)
         self.head = b"".join(shared)
         self.mime = (
             b"MIME-Version: 1.0\r\n"
@@ -112,15 +114,19 @@ class EncodedContent:
         """The exact bytes an SMTP server receives for one reader (CRLF line ends)."""
         values = dict(message.values)
         to = _address(message.to_name, message.to_email)
-        if message.unsubscribe_mailto:
+        if message.unsubscribe_url is None:
+            unsubscribe = ""
+        elif message.unsubscribe_mailto:
             # Folded between the two targets: a URL inside <> is never cut (RFC 2369 §2).
-            unsubscribe = f"<{message.unsubscribe_url}>,\r\n <{message.unsubscribe_mailto}>"
+            unsubscribe = (
+                f"List-Unsubscribe: <{message.unsubscribe_url}>,\r\n <{message.unsubscribe_mailto}>\r\n"
+            )
         else:
-            unsubscribe = f"<{message.unsubscribe_url}>"
+            unsubscribe = f"List-Unsubscribe: <{message.unsubscribe_url}>\r\n"
         out = [
             self.head,
             f"To: {to}\r\nDate: {format_datetime(now)}\r\nMessage-ID: {message.message_id}\r\n"
-            f"List-Unsubscribe: {unsubscribe}\r\n".encode(),
+            f"{unsubscribe}".encode(),
             self.mime,
         ]
         self.text.pieces(values, out)

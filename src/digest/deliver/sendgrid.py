@@ -60,14 +60,17 @@ def personalization(message: OutgoingMessage) -> dict[str, Any]:
     to: dict[str, str] = {"email": message.to_email}
     if message.to_name:
         to["name"] = message.to_name
-    return {
-        "to": [to],
-        # substitutions never reach headers, so the per-reader headers go here (STANDARDS.md)
-        "headers": {
+    # substitutions never reach headers, so the per-reader headers go here (STANDARDS.md)
+    headers = {"Message-ID": message.message_id}
+    if message.list_unsubscribe is not None:
+        headers = {
             "List-Unsubscribe": message.list_unsubscribe,
             "List-Unsubscribe-Post": ONE_CLICK,
-            "Message-ID": message.message_id,
-        },
+            **headers,
+        }
+    return {
+        "to": [to],
+        "headers": headers,
         # ids only, no personal data: they come back in every webhook event
         "custom_args": {
             "digest_edition": str(message.edition_id),
@@ -93,7 +96,10 @@ def mail_body(messages: Sequence[OutgoingMessage]) -> dict[str, Any]:
             {"type": "text/plain", "value": _tagged(content.text, "t", content.key)},
             {"type": "text/html", "value": _tagged(content.html, "h", content.key)},
         ],
-        "headers": {"List-Id": content.list_id},
+        "headers": {
+            **({"List-Id": content.list_id} if content.list_id is not None else {}),
+            **dict(content.headers),
+        },
         "tracking_settings": {"subscription_tracking": {"enable": False}},
     }
     if content.reply_to:
