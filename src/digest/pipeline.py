@@ -599,25 +599,34 @@ class _Journal:
         if not done and not claim:
             return
         now = self.clock()
+        bounced = []
+        for batch, results in done:
+            by_id = {m.delivery_id: m for m in batch}
+            for result in results:
+                if result.ok:
+                    self.sent += 1
+                    continue
+                message = by_id[result.delivery_id]
+                self.failures.append(f"{message.to_email}: {result.error}")
+                if result.permanent:
+                    self.failed += 1
+                else:
+                    self.retry += 1
+                if result.bounce:
+                    bounced.append((message, result))
+        results = [r for _, call_results in done for r in call_results]
+        claim_ids = [m.delivery_id for m in claim]
+        if not bounced:
+            self.writer.write(results, claim_ids, now=now)
+            return
+        # Rare: the bounced readers are suppressed in the same transaction as the answers.
         with self.writer.transaction() as conn:
-            for batch, results in done:
-                self.writer.record(results, conn=conn, now=now)
-                by_id = {m.delivery_id: m for m in batch}
-                for result in results:
-                    if result.ok:
-                        self.sent += 1
-                        continue
-                    message = by_id[result.delivery_id]
-                    self.failures.append(f"{message.to_email}: {result.error}")
-                    if result.permanent:
-                        self.failed += 1
-                    else:
-                        self.retry += 1
-                    if result.bounce:
-                        with Session(bind=conn) as session:
-                            _suppress_bounced(session, message, result, now=now)
-                            session.flush()
-            self.writer.mark_sending([m.delivery_id for m in claim], conn=conn, now=now)
+            self.writer.record(results, conn=conn, now=now)
+            with Session(bind=conn) as session:
+                for message, result in bounced:
+                    _suppress_bounced(session, message, result, now=now)
+                session.flush()
+            self.writer.mark_sending(claim_ids, conn=conn, now=now)
 
 
 def _suppress_bounced(

@@ -214,6 +214,43 @@ class LedgerWriter:
         finally:
             cursor.close()
 
+    def write(self, results: Sequence[SendResult], claim_ids: Sequence[int], *, now: datetime) -> None:
+        """`record` then `mark_sending` and commit, straight on the DBAPI connection.
+
+        The common step (no bounce to suppress), about 20 us on SQLite: SQLAlchemy's own
+        transaction bookkeeping would triple that, and it runs once per message. The driver
+        begins the transaction implicitly (sqlite3, psycopg) and commits it here.
+        """
+        dbapi = self._conn.connection.dbapi_connection
+        assert dbapi is not None
+        stamp = self._stamp(now)
+        cursor = dbapi.cursor()
+        try:
+            if results:
+                cursor.executemany(
+                    self._record_sql,
+                    [
+                        (
+                            status_for(r).value,
+                            r.error,
+                            r.provider_id,
+                            stamp if r.ok else None,
+                            stamp,
+                            r.delivery_id,
+                        )
+                        for r in results
+                    ],
+                )
+            if claim_ids:
+                marks = ", ".join([self._mark] * len(claim_ids))
+                cursor.execute(f"{self._sending_sql}({marks})", (stamp, stamp, *claim_ids))
+            dbapi.commit()
+        except BaseException:
+            dbapi.rollback()
+            raise
+        finally:
+            cursor.close()
+
     def close(self) -> None:
         """Return the connection to the pool."""
         self._conn.close()

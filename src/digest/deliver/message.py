@@ -9,11 +9,12 @@ value together with the text around it, and the decoded body is exactly `BodyTem
 """
 
 import binascii
+import functools
 import html
 import re
 import secrets
 from collections import OrderedDict
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 from email.policy import SMTP
 from email.utils import format_datetime, formataddr, make_msgid
 
@@ -55,6 +56,17 @@ def _address(name: str, email: str) -> str:
     return formataddr((name, email), charset="utf-8")
 
 
+@functools.lru_cache(maxsize=4)
+def _date_of(seconds: int, offset: float) -> str:
+    return format_datetime(datetime.fromtimestamp(seconds, timezone(timedelta(seconds=offset))))
+
+
+def _date(now: datetime) -> str:
+    """The Date header value (RFC 5322 has one-second resolution: format once a second)."""
+    offset = now.utcoffset()
+    return _date_of(int(now.timestamp()), offset.total_seconds() if offset else 0.0)
+
+
 class _Part:
     """One body part, quoted-printable encoded between its slots."""
 
@@ -65,17 +77,21 @@ class _Part:
         self.slots = body.slots
         self.escape = body.escape
 
-    def pieces(self, values: dict[str, str], out: list[bytes]) -> None:
-        """Append this reader's encoded part to `out`."""
+    def pieces(self, values: dict[str, str], out: list[bytes], encoded: dict[str, bytes]) -> None:
+        """Append this reader's encoded part to `out`; `encoded` memoizes values across parts."""
         chunks = self.chunks
         out.append(chunks[0])
         for i, slot in enumerate(self.slots, start=1):
-            value = values[slot].replace("\r", " ").replace("\n", " ")
+            value = values[slot]
             if self.escape:
                 value = html.escape(value)
-            out.append(SOFT_BREAK)
-            out.append(_qp(value))
-            out.append(SOFT_BREAK)
+            piece = encoded.get(value)
+            if piece is None:
+                # A value stays on its own soft-broken segment (see the module docstring).
+                piece = encoded[value] = (
+                    SOFT_BREAK + _qp(value.replace("\r", " ").replace("\n", " ")) + SOFT_BREAK
+                )
+            out.append(piece)
             out.append(chunks[i])
 
 
@@ -125,13 +141,13 @@ class EncodedContent:
             unsubscribe = f"List-Unsubscribe: <{message.unsubscribe_url}>\r\n"
         out = [
             self.head,
-            f"To: {to}\r\nDate: {format_datetime(now)}\r\nMessage-ID: {message.message_id}\r\n"
-            f"{unsubscribe}".encode(),
+            f"To: {to}\r\nDate: {_date(now)}\r\nMessage-ID: {message.message_id}\r\n{unsubscribe}".encode(),
             self.mime,
         ]
-        self.text.pieces(values, out)
+        encoded: dict[str, bytes] = {}  # a URL is the same in both parts: encode it once
+        self.text.pieces(values, out, encoded)
         out.append(self.between)
-        self.html.pieces(values, out)
+        self.html.pieces(values, out, encoded)
         out.append(self.end)
         return b"".join(out)
 
