@@ -15,11 +15,13 @@ $(STAMP): pyproject.toml
 
 ## demo: set up and run the daily job on the bundled demo content (no network, no keys)
 demo: $(STAMP)
-	$(BIN)/python examples/demo/make_feeds.py --out examples/demo/feeds
-	$(DEMO_ENV) $(BIN)/digest db upgrade
-	$(DEMO_ENV) $(BIN)/digest subscribers import subscribers/example.csv
-	$(DEMO_ENV) $(BIN)/digest run || test $$? -eq 3
-	$(DEMO_ENV) $(BIN)/digest preview --output var/demo/preview.html
+	@echo "==> writing the demo feeds (RSS 2.0, Atom, JSON Feed) with dates relative to now"
+	@$(BIN)/python examples/demo/make_feeds.py --out examples/demo/feeds
+	@echo "==> importing the demo subscribers (subscribers/example.csv) into var/demo/digest.db"
+	@$(DEMO_ENV) $(BIN)/digest subscribers import subscribers/example.csv
+	@echo "==> the daily job: digest run (collect, then send through the file outbox)"
+	@$(DEMO_ENV) $(BIN)/digest run || test $$? -eq 3
+	@$(DEMO_ENV) $(BIN)/digest preview --output var/demo/preview.html
 	@echo
 	@echo "Done. Messages (one .eml per subscriber): $(CURDIR)/var/demo/outbox/"
 	@echo "HTML preview of today's edition:          $(CURDIR)/var/demo/preview.html"

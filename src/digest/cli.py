@@ -283,7 +283,8 @@ def _print_send(report: pipeline.SendReport) -> None:
     out.print(
         f"edition {report.edition_date}: {report.story_count} stories; sent {report.sent}, "
         f"failed {report.failed}, to retry {report.retry}, skipped {report.skipped}, "
-        f"unknown {report.unknown}"
+        f"unknown {report.unknown}",
+        soft_wrap=True,
     )
     for line in report.failures[:20]:
         err.print(f"  failed: {line}", highlight=False)
