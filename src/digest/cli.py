@@ -21,6 +21,7 @@ from digest.db import queries
 from digest.db.engine import open_database, session_scope
 from digest.db.models import Source, SubscriberStatus
 from digest.deliver.transports import make_lanes
+from digest.editions import explain_topics
 from digest.errors import DigestError, SubscriberError
 from digest.sources.collect import SourceResult
 from digest.stats import edition_stats
@@ -724,7 +725,7 @@ def topics(date_: DateOpt = None) -> None:
     """
     settings, newsletter = _setup()
     engine = _engine(settings)
-    rows = pipeline.explain_topics(
+    rows = explain_topics(
         newsletter, engine=engine, edition_date=_edition_date(settings, date_), now=pipeline.utc_now()
     )
     table = Table("topic", "story", "sources", "why", "also", "in edition", title=f"{len(rows)} stories")

@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from fastapi import FastAPI
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 
-from digest import pipeline, render
+from digest import editions, pipeline, render
 from digest.config import Newsletter, Settings
 from digest.db import queries
 from digest.db.engine import session_scope
@@ -60,7 +60,7 @@ def recent_editions(
             for e in queries.recent_editions(session=session, limit=RECENT)
         ]
         if all(r.date != today for r in rows):
-            draft = pipeline.compose_draft(newsletter, session=session, edition_date=today, now=now)
+            draft = editions.compose_draft(newsletter, session=session, edition_date=today, now=now)
             subject = render.subject_for(newsletter.newsletter, draft)
             rows.insert(0, EditionRow(today, subject, draft.story_count, "draft"))
     return sorted(rows, key=lambda r: r.date, reverse=True)

@@ -16,6 +16,7 @@ from digest.db.models import Edition, Subscriber, SubscriberStatus
 from digest.deliver.base import Transport
 from digest.deliver.transports import make_transport
 from digest.errors import SubscriberError, TokenError, WebhookError
+from digest.personalize import make_renderer
 from digest.scheduler import health as scheduler_health
 from digest.subscribers import (
     PAUSE_CHOICES_WEEKS,
@@ -41,7 +42,7 @@ def create_app(
 ) -> FastAPI:
     """The web app for one newsletter and database."""
     app = FastAPI(title=f"{newsletter.newsletter.title} (digest)", docs_url=None, redoc_url=None)
-    renderer = pipeline.make_renderer(settings, newsletter)
+    renderer = make_renderer(settings, newsletter)
     info = newsletter.newsletter
     add_signup_routes(
         app,

@@ -1,0 +1,168 @@
+"""Each reader's copy: a rendered digest filled with their greeting, signed links and list headers."""
+
+import logging
+import secrets
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Protocol
+
+import jinja2
+from sqlmodel import Session, select
+
+from digest import compose, render
+from digest.config import Newsletter, Settings, signing_keys
+from digest.db.models import (
+    Subscriber,
+    SubscriberStatus,
+)
+from digest.deliver.base import MessageContent, OutgoingMessage
+from digest.deliver.message import new_message_id, unsubscribe_mailto
+from digest.tokens import LinkToken, TokenSigner
+
+log = logging.getLogger(__name__)
+
+
+class Reader(Protocol):
+    """Who a message is for: a Subscriber row, or a ledger.PendingRow in the send loop."""
+
+    @property
+    def id(self) -> int | None:
+        """The subscriber's id."""
+        ...
+
+    @property
+    def email(self) -> str:
+        """The address."""
+        ...
+
+    @property
+    def name(self) -> str:
+        """The name for the greeting ("" for none)."""
+        ...
+
+
+@dataclass
+class Renderer:
+    """Renders each distinct (edition, topic set) once and fills it per reader."""
+
+    settings: Settings
+    newsletter: Newsletter
+    env: jinja2.Environment
+    signer: TokenSigner
+    _cache: dict[tuple[date, frozenset[str]], tuple[compose.Edition, render.RenderedDigest]] = field(
+        default_factory=dict
+    )
+    _contents: dict[int, tuple[render.RenderedDigest, MessageContent]] = field(default_factory=dict)
+
+    def digest_for(
+        self, edition: compose.Edition, chosen: frozenset[str]
+    ) -> tuple[compose.Edition, render.RenderedDigest]:
+        """The subscriber's copy of the edition, rendered (cached per topic set)."""
+        copy = compose.for_subscriber(edition, chosen)
+        key = (edition.date, copy.topic_names)
+        hit = self._cache.get(key)
+        if hit is None:
+            rendered = render.render_digest(
+                self.env,
+                self.newsletter.newsletter,
+                copy,
+                archive_url=self.archive_url(edition.date),
+            )
+            render.check_slots(rendered)
+            hit = self._cache[key] = (copy, rendered)
+        return hit
+
+    def prepare(self, edition: compose.Edition, topic_sets: Iterable[frozenset[str]]) -> int:
+        """Render the full edition and every given topic set's copy now; the number of copies."""
+        for chosen in [frozenset(), *topic_sets]:
+            self.digest_for(edition, chosen)
+        return sum(1 for day, _ in self._cache if day == edition.date)
+
+    def archive_url(self, day: date) -> str:
+        """Public web copy of an edition."""
+        return f"{self.settings.base_url}/archive/{day.isoformat()}"
+
+    def links(self, subscriber_id: int, edition_id: int | None) -> tuple[str, str]:
+        """(unsubscribe URL, preferences URL) for one reader and edition."""
+        token = self.signer.sign(LinkToken(subscriber_id, edition_id))
+        base = self.settings.base_url
+        return f"{base}/unsubscribe/{token}", f"{base}/preferences/{token}"
+
+    def content_for(self, rendered: render.RenderedDigest) -> MessageContent:
+        """The shared part of every message of one rendered digest (made once, reused)."""
+        hit = self._contents.get(id(rendered))
+        if hit is None or hit[0] is not rendered:
+            info = self.newsletter.newsletter
+            content = MessageContent(
+                key=secrets.token_hex(8),
+                from_email=info.from_email,
+                from_name=info.from_name or info.title,
+                subject=rendered.subject,
+                list_id=f"{info.title} <{_list_id(info.title, info.sender_domain)}>",
+                html=rendered.html,
+                text=rendered.text,
+                reply_to=info.reply_to,
+            )
+            hit = self._contents[id(rendered)] = (rendered, content)
+        return hit[1]
+
+    def message(
+        self,
+        rendered: render.RenderedDigest,
+        *,
+        subscriber: Reader,
+        delivery_id: int,
+        edition_id: int,
+    ) -> OutgoingMessage:
+        """One reader's message: shared content, the reader's slot values and unsubscribe links."""
+        assert subscriber.id is not None
+        unsubscribe_url, preferences_url = self.links(subscriber.id, edition_id)
+        mailbox = self.settings.unsubscribe_mailto
+        return OutgoingMessage(
+            delivery_id=delivery_id,
+            subscriber_id=subscriber.id,
+            edition_id=edition_id,
+            to_email=subscriber.email,
+            to_name=subscriber.name,
+            content=self.content_for(rendered),
+            values=render.personal_values(
+                email=subscriber.email,
+                name=subscriber.name,
+                unsubscribe_url=unsubscribe_url,
+                preferences_url=preferences_url,
+            ),
+            message_id=new_message_id(self.newsletter.newsletter.sender_domain),
+            unsubscribe_url=unsubscribe_url,
+            unsubscribe_mailto=(
+                unsubscribe_mailto(mailbox, unsubscribe_url.rsplit("/", 1)[1]) if mailbox else None
+            ),
+        )
+
+
+def _list_id(title: str, domain: str) -> str:
+    slug = "".join(c if c.isalnum() else "-" for c in title.lower()).strip("-") or "digest"
+    return f"{slug}.{domain}"
+
+
+def make_renderer(settings: Settings, newsletter: Newsletter) -> Renderer:
+    """A renderer with the configured templates and link signer."""
+    env = render.make_environment(settings.templates_dir)
+    if settings.templates_dir is not None:
+        # mjml-python drops unknown tags and attributes silently: say so for the user's templates.
+        for problem in render.check_environment(env):
+            log.warning("template check: %s", problem)
+    return Renderer(
+        settings=settings,
+        newsletter=newsletter,
+        env=env,
+        signer=TokenSigner(signing_keys(settings)),
+    )
+
+
+def active_topic_sets(*, session: Session) -> set[frozenset[str]]:
+    """The distinct topic choices of active subscribers (one rendered copy each)."""
+    rows = session.exec(
+        select(Subscriber.topics).where(Subscriber.status == SubscriberStatus.ACTIVE).distinct()
+    )
+    return {frozenset(t for t in topics.split("\n") if t) for topics in rows}
