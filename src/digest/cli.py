@@ -280,6 +280,40 @@ def _serve_preview(
     uvicorn.run(app, host=host, port=port, log_level="warning")
 
 
+def _send(
+    settings: Settings,
+    newsletter: Newsletter,
+    engine: sa.Engine,
+    edition_date: date,
+    *,
+    resend_unknown: bool = False,
+) -> pipeline.SendReport:
+    """Send here, or through the workers when DIGEST_BROKER_URL is set."""
+    if settings.broker_url is not None:
+        from digest import distributed  # imports Celery: only in distributed mode
+
+        out.print(f"queueing edition {edition_date} for the workers on {settings.broker_queue}; waiting")
+        return distributed.send_edition(
+            settings,
+            newsletter,
+            engine=engine,
+            edition_date=edition_date,
+            clock=pipeline.utc_now,
+            resend_unknown=resend_unknown,
+        )
+    lanes = make_lanes(settings, clock=pipeline.utc_now)
+    return pipeline.send_edition(
+        settings,
+        newsletter,
+        engine=engine,
+        transport=lanes[0],
+        lanes=lanes,
+        edition_date=edition_date,
+        clock=pipeline.utc_now,
+        resend_unknown=resend_unknown,
+    )
+
+
 def _print_send(report: pipeline.SendReport) -> None:
     out.print(
         f"edition {report.edition_date}: {report.story_count} stories; sent {report.sent}, "
@@ -328,17 +362,7 @@ def send(
         out.print(f"dry run: {report.story_count} stories; would send {report.sent}, skip {report.skipped}")
         return
     _warn(settings)
-    lanes = make_lanes(settings, clock=pipeline.utc_now)
-    report = pipeline.send_edition(
-        settings,
-        newsletter,
-        engine=engine,
-        transport=lanes[0],
-        lanes=lanes,
-        edition_date=edition_date,
-        clock=pipeline.utc_now,
-        resend_unknown=resend_unknown,
-    )
+    report = _send(settings, newsletter, engine, edition_date, resend_unknown=resend_unknown)
     _print_send(report)
     if report.needs_attention:
         raise typer.Exit(3)
@@ -356,16 +380,7 @@ def run(date_: DateOpt = None) -> None:
     results = _collect(settings, newsletter, engine)
     _print_collect(results)
     _warn(settings)
-    lanes = make_lanes(settings, clock=pipeline.utc_now)
-    report = pipeline.send_edition(
-        settings,
-        newsletter,
-        engine=engine,
-        transport=lanes[0],
-        lanes=lanes,
-        edition_date=_edition_date(settings, date_),
-        clock=pipeline.utc_now,
-    )
+    report = _send(settings, newsletter, engine, _edition_date(settings, date_))
     _print_send(report)
     if settings.transport == "file":
         out.print(f"messages are in {settings.outbox_dir.resolve()}")
@@ -620,6 +635,12 @@ def stats(date_: DateOpt = None) -> None:
             f"{s.unsubscribe_rate:.2%}",
         )
     out.print(table)
+    for s in rows:  # distributed mode: who sent what (live progress while workers run)
+        if s.workers:
+            out.print(f"Workers, edition {s.date}:", highlight=False)
+            for worker, by_status in sorted(s.workers.items()):
+                done = ", ".join(f"{status} {n}" for status, n in sorted(by_status.items()))
+                out.print(f"  {worker}: {done}", highlight=False, markup=False)
 
 
 # --- long-running ---------------------------------------------------------------------------
@@ -651,6 +672,32 @@ def serve(
     finally:
         if scheduler is not None:
             scheduler.stop()  # finishes the batch being sent, records it, releases the lease
+
+
+@app.command()
+@friendly
+def worker(
+    concurrency: Annotated[
+        int, typer.Option("--concurrency", help="Batches this worker sends at once (processes or threads).")
+    ] = 1,
+    pool: Annotated[
+        str, typer.Option("--pool", help="Celery pool: prefork, threads or solo (one process).")
+    ] = "prefork",
+    name: Annotated[str | None, typer.Option("--name", help="Celery node name, e.g. mail1@%h.")] = None,
+) -> None:
+    """Run a Celery worker that sends batches of editions (distributed mode: needs DIGEST_BROKER_URL
+    and PostgreSQL). Start any number, on any machines; `digest send` queues the work.
+
+    Example: digest worker --concurrency 2
+    """
+    if pool not in ("prefork", "threads", "solo"):
+        raise DigestError(f"--pool: {pool!r} is not one of prefork, threads, solo")
+    from digest import distributed  # imports Celery: only in distributed mode
+
+    settings = load_settings()
+    distributed.broker_url(settings)  # refuse at once when distributed mode is off
+    open_database(settings.database_url).dispose()  # migrate before the first task, not inside it
+    distributed.run_worker(settings, concurrency=concurrency, pool=pool, name=name)
 
 
 @app.command()

@@ -73,6 +73,12 @@ class Settings(BaseSettings):
     subscribe_rate_limit: int = Field(default=5, ge=1)  # sign-ups per IP address per hour
     scheduler_lease_seconds: int = Field(default=60, ge=10)
     send_batch_size: int = Field(default=500, ge=1)  # ledger rows read at a time by a send
+    # Distributed mode (issue 7): a Celery broker; unset, everything runs in this process.
+    broker_url: SecretStr | None = (
+        None  # redis://host:6379/0 or amqp://user:pass@host// (may hold a password)
+    )
+    broker_queue: str = Field(default="digest", pattern=r"^[A-Za-z0-9_.:-]+$")
+    claim_lease_seconds: int = Field(default=120, ge=1)  # a silent worker's rows go to others after this
     # Collection: how sources are fetched, and after how many failed runs in a row a source is flagged.
     user_agent: str | None = None  # None: "digest/VERSION (...)"; a custom value gets digest's name added
     fetch_timeout: float = Field(default=20.0, gt=0)
@@ -113,6 +119,19 @@ class Settings(BaseSettings):
             )
         if self.transport == "sendgrid" and self.sendgrid_api_key is None:
             raise ValueError("SENDGRID_API_KEY: required when DIGEST_TRANSPORT=sendgrid")
+        if self.broker_url is not None:
+            broker = self.broker_url.get_secret_value()
+            if not re.match(r"^(redis|rediss|amqp|amqps)://", broker):
+                raise ValueError(
+                    "DIGEST_BROKER_URL: must start with redis://, rediss://, amqp:// or amqps://"
+                )
+            if not self.database_url.startswith("postgresql"):
+                # Workers claim rows with SELECT ... FOR UPDATE SKIP LOCKED, which SQLite lacks.
+                raise ValueError(
+                    "DIGEST_BROKER_URL: distributed mode requires PostgreSQL "
+                    f"(DIGEST_DATABASE_URL is {self.database_url.split(':', 1)[0]}); "
+                    "unset DIGEST_BROKER_URL to send from this process"
+                )
         return self
 
     @property

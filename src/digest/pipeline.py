@@ -7,7 +7,7 @@ app call these functions and nothing deeper.
 import logging
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 
 import sqlalchemy as sa
 from sqlmodel import Session, select
@@ -22,13 +22,14 @@ from digest.db.models import (
     SubscriberStatus,
 )
 from digest.db.models import Edition as EditionRow
-from digest.deliver import ledger
+from digest.deliver import claims, ledger
 from digest.deliver.base import OutgoingMessage, SendResult, Transport
 from digest.deliver.lock import send_lock
 from digest.deliver.message import to_bytes
 from digest.deliver.sender import Call, RateLimiter, batches, dispatch
 from digest.deliver.transports import make_transport
 from digest.editions import build_edition, edition_or_draft
+from digest.errors import DeliveryError
 from digest.personalize import Renderer, active_topic_sets, make_renderer
 from digest.sources.collect import SourceResult
 from digest.sources.collect import collect as collect_sources
@@ -151,24 +152,19 @@ def send_edition(
         # nothing claimed (issue 4), whichever topic set would have hit it.
         with session_scope(engine) as session:
             renderer.prepare(edition, active_topic_sets(session=session))
-        journal = _Journal(writer=ledger.LedgerWriter(engine), clock=clock)
-        messages = _messages(
+        journal = _send_rows(
             engine,
             renderer,
             edition,
             edition_id=edition_id,
+            writer=ledger.LedgerWriter(engine),
             clock=clock,
+            lanes=lanes,
+            limiter=limiter,
             batch_size=batch_size,
-            journal=journal,
             audience=audience,
             should_stop=should_stop,
         )
-        try:
-            dispatch(batches(messages, lanes[0].max_batch), lanes=lanes, journal=journal, limiter=limiter)
-        finally:
-            journal.writer.close()
-            for lane in lanes:
-                lane.close()
         with session_scope(engine) as session:
             counts = ledger.counts(edition_id, session=session)
             edition_row = session.get(EditionRow, edition_id)
@@ -183,6 +179,104 @@ def send_edition(
         retry=journal.retry,
         skipped=journal.skipped,
         unknown=counts[DeliveryStatus.UNKNOWN],
+        failures=tuple(journal.failures),
+    )
+
+
+def _send_rows(
+    engine: sa.Engine,
+    renderer: Renderer,
+    edition: compose.Edition,
+    *,
+    edition_id: int,
+    writer: ledger.LedgerWriter,
+    clock: Clock,
+    lanes: Sequence[Transport],
+    limiter: RateLimiter,
+    batch_size: int,
+    audience: sa.ColumnElement[bool] | None,
+    should_stop: Callable[[], bool] | None,
+) -> "_Journal":
+    """The send loop shared by `send_edition` and a worker's `send_batch`; closes writer and lanes."""
+    journal = _Journal(writer=writer, clock=clock)
+    messages = _messages(
+        engine,
+        renderer,
+        edition,
+        edition_id=edition_id,
+        clock=clock,
+        batch_size=batch_size,
+        journal=journal,
+        audience=audience,
+        should_stop=should_stop,
+    )
+    try:
+        dispatch(batches(messages, lanes[0].max_batch), lanes=lanes, journal=journal, limiter=limiter)
+    finally:
+        journal.writer.close()
+        for lane in lanes:
+            lane.close()
+    return journal
+
+
+def send_batch(
+    settings: Settings,
+    newsletter: Newsletter,
+    *,
+    engine: sa.Engine,
+    lanes: Sequence[Transport],
+    edition_id: int,
+    batch: claims.Batch,
+    owner: str,
+    clock: Clock,
+    renderer: Renderer | None = None,
+    audience: sa.ColumnElement[bool] | None = None,
+) -> SendReport:
+    """A worker's share of a distributed send: claim a batch's free rows and send them.
+
+    Idempotent: rows already answered, or held by a live worker, are left alone, so a task run
+    twice sends nothing twice. The edition must exist (the coordinator built it).
+    """
+    renderer = renderer or make_renderer(settings, newsletter)
+    lease = timedelta(seconds=settings.claim_lease_seconds)
+    with session_scope(engine) as session:
+        row = session.get(EditionRow, edition_id)
+        if row is None:
+            raise DeliveryError(f"edition {edition_id}: not found (was the database reset?)")
+        edition = compose.Edition.from_json(row.content_json)
+        now = clock()
+        claims.expire_sending(edition_id, session=session, now=now, lease=lease)
+        claimed = claims.claim(edition_id, batch, session=session, owner=owner, now=now, lease=lease)
+    if not claimed:
+        for lane in lanes:
+            lane.close()
+        return SendReport(edition_date=edition.date, story_count=edition.story_count)
+    log.info("worker=%s edition=%s claimed=%d rows=%s-%s", owner, edition.date, claimed, *batch)
+    mine = claims.mine(owner, batch)
+    try:
+        journal = _send_rows(
+            engine,
+            renderer,
+            edition,
+            edition_id=edition_id,
+            writer=claims.ClaimWriter(engine, owner=owner, edition_id=edition_id, lease=lease),
+            clock=clock,
+            lanes=lanes,
+            limiter=RateLimiter(settings.send_rate),
+            batch_size=settings.send_batch_size,
+            audience=mine if audience is None else sa.and_(mine, audience),
+            should_stop=None,
+        )
+    finally:
+        with session_scope(engine) as session:
+            claims.release(edition_id, session=session, owner=owner)
+    return SendReport(
+        edition_date=edition.date,
+        story_count=edition.story_count,
+        sent=journal.sent,
+        failed=journal.failed,
+        retry=journal.retry,
+        skipped=journal.skipped,
         failures=tuple(journal.failures),
     )
 

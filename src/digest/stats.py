@@ -1,14 +1,14 @@
 """Per-edition numbers: recipients, outcomes, unsubscribes by method."""
 
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
 from digest.db.models import DeliveryStatus, Edition, SubscriberEvent
-from digest.deliver import ledger
+from digest.deliver import claims, ledger
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,6 +24,8 @@ class EditionStats:
     unknown: int
     skipped: int
     unsubscribes: dict[str, int]
+    # Distributed send: rows by claiming worker ("host:pid") and status; empty when sent in one process.
+    workers: dict[str, dict[str, int]] = field(default_factory=dict)
 
     @property
     def unsubscribe_rate(self) -> float:
@@ -59,4 +61,5 @@ def edition_stats(edition: Edition, *, session: Session) -> EditionStats:
         unknown=counts[DeliveryStatus.UNKNOWN],
         skipped=counts[DeliveryStatus.SKIPPED],
         unsubscribes=dict(unsubscribes),
+        workers=claims.per_worker(edition.id, session=session),
     )

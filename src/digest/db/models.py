@@ -170,6 +170,9 @@ class Delivery(SQLModel, table=True):
     error: str | None = None
     message_id: str | None = None
     claimed_at: datetime | None = _ts()
+    # Distributed send (issue 7): the worker ("host:pid") that claimed the row; kept after the
+    # answer so `digest stats` can count per worker. Single-process sends leave it empty.
+    claimed_by: str | None = None
     sent_at: datetime | None = _ts()
     updated_at: datetime = _ts(nullable=False)
 

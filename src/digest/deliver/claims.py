@@ -1,0 +1,208 @@
+"""Ledger claims for the distributed send (issue 7): workers share an edition's rows safely.
+
+A worker claims rows of a batch with `SELECT ... FOR UPDATE SKIP LOCKED` and stamps them
+`claimed_by`/`claimed_at`; a claim lives for the lease and is renewed while the worker sends.
+The single-process rule still holds inside a claim: a row becomes `sending` right before its
+transport call and gets its answer right after. A worker that dies leaves its claimed rows to be
+claimed again once the lease runs out, and its `sending` rows (at most the call in flight) are
+marked `unknown`. PostgreSQL only (SQLite has no row locks).
+"""
+
+import os
+import socket
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import NamedTuple
+
+import sqlalchemy as sa
+from sqlmodel import Session, col
+
+from digest.db.models import Delivery, DeliveryStatus
+from digest.deliver.base import SendResult
+from digest.deliver.ledger import SENDABLE, LedgerWriter, status_for
+from digest.errors import DeliveryError
+
+_SENDABLE = tuple(s.value for s in SENDABLE)
+
+
+class LeaseLost(DeliveryError):
+    """Raised when a worker's claim expired and another worker took its rows: it stops at once."""
+
+
+def worker_name() -> str:
+    """This process as a claimant: host and process id (what `digest stats` shows per worker)."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+class Batch(NamedTuple):
+    """A range of ledger ids of one edition, sent by one task."""
+
+    first_id: int
+    last_id: int
+
+
+def split(ids: Sequence[int], size: int) -> list[Batch]:
+    """Consecutive id ranges of at most `size` rows each (ids in ascending order)."""
+    return [Batch(ids[i], ids[min(i + size, len(ids)) - 1]) for i in range(0, len(ids), size)]
+
+
+def claim(
+    edition_id: int, batch: Batch, *, session: Session, owner: str, now: datetime, lease: timedelta
+) -> int:
+    """Claim the batch's rows still to send that nobody holds (or whose holder's lease ran out)."""
+    free = sa.or_(col(Delivery.claimed_at).is_(None), col(Delivery.claimed_at) < now - lease)
+    ids = list(
+        session.execute(
+            sa.select(col(Delivery.id))
+            .where(
+                col(Delivery.edition_id) == edition_id,
+                col(Delivery.id).between(batch.first_id, batch.last_id),
+                col(Delivery.status).in_(_SENDABLE),
+                free,
+            )
+            .order_by(col(Delivery.id))
+            .with_for_update(skip_locked=True)  # two workers never wait on, or take, the same row
+        ).scalars()
+    )
+    if ids:
+        # updated_at is left alone: it tells the coordinator which rows were answered in this run.
+        session.execute(
+            sa.update(Delivery).where(col(Delivery.id).in_(ids)).values(claimed_by=owner, claimed_at=now)
+        )
+    return len(ids)
+
+
+def expire_sending(edition_id: int | None, *, session: Session, now: datetime, lease: timedelta) -> int:
+    """Rows left `sending` by a worker whose lease ran out: maybe delivered, maybe not. `unknown`."""
+    where = [col(Delivery.status) == DeliveryStatus.SENDING.value, col(Delivery.claimed_at) < now - lease]
+    if edition_id is not None:
+        where.append(col(Delivery.edition_id) == edition_id)
+    result = session.execute(
+        sa.update(Delivery)
+        .where(*where)
+        .values(
+            status=DeliveryStatus.UNKNOWN.value,
+            updated_at=now,
+            error="in flight when its worker stopped (lease expired)",
+        )
+    )
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+def release(edition_id: int, *, session: Session, owner: str) -> int:
+    """Give back this worker's unsent claimed rows (a clean stop: others may take them at once)."""
+    result = session.execute(
+        sa.update(Delivery)
+        .where(
+            col(Delivery.edition_id) == edition_id,
+            col(Delivery.claimed_by) == owner,
+            col(Delivery.status).in_(_SENDABLE),
+            col(Delivery.claimed_at).is_not(None),
+        )
+        .values(claimed_at=None)
+    )
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+def mine(owner: str, batch: Batch) -> sa.ColumnElement[bool]:
+    """The rows of a batch this worker holds, as a send loop `audience`."""
+    return sa.and_(
+        col(Delivery.claimed_by) == owner,
+        col(Delivery.claimed_at).is_not(None),
+        col(Delivery.id).between(batch.first_id, batch.last_id),
+    )
+
+
+def per_worker(edition_id: int, *, session: Session) -> dict[str, dict[str, int]]:
+    """Rows of an edition by claiming worker and status (empty for a single-process send)."""
+    rows = session.execute(
+        sa.select(col(Delivery.claimed_by), col(Delivery.status), sa.func.count())
+        .where(col(Delivery.edition_id) == edition_id, col(Delivery.claimed_by).is_not(None))
+        .group_by(col(Delivery.claimed_by), col(Delivery.status))
+    )
+    out: dict[str, dict[str, int]] = {}
+    for owner, status, n in rows:
+        out.setdefault(str(owner), {})[str(status)] = int(n)
+    return out
+
+
+class ClaimWriter(LedgerWriter):
+    """The send loop's ledger writes for a worker: only rows it still holds become `sending`.
+
+    Each step also renews the worker's claims (every third of the lease), and an answer clears
+    the row's claim time, so a transient failure (`retry`) can be claimed by a later run.
+    """
+
+    def __init__(self, engine: sa.Engine, *, owner: str, edition_id: int, lease: timedelta) -> None:
+        super().__init__(engine)
+        self.owner, self.edition_id, self.lease = owner, edition_id, lease
+        self._renewed: datetime | None = None
+        table = Delivery.__table__  # type: ignore[attr-defined]
+        m = self._mark
+        self._record_sql = (
+            f"UPDATE {table.name} SET status = {m}, error = {m}, message_id = {m}, "
+            f"sent_at = {m}, updated_at = {m}, claimed_at = NULL WHERE id = {m}"
+        )
+        sendable = ", ".join(f"'{s}'" for s in _SENDABLE)
+        self._guarded_sql = (
+            f"UPDATE {table.name} SET status = '{DeliveryStatus.SENDING.value}', claimed_at = {m}, "
+            f"updated_at = {m}, attempts = attempts + 1 WHERE claimed_by = {m} "
+            f"AND status IN ({sendable}) AND id IN "
+        )
+        self._renew_sql = (
+            f"UPDATE {table.name} SET claimed_at = {m} WHERE edition_id = {m} AND claimed_by = {m} "
+            f"AND claimed_at IS NOT NULL AND status IN ({sendable}, '{DeliveryStatus.SENDING.value}')"
+        )
+
+    def _rows(self, results: Sequence[SendResult], stamp: object) -> list[tuple[object, ...]]:
+        return [
+            (status_for(r).value, r.error, r.provider_id, stamp if r.ok else None, stamp, r.delivery_id)
+            for r in results
+        ]
+
+    def _guarded_mark(self, cursor: object, claim_ids: Sequence[int], stamp: object) -> bool:
+        marks = ", ".join([self._mark] * len(claim_ids))
+        cursor.execute(  # type: ignore[attr-defined]
+            f"{self._guarded_sql}({marks})", (stamp, stamp, self.owner, *claim_ids)
+        )
+        return int(cursor.rowcount) == len(claim_ids)  # type: ignore[attr-defined]
+
+    def write(self, results: Sequence[SendResult], claim_ids: Sequence[int], *, now: datetime) -> None:
+        """Record answers, renew the claims when due, mark the next call `sending`; one commit.
+
+        If a row of the next call is no longer ours (our lease ran out and another worker took
+        it), nothing is marked: the answers are committed alone and LeaseLost stops this worker.
+        """
+        dbapi = self._conn.connection.dbapi_connection
+        assert dbapi is not None
+        stamp = self._stamp(now)
+        cursor = dbapi.cursor()
+        try:
+            if results:
+                cursor.executemany(self._record_sql, self._rows(results, stamp))
+            if self._renewed is None or now - self._renewed >= self.lease / 3:
+                cursor.execute(self._renew_sql, (stamp, self.edition_id, self.owner))
+                self._renewed = now
+            if claim_ids and not self._guarded_mark(cursor, claim_ids, stamp):
+                dbapi.rollback()
+                if results:
+                    cursor.executemany(self._record_sql, self._rows(results, stamp))
+                dbapi.commit()
+                raise LeaseLost(f"worker {self.owner}: its claim on edition {self.edition_id} ran out")
+            dbapi.commit()
+        except BaseException:
+            dbapi.rollback()
+            raise
+        finally:
+            cursor.close()
+
+    def mark_sending(self, delivery_ids: Sequence[int], *, conn: sa.Connection, now: datetime) -> None:
+        """Mark rows `sending` inside the caller's transaction, only if still ours."""
+        if not delivery_ids:
+            return
+        cursor = self._cursor(conn)
+        try:
+            if not self._guarded_mark(cursor, delivery_ids, self._stamp(now)):
+                raise LeaseLost(f"worker {self.owner}: its claim on edition {self.edition_id} ran out")
+        finally:
+            cursor.close()

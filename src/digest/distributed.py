@@ -1,0 +1,189 @@
+"""Celery wiring for distributed mode (issue 7): the app, the send task, the enqueue function.
+
+The only module that imports Celery. Tasks are acknowledged late (a worker killed mid-task
+leaves its message to the broker, which hands it out again) and idempotent (they claim ledger
+rows, see deliver/claims.py), so a task run twice, or a range queued twice, sends nothing twice.
+"""
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Any
+
+import sqlalchemy as sa
+from celery import Celery
+from kombu.exceptions import KombuError, OperationalError
+
+from digest import pipeline
+from digest.config import Newsletter, Settings, load_newsletter
+from digest.db.engine import open_database
+from digest.deliver import claims
+from digest.deliver.transports import make_lanes
+from digest.errors import DeliveryError, SettingsError
+from digest.fanout import Enqueue, send_distributed
+from digest.personalize import Renderer, make_renderer
+
+log = logging.getLogger(__name__)
+
+SEND_TASK = "digest.send_batch"
+
+
+@dataclass
+class WorkerState:
+    """What a worker process opens once and reuses for every task: database, newsletter, renderer."""
+
+    settings: Settings
+    _engine: sa.Engine | None = None
+    _newsletter: Newsletter | None = None
+    _renderer: Renderer | None = field(default=None, repr=False)
+
+    def engine(self) -> sa.Engine:
+        """The database, opened on first use (after the fork, never shared across processes)."""
+        if self._engine is None:
+            self._engine = open_database(self.settings.database_url)
+        return self._engine
+
+    def newsletter(self) -> Newsletter:
+        """digest.toml, read on first use."""
+        if self._newsletter is None:
+            self._newsletter = load_newsletter(self.settings.config)
+        return self._newsletter
+
+    def renderer(self) -> Renderer:
+        """One renderer per process: each edition copy is rendered once, then filled per reader."""
+        if self._renderer is None:
+            self._renderer = make_renderer(self.settings, self.newsletter())
+        return self._renderer
+
+    def send_batch(self, edition_id: int, first_id: int, last_id: int, zone: str | None) -> dict[str, int]:
+        """The task body: claim and send one range of an edition's ledger."""
+        from digest.dispatch import zone_audience
+
+        settings = self.settings
+        report = pipeline.send_batch(
+            settings,
+            self.newsletter(),
+            engine=self.engine(),
+            lanes=make_lanes(settings, clock=pipeline.utc_now),
+            edition_id=edition_id,
+            batch=claims.Batch(first_id, last_id),
+            owner=claims.worker_name(),
+            clock=pipeline.utc_now,
+            renderer=self.renderer(),
+            audience=zone_audience(zone, settings.timezone) if zone else None,
+        )
+        return {
+            "sent": report.sent,
+            "failed": report.failed,
+            "retry": report.retry,
+            "skipped": report.skipped,
+        }
+
+
+def broker_url(settings: Settings) -> str:
+    """DIGEST_BROKER_URL, or a SettingsError when distributed mode is off."""
+    if settings.broker_url is None:
+        raise SettingsError("DIGEST_BROKER_URL: not set (distributed mode is off)")
+    return settings.broker_url.get_secret_value()
+
+
+def make_app(settings: Settings) -> Celery:
+    """The Celery app for these settings, with the send task registered."""
+    app = Celery("digest", broker=broker_url(settings), set_as_current=False)
+    lease = settings.claim_lease_seconds
+    app.conf.update(
+        task_acks_late=True,  # acknowledged after the task ran: a killed worker's task is redelivered
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,  # a worker holds one batch at a time; the rest stay shareable
+        task_default_queue=settings.broker_queue,
+        task_ignore_result=True,  # the ledger is the result
+        broker_connection_retry_on_startup=True,
+        # Redis: an unacknowledged task goes back to the queue after this; a copy that runs while
+        # the first still does finds its rows claimed and sends nothing.
+        broker_transport_options={"visibility_timeout": max(3 * lease, 60)},
+        worker_hijack_root_logger=False,
+    )
+    state = WorkerState(settings)
+
+    @app.task(name=SEND_TASK, acks_late=True)  # type: ignore[untyped-decorator]
+    def send_batch(edition_id: int, first_id: int, last_id: int, zone: str | None = None) -> dict[str, int]:
+        return state.send_batch(edition_id, first_id, last_id, zone)
+
+    return app
+
+
+def celery_enqueue(app: Celery, settings: Settings) -> Enqueue:
+    """An Enqueue that publishes send tasks; a broker that cannot take them is a DeliveryError."""
+
+    def enqueue(edition_id: int, batch: claims.Batch, zone: str | None) -> None:
+        try:
+            app.send_task(
+                SEND_TASK,
+                kwargs={"edition_id": edition_id, "first_id": batch[0], "last_id": batch[1], "zone": zone},
+                queue=settings.broker_queue,
+                retry=True,
+                retry_policy={"max_retries": 3, "interval_start": 0.2, "interval_step": 0.5},
+            )
+        except (OperationalError, KombuError, OSError) as e:
+            raise DeliveryError(f"broker {_safe(settings)}: {e}") from e
+
+    return enqueue
+
+
+def _safe(settings: Settings) -> str:
+    """The broker URL without its password, for messages."""
+    from kombu.utils.url import maybe_sanitize_url
+
+    return str(maybe_sanitize_url(broker_url(settings)))
+
+
+def send_edition(
+    settings: Settings,
+    newsletter: Newsletter,
+    *,
+    engine: sa.Engine,
+    edition_date: date,
+    clock: pipeline.Clock,
+    zone: str | None = None,
+    audience: sa.ColumnElement[bool] | None = None,
+    resend_unknown: bool = False,
+    should_stop: Callable[[], bool] | None = None,
+) -> pipeline.SendReport:
+    """`digest send` in distributed mode: queue the edition's batches for the workers and wait."""
+    app = make_app(settings)
+    try:
+        return send_distributed(
+            settings,
+            newsletter,
+            engine=engine,
+            edition_date=edition_date,
+            clock=clock,
+            enqueue=celery_enqueue(app, settings),
+            sleep=time.sleep,
+            zone=zone,
+            audience=audience,
+            resend_unknown=resend_unknown,
+            should_stop=should_stop,
+        )
+    finally:
+        app.close()
+
+
+def run_worker(settings: Settings, *, concurrency: int, pool: str, name: str | None) -> None:
+    """Start a Celery worker on the digest queue (blocks until it is stopped)."""
+    app = make_app(settings)
+    argv: list[Any] = [
+        "worker",
+        "--loglevel=INFO",
+        f"--queues={settings.broker_queue}",
+        f"--concurrency={concurrency}",
+        f"--pool={pool}",
+        "--without-gossip",
+        "--without-mingle",
+    ]
+    if name:
+        argv.append(f"--hostname={name}")
+    log.info("worker on queue %s at %s", settings.broker_queue, _safe(settings))
+    app.worker_main(argv=argv)

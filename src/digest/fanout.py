@@ -1,0 +1,199 @@
+"""The distributed send's coordinator (issue 7): build the edition, enqueue its batches, watch.
+
+The ledger stays the only truth. The coordinator holds the send lock (one at a time), builds the
+edition and its ledger rows, renders every copy once (a template error stops it before anything
+is queued), then enqueues id ranges as tasks and waits until every row is answered. Every lease
+period it marks rows left `sending` by a vanished worker `unknown` and queues again the rows whose
+claim ran out; when nothing moved for a whole lease (a lost broker, dead workers) it queues again
+every row still to send. Tasks are idempotent, so queueing a range twice sends nothing twice.
+"""
+
+import logging
+from collections.abc import Callable, Sequence
+from datetime import date, datetime, timedelta
+from typing import Protocol
+
+import sqlalchemy as sa
+from sqlmodel import Session, col
+
+from digest import pipeline
+from digest.config import Newsletter, Settings
+from digest.db.engine import session_scope
+from digest.db.models import Delivery, DeliveryStatus, Subscriber
+from digest.db.models import Edition as EditionRow
+from digest.deliver import claims, ledger
+from digest.deliver.lock import send_lock
+from digest.editions import build_edition
+from digest.errors import DeliveryError
+from digest.personalize import Renderer, active_topic_sets, make_renderer
+from digest.subscribers import resume_paused
+
+log = logging.getLogger(__name__)
+
+
+class Enqueue(Protocol):
+    """Puts one batch of an edition on the queue (Celery in production, a list in tests)."""
+
+    def __call__(self, edition_id: int, batch: claims.Batch, zone: str | None) -> None:
+        """Queue the batch; raise DeliveryError when the broker cannot take it."""
+        ...
+
+
+def _outstanding(
+    edition_id: int, started: datetime, audience: sa.ColumnElement[bool] | None
+) -> sa.ColumnElement[bool]:
+    """Rows not yet answered in this run: pending, in flight, or `retry` from an earlier run."""
+    return sa.and_(
+        col(Delivery.edition_id) == edition_id,
+        sa.or_(
+            col(Delivery.status).in_((DeliveryStatus.PENDING.value, DeliveryStatus.SENDING.value)),
+            sa.and_(col(Delivery.status) == DeliveryStatus.RETRY.value, col(Delivery.updated_at) <= started),
+        ),
+        audience if audience is not None else sa.true(),
+    )
+
+
+def _ids(session: Session, where: sa.ColumnElement[bool]) -> list[int]:
+    return list(
+        session.execute(
+            sa.select(col(Delivery.id))
+            .join(Subscriber, col(Delivery.subscriber_id) == col(Subscriber.id))
+            .where(where)
+            .order_by(col(Delivery.id))
+        ).scalars()
+    )
+
+
+def _count(session: Session, where: sa.ColumnElement[bool]) -> int:
+    return int(
+        session.execute(
+            sa.select(sa.func.count())
+            .select_from(Delivery)
+            .join(Subscriber, col(Delivery.subscriber_id) == col(Subscriber.id))
+            .where(where)
+        ).scalar_one()
+    )
+
+
+def _enqueue_all(
+    enqueue: Enqueue, edition_id: int, ids: Sequence[int], size: int, zone: str | None
+) -> tuple[int, int]:
+    """Queue every range; (queued, refused by the broker). A refusal is retried at the next sweep."""
+    queued = refused = 0
+    for batch in claims.split(ids, size):
+        try:
+            enqueue(edition_id, batch, zone)
+            queued += 1
+        except DeliveryError as e:
+            refused += 1
+            log.warning("edition=%s rows=%s-%s not queued: %s", edition_id, *batch, e)
+    return queued, refused
+
+
+def send_distributed(
+    settings: Settings,
+    newsletter: Newsletter,
+    *,
+    engine: sa.Engine,
+    edition_date: date,
+    clock: pipeline.Clock,
+    enqueue: Enqueue,
+    sleep: Callable[[float], None],
+    zone: str | None = None,
+    audience: sa.ColumnElement[bool] | None = None,
+    resend_unknown: bool = False,
+    should_stop: Callable[[], bool] | None = None,
+    renderer: Renderer | None = None,
+    poll_seconds: float = 1.0,
+) -> pipeline.SendReport:
+    """Send an edition through the workers and wait until every row has its answer.
+
+    `zone` (with its SQL `audience`) narrows the send to one time zone, as the scheduler does;
+    `should_stop` ends the wait early (the queued batches still go out).
+    """
+    if engine.url.get_backend_name() != "postgresql":
+        raise DeliveryError("distributed mode requires PostgreSQL (DIGEST_DATABASE_URL)")
+    renderer = renderer or make_renderer(settings, newsletter)
+    lease = timedelta(seconds=settings.claim_lease_seconds)
+    size = settings.send_batch_size
+    with send_lock(engine):
+        started = clock()
+        with session_scope(engine) as session:
+            row, edition = build_edition(newsletter, session=session, edition_date=edition_date, now=started)
+            assert row.id is not None
+            edition_id = row.id
+            resume_paused(session=session, now=started)
+            stale = claims.expire_sending(None, session=session, now=started, lease=lease)
+            if stale:
+                log.warning("%d message(s) were in flight when their worker stopped: unknown", stale)
+            if resend_unknown:
+                ledger.requeue_unknown(edition_id, session=session, now=started)
+            ledger.ensure_deliveries(edition_id, session=session, now=started, audience=audience)
+        with session_scope(engine) as session:  # a template error stops us before anything is queued
+            renderer.prepare(edition, active_topic_sets(session=session))
+            outstanding = _outstanding(edition_id, started, audience)
+            queued, refused = _enqueue_all(enqueue, edition_id, _ids(session, outstanding), size, zone)
+        log.info("edition=%s queued %d batch(es), %d refused by the broker", edition_date, queued, refused)
+        last_sweep, last_left = clock(), -1
+        while True:
+            with session_scope(engine) as session:
+                left = _count(session, outstanding)
+            if left == 0 or (should_stop is not None and should_stop()):
+                break
+            now = clock()
+            if now - last_sweep >= lease:
+                with session_scope(engine) as session:
+                    claims.expire_sending(edition_id, session=session, now=now, lease=lease)
+                    free = sa.and_(
+                        outstanding,
+                        col(Delivery.status).in_(ledger.SENDABLE),
+                        col(Delivery.claimed_at).is_not(None) if left != last_left else sa.true(),
+                        sa.or_(col(Delivery.claimed_at).is_(None), col(Delivery.claimed_at) < now - lease),
+                    )
+                    ids = _ids(session, free)
+                if ids:
+                    log.warning(
+                        "edition=%s %d row(s) left %s: queued again",
+                        edition_date,
+                        len(ids),
+                        "by stopped workers" if left != last_left else "with no progress for a lease",
+                    )
+                    _enqueue_all(enqueue, edition_id, ids, size, zone)
+                last_sweep, last_left = now, left
+            sleep(poll_seconds)
+        with session_scope(engine) as session:
+            report = _report(session, edition_id, started, audience)
+            if left == 0:
+                edition_row = session.get(EditionRow, edition_id)
+                if edition_row is not None and edition_row.sent_at is None:
+                    edition_row.sent_at = clock()
+                    session.add(edition_row)
+    return pipeline.SendReport(
+        edition_date=edition_date,
+        story_count=edition.story_count,
+        sent=report["sent"],
+        failed=report["failed"],
+        retry=report["retry"],
+        skipped=report["skipped"],
+        unknown=report["unknown"],
+    )
+
+
+def _report(
+    session: Session, edition_id: int, started: datetime, audience: sa.ColumnElement[bool] | None
+) -> dict[str, int]:
+    """This run's outcomes (rows answered since it started) and the edition's unknown rows."""
+    recent = sa.case((col(Delivery.updated_at) >= started, 1), else_=0).label("recent")
+    rows = session.execute(
+        sa.select(col(Delivery.status), recent, sa.func.count())
+        .join(Subscriber, col(Delivery.subscriber_id) == col(Subscriber.id))
+        .where(col(Delivery.edition_id) == edition_id, audience if audience is not None else sa.true())
+        .group_by(col(Delivery.status), recent)
+    )
+    out = {"sent": 0, "failed": 0, "retry": 0, "skipped": 0, "unknown": 0}
+    for status, recent, n in rows:
+        if status == DeliveryStatus.UNKNOWN.value:
+            out["unknown"] += int(n)
+        elif recent and status in out:
+            out[str(status)] += int(n)
+    return out

@@ -1,0 +1,250 @@
+"""Distributed mode against real services: Redis as the Celery broker, PostgreSQL, real worker
+processes and a loopback SMTP server. Every subscriber gets one copy; a worker killed with
+SIGKILL mid-batch leaves its rows to the others, and at most its message in flight is unknown."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from sqlmodel import select
+
+from digest import pipeline
+from digest.config import load_settings
+from digest.db.engine import session_scope
+from digest.db.models import Delivery, DeliveryStatus, Subscriber
+from digest.deliver import claims
+from digest.errors import SettingsError
+from tests.deliver.builders import Handler, smtp_server
+from tests.world import SECRET, World, make_world
+
+REDIS = "redis://127.0.0.1:6379/11"  # a database of its own; each test also has its own queue
+COUNT = 2000
+
+
+@pytest.fixture
+def broker() -> Iterator[str]:
+    """A fresh queue on the local Redis; skipped without Redis unless PostgreSQL runs are required."""
+    import redis
+
+    client = redis.Redis.from_url(REDIS, socket_connect_timeout=2)
+    try:
+        client.ping()
+    except redis.exceptions.ConnectionError as e:
+        if os.environ.get("DIGEST_REQUIRE_POSTGRES"):
+            pytest.fail(f"DIGEST_REQUIRE_POSTGRES is set but Redis at {REDIS} is unreachable: {e}")
+        pytest.skip(f"Redis at {REDIS} is unreachable")
+    queue = f"digest-test-{uuid.uuid4().hex[:10]}"
+    try:
+        yield queue
+    finally:
+        client.delete(queue)
+        client.close()
+
+
+def test_broker_needs_postgresql() -> None:
+    with pytest.raises(SettingsError, match="distributed mode requires PostgreSQL"):
+        load_settings(broker_url="redis://127.0.0.1:6379/0", database_url="sqlite:///var/x.db")
+    with pytest.raises(SettingsError, match="DIGEST_BROKER_URL: must start with redis://"):
+        load_settings(broker_url="http://127.0.0.1:6379", database_url="postgresql+psycopg://h/db")
+
+
+def test_split_covers_every_id_once() -> None:
+    ids = [1, 2, 5, 9, 10, 11, 40]
+    assert claims.split(ids, 3) == [claims.Batch(1, 5), claims.Batch(9, 11), claims.Batch(40, 40)]
+    assert claims.split([], 3) == []
+
+
+class Cluster:
+    """Worker processes and `digest send`, with one environment."""
+
+    def __init__(self, env: dict[str, str], logs: Path) -> None:
+        self.env, self.logs = env, logs
+        self.workers: list[subprocess.Popen[bytes]] = []
+
+    def start_workers(self, n: int) -> None:
+        for i in range(n):
+            with (self.logs / f"worker{i}.log").open("wb") as log:  # the child keeps its own copy
+                self.workers.append(
+                    subprocess.Popen(
+                        [sys.executable, "-m", "digest", "worker", "--pool", "solo", "--name", f"w{i}@%h"],
+                        env=self.env,
+                        stdout=log,
+                        stderr=subprocess.STDOUT,
+                    )
+                )
+        for i in range(n):  # wait until each says it is ready (a condition, not a delay)
+            path = self.logs / f"worker{i}.log"
+            for _ in range(600):
+                if b"ready." in path.read_bytes():
+                    break
+                if self.workers[i].poll() is not None:
+                    pytest.fail(f"worker {i} exited: {path.read_text()}")
+                _pause()
+            else:
+                pytest.fail(f"worker {i} never got ready: {path.read_text()}")
+
+    def send(self, *args: str) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            [sys.executable, "-m", "digest", "send", *args],
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
+    def stop(self) -> None:
+        for proc in self.workers:
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in self.workers:
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def _pause() -> None:
+    """Let the other processes run while polling for a condition (never a timing assumption)."""
+    time.sleep(0.05)
+
+
+@pytest.fixture
+def world_2000(engine: sa.Engine, db_url: str, demo_dir: Path, now: datetime) -> World:
+    if not db_url.startswith("postgresql"):
+        pytest.skip("distributed mode requires PostgreSQL")
+    world = make_world(engine, demo_dir, now, 0)
+    with session_scope(engine) as session:  # 2,000 readers in one statement
+        session.execute(
+            sa.insert(Subscriber),
+            [
+                {
+                    "email": f"reader{i:04d}@example.com",
+                    "name": "",
+                    "status": "active",
+                    "topics": "",
+                    "created_at": now,
+                    "updated_at": now,
+                }
+                for i in range(COUNT)
+            ],
+        )
+        # Freeze the edition with the test's clock; the workers' and sender's clocks are real.
+        pipeline.build_edition(world.newsletter, session=session, edition_date=now.date(), now=now)
+    return world
+
+
+def _env(db_url: str, demo_dir: Path, queue: str, smtp_port: int, **extra: str) -> dict[str, str]:
+    return {
+        **{k: v for k, v in os.environ.items() if not k.startswith("DIGEST_")},
+        "DIGEST_CONFIG": str(demo_dir / "digest.toml"),
+        "DIGEST_DATABASE_URL": db_url,
+        "DIGEST_TRANSPORT": "smtp",
+        "DIGEST_SMTP_HOST": "127.0.0.1",
+        "DIGEST_SMTP_PORT": str(smtp_port),
+        "DIGEST_SECRET_KEY": SECRET,
+        "DIGEST_BASE_URL": "https://digest.example",
+        "DIGEST_VAR_DIR": str(demo_dir / "var"),
+        "DIGEST_BROKER_URL": REDIS,
+        "DIGEST_BROKER_QUEUE": queue,
+        "DIGEST_SEND_BATCH_SIZE": "100",
+        **extra,
+    }
+
+
+def _ledger(engine: sa.Engine) -> dict[str, tuple[str, str | None]]:
+    with session_scope(engine) as session:
+        rows = session.exec(
+            select(Subscriber.email, Delivery.status, Delivery.claimed_by).join(Delivery)
+        ).all()
+    return {email: (str(status), by) for email, status, by in rows}
+
+
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+def test_three_workers_send_each_subscriber_exactly_once(
+    world_2000: object, engine: sa.Engine, db_url: str, demo_dir: Path, broker: str, tmp_path: Path
+) -> None:
+    day = datetime(2026, 11, 25, tzinfo=UTC).date()
+    with smtp_server(Handler()) as (server, handler):
+        cluster = Cluster(_env(db_url, demo_dir, broker, server.port), tmp_path)
+        try:
+            cluster.start_workers(3)
+            sender = cluster.send("--date", day.isoformat())
+            out, errors = sender.communicate(timeout=300)
+            assert sender.returncode == 0, errors
+        finally:
+            cluster.stop()
+        assert f"sent {COUNT}" in out
+        copies = handler.copies()
+    ledger = _ledger(engine)
+    assert len(copies) == COUNT
+    assert set(copies.values()) == {1}  # every subscriber exactly one copy
+    assert {status for status, _ in ledger.values()} == {DeliveryStatus.SENT.value}
+    workers = Counter(by for _, by in ledger.values())
+    assert len(workers) == 3, workers  # all three took part
+    stats = subprocess.run(
+        [sys.executable, "-m", "digest", "stats", "--date", day.isoformat()],
+        env=cluster.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert stats.returncode == 0, stats.stderr
+    for worker, n in workers.items():
+        assert f"{worker}: sent {n}" in stats.stdout
+
+
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+def test_a_worker_killed_mid_batch_leaves_only_its_message_in_flight_unknown(
+    world_2000: object, engine: sa.Engine, db_url: str, demo_dir: Path, broker: str, tmp_path: Path
+) -> None:
+    day = datetime(2026, 11, 25, tzinfo=UTC).date()
+    handler = Handler(delay=0.002, reach_at=400)  # a little slow, so batches are long enough to kill in
+    with smtp_server(handler) as (server, _):
+        env = _env(db_url, demo_dir, broker, server.port, DIGEST_CLAIM_LEASE_SECONDS="3")
+        cluster = Cluster(env, tmp_path)
+        try:
+            cluster.start_workers(3)
+            sender = cluster.send("--date", day.isoformat())
+            assert handler.reached.wait(timeout=120), "the send never got going"
+            victim = None
+            while victim is None:  # a worker that holds rows it has not sent yet
+                held = {
+                    by
+                    for status, by in _ledger(engine).values()
+                    if by and status in (DeliveryStatus.PENDING.value, DeliveryStatus.SENDING.value)
+                }
+                pids = {int(by.rsplit(":", 1)[1]) for by in held}
+                victim = next((p for p in cluster.workers if p.pid in pids and p.poll() is None), None)
+                if victim is None:
+                    _pause()
+                assert sender.poll() is None, "the send finished before a worker could be killed"
+            os.kill(victim.pid, signal.SIGKILL)
+            assert victim.wait(timeout=30) == -signal.SIGKILL
+            out, errors = sender.communicate(timeout=300)
+        finally:
+            cluster.stop()
+        copies = handler.copies()
+    ledger = _ledger(engine)
+    unknown = [email for email, (status, _) in ledger.items() if status == DeliveryStatus.UNKNOWN.value]
+    assert len(unknown) <= 1  # a solo worker has one SMTP message in flight at most
+    assert sender.returncode == (3 if unknown else 0), errors
+    assert f"unknown {len(unknown)}" in out
+    for email, (status, _) in ledger.items():
+        if email in unknown:
+            assert copies.get(email, 0) <= 1
+        else:
+            assert status == DeliveryStatus.SENT.value, email
+            assert copies.get(email) == 1, email  # nothing lost, nothing twice
+    assert len(ledger) == COUNT
+    killed = f":{victim.pid}"
+    assert any(by and by.endswith(killed) for _, by in ledger.values())  # it had sent some before
