@@ -3,7 +3,9 @@ processes and a loopback SMTP server. Every subscriber gets one copy; a worker k
 SIGKILL mid-batch leaves its rows to the others, and at most its message in flight is unknown."""
 
 import os
+import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -201,6 +203,26 @@ def test_three_workers_send_each_subscriber_exactly_once(
     assert stats.returncode == 0, stats.stderr
     for worker, n in workers.items():
         assert f"{worker}: sent {n}" in stats.stdout
+    status = subprocess.run(
+        [sys.executable, "-m", "digest", "status"],
+        env=cluster.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert status.returncode == 0, status.stderr
+    assert f"edition {day}: sent {COUNT} of {COUNT}" in status.stdout
+    assert sum(f"worker {w}: sent {n}" in status.stdout for w, n in workers.items()) == 3
+
+
+def test_worker_without_a_broker_says_so(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from digest.cli import app
+
+    result = CliRunner().invoke(app, ["worker"])
+    assert result.exit_code == 1
+    assert "DIGEST_BROKER_URL: not set" in result.output
 
 
 @pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
@@ -248,3 +270,73 @@ def test_a_worker_killed_mid_batch_leaves_only_its_message_in_flight_unknown(
     assert len(ledger) == COUNT
     killed = f":{victim.pid}"
     assert any(by and by.endswith(killed) for _, by in ledger.values())  # it had sent some before
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _start_redis(port: int, tmp_path: Path) -> subprocess.Popen[bytes]:
+    proc = subprocess.Popen(
+        ["redis-server", "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no"],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    import redis
+
+    client = redis.Redis(host="127.0.0.1", port=port, socket_connect_timeout=1)
+    for _ in range(200):
+        try:
+            client.ping()
+            break
+        except redis.exceptions.ConnectionError:
+            _pause()
+    client.close()
+    return proc
+
+
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+def test_the_broker_going_away_and_coming_back_loses_nothing(
+    world_2000: object, engine: sa.Engine, db_url: str, demo_dir: Path, broker: str, tmp_path: Path
+) -> None:
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server is not installed")
+    port = _free_port()  # a private Redis: this test kills it, with every queued task in it
+    redis_proc = _start_redis(port, tmp_path)
+    handler = Handler(delay=0.002, reach_at=300)
+    try:
+        with smtp_server(handler) as (server, _):
+            env = _env(
+                db_url,
+                demo_dir,
+                broker,
+                server.port,
+                DIGEST_BROKER_URL=f"redis://127.0.0.1:{port}/0",
+                DIGEST_CLAIM_LEASE_SECONDS="3",
+            )
+            cluster = Cluster(env, tmp_path)
+            try:
+                cluster.start_workers(2)
+                sender = cluster.send("--date", "2026-11-25")
+                assert handler.reached.wait(timeout=120), "the send never got going"
+                redis_proc.kill()  # no persistence: the queued batches are gone with it
+                redis_proc.wait(timeout=30)
+                assert sender.poll() is None, "the send finished before the broker went away"
+                redis_proc = _start_redis(port, tmp_path)
+                out, errors = sender.communicate(timeout=300)
+            finally:
+                cluster.stop()
+            copies = handler.copies()
+    finally:
+        redis_proc.kill()
+        redis_proc.wait(timeout=30)
+    assert sender.returncode == 0, errors
+    assert f"sent {COUNT}" in out
+    assert "with no progress for a lease: queued again" in errors  # the lost batches came back
+    ledger = _ledger(engine)
+    assert {status for status, _ in ledger.values()} == {DeliveryStatus.SENT.value}
+    assert len(copies) == COUNT
+    assert set(copies.values()) == {1}

@@ -720,7 +720,8 @@ def schedule() -> None:
 def status(
     runs: Annotated[int, typer.Option("--runs", help="How many recent runs to show.")] = 10,
 ) -> None:
-    """Show the scheduler: who holds the lease, next runs, each time zone's next send, last runs.
+    """Show the scheduler (who holds the lease, next runs, each time zone's next send, last runs) and
+    the latest edition's progress, per worker in distributed mode.
 
     Example: digest status --runs 20
     """
@@ -737,6 +738,18 @@ def status(
         else "scheduler: not running (no one holds the lease)",
         highlight=False,
     )
+    with session_scope(engine) as session:  # progress of the latest edition, across workers
+        recent = queries.recent_editions(session=session, limit=1)
+        latest = [edition_stats(e, session=session) for e in recent]
+    for s in latest:
+        out.print(
+            f"edition {s.date}: sent {s.sent} of {s.recipients}, to send or retry {s.retry}, "
+            f"failed {s.failed}, unknown {s.unknown}",
+            highlight=False,
+        )
+        for worker, by_status in sorted(s.workers.items()):
+            done = ", ".join(f"{status} {n}" for status, n in sorted(by_status.items()))
+            out.print(f"  worker {worker}: {done}", highlight=False, markup=False)
     jobs = Table("job", "next run (UTC)", title="Jobs")
     for job, when in report.jobs:
         jobs.add_row(job, f"{when:%Y-%m-%d %H:%M}" if when else "paused")
