@@ -1,0 +1,197 @@
+"""The distributed send: one edition to N subscribers (default 10,000) with 1 and with 2
+`digest worker` processes, PostgreSQL ledger, Redis broker, SMTP to a loopback sink.
+
+Usage: python benchmarks/bench_distributed.py [--count N]   (prints `BENCH {json}` lines)
+
+Needs PostgreSQL (DIGEST_BENCH_DATABASE_URL, default the test database on 127.0.0.1) and Redis
+(DIGEST_BENCH_BROKER_URL, default redis://127.0.0.1:6379/12); prints a note and no figures
+when either is missing. Each run gets its own schema and queue. Wall time runs from queueing the
+first batch to the last answer, measured by the coordinator (`digest send`'s own code path).
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import sqlalchemy as sa
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from bench_send import NOW, TOPIC_SETS  # noqa: E402
+from smtp_sink import ProcessSink  # noqa: E402
+
+from digest import fanout, pipeline  # noqa: E402
+from digest.config import load_newsletter, load_settings  # noqa: E402
+from digest.db.engine import open_database, session_scope  # noqa: E402
+from digest.db.models import Subscriber  # noqa: E402
+
+DB = os.environ.get("DIGEST_BENCH_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+BROKER = os.environ.get("DIGEST_BENCH_BROKER_URL", "redis://127.0.0.1:6379/12")
+
+
+def available() -> str | None:
+    """Why the benchmark cannot run here, or None."""
+    try:
+        sa.create_engine(DB).connect().close()
+    except sa.exc.OperationalError as e:
+        return f"PostgreSQL at {DB} unreachable ({type(e).__name__})"
+    import redis
+
+    try:
+        redis.Redis.from_url(BROKER, socket_connect_timeout=2).ping()
+    except redis.exceptions.ConnectionError as e:
+        return f"Redis at {BROKER} unreachable ({e})"
+    return None
+
+
+def run(count: int, workers: int, workdir: Path) -> float:
+    """Seconds to send the edition to `count` subscribers with `workers` worker processes."""
+    schema = f"bench_{uuid.uuid4().hex[:10]}"
+    admin = sa.create_engine(DB)
+    with admin.begin() as conn:
+        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+    url = f"{DB}{'&' if '?' in DB else '?'}options=-csearch_path%3D{schema}"
+    queue = f"digest-bench-{uuid.uuid4().hex[:8]}"
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        with ProcessSink() as sink:
+            env = {
+                **{k: v for k, v in os.environ.items() if not k.startswith("DIGEST_")},
+                "DIGEST_CONFIG": str(workdir / "demo" / "digest.toml"),
+                "DIGEST_DATABASE_URL": url,
+                "DIGEST_TRANSPORT": "smtp",
+                "DIGEST_SMTP_HOST": "127.0.0.1",
+                "DIGEST_SMTP_PORT": str(sink.port),
+                "DIGEST_SECRET_KEY": "bench-secret-key-0123456789",
+                "DIGEST_BASE_URL": "https://digest.example",
+                "DIGEST_VAR_DIR": str(workdir / "var"),
+                "DIGEST_BROKER_URL": BROKER,
+                "DIGEST_BROKER_QUEUE": queue,
+            }
+            settings = load_settings(
+                config=workdir / "demo" / "digest.toml",
+                database_url=url,
+                secret_key="bench-secret-key-0123456789",
+                base_url="https://digest.example",
+                broker_url=BROKER,
+                broker_queue=queue,
+                transport="smtp",
+                smtp_port=sink.port,
+            )
+            newsletter = load_newsletter(settings.config)
+            engine = open_database(url)
+            pipeline.collect(newsletter, engine=engine, now=NOW)
+            with engine.begin() as conn:
+                conn.execute(
+                    sa.insert(Subscriber),
+                    [
+                        {
+                            "email": f"reader{i:06d}@example.com",
+                            "name": f"Reader {i}",
+                            "topics": TOPIC_SETS[i % len(TOPIC_SETS)],
+                            "status": "active",
+                            "created_at": NOW,
+                            "updated_at": NOW,
+                        }
+                        for i in range(count)
+                    ],
+                )
+            with session_scope(engine) as session:
+                pipeline.build_edition(newsletter, session=session, edition_date=NOW.date(), now=NOW)
+            for i in range(workers):
+                log = workdir / f"worker{i}.log"
+                with log.open("wb") as out:
+                    procs.append(
+                        subprocess.Popen(
+                            [
+                                sys.executable,
+                                "-m",
+                                "digest",
+                                "worker",
+                                "--pool",
+                                "solo",
+                                "--name",
+                                f"b{i}@%h",
+                            ],
+                            env=env,
+                            stdout=out,
+                            stderr=subprocess.STDOUT,
+                        )
+                    )
+                while b"ready." not in log.read_bytes():
+                    time.sleep(0.1)
+            from digest.distributed import celery_enqueue, make_app
+
+            app = make_app(settings)
+            start = time.perf_counter()
+            report = fanout.send_distributed(
+                settings,
+                newsletter,
+                engine=engine,
+                edition_date=NOW.date(),
+                clock=pipeline.utc_now,
+                enqueue=celery_enqueue(app, settings),
+                sleep=time.sleep,
+                poll_seconds=0.05,
+            )
+            seconds = time.perf_counter() - start
+            app.close()
+            engine.dispose()
+        assert report.sent == count, report
+        return seconds
+    finally:
+        for p in procs:
+            p.terminate()
+            p.wait(timeout=60)
+        with admin.begin() as conn:
+            conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--count", type=int, default=10_000)
+    count = parser.parse_args().count
+    why = available()
+    if why:
+        print(f"skipped: {why}")
+        return
+    import shutil
+    import tempfile
+
+    import make_feeds
+
+    workdir = Path(tempfile.mkdtemp(prefix="digest-bench-dist-"))
+    try:
+        (workdir / "demo").mkdir()
+        root = HERE.parent / "examples" / "demo"
+        (workdir / "demo" / "digest.toml").write_text((root / "digest.toml").read_text())
+        make_feeds.write_feeds(workdir / "demo" / "feeds", NOW)
+        results = [(n, run(count, n, workdir)) for n in (1, 2)]
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    for workers, seconds in results:
+        print(f"  {workers} worker(s): {count / seconds:.0f} msg/s, {seconds:.1f} s")
+        print(
+            "BENCH "
+            + json.dumps(
+                {
+                    "benchmark": "distributed",
+                    "metric": f"distributed send, {workers} worker(s): messages per second ({count:,})",
+                    "value": round(count / seconds),
+                    "unit": "msg/s",
+                    "note": f"{seconds:.1f} s; PostgreSQL ledger, Redis broker, loopback SMTP; "
+                    "batches of 500 rows",
+                }
+            )
+        )
+
+
+if __name__ == "__main__":
+    main()
