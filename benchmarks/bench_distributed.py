@@ -26,7 +26,7 @@ sys.path.insert(0, str(HERE))
 from bench_send import NOW, TOPIC_SETS  # noqa: E402
 from smtp_sink import ProcessSink  # noqa: E402
 
-from digest import fanout, pipeline  # noqa: E402
+from digest import editions, fanout, pipeline  # noqa: E402
 from digest.config import load_newsletter, load_settings  # noqa: E402
 from digest.db.engine import open_database, session_scope  # noqa: E402
 from digest.db.models import Subscriber  # noqa: E402
@@ -103,7 +103,7 @@ def run(count: int, workers: int, workdir: Path) -> float:
                     ],
                 )
             with session_scope(engine) as session:
-                pipeline.build_edition(newsletter, session=session, edition_date=NOW.date(), now=NOW)
+                editions.build_edition(newsletter, session=session, edition_date=NOW.date(), now=NOW)
             for i in range(workers):
                 log = workdir / f"worker{i}.log"
                 with log.open("wb") as out:

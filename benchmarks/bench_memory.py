@@ -23,7 +23,7 @@ sys.path.insert(0, str(HERE))
 from bench_send import NOW, setup  # noqa: E402
 from smtp_sink import ProcessSink  # noqa: E402
 
-from digest import pipeline  # noqa: E402
+from digest import editions  # noqa: E402
 from digest.db.engine import session_scope  # noqa: E402
 
 PROBE = (
@@ -41,7 +41,7 @@ def peak_of_send(count: int) -> tuple[int, float]:
     try:
         settings, newsletter, engine = setup(workdir, count)
         with session_scope(engine) as session:  # the edition, frozen with the benchmark's clock
-            pipeline.build_edition(newsletter, session=session, edition_date=NOW.date(), now=NOW)  # type: ignore[arg-type]
+            editions.build_edition(newsletter, session=session, edition_date=NOW.date(), now=NOW)  # type: ignore[arg-type]
         engine.dispose()
         with ProcessSink() as sink:
             env = {

@@ -19,7 +19,7 @@ import pytest
 import sqlalchemy as sa
 from sqlmodel import select
 
-from digest import pipeline
+from digest import editions
 from digest.config import load_settings
 from digest.db.engine import session_scope
 from digest.db.models import Delivery, DeliveryStatus, Subscriber
@@ -141,7 +141,7 @@ def world_2000(engine: sa.Engine, db_url: str, demo_dir: Path, now: datetime) ->
             ],
         )
         # Freeze the edition with the test's clock; the workers' and sender's clocks are real.
-        pipeline.build_edition(world.newsletter, session=session, edition_date=now.date(), now=now)
+        editions.build_edition(world.newsletter, session=session, edition_date=now.date(), now=now)
     return world
 
 

@@ -10,7 +10,7 @@ import pytest
 import sqlalchemy as sa
 from sqlmodel import select
 
-from digest import fanout, pipeline
+from digest import editions, fanout, pipeline
 from digest.db import queries
 from digest.db.engine import session_scope
 from digest.db.models import Delivery, DeliveryStatus
@@ -28,7 +28,7 @@ pytestmark = pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
 def world(engine: sa.Engine, db_url: str, demo_dir: Path, now: datetime) -> World:
     w = make_world(engine, demo_dir, now, 25, send_batch_size=4)
     with session_scope(engine) as session:
-        pipeline.build_edition(w.newsletter, session=session, edition_date=now.date(), now=now)
+        editions.build_edition(w.newsletter, session=session, edition_date=now.date(), now=now)
     return w
 
 
