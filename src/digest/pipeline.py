@@ -269,7 +269,7 @@ def send_batch(
         )
     finally:
         with session_scope(engine) as session:
-            claims.release(edition_id, session=session, owner=owner)
+            claims.release(edition_id, batch, session=session, owner=owner)
     return SendReport(
         edition_date=edition.date,
         story_count=edition.story_count,

@@ -10,6 +10,7 @@ marked `unknown`. PostgreSQL only (SQLite has no row locks).
 
 import os
 import socket
+import threading
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import NamedTuple
@@ -30,8 +31,11 @@ class LeaseLost(DeliveryError):
 
 
 def worker_name() -> str:
-    """This process as a claimant: host and process id (what `digest stats` shows per worker)."""
-    return f"{socket.gethostname()}:{os.getpid()}"
+    """This process (and thread, off the main one) as a claimant: what `digest stats` shows."""
+    name = f"{socket.gethostname()}:{os.getpid()}"
+    if threading.current_thread() is not threading.main_thread():  # a threads pool: one claimant each
+        name += f"/{threading.get_ident()}"
+    return name
 
 
 class Batch(NamedTuple):
@@ -89,12 +93,13 @@ def expire_sending(edition_id: int | None, *, session: Session, now: datetime, l
     return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
 
-def release(edition_id: int, *, session: Session, owner: str) -> int:
-    """Give back this worker's unsent claimed rows (a clean stop: others may take them at once)."""
+def release(edition_id: int, batch: Batch, *, session: Session, owner: str) -> int:
+    """Give back this worker's unsent claimed rows of a batch (others may take them at once)."""
     result = session.execute(
         sa.update(Delivery)
         .where(
             col(Delivery.edition_id) == edition_id,
+            col(Delivery.id).between(batch.first_id, batch.last_id),
             col(Delivery.claimed_by) == owner,
             col(Delivery.status).in_(_SENDABLE),
             col(Delivery.claimed_at).is_not(None),
