@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from digest import cli, pipeline
-from digest.cli import app
+from digest import pipeline
+from digest.cli import app, common, daily
 from tests.feedbuilder import Item, newsletter_toml, rss, write
 
 runner = CliRunner()
@@ -38,7 +38,7 @@ def env(tmp_path: Path, db_url: str, now: datetime, monkeypatch: pytest.MonkeyPa
     monkeypatch.setenv("DIGEST_DATABASE_URL", db_url)
     monkeypatch.setenv("DIGEST_VAR_DIR", str(tmp_path / "var"))
     monkeypatch.setattr(pipeline, "utc_now", lambda: now)
-    monkeypatch.setattr(cli.out, "width", 400)  # one table row per line
+    monkeypatch.setattr(common.out, "width", 400)  # one table row per line
     return tmp_path
 
 
@@ -85,7 +85,7 @@ def test_collect_shows_a_progress_bar_on_a_terminal(env: Path, monkeypatch: pyte
     from rich.console import Console
 
     screen = io.StringIO()
-    monkeypatch.setattr(cli, "out", Console(file=screen, force_terminal=True, width=200))
+    monkeypatch.setattr(daily, "out", Console(file=screen, force_terminal=True, width=200))
     result = runner.invoke(app, ["collect"])
     assert result.exit_code == 0, result.output
     shown = screen.getvalue()

@@ -12,8 +12,8 @@ import pytest
 import sqlalchemy as sa
 from typer.testing import CliRunner
 
-from digest import cli, pipeline
-from digest.cli import app
+from digest import pipeline
+from digest.cli import app, common, daily
 from digest.config import load_newsletter, load_settings
 from digest.db.engine import session_scope
 from digest.preview import create_preview_app, templates_fingerprint
@@ -35,7 +35,7 @@ def demo_env(
 ) -> dict[str, str]:
     """Environment for the CLI: the demo newsletter, collected, with one subscriber for Robotics."""
     # The CLI opens the database itself; hand it the fixture's engine, which the fixture disposes.
-    monkeypatch.setattr(cli, "open_database", lambda url: engine if url == db_url else pytest.fail(url))
+    monkeypatch.setattr(common, "open_database", lambda url: engine if url == db_url else pytest.fail(url))
     env = {
         "DIGEST_CONFIG": str(demo_dir / "digest.toml"),
         "DIGEST_DATABASE_URL": db_url,
@@ -183,7 +183,7 @@ def test_open_writes_a_file_and_opens_it(
     demo_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     opened: list[str] = []
-    monkeypatch.setattr(cli.webbrowser, "open", opened.append)
+    monkeypatch.setattr(daily.webbrowser, "open", opened.append)
     result = runner.invoke(
         app, ["preview", "--date", "2026-11-25", "--format", "text", "--open"], env=demo_env
     )

@@ -1,0 +1,97 @@
+"""What every command shares: the Typer apps, the consoles, one-line errors, the database."""
+
+import functools
+import logging
+import sys
+from collections.abc import Callable
+from datetime import date
+from typing import Annotated, Any, TypeVar
+
+import sqlalchemy as sa
+import typer
+from rich.console import Console
+
+from digest import pipeline
+from digest.config import Newsletter, Settings, load_newsletter, load_settings, startup_warnings
+from digest.db.engine import open_database
+from digest.errors import DigestError
+
+app = typer.Typer(
+    help="digest: collect feeds, build one good daily email, send it exactly once.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
+subscribers_app = typer.Typer(help="Manage the subscriber list.", no_args_is_help=True)
+sources_app = typer.Typer(help="Inspect sources.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(subscribers_app, name="subscribers")
+app.add_typer(sources_app, name="sources")
+
+out = Console()
+err = Console(stderr=True)
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def friendly(func: F) -> F:
+    """Turn a DigestError into one line on stderr and exit status 1; no traceback."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except DigestError as e:
+            err.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+            raise typer.Exit(1) from None
+        finally:
+            while _engines:
+                _engines.pop().dispose()
+
+    return wrapper  # type: ignore[return-value]
+
+
+_engines: list[sa.Engine] = []
+
+
+def _engine(settings: Settings) -> sa.Engine:
+    """The migrated database of this command; disposed when the command ends."""
+    engine = open_database(settings.database_url)
+    _engines.append(engine)
+    return engine
+
+
+def _setup() -> tuple[Settings, Newsletter]:
+    settings = load_settings()
+    return settings, load_newsletter(settings.config)
+
+
+def _warn(settings: Settings) -> None:
+    for line in startup_warnings(settings):
+        err.print(f"[yellow]warning:[/] {line}", highlight=False, soft_wrap=True)
+
+
+def _edition_date(settings: Settings, value: str | None) -> date:
+    if value is None:
+        return pipeline.today(settings, pipeline.utc_now())
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise DigestError(f"--date: {value!r} is not a date like 2026-11-25") from None
+
+
+DateOpt = Annotated[
+    str | None,
+    typer.Option("--date", help="Edition date (YYYY-MM-DD) in DIGEST_TIMEZONE; default today."),
+]
+
+
+@app.callback()
+def _root(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log each step.")] = False,
+) -> None:
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )

@@ -1,0 +1,300 @@
+"""The daily job's commands: init, db upgrade, collect, preview, send, run."""
+
+import sys
+import webbrowser
+from datetime import date
+from pathlib import Path
+from typing import Annotated
+
+import sqlalchemy as sa
+import typer
+from rich.table import Table
+
+from digest import pipeline
+from digest.cli.common import (
+    DateOpt,
+    _edition_date,
+    _engine,
+    _setup,
+    _warn,
+    app,
+    db_app,
+    err,
+    friendly,
+    out,
+)
+from digest.config import Newsletter, Settings, load_settings
+from digest.deliver.transports import make_lanes
+from digest.errors import DigestError
+from digest.sources.collect import SourceResult
+
+
+@app.command()
+@friendly
+def init(
+    directory: Annotated[Path, typer.Argument(help="Where to create the files.")] = Path("."),
+) -> None:
+    """Create a starter digest.toml and .env (never overwrites).
+
+    Example: digest init
+    """
+    from digest.starter import write_starter_files
+
+    for path, created in write_starter_files(directory):
+        out.print(f"{'created' if created else 'kept existing'} {path}")
+
+
+@db_app.command("upgrade")
+@friendly
+def db_upgrade() -> None:
+    """Apply database migrations (also done automatically on first use).
+
+    Example: digest db upgrade
+    """
+    settings = load_settings()
+    _engine(settings)
+    out.print("database is up to date")
+
+
+@app.command()
+@friendly
+def collect() -> None:
+    """Fetch every source in digest.toml and store new stories; a table says how each source did.
+
+    A failing source is reported and the others are collected; the exit status is 1 only when
+    every source failed. `digest sources list` shows each source's health over time.
+
+    Example: digest collect
+    """
+    settings, newsletter = _setup()
+    engine = _engine(settings)
+    results = _collect(settings, newsletter, engine)
+    _print_collect(results)
+    if results and all(r.status == "failed" for r in results):
+        raise DigestError("every source failed; see the table above")
+
+
+def _collect(settings: Settings, newsletter: Newsletter, engine: sa.Engine) -> list[SourceResult]:
+    """Collect with a progress bar while fetching, when stdout is a terminal."""
+    if not out.is_terminal or not newsletter.sources:
+        return pipeline.collect(newsletter, engine=engine, now=pipeline.utc_now(), settings=settings)
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    columns = (TextColumn("fetching"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, TextColumn("{task.fields[last]}"), console=out, transient=True) as bar:
+        task = bar.add_task("fetch", total=len(newsletter.sources), last="")
+
+        def advance(name: str, error: str | None) -> None:
+            bar.update(task, advance=1, last=f"{name}: failed" if error else name)
+
+        return pipeline.collect(
+            newsletter, engine=engine, now=pipeline.utc_now(), settings=settings, on_fetched=advance
+        )
+
+
+def _print_collect(results: list[SourceResult]) -> None:
+    table = Table("source", "result", "entries", "new", "updated", "error", title="Collection")
+    for r in results:
+        style = "red" if r.status == "failed" else None
+        table.add_row(
+            r.name, r.status, str(r.entries), str(r.new), str(r.updated), r.error or "", style=style
+        )
+    out.print(table)
+    failed = sum(r.status == "failed" for r in results)
+    out.print(
+        f"{len(results)} sources: {sum(r.new for r in results)} new articles, "
+        f"{sum(r.updated for r in results)} updated, {failed} failed",
+        highlight=False,
+    )
+
+
+@app.command()
+@friendly
+def preview(
+    date_: DateOpt = None,
+    subscriber: Annotated[
+        str | None,
+        typer.Option("--subscriber", help="Render for this subscriber's topics and name."),
+    ] = None,
+    fmt: Annotated[
+        str, typer.Option("--format", help="html, text, eml, mjml or json (the composed edition).")
+    ] = "html",
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write here instead of stdout.")
+    ] = None,
+    open_: Annotated[bool, typer.Option("--open", help="Open the result in the default browser.")] = False,
+    serve_: Annotated[
+        bool,
+        typer.Option(
+            "--serve",
+            help="Start a local preview server: recent editions at 375 and 700 px beside the text "
+            "part, reloading when a template changes.",
+        ),
+    ] = False,
+    host: Annotated[str, typer.Option("--host", help="With --serve: interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="With --serve: port to listen on.")] = 8025,
+) -> None:
+    """Render exactly what a subscriber would receive for a date, without sending.
+
+    Example: digest preview --date 2026-11-25 --format html --output preview.html --open
+
+    Example: digest preview --serve --open
+    """
+    if fmt not in ("html", "text", "eml", "mjml", "json"):
+        raise DigestError(f"--format: {fmt!r} is not one of html, text, eml, mjml, json")
+    settings, newsletter = _setup()
+    engine = _engine(settings)
+    if serve_:
+        _serve_preview(settings, newsletter, engine=engine, host=host, port=port, open_browser=open_)
+        return
+    now = pipeline.utc_now()
+    result = pipeline.preview(
+        settings,
+        newsletter,
+        engine=engine,
+        edition_date=_edition_date(settings, date_),
+        now=now,
+        subscriber_email=subscriber,
+    )
+    data: bytes = {
+        "html": lambda: result.message.html.encode(),
+        "text": lambda: result.message.text.encode(),
+        "eml": lambda: result.eml(now),
+        "mjml": lambda: result.rendered.mjml.encode(),
+        "json": lambda: result.edition.to_json().encode(),
+    }[fmt]()
+    if open_ and output is None:
+        output = settings.var_dir / "preview" / f"{result.edition.date}.{ {'text': 'txt'}.get(fmt, fmt) }"
+    if output is None:
+        sys.stdout.buffer.write(data)
+        return
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_bytes(data)
+    if not result.built:
+        err.print("note: this edition is not built yet; the preview is a draft of what it would hold now")
+    err.print(f"wrote {output}")
+    if open_:
+        webbrowser.open(output.resolve().as_uri())
+
+
+def _serve_preview(
+    settings: Settings, newsletter: Newsletter, *, engine: sa.Engine, host: str, port: int, open_browser: bool
+) -> None:
+    import uvicorn
+
+    from digest.preview import create_preview_app
+
+    url = f"http://{host}:{port}/"
+    err.print(f"preview server on {url} (Ctrl-C to stop); edit a template and the page reloads")
+    if open_browser:
+        webbrowser.open(url)
+    app = create_preview_app(settings, newsletter, engine=engine)
+    uvicorn.run(app, host=host, port=port, log_level="warning")
+
+
+def _send(
+    settings: Settings,
+    newsletter: Newsletter,
+    engine: sa.Engine,
+    edition_date: date,
+    *,
+    resend_unknown: bool = False,
+) -> pipeline.SendReport:
+    """Send here, or through the workers when DIGEST_BROKER_URL is set."""
+    if settings.broker_url is not None:
+        from digest import distributed  # imports Celery: only in distributed mode
+
+        out.print(f"queueing edition {edition_date} for the workers on {settings.broker_queue}; waiting")
+        return distributed.send_edition(
+            settings,
+            newsletter,
+            engine=engine,
+            edition_date=edition_date,
+            clock=pipeline.utc_now,
+            resend_unknown=resend_unknown,
+        )
+    lanes = make_lanes(settings, clock=pipeline.utc_now)
+    return pipeline.send_edition(
+        settings,
+        newsletter,
+        engine=engine,
+        transport=lanes[0],
+        lanes=lanes,
+        edition_date=edition_date,
+        clock=pipeline.utc_now,
+        resend_unknown=resend_unknown,
+    )
+
+
+def _print_send(report: pipeline.SendReport) -> None:
+    out.print(
+        f"edition {report.edition_date}: {report.story_count} stories; sent {report.sent}, "
+        f"failed {report.failed}, to retry {report.retry}, skipped {report.skipped}, "
+        f"unknown {report.unknown}",
+        soft_wrap=True,
+    )
+    for line in report.failures[:20]:
+        err.print(f"  failed: {line}", highlight=False)
+
+
+@app.command()
+@friendly
+def send(
+    date_: DateOpt = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Render and count; send and save nothing.")
+    ] = False,
+    resend_unknown: Annotated[
+        bool,
+        typer.Option("--resend-unknown", help="Also send messages whose fate a crash left unknown."),
+    ] = False,
+) -> None:
+    """Send the edition of a date to every subscriber who has not received it.
+
+    Exit status (for cron): 0 all done; 1 an error stopped the send (nothing is lost: run it
+    again); 3 some recipients failed, wait for a retry, or are unknown after a crash.
+
+    Example: digest send --date 2026-11-25
+    """
+    settings, newsletter = _setup()
+    engine = _engine(settings)
+    edition_date = _edition_date(settings, date_)
+    if dry_run:
+        from digest.deliver.memory import MemoryTransport
+
+        memory = MemoryTransport()
+        report = pipeline.dry_run(
+            settings,
+            newsletter,
+            engine=engine,
+            transport=memory,
+            edition_date=edition_date,
+            clock=pipeline.utc_now,
+        )
+        out.print(f"dry run: {report.story_count} stories; would send {report.sent}, skip {report.skipped}")
+        return
+    _warn(settings)
+    report = _send(settings, newsletter, engine, edition_date, resend_unknown=resend_unknown)
+    _print_send(report)
+    if report.needs_attention:
+        raise typer.Exit(3)
+
+
+@app.command()
+@friendly
+def run(date_: DateOpt = None) -> None:
+    """The daily job: collect every source, then send the edition.
+
+    Example: digest run
+    """
+    settings, newsletter = _setup()
+    engine = _engine(settings)
+    results = _collect(settings, newsletter, engine)
+    _print_collect(results)
+    _warn(settings)
+    report = _send(settings, newsletter, engine, _edition_date(settings, date_))
+    _print_send(report)
+    if settings.transport == "file":
+        out.print(f"messages are in {settings.outbox_dir.resolve()}")
+    if report.needs_attention:
+        raise typer.Exit(3)

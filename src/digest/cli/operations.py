@@ -1,0 +1,311 @@
+"""Running and watching digest: sources, stats, serve, worker, schedule, status, topics, unsubscribe-mail."""
+
+from typing import Annotated
+from zoneinfo import ZoneInfo
+
+import typer
+from rich.table import Table
+
+from digest import pipeline
+from digest.cli.common import (
+    DateOpt,
+    _edition_date,
+    _engine,
+    _setup,
+    _warn,
+    app,
+    err,
+    friendly,
+    out,
+    sources_app,
+)
+from digest.config import load_settings, signing_keys
+from digest.db import queries
+from digest.db.engine import open_database, session_scope
+from digest.db.models import Source
+from digest.editions import explain_topics
+from digest.errors import DigestError
+from digest.stats import edition_stats
+
+
+@sources_app.command("list")
+@friendly
+def sources_list() -> None:
+    """Show each source's health: last success, last error, failure streak, ETag.
+
+    A source that failed DIGEST_SOURCE_FAILURE_ALERT runs in a row (default 3) is flagged FAILING.
+
+    Example: digest sources list
+    """
+    from sqlmodel import select
+
+    settings = load_settings()
+    engine = _engine(settings)
+    with session_scope(engine) as session:
+        rows = list(session.exec(select(Source).order_by(Source.name)))
+    alert = settings.source_failure_alert
+    table = Table(
+        "source", "health", "last success", "failures in a row", "last error", "etag", title="Sources"
+    )
+    stamp = "%Y-%m-%d %H:%M"
+    for s in rows:
+        if s.last_fetched_at is None:
+            health = "not fetched yet"
+        elif s.failure_streak >= alert:
+            health = f"FAILING ({s.failure_streak} runs in a row)"
+        elif s.failure_streak:
+            health = "failed last run"
+        else:
+            health = "ok"
+        error = f"{s.last_error_at.strftime(stamp)}: {s.last_error}" if s.last_error_at else ""
+        table.add_row(
+            s.name,
+            health,
+            s.last_success_at.strftime(stamp) if s.last_success_at else "never",
+            str(s.failure_streak),
+            error,
+            s.etag or "",
+            style="red" if s.failure_streak >= alert else None,
+        )
+    out.print(table)
+    failing = [s.name for s in rows if s.failure_streak >= alert]
+    if failing:
+        err.print(f"{len(failing)} source(s) failed {alert}+ runs in a row: {', '.join(failing)}")
+
+
+@app.command()
+@friendly
+def stats(date_: DateOpt = None) -> None:
+    """Per edition: recipients, sent, failed, unknown, unsubscribes by method, unsubscribe rate.
+
+    Example: digest stats --date 2026-11-25
+    """
+    settings = load_settings()
+    engine = _engine(settings)
+    with session_scope(engine) as session:
+        editions = (
+            [e for e in [queries.edition_for(_edition_date(settings, date_), session=session)] if e]
+            if date_
+            else queries.recent_editions(session=session, limit=14)
+        )
+        rows = [edition_stats(e, session=session) for e in editions]
+    table = Table(
+        "edition",
+        "stories",
+        "recipients",
+        "sent",
+        "failed",
+        "retry",
+        "unknown",
+        "skipped",
+        "unsubscribes",
+        "rate",
+        title="Editions",
+    )
+    for s in rows:
+        table.add_row(
+            str(s.date),
+            str(s.stories),
+            str(s.recipients),
+            str(s.sent),
+            str(s.failed),
+            str(s.retry),
+            str(s.unknown),
+            str(s.skipped),
+            ", ".join(f"{m} {n}" for m, n in sorted(s.unsubscribes.items())) or "0",
+            f"{s.unsubscribe_rate:.2%}",
+        )
+    out.print(table)
+    for s in rows:  # distributed mode: who sent what (live progress while workers run)
+        if s.workers:
+            out.print(f"Workers, edition {s.date}:", highlight=False)
+            for worker, by_status in sorted(s.workers.items()):
+                done = ", ".join(f"{status} {n}" for status, n in sorted(by_status.items()))
+                out.print(f"  {worker}: {done}", highlight=False, markup=False)
+
+
+# --- long-running ---------------------------------------------------------------------------
+
+
+@app.command()
+@friendly
+def serve(
+    host: Annotated[str, typer.Option("--host", help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="Port to listen on.")] = 8000,
+    no_scheduler: Annotated[bool, typer.Option("--no-scheduler", help="Serve the web app only.")] = False,
+) -> None:
+    """Run the web app (sign-up, unsubscribe, preferences, archive, /healthz) and, unless told not
+    to, the scheduler. SIGTERM stops both; a batch being sent is finished first.
+
+    Example: digest serve --port 8000
+    """
+    import uvicorn
+
+    from digest.scheduler import start_background
+    from digest.web import create_app
+
+    settings, newsletter = _setup()
+    _warn(settings)
+    engine = _engine(settings)
+    scheduler = None if no_scheduler else start_background(settings, newsletter, engine=engine)
+    try:
+        uvicorn.run(create_app(settings, newsletter, engine=engine), host=host, port=port, log_level="info")
+    finally:
+        if scheduler is not None:
+            scheduler.stop()  # finishes the batch being sent, records it, releases the lease
+
+
+@app.command()
+@friendly
+def worker(
+    concurrency: Annotated[
+        int, typer.Option("--concurrency", help="Batches this worker sends at once (processes or threads).")
+    ] = 1,
+    pool: Annotated[
+        str, typer.Option("--pool", help="Celery pool: prefork, threads or solo (one process).")
+    ] = "prefork",
+    name: Annotated[str | None, typer.Option("--name", help="Celery node name, e.g. mail1@%h.")] = None,
+) -> None:
+    """Run a Celery worker that sends batches of editions (distributed mode: needs DIGEST_BROKER_URL
+    and PostgreSQL). Start any number, on any machines; `digest send` queues the work.
+
+    Example: digest worker --concurrency 2
+    """
+    if pool not in ("prefork", "threads", "solo"):
+        raise DigestError(f"--pool: {pool!r} is not one of prefork, threads, solo")
+    from digest import distributed  # imports Celery: only in distributed mode
+
+    settings = load_settings()
+    distributed.broker_url(settings)  # refuse at once when distributed mode is off
+    open_database(settings.database_url).dispose()  # migrate before the first task, not inside it
+    distributed.run_worker(settings, concurrency=concurrency, pool=pool, name=name)
+
+
+@app.command()
+@friendly
+def schedule() -> None:
+    """Run the scheduler alone: collect hourly; each subscriber gets the edition at DIGEST_SEND_TIME
+    in their own time zone. SIGTERM finishes the batch being sent, then exits.
+
+    Example: digest schedule
+    """
+    from digest.scheduler import run_blocking
+
+    settings, newsletter = _setup()
+    engine = _engine(settings)
+    run_blocking(settings, newsletter, engine=engine)
+
+
+@app.command()
+@friendly
+def status(
+    runs: Annotated[int, typer.Option("--runs", help="How many recent runs to show.")] = 10,
+) -> None:
+    """Show the scheduler (who holds the lease, next runs, each time zone's next send, last runs) and
+    the latest edition's progress, per worker in distributed mode.
+
+    Example: digest status --runs 20
+    """
+    from digest.scheduler import status as scheduler_status
+
+    settings = load_settings()
+    engine = open_database(settings.database_url)
+    now = pipeline.utc_now()
+    report = scheduler_status(settings, engine=engine, now=now, runs=runs)
+    holder = report.holder
+    out.print(
+        f"scheduler: {holder.owner} (lease until {holder.expires_at:%Y-%m-%d %H:%M:%S} UTC)"
+        if holder
+        else "scheduler: not running (no one holds the lease)",
+        highlight=False,
+    )
+    with session_scope(engine) as session:  # progress of the latest edition, across workers
+        recent = queries.recent_editions(session=session, limit=1)
+        latest = [edition_stats(e, session=session) for e in recent]
+    for s in latest:
+        out.print(
+            f"edition {s.date}: sent {s.sent} of {s.recipients}, to send or retry {s.retry}, "
+            f"failed {s.failed}, unknown {s.unknown}",
+            highlight=False,
+        )
+        for worker, by_status in sorted(s.workers.items()):
+            done = ", ".join(f"{status} {n}" for status, n in sorted(by_status.items()))
+            out.print(f"  worker {worker}: {done}", highlight=False, markup=False)
+    jobs = Table("job", "next run (UTC)", title="Jobs")
+    for job, when in report.jobs:
+        jobs.add_row(job, f"{when:%Y-%m-%d %H:%M}" if when else "paused")
+    out.print(jobs)
+    zones = Table("time zone", "subscribers", "next edition", "due (local)", "due (UTC)", title="Next sends")
+    for z in report.zones:
+        local = z.due_at.astimezone(ZoneInfo(z.zone))
+        zones.add_row(
+            z.zone, str(z.subscribers), str(z.edition_date), f"{local:%m-%d %H:%M}", f"{z.due_at:%m-%d %H:%M}"
+        )
+    out.print(zones)
+    out.print("Last runs (UTC):" if report.runs else "Last runs: none yet")
+    for r in report.runs:
+        what = f"{r.job} {r.key}" if r.key != r.job else r.job
+        out.print(
+            f"  {r.started_at:%Y-%m-%d %H:%M:%S}  {what}: {r.status} - {r.detail}  ({r.owner})",
+            style="red" if r.status in ("failed", "interrupted", "partial") else None,
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
+
+
+@app.command()
+@friendly
+def topics(date_: DateOpt = None) -> None:
+    """Show each story waiting for the next edition: its topic, why, and whether it makes the cut.
+
+    "why" names each keyword or pattern that matched and where (title, tags, summary) with the
+    topic's score; "also" lists other topics that matched with lower scores.
+
+    Example: digest topics --date 2026-11-25
+    """
+    settings, newsletter = _setup()
+    engine = _engine(settings)
+    rows = explain_topics(
+        newsletter, engine=engine, edition_date=_edition_date(settings, date_), now=pipeline.utc_now()
+    )
+    table = Table("topic", "story", "sources", "why", "also", "in edition", title=f"{len(rows)} stories")
+    for r in rows:
+        table.add_row(
+            r.topic or "(dropped)",
+            r.title,
+            ", ".join(r.sources),
+            r.reason,
+            ", ".join(f"{name} ({score})" for name, score in r.also_matched),
+            "yes" if r.in_edition else ("no: dropped" if r.topic is None else "no: over a cap"),
+        )
+    out.print(table)
+
+
+@app.command("unsubscribe-mail")
+@friendly
+def unsubscribe_mail() -> None:
+    """Process unsubscribe requests sent to DIGEST_UNSUBSCRIBE_MAILTO, read from
+    DIGEST_UNSUBSCRIBE_MAILBOX (maildir:/path or imaps://user@host/INBOX). Run it from cron.
+
+    Example: digest unsubscribe-mail
+    """
+    from digest.tokens import TokenSigner
+    from digest.unsubscribe_mail import open_mailbox, process_requests
+
+    settings = load_settings()
+    engine = _engine(settings)
+    password = settings.unsubscribe_mailbox_password
+    box = open_mailbox(settings.unsubscribe_mailbox, password.get_secret_value() if password else None)
+    try:
+        report = process_requests(
+            box, engine=engine, signer=TokenSigner(signing_keys(settings)), now=pipeline.utc_now()
+        )
+    finally:
+        box.close()
+    out.print(
+        f"read {report.read}, unsubscribed {report.unsubscribed}, already out {report.already}, "
+        f"unmatched {len(report.unmatched)}"
+    )
+    for line in report.unmatched:
+        err.print(f"  no subscriber for: {line}", highlight=False)
