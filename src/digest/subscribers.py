@@ -401,6 +401,36 @@ def list_subscribers(*, session: Session, status: SubscriberStatus | None = None
     return list(session.exec(query))
 
 
+def _transition(
+    subscriber: Subscriber,
+    status: SubscriberStatus,
+    kind: str,
+    *,
+    session: Session,
+    now: datetime,
+    method: str,
+    edition_id: int | None,
+    user_agent: str | None,
+    ip: str | None,
+    paused_until: datetime | None = None,
+    detail: str | None = None,
+) -> None:
+    """Set a subscriber's status and record the change as an event (every change leaves one)."""
+    subscriber.status, subscriber.paused_until, subscriber.updated_at = status, paused_until, now
+    session.add(subscriber)
+    record_event(
+        session,
+        subscriber,
+        kind,
+        method,
+        now=now,
+        edition_id=edition_id,
+        user_agent=user_agent,
+        ip=ip,
+        detail=detail,
+    )
+
+
 def unsubscribe(
     subscriber: Subscriber,
     *,
@@ -414,18 +444,45 @@ def unsubscribe(
     """Unsubscribe (idempotent); True when this call changed the status."""
     if subscriber.status == SubscriberStatus.UNSUBSCRIBED:
         return False
-    subscriber.status = SubscriberStatus.UNSUBSCRIBED
-    subscriber.updated_at = now
-    session.add(subscriber)
-    record_event(
-        session,
+    _transition(
         subscriber,
+        SubscriberStatus.UNSUBSCRIBED,
         "unsubscribe",
-        method,
+        session=session,
         now=now,
+        method=method,
         edition_id=edition_id,
         user_agent=user_agent,
         ip=ip,
+        paused_until=subscriber.paused_until,
+    )
+    return True
+
+
+def resubscribe(
+    subscriber: Subscriber,
+    *,
+    session: Session,
+    now: datetime,
+    method: str,
+    edition_id: int | None = None,
+    user_agent: str | None = None,
+    ip: str | None = None,
+) -> bool:
+    """Undo the reader's own unsubscribe (the confirmation page offers it); True when it changed."""
+    if subscriber.status != SubscriberStatus.UNSUBSCRIBED:
+        return False
+    _transition(
+        subscriber,
+        SubscriberStatus.ACTIVE,
+        "resubscribe",
+        session=session,
+        now=now,
+        method=method,
+        edition_id=edition_id,
+        user_agent=user_agent,
+        ip=ip,
+        paused_until=subscriber.paused_until,
     )
     return True
 
@@ -458,17 +515,17 @@ def pause(
     """Stop editions until `until`; the first send after that date resumes them."""
     if subscriber.status not in (SubscriberStatus.ACTIVE, SubscriberStatus.PAUSED):
         raise SubscriberError(f"{subscriber.email} is {subscriber.status}: nothing to pause")
-    subscriber.status, subscriber.paused_until, subscriber.updated_at = SubscriberStatus.PAUSED, until, now
-    session.add(subscriber)
-    record_event(
-        session,
+    _transition(
         subscriber,
+        SubscriberStatus.PAUSED,
         "pause",
-        method,
+        session=session,
         now=now,
+        method=method,
         edition_id=edition_id,
         user_agent=user_agent,
         ip=ip,
+        paused_until=until,
         detail=f"until {until.date().isoformat()}",
     )
 
@@ -486,10 +543,16 @@ def resume(
     """End a pause now; True when this call changed the status."""
     if subscriber.status != SubscriberStatus.PAUSED:
         return False
-    subscriber.status, subscriber.paused_until, subscriber.updated_at = SubscriberStatus.ACTIVE, None, now
-    session.add(subscriber)
-    record_event(
-        session, subscriber, "resume", method, now=now, edition_id=edition_id, user_agent=user_agent, ip=ip
+    _transition(
+        subscriber,
+        SubscriberStatus.ACTIVE,
+        "resume",
+        session=session,
+        now=now,
+        method=method,
+        edition_id=edition_id,
+        user_agent=user_agent,
+        ip=ip,
     )
     return True
 

@@ -24,7 +24,7 @@ from digest.subscribers import (
     apply_preferences,
     check_timezone,
     check_topics,
-    record_event,
+    resubscribe,
     topics_of,
     unsubscribe,
 )
@@ -153,20 +153,15 @@ def create_app(
             subscriber = session.get(Subscriber, link.subscriber_id)
             if subscriber is None:
                 return bad_link()
-            if subscriber.status == SubscriberStatus.UNSUBSCRIBED:
-                now = clock()
-                subscriber.status, subscriber.updated_at = SubscriberStatus.ACTIVE, now
-                session.add(subscriber)
-                record_event(
-                    session,
-                    subscriber,
-                    "resubscribe",
-                    "link",
-                    now=now,
-                    edition_id=_edition_id(session, link.edition_id),
-                    user_agent=request.headers.get("user-agent"),
-                    ip=request.client.host if request.client else None,
-                )
+            resubscribe(
+                subscriber,
+                session=session,
+                now=clock(),
+                method="link",
+                edition_id=_edition_id(session, link.edition_id),
+                user_agent=request.headers.get("user-agent"),
+                ip=request.client.host if request.client else None,
+            )
         return message("Welcome back", f"You will receive {info.title} again.")
 
     @app.get("/preferences/{token}", response_class=HTMLResponse)
