@@ -23,10 +23,8 @@ from digest.db.models import Delivery, DeliveryStatus, Subscriber
 from digest.db.models import Edition as EditionRow
 from digest.deliver import claims, ledger
 from digest.deliver.lock import send_lock
-from digest.editions import build_edition
 from digest.errors import DeliveryError
 from digest.personalize import Renderer, active_topic_sets, make_renderer
-from digest.subscribers import resume_paused
 
 log = logging.getLogger(__name__)
 
@@ -119,16 +117,17 @@ def send_distributed(
     with send_lock(engine):
         started = clock()
         with session_scope(engine) as session:
-            row, edition = build_edition(newsletter, session=session, edition_date=edition_date, now=started)
-            assert row.id is not None
-            edition_id = row.id
-            resume_paused(session=session, now=started)
             stale = claims.expire_sending(None, session=session, now=started, lease=lease)
             if stale:
                 log.warning("%d message(s) were in flight when their worker stopped: unknown", stale)
-            if resend_unknown:
-                ledger.requeue_unknown(edition_id, session=session, now=started)
-            ledger.ensure_deliveries(edition_id, session=session, now=started, audience=audience)
+            edition_id, edition = pipeline.open_edition(
+                newsletter,
+                session=session,
+                edition_date=edition_date,
+                now=started,
+                audience=audience,
+                resend_unknown=resend_unknown,
+            )
         with session_scope(engine) as session:  # a template error stops us before anything is queued
             renderer.prepare(edition, active_topic_sets(session=session))
             outstanding = _outstanding(edition_id, started, audience)

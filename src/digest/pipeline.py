@@ -99,6 +99,27 @@ class SendReport:
         return bool(self.failed or self.retry or self.unknown)
 
 
+def open_edition(
+    newsletter: Newsletter,
+    *,
+    session: Session,
+    edition_date: date,
+    now: datetime,
+    audience: sa.ColumnElement[bool] | None,
+    resend_unknown: bool,
+) -> tuple[int, compose.Edition]:
+    """Ready an edition for sending: build or load it, end finished pauses, put back the unknown
+    rows if asked, and give every reader in the audience a delivery row. The caller has already
+    settled the rows a crash left in flight (how depends on one process or many workers)."""
+    row, edition = build_edition(newsletter, session=session, edition_date=edition_date, now=now)
+    assert row.id is not None
+    resume_paused(session=session, now=now)
+    if resend_unknown:
+        ledger.requeue_unknown(row.id, session=session, now=now)
+    ledger.ensure_deliveries(row.id, session=session, now=now, audience=audience)
+    return row.id, edition
+
+
 def send_edition(
     settings: Settings,
     newsletter: Newsletter,
@@ -134,10 +155,6 @@ def send_edition(
     with send_lock(engine):
         now = clock()
         with session_scope(engine) as session:
-            row, edition = build_edition(newsletter, session=session, edition_date=edition_date, now=now)
-            assert row.id is not None
-            edition_id = row.id
-            resume_paused(session=session, now=now)
             interrupted = ledger.mark_interrupted(session=session, now=now)
             if interrupted:
                 log.warning(
@@ -145,9 +162,14 @@ def send_edition(
                     "(see digest stats; digest send --resend-unknown --date D sends them)",
                     interrupted,
                 )
-            if resend_unknown:
-                ledger.requeue_unknown(edition_id, session=session, now=now)
-            ledger.ensure_deliveries(edition_id, session=session, now=now, audience=audience)
+            edition_id, edition = open_edition(
+                newsletter,
+                session=session,
+                edition_date=edition_date,
+                now=now,
+                audience=audience,
+                resend_unknown=resend_unknown,
+            )
         # Render every distinct copy before the first claim: a template error stops the send with
         # nothing claimed (issue 4), whichever topic set would have hit it.
         with session_scope(engine) as session:
