@@ -1,4 +1,4 @@
-"""One `digest send` per database at a time: a lock the operating system drops when we die.
+"""One `digest send` per database (per schema on PostgreSQL) at a time, dropped when we die.
 
 With the lock held, a row found `sending` can only come from a send that crashed, so it is
 safely marked `unknown`. PostgreSQL: a session advisory lock on a connection held open for the
@@ -16,7 +16,8 @@ import sqlalchemy as sa
 
 from digest.errors import DeliveryError
 
-ADVISORY_KEY = 0x64696765  # "dige": one key for the whole database (a send covers one edition)
+ADVISORY_KEY = 0x64696765  # "dige"; paired with the schema, so installs sharing a database in
+# separate schemas (and parallel test runs) do not block each other's sends.
 
 
 @contextmanager
@@ -25,14 +26,18 @@ def send_lock(engine: sa.Engine) -> Iterator[None]:
     backend = engine.url.get_backend_name()
     if backend == "postgresql":
         with engine.connect() as conn:
-            got = conn.execute(sa.text("SELECT pg_try_advisory_lock(:k)"), {"k": ADVISORY_KEY}).scalar()
+            got = conn.execute(
+                sa.text("SELECT pg_try_advisory_lock(:k, hashtext(current_schema()))"), {"k": ADVISORY_KEY}
+            ).scalar()
             conn.commit()
             if not got:
                 raise DeliveryError("another `digest send` is running on this database; try again later")
             try:
                 yield
             finally:
-                conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": ADVISORY_KEY})
+                conn.execute(
+                    sa.text("SELECT pg_advisory_unlock(:k, hashtext(current_schema()))"), {"k": ADVISORY_KEY}
+                )
                 conn.commit()
         return
     database = engine.url.database
