@@ -23,13 +23,12 @@ import sqlalchemy as sa
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from bench_send import NOW, TOPIC_SETS  # noqa: E402
+from bench_send import NOW, seed_subscribers  # noqa: E402
 from smtp_sink import ProcessSink  # noqa: E402
 
 from digest import editions, fanout, pipeline  # noqa: E402
 from digest.config import load_newsletter, load_settings  # noqa: E402
 from digest.db.engine import open_database, session_scope  # noqa: E402
-from digest.db.models import Subscriber  # noqa: E402
 
 DB = os.environ.get("DIGEST_BENCH_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 BROKER = os.environ.get("DIGEST_BENCH_BROKER_URL", "redis://127.0.0.1:6379/12")
@@ -87,21 +86,7 @@ def run(count: int, workers: int, workdir: Path) -> float:
             newsletter = load_newsletter(settings.config)
             engine = open_database(url)
             pipeline.collect(newsletter, engine=engine, now=NOW)
-            with engine.begin() as conn:
-                conn.execute(
-                    sa.insert(Subscriber),
-                    [
-                        {
-                            "email": f"reader{i:06d}@example.com",
-                            "name": f"Reader {i}",
-                            "topics": TOPIC_SETS[i % len(TOPIC_SETS)],
-                            "status": "active",
-                            "created_at": NOW,
-                            "updated_at": NOW,
-                        }
-                        for i in range(count)
-                    ],
-                )
+            seed_subscribers(engine, count)
             with session_scope(engine) as session:
                 editions.build_edition(newsletter, session=session, edition_date=NOW.date(), now=NOW)
             for i in range(workers):
