@@ -55,13 +55,22 @@ class SmtpTransport:
         self.username, self.password = username, password
         self.timeout = timeout
         self.clock = clock
-        self.ssl_context = ssl_context or ssl.create_default_context()
+        # Made on first TLS connection: loading the system CAs costs ~30 ms, and a distributed
+        # worker makes its transports anew for every batch, most of them plain loopback relays.
+        self._ssl_context = ssl_context
         self.attempts = attempts
         self.backoff_base = backoff_base
         self.sleep = sleep
         self.encoder = encoder or MessageEncoder()
         self._conn: smtplib.SMTP | None = None
         self.connections = 0  # connections opened (tests check reuse)
+
+    @property
+    def ssl_context(self) -> ssl.SSLContext:
+        """The TLS context for `ssl` and `starttls` (the system's CAs unless one was given)."""
+        if self._ssl_context is None:
+            self._ssl_context = ssl.create_default_context()
+        return self._ssl_context
 
     def _connect(self) -> smtplib.SMTP:
         if self._conn is not None:
