@@ -13,14 +13,13 @@ import socket
 import threading
 from collections.abc import Sequence
 from datetime import datetime, timedelta
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 from sqlmodel import Session, col
 
 from digest.db.models import Delivery, DeliveryStatus
-from digest.deliver.base import SendResult
-from digest.deliver.ledger import SENDABLE, LedgerWriter, status_for
+from digest.deliver.ledger import SENDABLE, LedgerWriter
 from digest.errors import DeliveryError
 
 _SENDABLE = tuple(s.value for s in SENDABLE)
@@ -135,79 +134,31 @@ class ClaimWriter(LedgerWriter):
     """The send loop's ledger writes for a worker: only rows it still holds become `sending`.
 
     Each step also renews the worker's claims (every third of the lease), and an answer clears
-    the row's claim time, so a transient failure (`retry`) can be claimed by a later run.
+    the row's claim time, so a transient failure (`retry`) can be claimed by a later run. If a
+    row of the next call is no longer ours (our lease ran out and another worker took it), the
+    answers are committed alone and LeaseLost stops this worker.
     """
 
+    record_also = ", claimed_at = NULL"
+
     def __init__(self, engine: sa.Engine, *, owner: str, edition_id: int, lease: timedelta) -> None:
-        super().__init__(engine)
         self.owner, self.edition_id, self.lease = owner, edition_id, lease
         self._renewed: datetime | None = None
-        table = Delivery.__table__  # type: ignore[attr-defined]
-        m = self._mark
-        self._record_sql = (
-            f"UPDATE {table.name} SET status = {m}, error = {m}, message_id = {m}, "
-            f"sent_at = {m}, updated_at = {m}, claimed_at = NULL WHERE id = {m}"
-        )
-        sendable = ", ".join(f"'{s}'" for s in _SENDABLE)
-        self._guarded_sql = (
-            f"UPDATE {table.name} SET status = '{DeliveryStatus.SENDING.value}', claimed_at = {m}, "
-            f"updated_at = {m}, attempts = attempts + 1 WHERE claimed_by = {m} "
-            f"AND status IN ({sendable}) AND id IN "
-        )
+        super().__init__(engine)
+        m, sendable = self._mark, ", ".join(f"'{s}'" for s in _SENDABLE)
         self._renew_sql = (
-            f"UPDATE {table.name} SET claimed_at = {m} WHERE edition_id = {m} AND claimed_by = {m} "
+            f"UPDATE {self._table} SET claimed_at = {m} WHERE edition_id = {m} AND claimed_by = {m} "
             f"AND claimed_at IS NOT NULL AND status IN ({sendable}, '{DeliveryStatus.SENDING.value}')"
         )
 
-    def _rows(self, results: Sequence[SendResult], stamp: object) -> list[tuple[object, ...]]:
-        return [
-            (status_for(r).value, r.error, r.provider_id, stamp if r.ok else None, stamp, r.delivery_id)
-            for r in results
-        ]
+    def _sending_guard(self) -> tuple[str, tuple[object, ...]]:
+        sendable = ", ".join(f"'{s}'" for s in _SENDABLE)
+        return f"claimed_by = {self._mark} AND status IN ({sendable}) AND ", (self.owner,)
 
-    def _guarded_mark(self, cursor: object, claim_ids: Sequence[int], stamp: object) -> bool:
-        marks = ", ".join([self._mark] * len(claim_ids))
-        cursor.execute(  # type: ignore[attr-defined]
-            f"{self._guarded_sql}({marks})", (stamp, stamp, self.owner, *claim_ids)
-        )
-        return int(cursor.rowcount) == len(claim_ids)  # type: ignore[attr-defined]
+    def _refused(self) -> DeliveryError:
+        return LeaseLost(f"worker {self.owner}: its claim on edition {self.edition_id} ran out")
 
-    def write(self, results: Sequence[SendResult], claim_ids: Sequence[int], *, now: datetime) -> None:
-        """Record answers, renew the claims when due, mark the next call `sending`; one commit.
-
-        If a row of the next call is no longer ours (our lease ran out and another worker took
-        it), nothing is marked: the answers are committed alone and LeaseLost stops this worker.
-        """
-        dbapi = self._conn.connection.dbapi_connection
-        assert dbapi is not None
-        stamp = self._stamp(now)
-        cursor = dbapi.cursor()
-        try:
-            if results:
-                cursor.executemany(self._record_sql, self._rows(results, stamp))
-            if self._renewed is None or now - self._renewed >= self.lease / 3:
-                cursor.execute(self._renew_sql, (stamp, self.edition_id, self.owner))
-                self._renewed = now
-            if claim_ids and not self._guarded_mark(cursor, claim_ids, stamp):
-                dbapi.rollback()
-                if results:
-                    cursor.executemany(self._record_sql, self._rows(results, stamp))
-                dbapi.commit()
-                raise LeaseLost(f"worker {self.owner}: its claim on edition {self.edition_id} ran out")
-            dbapi.commit()
-        except BaseException:
-            dbapi.rollback()
-            raise
-        finally:
-            cursor.close()
-
-    def mark_sending(self, delivery_ids: Sequence[int], *, conn: sa.Connection, now: datetime) -> None:
-        """Mark rows `sending` inside the caller's transaction, only if still ours."""
-        if not delivery_ids:
-            return
-        cursor = self._cursor(conn)
-        try:
-            if not self._guarded_mark(cursor, delivery_ids, self._stamp(now)):
-                raise LeaseLost(f"worker {self.owner}: its claim on edition {self.edition_id} ran out")
-        finally:
-            cursor.close()
+    def _on_step(self, cursor: Any, now: datetime, stamp: object) -> None:
+        if self._renewed is None or now - self._renewed >= self.lease / 3:
+            cursor.execute(self._renew_sql, (stamp, self.edition_id, self.owner))
+            self._renewed = now

@@ -12,6 +12,7 @@ from sqlmodel import Session, col, select
 
 from digest.db.models import Delivery, DeliveryStatus, Subscriber, SubscriberStatus
 from digest.deliver.base import SendResult
+from digest.errors import DeliveryError
 
 SENDABLE = (DeliveryStatus.PENDING, DeliveryStatus.RETRY)
 
@@ -160,7 +161,13 @@ class LedgerWriter:
     costs about a millisecond a step, through Core statements about 0.2 ms; plain DBAPI
     statements on the held connection (inside the same SQLAlchemy transaction, so an ORM
     session can join it for the rare bounce) cost the database's own time and little more.
+
+    A distributed worker's ClaimWriter (deliver/claims.py) is this writer with a guard on the
+    `sending` mark and a claim renewal per step; the statements are built here for both.
     """
+
+    # What an answer also resets, after its own columns (ClaimWriter: the claim time).
+    record_also = ""
 
     def __init__(self, engine: sa.Engine) -> None:
         table: Any = Delivery.__table__  # type: ignore[attr-defined]
@@ -168,15 +175,28 @@ class LedgerWriter:
         self._stamp = table.c.updated_at.type.bind_processor(dialect) or (lambda v: v)
         mark = "?" if dialect.paramstyle == "qmark" else "%s"
         self._mark = mark
+        self._table = table.name
         self._record_sql = (
             f"UPDATE {table.name} SET status = {mark}, error = {mark}, message_id = {mark}, "
-            f"sent_at = {mark}, updated_at = {mark} WHERE id = {mark}"
+            f"sent_at = {mark}, updated_at = {mark}{self.record_also} WHERE id = {mark}"
         )
+        guard, self._guard_params = self._sending_guard()
         self._sending_sql = (
             f"UPDATE {table.name} SET status = '{DeliveryStatus.SENDING.value}', claimed_at = {mark}, "
-            f"updated_at = {mark}, attempts = attempts + 1 WHERE id IN "
+            f"updated_at = {mark}, attempts = attempts + 1 WHERE {guard}id IN "
         )
         self._conn = engine.connect()
+
+    def _sending_guard(self) -> tuple[str, tuple[object, ...]]:
+        """SQL conditions (ending in AND) a row must meet to be marked `sending`, and their values."""
+        return "", ()
+
+    def _refused(self) -> DeliveryError:
+        """The error when a row of the next call fails the guard (see ClaimWriter)."""
+        return DeliveryError("ledger: a row to send is no longer sendable")
+
+    def _on_step(self, cursor: Any, now: datetime, stamp: object) -> None:
+        """Extra writes in every step's transaction, before the `sending` mark (ClaimWriter renews)."""
 
     @contextmanager
     def transaction(self) -> Iterator[sa.Connection]:
@@ -187,30 +207,36 @@ class LedgerWriter:
     def _cursor(self, conn: sa.Connection) -> Any:
         return conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
 
+    def _answers(self, results: Sequence[SendResult], stamp: object) -> list[tuple[object, ...]]:
+        return [
+            (status_for(r).value, r.error, r.provider_id, stamp if r.ok else None, stamp, r.delivery_id)
+            for r in results
+        ]
+
+    def _mark_sending(self, cursor: Any, delivery_ids: Sequence[int], stamp: object) -> bool:
+        """Mark rows `sending`; False when the guard left some of them out."""
+        marks = ", ".join([self._mark] * len(delivery_ids))
+        cursor.execute(f"{self._sending_sql}({marks})", (stamp, stamp, *self._guard_params, *delivery_ids))
+        return not self._guard_params or int(cursor.rowcount) == len(delivery_ids)
+
     def record(self, results: Sequence[SendResult], *, conn: sa.Connection, now: datetime) -> None:
         """Write transport answers (like `record_results`)."""
         if not results:
             return
-        stamp = self._stamp(now)
-        rows = [
-            (status_for(r).value, r.error, r.provider_id, stamp if r.ok else None, stamp, r.delivery_id)
-            for r in results
-        ]
         cursor = self._cursor(conn)
         try:
-            cursor.executemany(self._record_sql, rows)
+            cursor.executemany(self._record_sql, self._answers(results, self._stamp(now)))
         finally:
             cursor.close()
 
     def mark_sending(self, delivery_ids: Sequence[int], *, conn: sa.Connection, now: datetime) -> None:
-        """Mark rows handed to the transport (like `mark_sending`)."""
+        """Mark rows handed to the transport (like `mark_sending`), inside the caller's transaction."""
         if not delivery_ids:
             return
-        stamp = self._stamp(now)
-        marks = ", ".join([self._mark] * len(delivery_ids))
         cursor = self._cursor(conn)
         try:
-            cursor.execute(f"{self._sending_sql}({marks})", (stamp, stamp, *delivery_ids))
+            if not self._mark_sending(cursor, delivery_ids, self._stamp(now)):
+                raise self._refused()
         finally:
             cursor.close()
 
@@ -219,31 +245,25 @@ class LedgerWriter:
 
         The common step (no bounce to suppress), about 20 us on SQLite: SQLAlchemy's own
         transaction bookkeeping would triple that, and it runs once per message. The driver
-        begins the transaction implicitly (sqlite3, psycopg) and commits it here.
+        begins the transaction implicitly (sqlite3, psycopg) and commits it here. If a row of
+        the next call fails the guard, nothing is marked: the answers are committed alone and
+        the guard's error is raised.
         """
         dbapi = self._conn.connection.dbapi_connection
         assert dbapi is not None
         stamp = self._stamp(now)
+        answers = self._answers(results, stamp)
         cursor = dbapi.cursor()
         try:
-            if results:
-                cursor.executemany(
-                    self._record_sql,
-                    [
-                        (
-                            status_for(r).value,
-                            r.error,
-                            r.provider_id,
-                            stamp if r.ok else None,
-                            stamp,
-                            r.delivery_id,
-                        )
-                        for r in results
-                    ],
-                )
-            if claim_ids:
-                marks = ", ".join([self._mark] * len(claim_ids))
-                cursor.execute(f"{self._sending_sql}({marks})", (stamp, stamp, *claim_ids))
+            if answers:
+                cursor.executemany(self._record_sql, answers)
+            self._on_step(cursor, now, stamp)
+            if claim_ids and not self._mark_sending(cursor, claim_ids, stamp):
+                dbapi.rollback()
+                if answers:
+                    cursor.executemany(self._record_sql, answers)
+                dbapi.commit()
+                raise self._refused()
             dbapi.commit()
         except BaseException:
             dbapi.rollback()
