@@ -1,5 +1,6 @@
 """The distributed send: one edition to N subscribers (default 10,000) with 1 and with 2
-`digest worker` processes, PostgreSQL ledger, Redis broker, SMTP to a loopback sink.
+`digest worker` processes, PostgreSQL ledger, Redis broker, SMTP to a loopback sink; and, as
+the bar one worker must reach, the single-process `digest send` on the same database and sink.
 
 Usage: python benchmarks/bench_distributed.py [--count N]   (prints `BENCH {json}` lines)
 
@@ -29,6 +30,7 @@ from smtp_sink import ProcessSink  # noqa: E402
 from digest import editions, fanout, pipeline  # noqa: E402
 from digest.config import load_newsletter, load_settings  # noqa: E402
 from digest.db.engine import open_database, session_scope  # noqa: E402
+from digest.deliver.transports import make_transport  # noqa: E402
 
 DB = os.environ.get("DIGEST_BENCH_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 BROKER = os.environ.get("DIGEST_BENCH_BROKER_URL", "redis://127.0.0.1:6379/12")
@@ -50,7 +52,8 @@ def available() -> str | None:
 
 
 def run(count: int, workers: int, workdir: Path) -> float:
-    """Seconds to send the edition to `count` subscribers with `workers` worker processes."""
+    """Seconds to send the edition to `count` subscribers with `workers` worker processes
+    (0: the single-process send)."""
     schema = f"bench_{uuid.uuid4().hex[:10]}"
     admin = sa.create_engine(DB)
     with admin.begin() as conn:
@@ -111,6 +114,20 @@ def run(count: int, workers: int, workdir: Path) -> float:
                     )
                 while b"ready." not in log.read_bytes():
                     time.sleep(0.1)
+            if workers == 0:  # the bar: everything in this process, no broker
+                start = time.perf_counter()
+                report = pipeline.send_edition(
+                    settings,
+                    newsletter,
+                    engine=engine,
+                    transport=make_transport(settings, clock=pipeline.utc_now),
+                    edition_date=NOW.date(),
+                    clock=pipeline.utc_now,
+                )
+                seconds = time.perf_counter() - start
+                engine.dispose()
+                assert report.sent == count, report
+                return seconds
             from digest.distributed import celery_enqueue, make_app
 
             app = make_app(settings)
@@ -158,17 +175,18 @@ def main() -> None:
         root = HERE.parent / "examples" / "demo"
         (workdir / "demo" / "digest.toml").write_text((root / "digest.toml").read_text())
         make_feeds.write_feeds(workdir / "demo" / "feeds", NOW)
-        results = [(n, run(count, n, workdir)) for n in (1, 2)]
+        results = [(n, run(count, n, workdir)) for n in (0, 1, 2)]
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     for workers, seconds in results:
-        print(f"  {workers} worker(s): {count / seconds:.0f} msg/s, {seconds:.1f} s")
+        case = f"{workers} worker(s)" if workers else "single process (no broker)"
+        print(f"  {case}: {count / seconds:.0f} msg/s, {seconds:.1f} s")
         print(
             "BENCH "
             + json.dumps(
                 {
                     "benchmark": "distributed",
-                    "metric": f"distributed send, {workers} worker(s): messages per second ({count:,})",
+                    "metric": f"distributed send, {case}: messages per second ({count:,})",
                     "value": round(count / seconds),
                     "unit": "msg/s",
                     "note": f"{seconds:.1f} s; PostgreSQL ledger, Redis broker, loopback SMTP; "
