@@ -1,6 +1,7 @@
-"""Distributed mode against real services: Redis as the Celery broker, PostgreSQL, real worker
-processes and a loopback SMTP server. Every subscriber gets one copy; a worker killed with
-SIGKILL mid-batch leaves its rows to the others, and at most its message in flight is unknown."""
+"""Distributed mode against real services: Redis and RabbitMQ as the Celery broker (each test
+runs on both), PostgreSQL, real worker processes and a loopback SMTP server. Every subscriber
+gets one copy; a worker killed with SIGKILL mid-batch leaves its rows to the others, and at most
+its message in flight is unknown; a broker that loses its queue loses no message."""
 
 import os
 import shutil
@@ -12,6 +13,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -29,27 +31,77 @@ from tests.deliver.builders import Handler, smtp_server
 from tests.world import SECRET, World, make_world
 
 REDIS = "redis://127.0.0.1:6379/11"  # a database of its own; each test also has its own queue
+RABBITMQ = "amqp://guest:guest@127.0.0.1:5672"  # each test gets a virtual host of its own
 COUNT = 2000
 
 
-@pytest.fixture
-def broker() -> Iterator[str]:
-    """A fresh queue on the local Redis; skipped without Redis unless PostgreSQL runs are required."""
+@dataclass(frozen=True)
+class Broker:
+    """Where a test's workers and sender meet: the broker URL and a queue nobody else uses."""
+
+    kind: str  # redis or amqp
+    url: str
+    queue: str
+    vhost: str | None = None  # RabbitMQ: the test's own virtual host, deleted afterwards
+
+
+def _unreachable(what: str, error: object) -> None:
+    if os.environ.get("DIGEST_REQUIRE_POSTGRES"):
+        pytest.fail(f"DIGEST_REQUIRE_POSTGRES is set but {what} is unreachable: {error}")
+    pytest.skip(f"{what} is unreachable")
+
+
+def rabbitmqctl(*args: str) -> subprocess.CompletedProcess[str]:
+    """Run rabbitmqctl on the local node (root or the rabbitmq user may)."""
+    return subprocess.run(["rabbitmqctl", "-q", *args], capture_output=True, text=True, timeout=60)
+
+
+def _redis_broker(queue: str) -> Iterator[Broker]:
     import redis
 
     client = redis.Redis.from_url(REDIS, socket_connect_timeout=2)
     try:
         client.ping()
     except redis.exceptions.ConnectionError as e:
-        if os.environ.get("DIGEST_REQUIRE_POSTGRES"):
-            pytest.fail(f"DIGEST_REQUIRE_POSTGRES is set but Redis at {REDIS} is unreachable: {e}")
-        pytest.skip(f"Redis at {REDIS} is unreachable")
-    queue = f"digest-test-{uuid.uuid4().hex[:10]}"
+        _unreachable(f"Redis at {REDIS}", e)
     try:
-        yield queue
+        yield Broker("redis", REDIS, queue)
     finally:
         client.delete(queue)
         client.close()
+
+
+def _rabbitmq_broker(queue: str) -> Iterator[Broker]:
+    from kombu import Connection
+    from kombu.exceptions import OperationalError
+
+    try:
+        with Connection(f"{RABBITMQ}//", connect_timeout=2) as conn:
+            conn.ensure_connection(max_retries=1)
+    except (OperationalError, OSError) as e:
+        _unreachable(f"RabbitMQ at {RABBITMQ}", e)
+    if shutil.which("rabbitmqctl") is None or rabbitmqctl("add_vhost", queue).returncode != 0:
+        # No admin access: the default virtual host, with this test's own queue.
+        yield Broker("amqp", f"{RABBITMQ}//", queue)
+        with Connection(f"{RABBITMQ}//") as conn:
+            conn.default_channel.queue_delete(queue)
+        return
+    try:
+        assert rabbitmqctl("set_permissions", "-p", queue, "guest", ".*", ".*", ".*").returncode == 0
+        yield Broker("amqp", f"{RABBITMQ}/{queue}", queue, vhost=queue)
+    finally:
+        rabbitmqctl("delete_vhost", queue)  # its queues and exchanges go with it
+
+
+@pytest.fixture(params=["redis", "amqp"])
+def broker(request: pytest.FixtureRequest) -> Iterator[Broker]:
+    """A fresh queue on the local Redis or RabbitMQ; skipped when that broker is not running,
+    unless PostgreSQL runs are required (CI), where a missing broker fails the test."""
+    queue = f"digest-test-{uuid.uuid4().hex[:10]}"
+    if request.param == "redis":
+        yield from _redis_broker(queue)
+    else:
+        yield from _rabbitmq_broker(queue)
 
 
 def test_broker_needs_postgresql() -> None:
@@ -145,7 +197,7 @@ def world_2000(engine: sa.Engine, db_url: str, demo_dir: Path, now: datetime) ->
     return world
 
 
-def _env(db_url: str, demo_dir: Path, queue: str, smtp_port: int, **extra: str) -> dict[str, str]:
+def _env(db_url: str, demo_dir: Path, broker: Broker, smtp_port: int, **extra: str) -> dict[str, str]:
     return {
         **{k: v for k, v in os.environ.items() if not k.startswith("DIGEST_")},
         "DIGEST_CONFIG": str(demo_dir / "digest.toml"),
@@ -156,8 +208,8 @@ def _env(db_url: str, demo_dir: Path, queue: str, smtp_port: int, **extra: str) 
         "DIGEST_SECRET_KEY": SECRET,
         "DIGEST_BASE_URL": "https://digest.example",
         "DIGEST_VAR_DIR": str(demo_dir / "var"),
-        "DIGEST_BROKER_URL": REDIS,
-        "DIGEST_BROKER_QUEUE": queue,
+        "DIGEST_BROKER_URL": broker.url,
+        "DIGEST_BROKER_QUEUE": broker.queue,
         "DIGEST_SEND_BATCH_SIZE": "100",
         **extra,
     }
@@ -173,7 +225,7 @@ def _ledger(engine: sa.Engine) -> dict[str, tuple[str, str | None]]:
 
 @pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
 def test_three_workers_send_each_subscriber_exactly_once(
-    world_2000: object, engine: sa.Engine, db_url: str, demo_dir: Path, broker: str, tmp_path: Path
+    world_2000: object, engine: sa.Engine, db_url: str, demo_dir: Path, broker: Broker, tmp_path: Path
 ) -> None:
     day = datetime(2026, 11, 25, tzinfo=UTC).date()
     with smtp_server(Handler()) as (server, handler):
@@ -227,7 +279,7 @@ def test_worker_without_a_broker_says_so(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
 def test_a_worker_killed_mid_batch_leaves_only_its_message_in_flight_unknown(
-    world_2000: object, engine: sa.Engine, db_url: str, demo_dir: Path, broker: str, tmp_path: Path
+    world_2000: object, engine: sa.Engine, db_url: str, demo_dir: Path, broker: Broker, tmp_path: Path
 ) -> None:
     day = datetime(2026, 11, 25, tzinfo=UTC).date()
     handler = Handler(delay=0.002, reach_at=400)  # a little slow, so batches are long enough to kill in
@@ -298,14 +350,55 @@ def _start_redis(port: int, tmp_path: Path) -> subprocess.Popen[bytes]:
     return proc
 
 
+class LosableBroker:
+    """A broker this test may lose, with every task queued in it, and bring back empty.
+
+    Redis: a private server with no persistence, killed and started again. RabbitMQ: the test's
+    own virtual host, deleted (its queues and connections go with it) and created again.
+    """
+
+    def __init__(self, broker: Broker, tmp_path: Path) -> None:
+        self.broker, self.tmp_path = broker, tmp_path
+        self.redis: subprocess.Popen[bytes] | None = None
+        if broker.kind == "redis":
+            if shutil.which("redis-server") is None:
+                pytest.skip("redis-server is not installed")
+            self.port = _free_port()
+            self.redis = _start_redis(self.port, tmp_path)
+            self.url = f"redis://127.0.0.1:{self.port}/0"
+        else:
+            if broker.vhost is None:
+                pytest.skip("rabbitmqctl cannot manage virtual hosts here")
+            self.url = broker.url
+
+    def lose(self) -> None:
+        """The broker goes away with its queue."""
+        if self.redis is not None:
+            self.redis.kill()
+            self.redis.wait(timeout=30)
+        else:
+            assert rabbitmqctl("delete_vhost", str(self.broker.vhost)).returncode == 0
+
+    def come_back(self) -> None:
+        """The broker is there again, empty."""
+        if self.redis is not None:
+            self.redis = _start_redis(self.port, self.tmp_path)
+        else:
+            vhost = str(self.broker.vhost)
+            assert rabbitmqctl("add_vhost", vhost).returncode == 0
+            assert rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*").returncode == 0
+
+    def close(self) -> None:
+        if self.redis is not None:
+            self.redis.kill()
+            self.redis.wait(timeout=30)
+
+
 @pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
 def test_the_broker_going_away_and_coming_back_loses_nothing(
-    world_2000: object, engine: sa.Engine, db_url: str, demo_dir: Path, broker: str, tmp_path: Path
+    world_2000: object, engine: sa.Engine, db_url: str, demo_dir: Path, broker: Broker, tmp_path: Path
 ) -> None:
-    if shutil.which("redis-server") is None:
-        pytest.skip("redis-server is not installed")
-    port = _free_port()  # a private Redis: this test kills it, with every queued task in it
-    redis_proc = _start_redis(port, tmp_path)
+    losable = LosableBroker(broker, tmp_path)
     handler = Handler(delay=0.002, reach_at=300)
     try:
         with smtp_server(handler) as (server, _):
@@ -314,7 +407,7 @@ def test_the_broker_going_away_and_coming_back_loses_nothing(
                 demo_dir,
                 broker,
                 server.port,
-                DIGEST_BROKER_URL=f"redis://127.0.0.1:{port}/0",
+                DIGEST_BROKER_URL=losable.url,
                 DIGEST_CLAIM_LEASE_SECONDS="3",
             )
             cluster = Cluster(env, tmp_path)
@@ -322,17 +415,15 @@ def test_the_broker_going_away_and_coming_back_loses_nothing(
                 cluster.start_workers(2)
                 sender = cluster.send("--date", "2026-11-25")
                 assert handler.reached.wait(timeout=120), "the send never got going"
-                redis_proc.kill()  # no persistence: the queued batches are gone with it
-                redis_proc.wait(timeout=30)
+                losable.lose()  # the queued batches are gone with it
                 assert sender.poll() is None, "the send finished before the broker went away"
-                redis_proc = _start_redis(port, tmp_path)
+                losable.come_back()
                 out, errors = sender.communicate(timeout=300)
             finally:
                 cluster.stop()
             copies = handler.copies()
     finally:
-        redis_proc.kill()
-        redis_proc.wait(timeout=30)
+        losable.close()
     assert sender.returncode == 0, errors
     assert f"sent {COUNT}" in out
     assert "with no progress for a lease: queued again" in errors  # the lost batches came back
@@ -340,3 +431,25 @@ def test_the_broker_going_away_and_coming_back_loses_nothing(
     assert {status for status, _ in ledger.values()} == {DeliveryStatus.SENT.value}
     assert len(copies) == COUNT
     assert set(copies.values()) == {1}
+
+
+def test_broker_options_follow_the_broker() -> None:
+    from digest import distributed
+    from digest.config import Settings
+
+    def settings(url: str, **extra: object) -> Settings:
+        return load_settings(broker_url=url, database_url="postgresql+psycopg://h/db", **extra)
+
+    redis_settings = settings("redis://127.0.0.1:6379/0", claim_lease_seconds=100)
+    assert distributed.transport_options("redis://h:6379/0", redis_settings) == {"visibility_timeout": 300}
+    assert distributed.transport_options("amqp://guest@h//", redis_settings) == {}  # Redis-only option
+    slow = settings("amqp://guest:guest@h//", send_rate=0.2, send_batch_size=500)  # 2,500 s a batch
+    assert "consumer_timeout" in str(distributed.slow_batch_warning(slow))
+    assert distributed.slow_batch_warning(settings("amqp://h//", send_rate=1, send_batch_size=500)) is None
+    assert distributed.slow_batch_warning(settings("redis://h:6379/0", send_rate=0.2)) is None
+    app = distributed.make_app(settings("amqp://guest:guest@h//"))
+    try:
+        assert app.conf.broker_transport_options == {}
+        assert app.conf.task_acks_late and app.conf.worker_prefetch_multiplier == 1
+    finally:
+        app.close()

@@ -89,10 +89,42 @@ def broker_url(settings: Settings) -> str:
     return settings.broker_url.get_secret_value()
 
 
+def transport_options(url: str, settings: Settings) -> dict[str, Any]:
+    """Broker-specific options: the two brokers take back an unacknowledged task differently.
+
+    Redis hands it out again after `visibility_timeout` (a copy that runs while the first still
+    does finds its rows claimed and sends nothing). RabbitMQ takes it back when the worker's
+    connection closes, and closes a channel whose task stays unacknowledged past the server's
+    `consumer_timeout` (30 minutes by default; see README): nothing to set from here.
+    """
+    if url.startswith(("redis://", "rediss://")):
+        return {"visibility_timeout": max(3 * settings.claim_lease_seconds, 60)}
+    return {}
+
+
+RABBITMQ_CONSUMER_TIMEOUT = 1800  # seconds: RabbitMQ's default `consumer_timeout` since 3.8.15
+
+
+def slow_batch_warning(settings: Settings) -> str | None:
+    """On RabbitMQ, a warning when a rate-limited batch may outlast the broker's consumer timeout."""
+    if not broker_url(settings).startswith(("amqp://", "amqps://")) or not settings.send_rate:
+        return None
+    seconds = settings.send_batch_size / settings.send_rate
+    if seconds <= RABBITMQ_CONSUMER_TIMEOUT:
+        return None
+    return (
+        f"a batch of DIGEST_SEND_BATCH_SIZE={settings.send_batch_size} at DIGEST_SEND_RATE="
+        f"{settings.send_rate:g}/s takes {seconds:.0f} s, past RabbitMQ's default consumer_timeout "
+        f"({RABBITMQ_CONSUMER_TIMEOUT} s): lower the batch size or raise consumer_timeout (the "
+        "broker would close this worker's channel mid-batch; the claims still keep every message "
+        "to one copy)"
+    )
+
+
 def make_app(settings: Settings) -> Celery:
     """The Celery app for these settings, with the send task registered."""
-    app = Celery("digest", broker=broker_url(settings), set_as_current=False)
-    lease = settings.claim_lease_seconds
+    url = broker_url(settings)
+    app = Celery("digest", broker=url, set_as_current=False)
     app.conf.update(
         task_acks_late=True,  # acknowledged after the task ran: a killed worker's task is redelivered
         task_reject_on_worker_lost=True,
@@ -100,9 +132,7 @@ def make_app(settings: Settings) -> Celery:
         task_default_queue=settings.broker_queue,
         task_ignore_result=True,  # the ledger is the result
         broker_connection_retry_on_startup=True,
-        # Redis: an unacknowledged task goes back to the queue after this; a copy that runs while
-        # the first still does finds its rows claimed and sends nothing.
-        broker_transport_options={"visibility_timeout": max(3 * lease, 60)},
+        broker_transport_options=transport_options(url, settings),
         worker_hijack_root_logger=False,
     )
     state = WorkerState(settings)
@@ -186,4 +216,7 @@ def run_worker(settings: Settings, *, concurrency: int, pool: str, name: str | N
     if name:
         argv.append(f"--hostname={name}")
     log.info("worker on queue %s at %s", settings.broker_queue, _safe(settings))
+    slow = slow_batch_warning(settings)
+    if slow:
+        log.warning("%s", slow)
     app.worker_main(argv=argv)
