@@ -79,6 +79,9 @@ class Settings(BaseSettings):
     )
     broker_queue: str = Field(default="digest", pattern=r"^[A-Za-z0-9_.:-]+$")
     claim_lease_seconds: int = Field(default=120, ge=1)  # a silent worker's rows go to others after this
+    # A distributed collect gives up on the sources still unanswered after this long with no
+    # answer at all; None: twice the longest one fetch may take, plus 30 s (90 s by default).
+    collect_wait_seconds: float | None = Field(default=None, gt=0)
     # Collection: how sources are fetched, and after how many failed runs in a row a source is flagged.
     user_agent: str | None = None  # None: "digest/VERSION (...)"; a custom value gets digest's name added
     fetch_timeout: float = Field(default=20.0, gt=0)

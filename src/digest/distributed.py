@@ -1,15 +1,16 @@
-"""Celery wiring for distributed mode (issue 7): the app, the send task, the enqueue function.
+"""Celery wiring for distributed mode (issue 7): the app, the send and collect tasks, the enqueues.
 
 The only module that imports Celery. Tasks are acknowledged late (a worker killed mid-task
-leaves its message to the broker, which hands it out again) and idempotent (they claim ledger
-rows, see deliver/claims.py), so a task run twice, or a range queued twice, sends nothing twice.
+leaves its message to the broker, which hands it out again) and idempotent: a send task claims
+ledger rows (deliver/claims.py), so a task run twice, or a range queued twice, sends nothing
+twice; a collect task writes its source's one row of the run (sources/fanout.py).
 """
 
 import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -21,13 +22,17 @@ from digest.config import Newsletter, Settings, load_newsletter
 from digest.db.engine import open_database
 from digest.deliver import claims
 from digest.deliver.transports import make_lanes
-from digest.errors import DeliveryError, SettingsError
+from digest.errors import DeliveryError, SettingsError, SourceError
 from digest.fanout import Enqueue, send_distributed
 from digest.personalize import Renderer, make_renderer
+from digest.sources import fanout as collect_fanout
+from digest.sources.collect import SourceResult
+from digest.sources.fetch import FetchOptions
 
 log = logging.getLogger(__name__)
 
 SEND_TASK = "digest.send_batch"
+COLLECT_TASK = "digest.collect_source"
 
 
 @dataclass
@@ -80,6 +85,15 @@ class WorkerState:
             "retry": report.retry,
             "skipped": report.skipped,
         }
+
+    def collect_source(self, task: collect_fanout.CollectTask) -> bool:
+        """The collect task body: fetch, parse and stage one source for its run's coordinator."""
+        return collect_fanout.collect_source(
+            task,
+            engine=self.engine(),
+            options=FetchOptions.from_settings(self.settings),
+            clock=pipeline.utc_now,
+        )
 
 
 def broker_url(settings: Settings) -> str:
@@ -141,6 +155,12 @@ def make_app(settings: Settings) -> Celery:
     def send_batch(edition_id: int, first_id: int, last_id: int, zone: str | None = None) -> dict[str, int]:
         return state.send_batch(edition_id, first_id, last_id, zone)
 
+    @app.task(name=COLLECT_TASK, acks_late=True)  # type: ignore[untyped-decorator]
+    def collect_source(
+        run: str, name: str, location: str, etag: str | None = None, last_modified: str | None = None
+    ) -> bool:
+        return state.collect_source(collect_fanout.CollectTask(run, name, location, etag, last_modified))
+
     return app
 
 
@@ -158,6 +178,30 @@ def celery_enqueue(app: Celery, settings: Settings) -> Enqueue:
             )
         except (OperationalError, KombuError, OSError) as e:
             raise DeliveryError(f"broker {_safe(settings)}: {e}") from e
+
+    return enqueue
+
+
+def celery_collect_enqueue(app: Celery, settings: Settings) -> collect_fanout.EnqueueCollect:
+    """An EnqueueCollect that publishes collect tasks; a broker that refuses is that source's error."""
+
+    def enqueue(task: collect_fanout.CollectTask) -> None:
+        try:
+            app.send_task(
+                COLLECT_TASK,
+                kwargs={
+                    "run": task.run,
+                    "name": task.name,
+                    "location": task.location,
+                    "etag": task.etag,
+                    "last_modified": task.last_modified,
+                },
+                queue=settings.broker_queue,
+                retry=True,
+                retry_policy={"max_retries": 3, "interval_start": 0.2, "interval_step": 0.5},
+            )
+        except (OperationalError, KombuError, OSError) as e:
+            raise SourceError(f"source {task.name!r}: not queued: broker {_safe(settings)}: {e}") from e
 
     return enqueue
 
@@ -196,6 +240,32 @@ def send_edition(
             audience=audience,
             resend_unknown=resend_unknown,
             should_stop=should_stop,
+        )
+    finally:
+        app.close()
+
+
+def collect(
+    settings: Settings,
+    newsletter: Newsletter,
+    *,
+    engine: sa.Engine,
+    now: datetime,
+    clock: pipeline.Clock,
+    on_fetched: Callable[[str, str | None], None] | None = None,
+) -> list[SourceResult]:
+    """`digest collect` in distributed mode: one task per source for the workers, stored here."""
+    app = make_app(settings)
+    try:
+        return collect_fanout.collect_distributed(
+            newsletter,
+            engine=engine,
+            now=now,
+            clock=clock,
+            enqueue=celery_collect_enqueue(app, settings),
+            sleep=time.sleep,
+            wait=collect_fanout.wait_seconds(settings),
+            on_fetched=on_fetched,
         )
     finally:
         app.close()

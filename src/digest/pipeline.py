@@ -64,7 +64,17 @@ def collect(
     on_fetched: Callable[[str, str | None], None] | None = None,
     parse_workers: int | None = None,
 ) -> list[SourceResult]:
-    """Fetch every source and store new articles as stories (fetch options from `settings`)."""
+    """Fetch every source and store new articles as stories (fetch options from `settings`).
+
+    With DIGEST_BROKER_URL set, `digest worker` processes fetch and parse one source per task
+    and this process stores what they found (issue 7); the stories come out the same.
+    """
+    if settings is not None and settings.broker_url is not None:
+        from digest import distributed  # imports Celery: only in distributed mode
+
+        return distributed.collect(
+            settings, newsletter, engine=engine, now=now, clock=utc_now, on_fetched=on_fetched
+        )
     options = FetchOptions.from_settings(settings) if settings is not None else FetchOptions()
     with session_scope(engine) as session:
         return collect_sources(

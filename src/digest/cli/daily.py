@@ -62,7 +62,9 @@ def collect() -> None:
     """Fetch every source in digest.toml and store new stories; a table says how each source did.
 
     A failing source is reported and the others are collected; the exit status is 1 only when
-    every source failed. `digest sources list` shows each source's health over time.
+    every source failed. `digest sources list` shows each source's health over time. With
+    DIGEST_BROKER_URL set, `digest worker` processes fetch and parse the sources (one task each)
+    and this command stores what they found; DIGEST_COLLECT_WAIT_SECONDS bounds the wait.
 
     Example: digest collect
     """

@@ -159,15 +159,20 @@ def serve(
 @friendly
 def worker(
     concurrency: Annotated[
-        int, typer.Option("--concurrency", help="Batches this worker sends at once (processes or threads).")
+        int,
+        typer.Option(
+            "--concurrency",
+            help="Tasks (send batches, sources) this worker runs at once (processes or threads).",
+        ),
     ] = 1,
     pool: Annotated[
         str, typer.Option("--pool", help="Celery pool: prefork, threads or solo (one process).")
     ] = "prefork",
     name: Annotated[str | None, typer.Option("--name", help="Celery node name, e.g. mail1@%h.")] = None,
 ) -> None:
-    """Run a Celery worker that sends batches of editions (distributed mode: needs DIGEST_BROKER_URL
-    and PostgreSQL). Start any number, on any machines; `digest send` queues the work.
+    """Run a Celery worker that sends batches of editions and fetches sources (distributed mode:
+    needs DIGEST_BROKER_URL and PostgreSQL). Start any number, on any machines; `digest send`,
+    `digest collect`, `digest run` and the scheduler queue the work.
 
     Example: digest worker --concurrency 2
     """

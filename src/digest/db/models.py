@@ -213,3 +213,24 @@ class SchedulerLease(SQLModel, table=True):
     owner: str
     acquired_at: datetime = _ts(nullable=False)
     expires_at: datetime = _ts(nullable=False)
+
+
+class CollectResult(SQLModel, table=True):
+    """One source's answer in a distributed collection run (issue 7), staged for the coordinator.
+
+    Workers only write here; the coordinator alone stores articles and stories from these rows,
+    so clustering keeps one writer and the same order as a collect in one process. One row per
+    (run, source): a task delivered twice writes nothing the second time.
+    """
+
+    __table_args__ = (sa.UniqueConstraint("run", "source", name="uq_collectresult"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    run: str
+    source: str  # the source's name (unique in digest.toml)
+    status: str = Field(sa_column=sa.Column(sa.String(16), nullable=False))  # ok, not-modified, failed
+    etag: str | None = None
+    last_modified: str | None = None
+    error: str | None = None
+    feed_json: str | None = Field(default=None, sa_column=sa.Column(sa.Text(), nullable=True))
+    created_at: datetime = _ts(nullable=False, index=True)

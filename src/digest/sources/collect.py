@@ -47,10 +47,19 @@ class SourceResult:
 
 
 @dataclass(frozen=True, slots=True)
-class _Outcome:
-    fetched: Fetched | None = None
+class Outcome:
+    """What fetching and parsing one source gave: its new validators and a feed (None when it
+    answered 304 Not Modified), or the error that stopped it."""
+
+    etag: str | None = None
+    last_modified: str | None = None
     feed: ParsedFeed | None = None
     error: SourceError | None = None
+
+    @classmethod
+    def of(cls, fetched: Fetched, feed: ParsedFeed | None = None) -> "Outcome":
+        """A successful fetch (and its parsed feed, unless the source had not changed)."""
+        return cls(etag=fetched.etag, last_modified=fetched.last_modified, feed=feed)
 
 
 def sync_sources(newsletter: Newsletter, *, session: Session) -> dict[str, Source]:
@@ -117,7 +126,7 @@ async def _fetch_and_parse(
     options: FetchOptions,
     parser: Workers,
     on_fetched: Callable[[str, str | None], None] | None,
-) -> list[_Outcome]:
+) -> list[Outcome]:
     loop = asyncio.get_running_loop()
     parsing: dict[str, asyncio.Future[ParsedFeed]] = {}
 
@@ -132,20 +141,20 @@ async def _fetch_and_parse(
     outcomes = []
     for request, result in zip(requests, fetched, strict=True):
         if isinstance(result, SourceError):
-            outcomes.append(_Outcome(error=result))
+            outcomes.append(Outcome(error=result))
         elif result.body is None:
-            outcomes.append(_Outcome(fetched=result))
+            outcomes.append(Outcome.of(result))
         else:
             try:
-                outcomes.append(_Outcome(fetched=result, feed=await parsing[request.name]))
+                outcomes.append(Outcome.of(result, await parsing[request.name]))
             except SourceError as e:
-                outcomes.append(_Outcome(fetched=result, error=e))
+                outcomes.append(Outcome(error=e))
     return outcomes
 
 
 def store_outcomes(
     requests: Sequence[FetchRequest],
-    outcomes: Sequence[_Outcome],
+    outcomes: Sequence[Outcome],
     *,
     rows: dict[str, Source],
     session: Session,
@@ -162,8 +171,7 @@ def store_outcomes(
             row.last_error, row.last_error_at = str(outcome.error), now
             row.failure_streak += 1
         else:
-            assert outcome.fetched is not None
-            row.etag, row.last_modified = outcome.fetched.etag, outcome.fetched.last_modified
+            row.etag, row.last_modified = outcome.etag, outcome.last_modified
             row.last_success_at, row.failure_streak = now, 0
             if outcome.feed is not None:
                 feeds.append((row, outcome.feed))

@@ -1,7 +1,9 @@
 """Plain values that leave the sources stage."""
 
+import json
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
+from typing import Any
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,6 +27,51 @@ class ParsedFeed:
     title: str
     link: str | None
     entries: tuple[FeedEntry, ...] = field(default_factory=tuple)
+
+    def to_json(self) -> str:
+        """Serialize losslessly (a distributed collect's worker hands its parsed feed over in this)."""
+        return json.dumps(
+            {"title": self.title, "link": self.link, "entries": [_entry_dict(e) for e in self.entries]},
+            ensure_ascii=False,
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> "ParsedFeed":
+        """Inverse of `to_json`: equal values, datetimes aware UTC, tuples as tuples."""
+        data = json.loads(text)
+        return cls(
+            title=data["title"],
+            link=data["link"],
+            entries=tuple(_entry_of(e) for e in data["entries"]),
+        )
+
+
+def _entry_dict(entry: FeedEntry) -> dict[str, Any]:
+    return {
+        "url": entry.url,
+        "title": entry.title,
+        "guid": entry.guid,
+        "summary_html": entry.summary_html,
+        "author": entry.author,
+        "published": entry.published.astimezone(UTC).isoformat() if entry.published else None,
+        "tags": list(entry.tags),
+        "terms": list(entry.terms) if entry.terms is not None else None,
+    }
+
+
+def _entry_of(data: dict[str, Any]) -> FeedEntry:
+    published = data["published"]
+    terms = data["terms"]
+    return FeedEntry(
+        url=data["url"],
+        title=data["title"],
+        guid=data["guid"],
+        summary_html=data["summary_html"],
+        author=data["author"],
+        published=datetime.fromisoformat(published).astimezone(UTC) if published else None,
+        tags=tuple(data["tags"]),
+        terms=tuple(terms) if terms is not None else None,
+    )
 
 
 @dataclass(frozen=True, slots=True)
