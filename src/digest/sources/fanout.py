@@ -117,9 +117,12 @@ def stage(run: str, name: str, outcome: Outcome, *, session: Session, now: datet
     dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
     # A redelivered task (acks_late) lands on the unique (run, source) and changes nothing.
     statement = (
-        dialect.insert(table).values(**values).on_conflict_do_nothing(index_elements=["run", "source"])
+        dialect.insert(table)
+        .values(**values)
+        .on_conflict_do_nothing(index_elements=["run", "source"])
+        .returning(table.c.id)
     )
-    return bool(session.connection().execute(statement).rowcount)
+    return session.connection().execute(statement).first() is not None
 
 
 def answered(run: str, name: str, *, session: Session) -> bool:
