@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -17,7 +18,7 @@ from digest.db.engine import open_database, session_scope
 from digest.db.models import CollectResult, Source
 from digest.errors import SourceError
 from digest.sources import fanout
-from digest.sources.collect import Outcome
+from digest.sources.collect import Outcome, SourceResult
 from digest.sources.fetch import FetchOptions, FetchRequest
 from digest.sources.model import FeedEntry, ParsedFeed
 from tests.collect_helpers import serve_site, site_toml, snapshot
@@ -77,8 +78,8 @@ class Queue:
 
 
 def _collect(
-    newsletter: Newsletter, engine: sa.Engine, now: datetime, queue: Queue, time: FakeTime, **kw: object
-):  # type: ignore[no-untyped-def]
+    newsletter: Newsletter, engine: sa.Engine, now: datetime, queue: Queue, time: FakeTime, **kw: Any
+) -> list[SourceResult]:
     return fanout.collect_distributed(
         newsletter, engine=engine, now=now, clock=time.clock, enqueue=queue, sleep=time.sleep, wait=30, **kw
     )
@@ -143,7 +144,7 @@ def test_sources_nobody_answers_fail_after_the_wait_and_the_answers_are_kept(
     assert len(time.slept) > 100
     with Session(engine) as s:
         sources = {r.name: r for r in s.exec(select(Source))}
-    assert sources["site9"].failure_streak == 1 and sources["site9"].etag is None  # fetched in full next time
+    assert sources["site9"].failure_streak == 1 and sources["site9"].etag is None  # nothing stored for it
     assert sources["site0"].etag == '"v0"'
     # The silent tasks still run later (a worker came back): they write rows nobody reads, which
     # the next run clears once they are old; the next run queues every source again.
