@@ -9,7 +9,7 @@ twice; a collect task writes its source's one row of the run (sources/fanout.py)
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import date, datetime
 from typing import Any
 
@@ -22,7 +22,7 @@ from digest.config import Newsletter, Settings, load_newsletter
 from digest.db.engine import open_database
 from digest.deliver import claims
 from digest.deliver.transports import make_lanes
-from digest.errors import DeliveryError, SettingsError, SourceError
+from digest.errors import DeliveryError, DigestError, SettingsError, SourceError
 from digest.fanout import Enqueue, send_distributed
 from digest.personalize import Renderer, make_renderer
 from digest.sources import fanout as collect_fanout
@@ -164,20 +164,29 @@ def make_app(settings: Settings) -> Celery:
     return app
 
 
+def _publish(
+    app: Celery, settings: Settings, task: str, kwargs: dict[str, Any], refused: Callable[[str], DigestError]
+) -> None:
+    """Put one task on the digest queue (retrying briefly); a broker that cannot take it raises
+    `refused(reason)`, the error of the thing that was not queued."""
+    try:
+        app.send_task(
+            task,
+            kwargs=kwargs,
+            queue=settings.broker_queue,
+            retry=True,
+            retry_policy={"max_retries": 3, "interval_start": 0.2, "interval_step": 0.5},
+        )
+    except (OperationalError, KombuError, OSError) as e:
+        raise refused(f"broker {_safe(settings)}: {e}") from e
+
+
 def celery_enqueue(app: Celery, settings: Settings) -> Enqueue:
     """An Enqueue that publishes send tasks; a broker that cannot take them is a DeliveryError."""
 
     def enqueue(edition_id: int, batch: claims.Batch, zone: str | None) -> None:
-        try:
-            app.send_task(
-                SEND_TASK,
-                kwargs={"edition_id": edition_id, "first_id": batch[0], "last_id": batch[1], "zone": zone},
-                queue=settings.broker_queue,
-                retry=True,
-                retry_policy={"max_retries": 3, "interval_start": 0.2, "interval_step": 0.5},
-            )
-        except (OperationalError, KombuError, OSError) as e:
-            raise DeliveryError(f"broker {_safe(settings)}: {e}") from e
+        kwargs = {"edition_id": edition_id, "first_id": batch[0], "last_id": batch[1], "zone": zone}
+        _publish(app, settings, SEND_TASK, kwargs, DeliveryError)
 
     return enqueue
 
@@ -186,22 +195,10 @@ def celery_collect_enqueue(app: Celery, settings: Settings) -> collect_fanout.En
     """An EnqueueCollect that publishes collect tasks; a broker that refuses is that source's error."""
 
     def enqueue(task: collect_fanout.CollectTask) -> None:
-        try:
-            app.send_task(
-                COLLECT_TASK,
-                kwargs={
-                    "run": task.run,
-                    "name": task.name,
-                    "location": task.location,
-                    "etag": task.etag,
-                    "last_modified": task.last_modified,
-                },
-                queue=settings.broker_queue,
-                retry=True,
-                retry_policy={"max_retries": 3, "interval_start": 0.2, "interval_step": 0.5},
-            )
-        except (OperationalError, KombuError, OSError) as e:
-            raise SourceError(f"source {task.name!r}: not queued: broker {_safe(settings)}: {e}") from e
+        def refused(reason: str) -> SourceError:
+            return SourceError(f"source {task.name!r}: not queued: {reason}")
+
+        _publish(app, settings, COLLECT_TASK, asdict(task), refused)
 
     return enqueue
 
