@@ -224,3 +224,18 @@ def test_the_default_wait_follows_the_fetch_timeout() -> None:
     assert fanout.wait_seconds(load_settings()) == 90  # 2 x (10 s connect + 20 s read) + 30 s
     assert fanout.wait_seconds(load_settings(fetch_timeout=5)) == 50
     assert fanout.wait_seconds(load_settings(collect_wait_seconds=2)) == 2
+
+
+def test_tasks_are_queued_one_host_at_a_time() -> None:
+    tasks = [
+        fanout.CollectTask("r", name, f"https://{host}/{name}")
+        for name, host in [
+            ("a1", "a.example"),
+            ("a2", "a.example"),
+            ("a3", "a.example"),
+            ("b1", "b.example"),
+            ("c1", "c.example"),
+            ("c2", "c.example"),
+        ]
+    ]
+    assert [t.name for t in fanout.interleave_hosts(tasks)] == ["a1", "b1", "c1", "a2", "c2", "a3"]
