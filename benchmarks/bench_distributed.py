@@ -1,6 +1,5 @@
 """The distributed send: one edition to N subscribers (default 10,000) with 1 and with 2
-`digest worker` processes, PostgreSQL ledger, Redis broker, SMTP to a loopback sink; and, as
-the bar one worker must reach, the single-process `digest send` on the same database and sink.
+`digest worker` processes, PostgreSQL ledger, Redis broker, SMTP to a loopback sink.
 
 Usage: python benchmarks/bench_distributed.py [--count N]   (prints `BENCH {json}` lines)
 
@@ -17,6 +16,8 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -51,83 +52,95 @@ def available() -> str | None:
     return None
 
 
-def run(count: int, workers: int, workdir: Path) -> float:
-    """Seconds to send the edition to `count` subscribers with `workers` worker processes
-    (0: the single-process send)."""
+@contextmanager
+def own_schema() -> Iterator[str]:
+    """A fresh PostgreSQL schema for one run: its database URL; dropped afterwards."""
     schema = f"bench_{uuid.uuid4().hex[:10]}"
     admin = sa.create_engine(DB)
     with admin.begin() as conn:
         conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-    url = f"{DB}{'&' if '?' in DB else '?'}options=-csearch_path%3D{schema}"
-    queue = f"digest-bench-{uuid.uuid4().hex[:8]}"
+    try:
+        yield f"{DB}{'&' if '?' in DB else '?'}options=-csearch_path%3D{schema}"
+    finally:
+        with admin.begin() as conn:
+            conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+@contextmanager
+def started_workers(env: dict[str, str], workdir: Path, n: int, *options: str) -> Iterator[None]:
+    """`n` `digest worker` processes (with extra `options`), each ready; stopped afterwards."""
     procs: list[subprocess.Popen[bytes]] = []
     try:
-        with ProcessSink() as sink:
-            env = {
-                **{k: v for k, v in os.environ.items() if not k.startswith("DIGEST_")},
-                "DIGEST_CONFIG": str(workdir / "demo" / "digest.toml"),
-                "DIGEST_DATABASE_URL": url,
-                "DIGEST_TRANSPORT": "smtp",
-                "DIGEST_SMTP_HOST": "127.0.0.1",
-                "DIGEST_SMTP_PORT": str(sink.port),
-                "DIGEST_SECRET_KEY": "bench-secret-key-0123456789",
-                "DIGEST_BASE_URL": "https://digest.example",
-                "DIGEST_VAR_DIR": str(workdir / "var"),
-                "DIGEST_BROKER_URL": BROKER,
-                "DIGEST_BROKER_QUEUE": queue,
-            }
-            settings = load_settings(
-                config=workdir / "demo" / "digest.toml",
-                database_url=url,
-                secret_key="bench-secret-key-0123456789",
-                base_url="https://digest.example",
-                broker_url=BROKER,
-                broker_queue=queue,
-                transport="smtp",
-                smtp_port=sink.port,
-            )
-            newsletter = load_newsletter(settings.config)
-            engine = open_database(url)
-            pipeline.collect(newsletter, engine=engine, now=NOW)
-            seed_subscribers(engine, count)
-            with session_scope(engine) as session:
-                editions.build_edition(newsletter, session=session, edition_date=NOW.date(), now=NOW)
-            for i in range(workers):
-                log = workdir / f"worker{i}.log"
-                with log.open("wb") as out:
-                    procs.append(
-                        subprocess.Popen(
-                            [
-                                sys.executable,
-                                "-m",
-                                "digest",
-                                "worker",
-                                "--pool",
-                                "solo",
-                                "--name",
-                                f"b{i}@%h",
-                            ],
-                            env=env,
-                            stdout=out,
-                            stderr=subprocess.STDOUT,
-                        )
+        for i in range(n):
+            log = workdir / f"worker{i}.log"
+            with log.open("wb") as out:
+                procs.append(
+                    subprocess.Popen(
+                        [sys.executable, "-m", "digest", "worker", *options, "--name", f"b{i}@%h"],
+                        env=env,
+                        stdout=out,
+                        stderr=subprocess.STDOUT,
                     )
-                while b"ready." not in log.read_bytes():
-                    time.sleep(0.1)
-            if workers == 0:  # the bar: everything in this process, no broker
-                start = time.perf_counter()
-                report = pipeline.send_edition(
-                    settings,
-                    newsletter,
-                    engine=engine,
-                    transport=make_transport(settings, clock=pipeline.utc_now),
-                    edition_date=NOW.date(),
-                    clock=pipeline.utc_now,
                 )
-                seconds = time.perf_counter() - start
-                engine.dispose()
-                assert report.sent == count, report
-                return seconds
+            while b"ready." not in log.read_bytes():
+                time.sleep(0.1)
+        yield
+    finally:
+        for p in procs:
+            p.terminate()
+            p.wait(timeout=60)
+
+
+def run(count: int, workers: int, workdir: Path) -> float:
+    """Seconds to send the edition to `count` subscribers with `workers` worker processes
+    (0: the single-process send)."""
+    queue = f"digest-bench-{uuid.uuid4().hex[:8]}"
+    with own_schema() as url, ProcessSink() as sink:
+        env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith("DIGEST_")},
+            "DIGEST_CONFIG": str(workdir / "demo" / "digest.toml"),
+            "DIGEST_DATABASE_URL": url,
+            "DIGEST_TRANSPORT": "smtp",
+            "DIGEST_SMTP_HOST": "127.0.0.1",
+            "DIGEST_SMTP_PORT": str(sink.port),
+            "DIGEST_SECRET_KEY": "bench-secret-key-0123456789",
+            "DIGEST_BASE_URL": "https://digest.example",
+            "DIGEST_VAR_DIR": str(workdir / "var"),
+            "DIGEST_BROKER_URL": BROKER,
+            "DIGEST_BROKER_QUEUE": queue,
+        }
+        settings = load_settings(
+            config=workdir / "demo" / "digest.toml",
+            database_url=url,
+            secret_key="bench-secret-key-0123456789",
+            base_url="https://digest.example",
+            broker_url=BROKER,
+            broker_queue=queue,
+            transport="smtp",
+            smtp_port=sink.port,
+        )
+        newsletter = load_newsletter(settings.config)
+        engine = open_database(url)
+        pipeline.collect(newsletter, engine=engine, now=NOW)
+        seed_subscribers(engine, count)
+        with session_scope(engine) as session:
+            editions.build_edition(newsletter, session=session, edition_date=NOW.date(), now=NOW)
+        if workers == 0:  # the bar: everything in this process, no broker
+            start = time.perf_counter()
+            single = pipeline.send_edition(
+                settings,
+                newsletter,
+                engine=engine,
+                transport=make_transport(settings, clock=pipeline.utc_now),
+                edition_date=NOW.date(),
+                clock=pipeline.utc_now,
+            )
+            seconds = time.perf_counter() - start
+            engine.dispose()
+            assert single.sent == count, single
+            return seconds
+        with started_workers(env, workdir, workers, "--pool", "solo"):
             from digest.distributed import celery_enqueue, make_app
 
             app = make_app(settings)
@@ -144,16 +157,9 @@ def run(count: int, workers: int, workdir: Path) -> float:
             )
             seconds = time.perf_counter() - start
             app.close()
-            engine.dispose()
-        assert report.sent == count, report
-        return seconds
-    finally:
-        for p in procs:
-            p.terminate()
-            p.wait(timeout=60)
-        with admin.begin() as conn:
-            conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
+        engine.dispose()
+    assert report.sent == count, report
+    return seconds
 
 
 def main() -> None:

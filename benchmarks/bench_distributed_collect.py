@@ -20,13 +20,11 @@ import uuid
 from datetime import timedelta
 from pathlib import Path
 
-import sqlalchemy as sa
-
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from bench_collect import NOW, expected_stories, newsletter_file  # noqa: E402
-from bench_distributed import BROKER, DB, available  # noqa: E402
+from bench_distributed import BROKER, available, own_schema, started_workers  # noqa: E402
 
 from digest import pipeline  # noqa: E402
 from digest.config import load_newsletter, load_settings  # noqa: E402
@@ -35,63 +33,39 @@ from digest.db.engine import open_database  # noqa: E402
 
 def run(ports: dict[str, int], feeds: int, pool: list[str], folder: Path) -> dict[str, float]:
     """Both collects with 2 workers started with `pool` options; seconds and counts."""
-    schema = f"bench_{uuid.uuid4().hex[:10]}"
-    admin = sa.create_engine(DB)
-    with admin.begin() as conn:
-        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-    url = f"{DB}{'&' if '?' in DB else '?'}options=-csearch_path%3D{schema}"
     queue = f"digest-bench-{uuid.uuid4().hex[:8]}"
     config = newsletter_file(folder, ports, feeds)
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("DIGEST_")},
-        "DIGEST_CONFIG": str(config),
-        "DIGEST_DATABASE_URL": url,
-        "DIGEST_VAR_DIR": str(folder / "var"),
-        "DIGEST_BROKER_URL": BROKER,
-        "DIGEST_BROKER_QUEUE": queue,
-    }
-    procs: list[subprocess.Popen[bytes]] = []
-    try:
+    with own_schema() as url:
+        env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith("DIGEST_")},
+            "DIGEST_CONFIG": str(config),
+            "DIGEST_DATABASE_URL": url,
+            "DIGEST_VAR_DIR": str(folder / "var"),
+            "DIGEST_BROKER_URL": BROKER,
+            "DIGEST_BROKER_QUEUE": queue,
+        }
         engine = open_database(url)
-        for i in range(2):
-            log = folder / f"worker{i}.log"
-            with log.open("wb") as out:
-                procs.append(
-                    subprocess.Popen(
-                        [sys.executable, "-m", "digest", "worker", *pool, "--name", f"c{i}@%h"],
-                        env=env,
-                        stdout=out,
-                        stderr=subprocess.STDOUT,
-                    )
-                )
-            while b"ready." not in log.read_bytes():
-                time.sleep(0.1)
         settings = load_settings(config=config, database_url=url, broker_url=BROKER, broker_queue=queue)
         newsletter = load_newsletter(config)
-        started = time.perf_counter()
-        results = pipeline.collect(newsletter, engine=engine, now=NOW, settings=settings)
-        first = time.perf_counter() - started
-        started = time.perf_counter()
-        again = pipeline.collect(newsletter, engine=engine, now=NOW + timedelta(hours=1), settings=settings)
-        second = time.perf_counter() - started
+        with started_workers(env, folder, 2, *pool):
+            started = time.perf_counter()
+            results = pipeline.collect(newsletter, engine=engine, now=NOW, settings=settings)
+            first = time.perf_counter() - started
+            started = time.perf_counter()
+            later = NOW + timedelta(hours=1)
+            again = pipeline.collect(newsletter, engine=engine, now=later, settings=settings)
+            second = time.perf_counter() - started
         with engine.connect() as conn:
             stories = conn.exec_driver_sql("SELECT count(*) FROM story").scalar_one()
         engine.dispose()
-        return {
-            "first": first,
-            "second": second,
-            "new": sum(r.new for r in results),
-            "failed": sum(r.status == "failed" for r in results),
-            "unchanged": sum(r.status == "unchanged" for r in again),
-            "stories": stories,
-        }
-    finally:
-        for p in procs:
-            p.terminate()
-            p.wait(timeout=60)
-        with admin.begin() as conn:
-            conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
+    return {
+        "first": first,
+        "second": second,
+        "new": sum(r.new for r in results),
+        "failed": sum(r.status == "failed" for r in results),
+        "unchanged": sum(r.status == "unchanged" for r in again),
+        "stories": stories,
+    }
 
 
 def main() -> int:
