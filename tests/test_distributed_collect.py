@@ -1,5 +1,6 @@
-"""Distributed collect against real services: Redis as the Celery broker, PostgreSQL, real
-`digest worker` processes, and a local HTTP server serving the feeds (tests/collect_helpers.py)."""
+"""Distributed collect against real services: Redis or RabbitMQ as the Celery broker,
+PostgreSQL, real `digest worker` processes, and a local HTTP server serving the feeds
+(tests/collect_helpers.py)."""
 
 import os
 import subprocess
@@ -19,9 +20,9 @@ from digest.db.models import Article, CollectResult, Source
 from tests import test_distributed
 from tests.collect_helpers import serve_site, site_toml, snapshot
 from tests.httpserver import FeedServer, serving
-from tests.test_distributed import REDIS, Cluster
+from tests.test_distributed import Broker, Cluster
 
-broker = test_distributed.broker  # the fixture: a queue of its own on the local Redis (db 11)
+broker = test_distributed.broker  # the fixture: a queue of its own on Redis (db 11) or RabbitMQ (a vhost)
 
 
 @pytest.fixture
@@ -30,14 +31,14 @@ def server() -> Iterator[FeedServer]:
         yield s
 
 
-def _env(db_url: str, config: Path, queue: str, **extra: str) -> dict[str, str]:
+def _env(db_url: str, config: Path, broker: Broker, **extra: str) -> dict[str, str]:
     return {
         **{k: v for k, v in os.environ.items() if not k.startswith("DIGEST_")},
         "DIGEST_CONFIG": str(config),
         "DIGEST_DATABASE_URL": db_url,
         "DIGEST_VAR_DIR": str(config.parent / "var"),
-        "DIGEST_BROKER_URL": REDIS,
-        "DIGEST_BROKER_QUEUE": queue,
+        "DIGEST_BROKER_URL": broker.url,
+        "DIGEST_BROKER_QUEUE": broker.queue,
         "COLUMNS": "250",  # one table row per source, unwrapped
         **extra,
     }
@@ -49,14 +50,16 @@ def _paths(server: FeedServer) -> list[str]:
 
 @pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
 def test_two_workers_collect_exactly_what_one_process_collects(
-    engine: sa.Engine, db_url: str, broker: str, server: FeedServer, tmp_path: Path, now: datetime
+    engine: sa.Engine, db_url: str, broker: Broker, server: FeedServer, tmp_path: Path, now: datetime
 ) -> None:
     config = tmp_path / "digest.toml"
     config.write_text(site_toml(serve_site(server)))
     newsletter = load_newsletter(config)
     every_path = sorted(["/broken", "/same", *(f"/feed/{i}" for i in range(10))])
     here = open_database(f"sqlite:///{tmp_path / 'here.db'}")
-    settings = load_settings(config=config, database_url=db_url, broker_url=REDIS, broker_queue=broker)
+    settings = load_settings(
+        config=config, database_url=db_url, broker_url=broker.url, broker_queue=broker.queue
+    )
     cluster = Cluster(_env(db_url, config, broker), tmp_path)
     try:
         expected = pipeline.collect(newsletter, engine=here, now=now)
@@ -94,7 +97,7 @@ def test_two_workers_collect_exactly_what_one_process_collects(
 
 @pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
 def test_with_no_worker_every_source_fails_after_the_wait_and_nothing_is_lost(
-    engine: sa.Engine, db_url: str, broker: str, server: FeedServer, tmp_path: Path
+    engine: sa.Engine, db_url: str, broker: Broker, server: FeedServer, tmp_path: Path
 ) -> None:
     config = tmp_path / "digest.toml"
     sources = serve_site(server, feeds=2)
