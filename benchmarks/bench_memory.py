@@ -1,9 +1,15 @@
 """Peak memory of `digest send` at 10,000 and 100,000 subscribers: it must stay flat.
 
-Usage: python benchmarks/bench_memory.py [--counts 10000,100000]   (prints `BENCH {json}` lines)
+Usage: python benchmarks/bench_memory.py [--counts 10000,100000] [--database-url URL ...]
+(prints `BENCH {json}` lines). By default it measures a SQLite ledger, and PostgreSQL too when
+DIGEST_BENCH_DATABASE_URL (default the test database on 127.0.0.1) answers; `--database-url`
+names the databases instead (`sqlite` for a fresh SQLite file; a PostgreSQL URL gets its own
+schema, dropped afterwards).
 
-Each send runs as its own `digest send` process (SQLite ledger, SMTP to a loopback sink in
-another process) and reports its own peak resident size, so the setup's memory is not counted.
+Each send runs as its own `digest send` process (SMTP to a loopback sink in another process) and
+reports its own peak resident size, VmHWM from /proc/self/status. Not getrusage's ru_maxrss:
+Linux carries the parent's high-water mark over fork and exec into the child's ru_maxrss, so a
+child of this script would report the benchmark's setup (the subscribers it seeded), not itself.
 The ledger is read in batches of DIGEST_SEND_BATCH_SIZE rows; nothing holds every subscriber.
 """
 
@@ -15,7 +21,13 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import NamedTuple
+
+import sqlalchemy as sa
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -26,70 +38,155 @@ from smtp_sink import ProcessSink  # noqa: E402
 from digest import editions  # noqa: E402
 from digest.db.engine import session_scope  # noqa: E402
 
+PG = os.environ.get("DIGEST_BENCH_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+
+# Runs `digest send` in the child; prints its high-water mark after the imports and at exit.
 PROBE = (
-    "import atexit, resource, sys\n"
-    "atexit.register(lambda: print('MAXRSS', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss))\n"
+    "import atexit, sys\n"
+    "def hwm():\n"
+    "    for line in open('/proc/self/status'):\n"
+    "        if line.startswith('VmHWM:'):\n"
+    "            return int(line.split()[1])\n"
     "from digest.cli import main\n"
+    "print('IMPORTED', hwm(), flush=True)\n"
+    "atexit.register(lambda: print('PEAK', hwm(), flush=True))\n"
     "sys.argv = ['digest', 'send', '--date', sys.argv[1]]\n"
     "main()\n"
 )
 
 
-def peak_of_send(count: int) -> tuple[int, float]:
-    """(peak RSS in KiB of the sending process, seconds) for an edition to `count` subscribers."""
+class Peak(NamedTuple):
+    """One measured send."""
+
+    kib: int  # the sending process's peak resident size
+    imported_kib: int  # its peak right after importing digest (the fixed cost)
+    seconds: float
+
+
+def kind(url: str) -> str:
+    """'SQLite' or 'PostgreSQL', for the table."""
+    return "SQLite" if url == "sqlite" or url.startswith("sqlite") else "PostgreSQL"
+
+
+@contextmanager
+def fresh_database(url: str, workdir: Path) -> Iterator[str]:
+    """An empty database for one run: a SQLite file, or a new PostgreSQL schema (dropped after)."""
+    if kind(url) == "SQLite":
+        yield f"sqlite:///{workdir / 'digest.db'}"
+        return
+    schema = f"bench_mem_{uuid.uuid4().hex[:10]}"
+    admin = sa.create_engine(url)
+    with admin.begin() as conn:
+        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+    try:
+        yield f"{url}{'&' if '?' in url else '?'}options=-csearch_path%3D{schema}"
+    finally:
+        with admin.begin() as conn:
+            conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+def peak_of_send(count: int, url: str) -> Peak:
+    """The peak memory of a `digest send` process sending an edition to `count` subscribers."""
     workdir = Path(tempfile.mkdtemp(prefix="digest-bench-mem-"))
     try:
-        settings, newsletter, engine = setup(workdir, count)
-        with session_scope(engine) as session:  # the edition, frozen with the benchmark's clock
-            editions.build_edition(newsletter, session=session, edition_date=NOW.date(), now=NOW)  # type: ignore[arg-type]
-        engine.dispose()
-        with ProcessSink() as sink:
-            env = {
-                **{k: v for k, v in os.environ.items() if not k.startswith("DIGEST_")},
-                "DIGEST_CONFIG": str(settings.config),  # type: ignore[attr-defined]
-                "DIGEST_DATABASE_URL": settings.database_url,  # type: ignore[attr-defined]
-                "DIGEST_TRANSPORT": "smtp",
-                "DIGEST_SMTP_HOST": "127.0.0.1",
-                "DIGEST_SMTP_PORT": str(sink.port),
-                "DIGEST_SECRET_KEY": "bench-secret-key-0123456789",
-                "DIGEST_BASE_URL": "https://digest.example",
-                "DIGEST_VAR_DIR": str(workdir / "var"),
-            }
-            start = time.perf_counter()
-            proc = subprocess.run(
-                [sys.executable, "-c", PROBE, NOW.date().isoformat()],
-                env=env,
-                capture_output=True,
-                text=True,
-                check=True,
-            )
-            seconds = time.perf_counter() - start
+        with fresh_database(url, workdir) as database_url:
+            settings, newsletter, engine = setup(workdir, count, database_url)
+            with session_scope(engine) as session:  # the edition, frozen with the benchmark's clock
+                editions.build_edition(newsletter, session=session, edition_date=NOW.date(), now=NOW)  # type: ignore[arg-type]
+            engine.dispose()
+            with ProcessSink() as sink:
+                env = {
+                    **{k: v for k, v in os.environ.items() if not k.startswith("DIGEST_")},
+                    "DIGEST_CONFIG": str(settings.config),  # type: ignore[attr-defined]
+                    "DIGEST_DATABASE_URL": database_url,
+                    "DIGEST_TRANSPORT": "smtp",
+                    "DIGEST_SMTP_HOST": "127.0.0.1",
+                    "DIGEST_SMTP_PORT": str(sink.port),
+                    "DIGEST_SECRET_KEY": "bench-secret-key-0123456789",
+                    "DIGEST_BASE_URL": "https://digest.example",
+                    "DIGEST_VAR_DIR": str(workdir / "var"),
+                }
+                start = time.perf_counter()
+                proc = subprocess.run(
+                    [sys.executable, "-c", PROBE, NOW.date().isoformat()],
+                    env=env,
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                )
+                seconds = time.perf_counter() - start
         assert f"sent {count}" in proc.stdout, proc.stdout + proc.stderr
-        rss = next(int(line.split()[1]) for line in proc.stdout.splitlines() if line.startswith("MAXRSS"))
-        return rss, seconds
+        found = {
+            word: int(value)
+            for word, _, value in (line.partition(" ") for line in proc.stdout.splitlines())
+            if word in ("PEAK", "IMPORTED")
+        }
+        return Peak(found["PEAK"], found["IMPORTED"], seconds)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
+def reachable(url: str) -> str | None:
+    """Why a PostgreSQL URL cannot be used, or None."""
+    try:
+        sa.create_engine(url).connect().close()
+    except sa.exc.OperationalError as e:
+        return f"PostgreSQL at {url} unreachable ({type(e).__name__})"
+    return None
+
+
+def bench_line(metric: str, value: float, note: str) -> str:
+    """One `BENCH` line for run.py."""
+    return "BENCH " + json.dumps(
+        {"benchmark": "memory", "metric": metric, "value": value, "unit": "MiB", "note": note}
+    )
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--counts", default="10000,100000")
-    counts = [int(c) for c in parser.parse_args().counts.split(",")]
-    results = [(count, *peak_of_send(count)) for count in counts]
-    for count, rss, seconds in results:
-        print(f"  {count:>7} subscribers: peak {rss / 1024:.0f} MiB, {seconds:.1f} s")
-        print(
-            "BENCH "
-            + json.dumps(
-                {
-                    "benchmark": "memory",
-                    "metric": f"digest send peak memory, {count:,} subscribers",
-                    "value": round(rss / 1024),
-                    "unit": "MiB",
-                    "note": f"whole process, rendered copies included; SMTP, SQLite; {seconds:.0f} s",
-                }
+    parser.add_argument(
+        "--database-url",
+        action="append",
+        help="'sqlite' or a PostgreSQL URL (repeatable); default: SQLite, and PostgreSQL if it answers",
+    )
+    args = parser.parse_args()
+    counts = [int(c) for c in args.counts.split(",")]
+    urls = args.database_url
+    if not urls:
+        urls = ["sqlite"]
+        why = reachable(PG)
+        if why:
+            print(f"PostgreSQL skipped: {why}")
+        else:
+            urls.append(PG)
+    lines = []
+    for url in urls:
+        results = [(count, peak_of_send(count, url)) for count in counts]
+        for count, peak in results:
+            print(
+                f"  {kind(url):<10} {count:>7} subscribers: peak {peak.kib / 1024:.1f} MiB "
+                f"({peak.imported_kib / 1024:.1f} MiB after imports), {peak.seconds:.1f} s"
             )
-        )
+            lines.append(
+                bench_line(
+                    f"digest send peak memory, {count:,} subscribers, {kind(url)}",
+                    round(peak.kib / 1024, 1),
+                    f"whole process (VmHWM), {peak.imported_kib / 1024:.0f} MiB of it after imports; "
+                    f"SMTP to a loopback sink; {peak.seconds:.0f} s",
+                )
+            )
+        (small, first), (large, last) = results[0], results[-1]
+        if large > small:
+            lines.append(
+                bench_line(
+                    f"growth of the peak from {small:,} to {large:,} subscribers, {kind(url)}",
+                    round((last.kib - first.kib) / 1024, 1),
+                    "flat: the ledger is read in batches, nothing holds every subscriber",
+                )
+            )
+    print("\n".join(lines))
 
 
 if __name__ == "__main__":

@@ -41,15 +41,16 @@ CPU: list[float] = []  # CPU seconds of this process per timed run, in order
 TOPIC_SETS = ["", "EV industry", "Robotics\nSmartphones", "Smartphones"]  # as in the example CSV
 
 
-def setup(workdir: Path, count: int) -> tuple[object, object, sa.Engine]:
-    """A demo newsletter, collected, with `count` subscribers over four topic sets."""
+def setup(workdir: Path, count: int, database_url: str | None = None) -> tuple[object, object, sa.Engine]:
+    """A demo newsletter, collected, with `count` subscribers over four topic sets (in a SQLite
+    file under `workdir` unless `database_url` names an empty database)."""
     demo = workdir / "demo"
     demo.mkdir()
     (demo / "digest.toml").write_text((ROOT / "examples" / "demo" / "digest.toml").read_text())
     make_feeds.write_feeds(demo / "feeds", NOW)
     settings = load_settings(
         config=demo / "digest.toml",
-        database_url=f"sqlite:///{workdir / 'digest.db'}",
+        database_url=database_url or f"sqlite:///{workdir / 'digest.db'}",
         secret_key="bench-secret-key-0123456789",
         base_url="https://digest.example",
         var_dir=workdir / "var",
