@@ -47,14 +47,30 @@ class RateLimiter:
         self._next = now + count / self.per_second
 
 
-def batches(messages: Iterable[OutgoingMessage], size: int) -> Iterator[list[OutgoingMessage]]:
-    """Group messages into transport calls of at most `size`, one content per call."""
+def batches(
+    messages: Iterable[OutgoingMessage], size: int, *, max_held: int | None = None
+) -> Iterator[list[OutgoingMessage]]:
+    """Group messages into transport calls of at most `size`, one content per call.
+
+    At most `max_held` messages (default 4 * size) wait in open calls: with many distinct
+    contents (topic sets) a full call of each could otherwise hold a whole list of readers in
+    memory. Past the bound the fullest open call leaves early, a smaller call rather than a
+    bigger process.
+    """
+    limit = max(max_held if max_held is not None else 4 * size, 1)
     open_: dict[str, list[OutgoingMessage]] = {}
+    held = 0
     for message in messages:
         bucket = open_.setdefault(message.content.key, [])
         bucket.append(message)
+        held += 1
         if len(bucket) >= size:
+            held -= len(bucket)
             yield open_.pop(message.content.key)
+        elif held >= limit:
+            fullest = max(open_, key=lambda key: len(open_[key]))
+            held -= len(open_[fullest])
+            yield open_.pop(fullest)
     yield from open_.values()
 
 
