@@ -40,6 +40,9 @@ log = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
 BATCH_SIZE = 500
+# A report lists this many failures; the rest are counted (every error is in the ledger), so a
+# send that fails for all of 100,000 readers does not hold 100,000 strings.
+FAILURES_KEPT = 20
 
 
 def utc_now() -> datetime:
@@ -101,7 +104,7 @@ class SendReport:
     retry: int = 0
     skipped: int = 0
     unknown: int = 0
-    failures: tuple[str, ...] = ()
+    failures: tuple[str, ...] = ()  # "address: error", the first FAILURES_KEPT of failed + retry
 
     @property
     def needs_attention(self) -> bool:
@@ -140,7 +143,7 @@ def send_edition(
     clock: Clock,
     renderer: Renderer | None = None,
     resend_unknown: bool = False,
-    batch_size: int = BATCH_SIZE,
+    batch_size: int | None = None,
     lanes: Sequence[Transport] = (),
     limiter: RateLimiter | None = None,
     audience: sa.ColumnElement[bool] | None = None,
@@ -156,6 +159,8 @@ def send_edition(
 
     `audience` narrows who is sent to now (the scheduler sends one time zone at a time);
     `should_stop` is asked before every transport call (SIGTERM: finish the call in hand, stop).
+    The ledger is read `batch_size` rows at a time (default DIGEST_SEND_BATCH_SIZE), so memory
+    does not grow with the number of subscribers.
     """
     renderer = renderer or make_renderer(settings, newsletter)
     lanes = list(lanes) or [transport] + [
@@ -193,7 +198,7 @@ def send_edition(
             clock=clock,
             lanes=lanes,
             limiter=limiter,
-            batch_size=batch_size,
+            batch_size=batch_size or settings.send_batch_size,
             audience=audience,
             should_stop=should_stop,
         )
@@ -378,7 +383,7 @@ class _Journal:
     failed: int = 0
     retry: int = 0
     skipped: int = 0
-    failures: list[str] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)  # the first FAILURES_KEPT
 
     def step(self, done: Sequence[Call], claim: Sequence[OutgoingMessage]) -> None:
         """Record finished calls and mark the next call `sending`, in one transaction."""
@@ -393,7 +398,8 @@ class _Journal:
                     self.sent += 1
                     continue
                 message = by_id[result.delivery_id]
-                self.failures.append(f"{message.to_email}: {result.error}")
+                if len(self.failures) < FAILURES_KEPT:
+                    self.failures.append(f"{message.to_email}: {result.error}")
                 if result.permanent:
                     self.failed += 1
                 else:

@@ -54,6 +54,20 @@ def test_a_bounce_exits_3_and_names_the_address(env: World, monkeypatch: pytest.
     assert re.search(r"\b\d+ 12 11 1 0 0 0 0 0\.00%", flat), flat
 
 
+def test_failures_past_the_listed_ones_are_counted(env: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    refused = dict.fromkeys(env.emails[:3], "550 5.1.1 no such user")
+    monkeypatch.setattr(pipeline, "FAILURES_KEPT", 1)
+    with smtp_server(Handler(refuse=refused)) as (server, _):
+        monkeypatch.setenv("DIGEST_TRANSPORT", "smtp")
+        monkeypatch.setenv("DIGEST_SMTP_HOST", "127.0.0.1")
+        monkeypatch.setenv("DIGEST_SMTP_PORT", str(server.port))
+        monkeypatch.setenv("DIGEST_BASE_URL", "https://digest.example")
+        result = CliRunner().invoke(app, ["send", "--date", env.now.date().isoformat()])
+    assert result.exit_code == 3, result.output
+    assert result.output.count("failed: ") == 1
+    assert "... and 2 more" in result.output
+
+
 def test_a_plain_http_base_url_is_warned_about(env: World, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DIGEST_BASE_URL", "http://news.example.com")
     result = CliRunner().invoke(app, ["send", "--date", env.now.date().isoformat()])

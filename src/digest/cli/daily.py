@@ -235,8 +235,11 @@ def _print_send(report: pipeline.SendReport) -> None:
         f"unknown {report.unknown}",
         soft_wrap=True,
     )
-    for line in report.failures[:20]:
+    for line in report.failures:
         err.print(f"  failed: {line}", highlight=False)
+    more = report.failed + report.retry - len(report.failures)
+    if more > 0:
+        err.print(f"  ... and {more} more (each error is kept in the ledger)", highlight=False)
 
 
 @app.command()
