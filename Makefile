@@ -44,9 +44,9 @@ typecheck: $(STAMP)
 unit: $(STAMP)
 	$(BIN)/pytest -q
 
-## bench: every benchmark in benchmarks/
+## bench: every benchmark in benchmarks/, one table (QUICK=1: small counts, a smoke run)
 bench: $(STAMP)
-	$(BIN)/python benchmarks/run.py
+	$(BIN)/python benchmarks/run.py $(if $(QUICK),--quick)
 
 clean:
 	rm -rf var/demo examples/demo/feeds .pytest_cache .mypy_cache .ruff_cache

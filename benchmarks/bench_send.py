@@ -1,11 +1,14 @@
-"""Sending N messages (default 100,000) through the file transport and through a loopback SMTP
-sink, against the limit: a bare smtplib loop sending one pre-built message over one connection.
+"""Sending N messages (default 100,000) through the file transport, a loopback SMTP sink and a
+local SendGrid endpoint, against the limit: a bare smtplib loop sending one pre-built message
+over one connection.
 
 Usage: python benchmarks/bench_send.py [--count N]    (prints `BENCH {json}` lines for run.py)
 
 Everything real except the network: a SQLite ledger with N subscribers, the demo edition
 rendered once per topic set, per-reader links signed, MIME filled per reader, a ledger commit
-around every message (at most one in flight), the SMTP conversation over loopback.
+around every message (at most one in flight), the SMTP conversation over loopback; for SendGrid
+the official client posting up to 1000 personalizations a call to a loopback HTTP server (the
+transport's DIGEST_SENDGRID_HOST), which counts the API calls.
 """
 
 import argparse
@@ -34,6 +37,7 @@ from digest.db.engine import open_database, session_scope  # noqa: E402
 from digest.db.models import Delivery, Subscriber  # noqa: E402
 from digest.deliver.file import FileTransport  # noqa: E402
 from digest.deliver.message import MessageEncoder  # noqa: E402
+from digest.deliver.sendgrid import SendGridTransport  # noqa: E402
 from digest.deliver.smtp import SmtpTransport  # noqa: E402
 
 NOW = datetime(2026, 11, 25, 7, 0, tzinfo=UTC)
@@ -154,8 +158,17 @@ def main() -> None:
         file_s, file_sent = timed_send(
             settings, newsletter, engine, FileTransport(workdir / "outbox", clock=lambda: NOW)
         )
-        assert smtp_sent == two_sent == file_sent == count, (smtp_sent, two_sent, file_sent)
+        with ProcessSink("sendgrid") as api:
+            sendgrid = SendGridTransport("SG.bench-key", host=api.url)
+            sg_s, sg_sent = timed_send(settings, newsletter, engine, sendgrid)
+        assert smtp_sent == two_sent == file_sent == sg_sent == count, (
+            smtp_sent,
+            two_sent,
+            file_sent,
+            sg_sent,
+        )
         assert received == 2 * count, received
+        assert (api.messages, api.requests) == (count, sendgrid.requests), (api.messages, api.requests)
         base = count / limit
         # CPU seconds of this process: bare, smtp, 2 lanes, bare again, file (in run order)
         bare_cpu = min(CPU[0], CPU[3])
@@ -169,14 +182,21 @@ def main() -> None:
             ("digest send, smtp", smtp_s, CPU[1], "loopback sink; a ledger commit around every message"),
             ("digest send, smtp, 2 lanes", two_s, CPU[2], "DIGEST_SEND_CONCURRENCY=2: two connections"),
             ("digest send, file", file_s, CPU[4], "one .eml per message, written then renamed"),
+            (
+                "digest send, SendGrid",
+                sg_s,
+                CPU[5],
+                f"local endpoint; {api.requests} API calls of up to 1000 personalizations",
+            ),
         ]:
             per = cpu / count * 1e6
             rows.append(
                 (case, seconds, count / seconds, count / seconds / base, f"{note}; {per:.0f} us CPU/msg")
             )
+        calls = api.requests
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    print(f"{count} messages, {len(TOPIC_SETS)} topic sets")
+    print(f"{count} messages, {len(TOPIC_SETS)} topic sets, {calls} SendGrid API calls")
     for case, seconds, rate, share, note in rows:
         print(f"  {case:<28} {seconds:>8.2f} s {rate:>8.0f}/s {share:>6.0%} of the limit  ({note})")
     for case, seconds, rate, share, note in rows:
@@ -188,10 +208,22 @@ def main() -> None:
                     "metric": f"{case}: messages per second ({count:,} messages)",
                     "value": round(rate),
                     "unit": "msg/s",
-                    "note": f"{share:.0%} of the bare loop; {seconds:.1f} s; {note}",
+                    "note": f"{share:.0%} of the bare SMTP loop; {seconds:.1f} s; {note}",
                 }
             )
         )
+    print(
+        "BENCH "
+        + json.dumps(
+            {
+                "benchmark": "send",
+                "metric": f"SendGrid API calls ({count:,} messages)",
+                "value": calls,
+                "unit": "calls",
+                "note": f"{len(TOPIC_SETS)} topic sets: one content per call, at most 1000 readers a call",
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

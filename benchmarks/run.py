@@ -1,23 +1,58 @@
 """Run every benchmarks/bench_*.py and print one table (also written as Markdown).
 
+Usage: python benchmarks/run.py [--quick] [--readme] [bench_name ...]
+  --quick   small counts everywhere: checks that every benchmark runs, in a few minutes
+            (its figures are not the ones to publish)
+  --readme  also put the table into README.md, between the two marker comments of its
+            "Benchmarks" section (refused with --quick, or when a benchmark failed)
+
 Contract for a benchmark script: run standalone, print what it likes, and print one line per
 result of the form `BENCH {"benchmark": ..., "metric": ..., "value": ..., "unit": ..., "note": ...}`.
+The table goes to stdout and to benchmarks/results/latest.md.
 """
 
+import argparse
 import json
+import os
 import platform
 import subprocess
 import sys
 import time
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
+README = HERE.parent / "README.md"
+START = "<!-- bench:start (benchmarks/run.py --readme writes between these lines) -->"
+END = "<!-- bench:end -->"
+
+# Small counts for --quick, per script (scripts not named run with their defaults).
+QUICK_ARGS = {
+    "bench_collect": ["--feeds", "40", "--entries", "10", "--latency", "0.05"],
+    "bench_render": ["--subscribers", "5000", "--baseline-sample", "50"],
+    "bench_send": ["--count", "2000"],
+    "bench_memory": ["--counts", "2000,10000"],
+    "bench_distributed": ["--count", "1000"],
+    "bench_subscribers_schedule": ["2000"],
+}
+
+# Areas in the order of the pipeline; a benchmark not listed here comes last, by name.
+AREAS = {
+    "collect": "Collection",
+    "feedparser fixtures": "Collection: feed parsing robustness",
+    "clustering": "Story clustering",
+    "render": "Rendering",
+    "send": "Sending",
+    "memory": "Memory of a send",
+    "distributed": "Distributed send",
+    "subscribers+schedule": "Subscribers and schedule",
+}
 
 
 def machine() -> str:
     """One line naming the machine the numbers come from."""
-    import os
-
     cpu = platform.processor() or platform.machine()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -29,37 +64,150 @@ def machine() -> str:
     return f"{os.cpu_count()} cores, {cpu}, Python {platform.python_version()}, {platform.system()}"
 
 
-def main() -> int:
-    only = sys.argv[1:]
-    scripts = sorted(p for p in HERE.glob("bench_*.py") if not only or p.stem in only)
-    rows: list[dict[str, object]] = []
+def load_average() -> str:
+    """The 1, 5 and 15 minute load averages, or '?' where there are none."""
+    try:
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "?"
+
+
+def parse_bench(output: str) -> list[dict[str, Any]]:
+    """The `BENCH {json}` lines of a benchmark's output, as dicts."""
+    return [json.loads(line[6:]) for line in output.splitlines() if line.startswith("BENCH ")]
+
+
+def format_value(value: object, unit: str = "") -> str:
+    """A figure in readable units: thousands separated, sensible decimals, the unit after it."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        text = str(value)
+    elif unit == "x":
+        return f"{value:,.0f}x" if abs(value) >= 10 else f"{value:.1f}x"
+    elif isinstance(value, int) or abs(value) >= 100:
+        text = f"{value:,.0f}"
+    elif abs(value) >= 10:
+        text = f"{value:.1f}"
+    else:
+        text = f"{value:.2f}"
+    return f"{text} {unit}".strip()
+
+
+def table_rows(results: Iterable[dict[str, Any]]) -> list[tuple[str, str, str, str]]:
+    """(area, measure, value, note) rows, grouped by area in pipeline order; the area only on
+    its first row."""
+    order = list(AREAS)
+    results = list(results)
+    groups = sorted(
+        {str(r["benchmark"]) for r in results},
+        key=lambda b: (order.index(b) if b in order else len(order), b),
+    )
+    rows = []
+    for bench in groups:
+        area = AREAS.get(bench, bench)
+        for r in results:
+            if r["benchmark"] == bench:
+                value = format_value(r["value"], str(r.get("unit") or ""))
+                rows.append((area, str(r["metric"]), value, str(r.get("note") or "")))
+                area = ""
+    return rows
+
+
+def heading(when: datetime, loads: Sequence[str], quick: bool) -> str:
+    """The lines above the table: the machine, the date, the load, the mode."""
+    mode = " Quick mode (small counts): not figures to publish." if quick else ""
+    return (
+        f"Machine: {machine()}.  \n"
+        f"Run: {when:%Y-%m-%d %H:%M} UTC; load average {loads[0]} at the start, {loads[-1]} at the end."
+        f"{mode}\n"
+    )
+
+
+def markdown_table(rows: Sequence[tuple[str, str, str, str]]) -> str:
+    """The rows as a Markdown table (the area in bold where a group starts)."""
+
+    def cell(text: str) -> str:
+        return text.replace("|", "\\|")
+
+    lines = ["| area | measure | value | note |", "|---|---|--:|---|"]
+    for area, metric, value, note in rows:
+        lines.append(
+            f"| {f'**{cell(area)}**' if area else ''} | {cell(metric)} | {cell(value)} | {cell(note)} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def text_table(rows: Sequence[tuple[str, str, str, str]]) -> str:
+    """The rows as aligned plain text for the terminal: a heading per area, notes indented below."""
+    width = max((len(metric) for _, metric, _, _ in rows), default=0)
+    value_width = max((len(value) for _, _, value, _ in rows), default=0)
+    lines = []
+    for area, metric, value, note in rows:
+        if area:
+            lines.append(f"\n{area}")
+        lines.append(f"  {metric:<{width}}  {value:>{value_width}}")
+        if note:
+            lines.append(f"  {'':<{width}}  {'':>{value_width}}  ({note})")
+    return "\n".join(lines).lstrip("\n") + "\n"
+
+
+def replace_between_markers(text: str, table: str) -> str:
+    """`text` with everything between the START and END marker lines replaced by `table`."""
+    start, end = text.find(START), text.find(END)
+    if start < 0 or end < start:
+        raise ValueError(f"README.md: markers {START!r} and {END!r} not found, in that order")
+    return f"{text[: start + len(START)]}\n\n{table.strip()}\n\n{text[end:]}"
+
+
+def run_script(script: Path, quick: bool) -> tuple[list[dict[str, Any]], bool]:
+    """Run one benchmark, echoing its output; (its BENCH results, whether it succeeded)."""
+    print(f"== {script.name}", flush=True)
+    args = QUICK_ARGS.get(script.stem, []) if quick else []
+    started = time.perf_counter()
+    proc = subprocess.run(
+        [sys.executable, str(script), *args], capture_output=True, text=True, cwd=HERE.parent
+    )
+    sys.stdout.write(proc.stdout)
+    sys.stderr.write(proc.stderr[-4000:])
+    print(f"   ({time.perf_counter() - started:.1f} s, exit {proc.returncode})", flush=True)
+    return parse_bench(proc.stdout), proc.returncode == 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small counts: a smoke run")
+    parser.add_argument("--readme", action="store_true", help="write the table into README.md")
+    parser.add_argument("only", nargs="*", help="benchmark names (e.g. bench_send); default all")
+    args = parser.parse_args(argv)
+    if args.readme and args.quick:
+        parser.error("--readme publishes the table: run it without --quick")
+    scripts = sorted(p for p in HERE.glob("bench_*.py") if not args.only or p.stem in args.only)
+    when, loads = datetime.now(UTC), [load_average()]
+    results: list[dict[str, Any]] = []
     failed = []
     for script in scripts:
-        print(f"== {script.name}", flush=True)
-        started = time.perf_counter()
-        proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, cwd=HERE.parent)
-        sys.stdout.write(proc.stdout)
-        sys.stderr.write(proc.stderr[-4000:])
-        if proc.returncode != 0:
+        found, ok = run_script(script, args.quick)
+        results.extend(found)
+        if not ok:
             failed.append(script.name)
-        for line in proc.stdout.splitlines():
-            if line.startswith("BENCH "):
-                rows.append(json.loads(line[6:]))
-        print(f"   ({time.perf_counter() - started:.1f} s)")
-    header = "| benchmark | metric | value | unit | note |\n|---|---|---|---|---|\n"
-    body = "".join(
-        f"| {r['benchmark']} | {r['metric']} | {r['value']} | {r.get('unit', '')} | {r.get('note', '')} |\n"
-        for r in rows
-    )
-    table = f"Machine: {machine()}\n\n{header}{body}"
+    loads.append(load_average())
+    rows = table_rows(results)
+    top = heading(when, loads, args.quick)
+    if failed:
+        top += f"Failed: {', '.join(failed)} (their figures, if any, are partial).\n"
     print()
-    print(table)
+    print(top)
+    print(text_table(rows))
+    markdown = f"{top}\n{markdown_table(rows)}"
     out = HERE / "results"
     out.mkdir(exist_ok=True)
-    (out / "latest.md").write_text(table)
+    (out / "latest.md").write_text(markdown)
+    print(f"written to {out / 'latest.md'}")
     if failed:
         print(f"failed: {', '.join(failed)}", file=sys.stderr)
         return 1
+    if args.readme:
+        README.write_text(replace_between_markers(README.read_text(), markdown))
+        print(f"and into {README} between the benchmark markers")
     return 0
 
 

@@ -1,0 +1,100 @@
+"""benchmarks/run.py's table from sample BENCH lines (the benchmarks themselves are not run here)."""
+
+import importlib.util
+from datetime import UTC, datetime
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+RUN = Path(__file__).resolve().parents[1] / "benchmarks" / "run.py"
+
+SAMPLE = """\
+== something the benchmark printed
+BENCH {"benchmark": "send", "metric": "digest send, smtp: messages per second", "value": 3314, "unit": "msg/s", "note": "65% of the bare loop"}
+BENCH {"benchmark": "memory", "metric": "peak, 100,000 subscribers", "value": 107.2, "unit": "MiB", "note": "a | b"}
+BENCH {"benchmark": "collect", "metric": "first collect", "value": 1.234, "unit": "s"}
+BENCH {"benchmark": "render", "metric": "speed-up vs an MJML compile per reader", "value": 2371.6, "unit": "x", "note": ""}
+BENCH {"benchmark": "send", "metric": "SendGrid API calls", "value": 100, "unit": "calls", "note": "4 topic sets"}
+BENCH {"benchmark": "custom", "metric": "stories", "value": 9876, "unit": ""}
+not a bench line BENCH {}
+"""  # noqa: E501
+
+
+@pytest.fixture(scope="module")
+def run() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("bench_run", RUN)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_bench_lines_are_parsed_and_other_output_ignored(run: ModuleType) -> None:
+    results = run.parse_bench(SAMPLE)
+    assert len(results) == 6
+    assert results[0]["value"] == 3314
+
+
+@pytest.mark.parametrize(
+    ("value", "unit", "text"),
+    [
+        (100_000, "msg/s", "100,000 msg/s"),
+        (107.24, "MiB", "107 MiB"),
+        (12.345, "s", "12.3 s"),
+        (1.234, "s", "1.23 s"),
+        (2371.6, "x", "2,372x"),
+        (3.14, "x", "3.1x"),
+        (9876, "", "9,876"),
+        ("n/a", "", "n/a"),
+    ],
+)
+def test_values_read_in_their_units(run: ModuleType, value: object, unit: str, text: str) -> None:
+    assert run.format_value(value, unit) == text
+
+
+def test_rows_are_grouped_by_area_in_pipeline_order(run: ModuleType) -> None:
+    rows = run.table_rows(run.parse_bench(SAMPLE))
+    assert [area for area, *_ in rows if area] == [
+        "Collection",
+        "Rendering",
+        "Sending",
+        "Memory of a send",
+        "custom",
+    ]
+    sending = [r for r in rows if r[1] in ("digest send, smtp: messages per second", "SendGrid API calls")]
+    assert sending == [
+        ("Sending", "digest send, smtp: messages per second", "3,314 msg/s", "65% of the bare loop"),
+        ("", "SendGrid API calls", "100 calls", "4 topic sets"),
+    ]
+
+
+def test_markdown_table_has_one_row_per_result_and_escapes_pipes(run: ModuleType) -> None:
+    table = run.markdown_table(run.table_rows(run.parse_bench(SAMPLE)))
+    lines = table.splitlines()
+    assert lines[0] == "| area | measure | value | note |"
+    assert len(lines) == 2 + 6
+    assert "| **Memory of a send** | peak, 100,000 subscribers | 107 MiB | a \\| b |" in lines
+    assert all(line.count("|") - line.count("\\|") == 5 for line in lines)
+
+
+def test_heading_names_the_machine_date_and_load(run: ModuleType) -> None:
+    top = run.heading(datetime(2026, 11, 25, 7, 0, tzinfo=UTC), ["1.00 0.50 0.20", "2.00 1.00 0.50"], True)
+    assert top.startswith("Machine: ")
+    assert "2026-11-25 07:00 UTC" in top
+    assert "1.00 0.50 0.20 at the start, 2.00 1.00 0.50 at the end" in top
+    assert "Quick mode" in top
+
+
+def test_the_readme_table_is_replaced_between_the_markers_only(run: ModuleType) -> None:
+    readme = f"# digest\n\n## Benchmarks\n\nintro\n\n{run.START}\nold table\n{run.END}\n\nafter\n"
+    once = run.replace_between_markers(readme, "| new |\n")
+    assert once == f"# digest\n\n## Benchmarks\n\nintro\n\n{run.START}\n\n| new |\n\n{run.END}\n\nafter\n"
+    assert run.replace_between_markers(once, "| new |\n") == once  # idempotent
+    with pytest.raises(ValueError, match="markers"):
+        run.replace_between_markers("# no markers\n", "| new |\n")
+
+
+def test_the_real_readme_has_the_markers(run: ModuleType) -> None:
+    text = (RUN.parents[1] / "README.md").read_text()
+    assert text.index(run.START) < text.index(run.END)
