@@ -51,15 +51,25 @@ def _outstanding(
     )
 
 
-def _ids(session: Session, where: sa.ColumnElement[bool]) -> list[int]:
-    return list(
-        session.execute(
-            sa.select(col(Delivery.id))
-            .join(Subscriber, col(Delivery.subscriber_id) == col(Subscriber.id))
-            .where(where)
-            .order_by(col(Delivery.id))
-        ).scalars()
+def _ranges(session: Session, where: sa.ColumnElement[bool], size: int) -> list[tuple[claims.Batch, int]]:
+    """The rows matching `where` as consecutive id ranges of at most `size` rows, with their row
+    counts. The database numbers the rows and groups them: the coordinator holds one range per
+    batch, never every id of the edition (its memory must not grow with the list, issue 7)."""
+    numbered = (
+        sa.select(
+            col(Delivery.id).label("id"),
+            ((sa.func.row_number().over(order_by=col(Delivery.id)) - 1) // size).label("chunk"),
+        )
+        .join(Subscriber, col(Delivery.subscriber_id) == col(Subscriber.id))
+        .where(where)
+        .subquery()
     )
+    rows = session.execute(
+        sa.select(sa.func.min(numbered.c.id), sa.func.max(numbered.c.id), sa.func.count())
+        .group_by(numbered.c.chunk)
+        .order_by(numbered.c.chunk)
+    )
+    return [(claims.Batch(int(first), int(last)), int(n)) for first, last, n in rows]
 
 
 def _count(session: Session, where: sa.ColumnElement[bool], *, join: bool) -> int:
@@ -75,11 +85,11 @@ def _count(session: Session, where: sa.ColumnElement[bool], *, join: bool) -> in
 
 
 def _enqueue_all(
-    enqueue: Enqueue, edition_id: int, ids: Sequence[int], size: int, zone: str | None
+    enqueue: Enqueue, edition_id: int, ranges: Sequence[tuple[claims.Batch, int]], zone: str | None
 ) -> tuple[int, int]:
     """Queue every range; (queued, refused by the broker). A refusal is retried at the next sweep."""
     queued = refused = 0
-    for batch in claims.split(ids, size):
+    for batch, _ in ranges:
         try:
             enqueue(edition_id, batch, zone)
             queued += 1
@@ -132,7 +142,7 @@ def send_distributed(
         with session_scope(engine) as session:  # a template error stops us before anything is queued
             renderer.prepare(edition, active_topic_sets(session=session))
             outstanding = _outstanding(edition_id, started, audience)
-            queued, refused = _enqueue_all(enqueue, edition_id, _ids(session, outstanding), size, zone)
+            queued, refused = _enqueue_all(enqueue, edition_id, _ranges(session, outstanding, size), zone)
         log.info("edition=%s queued %d batch(es), %d refused by the broker", edition_date, queued, refused)
         last_sweep, last_left = clock(), -1
         while True:
@@ -150,15 +160,15 @@ def send_distributed(
                         col(Delivery.claimed_at).is_not(None) if left != last_left else sa.true(),
                         sa.or_(col(Delivery.claimed_at).is_(None), col(Delivery.claimed_at) < now - lease),
                     )
-                    ids = _ids(session, free)
-                if ids:
+                    ranges = _ranges(session, free, size)
+                if ranges:
                     log.warning(
                         "edition=%s %d row(s) left %s: queued again",
                         edition_date,
-                        len(ids),
+                        sum(n for _, n in ranges),
                         "by stopped workers" if left != last_left else "with no progress for a lease",
                     )
-                    _enqueue_all(enqueue, edition_id, ids, size, zone)
+                    _enqueue_all(enqueue, edition_id, ranges, zone)
                 last_sweep, last_left = now, left
             sleep(poll_seconds)
         with session_scope(engine) as session:
