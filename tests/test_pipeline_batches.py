@@ -13,7 +13,9 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from sqlmodel import Session, select
 
+from digest import pipeline
 from digest.db.models import Delivery, Subscriber
 from digest.deliver.memory import MemoryTransport
 from tests.rowcount import Fetched, counting_rows
@@ -49,8 +51,6 @@ def test_a_send_never_reads_more_than_a_batch_of_subscribers_or_deliveries(
 def test_a_report_lists_a_bounded_number_of_failures(
     engine: sa.Engine, demo_dir: Path, now: datetime
 ) -> None:
-    from digest import pipeline
-
     world = make_world(engine, demo_dir, now, pipeline.FAILURES_KEPT + 5)
     memory = MemoryTransport()
     for email in world.emails:
@@ -59,3 +59,19 @@ def test_a_report_lists_a_bounded_number_of_failures(
     assert report.retry == pipeline.FAILURES_KEPT + 5
     assert len(report.failures) == pipeline.FAILURES_KEPT
     assert report.failures[0] == f"{world.emails[0]}: 451 try later"
+
+
+def test_a_dry_run_counts_reads_in_batches_and_saves_nothing(
+    engine: sa.Engine, demo_dir: Path, now: datetime, fetched: Fetched
+) -> None:
+    world = make_world(engine, demo_dir, now, READERS, send_batch_size=BATCH)
+    fetched.statements.clear()
+    report = pipeline.dry_run(
+        world.settings, world.newsletter, engine=engine, edition_date=now.date(), clock=lambda: now
+    )
+    assert (report.sent, report.skipped) == (READERS, 0)
+    reads = fetched.reading(Subscriber.__tablename__, Delivery.__tablename__)  # type: ignore[arg-type]
+    assert sum(rows for _, rows in reads) >= READERS
+    assert max(rows for _, rows in reads) <= BATCH
+    with Session(engine) as session:
+        assert session.exec(select(Delivery)).first() is None

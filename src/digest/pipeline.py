@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 
 import sqlalchemy as sa
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from digest import compose, render
 from digest.config import Newsletter, Settings
@@ -25,7 +25,7 @@ from digest.db.models import Edition as EditionRow
 from digest.deliver import claims, ledger
 from digest.deliver.base import OutgoingMessage, SendResult, Transport
 from digest.deliver.lock import send_lock
-from digest.deliver.message import to_bytes
+from digest.deliver.message import MessageEncoder, to_bytes
 from digest.deliver.sender import Call, RateLimiter, batches, dispatch
 from digest.deliver.transports import make_transport
 from digest.editions import build_edition, edition_or_draft
@@ -487,27 +487,45 @@ def dry_run(
     newsletter: Newsletter,
     *,
     engine: sa.Engine,
-    transport: Transport,
     edition_date: date,
     clock: Clock,
+    batch_size: int | None = None,
 ) -> SendReport:
-    """Render every active subscriber's message into `transport`; nothing is saved."""
+    """Build every active subscriber's message, to the bytes, and count; nothing is sent or saved.
+
+    Subscribers are read `batch_size` at a time (default DIGEST_SEND_BATCH_SIZE) and each message
+    is dropped once built, so a dry run of a long list stays as small as a send.
+    """
     renderer = make_renderer(settings, newsletter)
+    encoder = MessageEncoder()
+    size = batch_size or settings.send_batch_size
     now = clock()
     with session_scope(engine) as session:
         edition, _ = edition_or_draft(newsletter, session=session, edition_date=edition_date, now=now)
-        subscribers = list(
-            session.exec(select(Subscriber).where(Subscriber.status == SubscriberStatus.ACTIVE))
-        )
-    messages, skipped = [], 0
-    for subscriber in subscribers:
-        copy, rendered = renderer.digest_for(edition, topics_of(subscriber))
-        if copy.story_count == 0:
-            skipped += 1
-            continue
-        messages.append(renderer.message(rendered, subscriber=subscriber, delivery_id=0, edition_id=0))
-    results = transport.send(messages)
-    return SendReport(edition_date, edition.story_count, sent=sum(r.ok for r in results), skipped=skipped)
+    built = skipped = 0
+    after_id = 0
+    while True:
+        with session_scope(engine) as session:
+            page = list(
+                session.exec(
+                    select(Subscriber)
+                    .where(Subscriber.status == SubscriberStatus.ACTIVE, col(Subscriber.id) > after_id)
+                    .order_by(col(Subscriber.id))
+                    .limit(size)
+                )
+            )
+        if not page:
+            break
+        for subscriber in page:
+            copy, rendered = renderer.digest_for(edition, topics_of(subscriber))
+            if copy.story_count == 0:
+                skipped += 1
+                continue
+            message = renderer.message(rendered, subscriber=subscriber, delivery_id=0, edition_id=0)
+            encoder.to_bytes(message, now=now)
+            built += 1
+        after_id = page[-1].id or 0
+    return SendReport(edition_date, edition.story_count, sent=built, skipped=skipped)
 
 
 def archive_html(

@@ -68,6 +68,14 @@ def test_failures_past_the_listed_ones_are_counted(env: World, monkeypatch: pyte
     assert "... and 2 more" in result.output
 
 
+def test_a_dry_run_counts_and_sends_nothing(env: World) -> None:
+    result = CliRunner().invoke(app, ["send", "--dry-run", "--date", env.now.date().isoformat()])
+    assert result.exit_code == 0, result.output
+    assert "would send 12, skip 0" in result.output
+    again = CliRunner().invoke(app, ["send", "--dry-run", "--date", env.now.date().isoformat()])
+    assert "would send 12, skip 0" in again.output  # nothing was recorded as sent
+
+
 def test_a_plain_http_base_url_is_warned_about(env: World, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DIGEST_BASE_URL", "http://news.example.com")
     result = CliRunner().invoke(app, ["send", "--date", env.now.date().isoformat()])

@@ -265,14 +265,10 @@ def send(
     engine = _engine(settings)
     edition_date = _edition_date(settings, date_)
     if dry_run:
-        from digest.deliver.memory import MemoryTransport
-
-        memory = MemoryTransport()
         report = pipeline.dry_run(
             settings,
             newsletter,
             engine=engine,
-            transport=memory,
             edition_date=edition_date,
             clock=pipeline.utc_now,
         )
