@@ -25,7 +25,6 @@ from digest import editions
 from digest.config import load_settings
 from digest.db.engine import session_scope
 from digest.db.models import Delivery, DeliveryStatus, Subscriber
-from digest.deliver import claims
 from digest.errors import SettingsError
 from tests.deliver.builders import Handler, smtp_server
 from tests.world import SECRET, World, make_world
@@ -109,12 +108,6 @@ def test_broker_needs_postgresql() -> None:
         load_settings(broker_url="redis://127.0.0.1:6379/0", database_url="sqlite:///var/x.db")
     with pytest.raises(SettingsError, match="DIGEST_BROKER_URL: must start with redis://"):
         load_settings(broker_url="http://127.0.0.1:6379", database_url="postgresql+psycopg://h/db")
-
-
-def test_split_covers_every_id_once() -> None:
-    ids = [1, 2, 5, 9, 10, 11, 40]
-    assert claims.split(ids, 3) == [claims.Batch(1, 5), claims.Batch(9, 11), claims.Batch(40, 40)]
-    assert claims.split([], 3) == []
 
 
 class Cluster:

@@ -8,6 +8,7 @@ import pytest
 import sqlalchemy as sa
 from sqlmodel import Session, select
 
+from digest import subscribers
 from digest.db.engine import session_scope
 from digest.db.models import Subscriber, SubscriberEvent, SubscriberStatus
 from digest.errors import SubscriberError
@@ -16,7 +17,9 @@ from digest.subscribers import (
     export_rows,
     import_csv,
     normalize_email,
+    pause,
     read_csv,
+    resume_paused,
     unsubscribe,
     write_csv,
 )
@@ -298,3 +301,26 @@ def test_a_file_without_a_column_leaves_that_field_alone(
     do_import(engine, write(tmp_path, "email,timezone,topics\nana@example.com,,\n"), now)
     row = emails(engine)["ana@example.com"]
     assert (row.name, row.topics, row.timezone) == ("Ana", "", None)  # empty cells do say something
+
+
+def test_pauses_that_ended_are_resumed_a_batch_at_a_time(
+    engine: sa.Engine, now: datetime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(subscribers, "RESUME_BATCH", 3)
+    with session_scope(engine) as session:
+        for i in range(10):  # 7 whose pause ended (more than two batches), 3 still paused
+            s = add_subscriber(f"p{i}@example.com", session=session, now=now, known_topics=TOPICS)
+            ends = now - timedelta(days=1) if i < 7 else now + timedelta(days=1)
+            pause(s, session=session, now=now - timedelta(days=8), until=ends)
+    with session_scope(engine) as session:
+        assert resume_paused(session=session, now=now) == 7
+    people = emails(engine)
+    assert sorted(e for e, s in people.items() if s.status == SubscriberStatus.ACTIVE) == [
+        f"p{i}@example.com" for i in range(7)
+    ]
+    assert all(people[f"p{i}@example.com"].status == SubscriberStatus.PAUSED for i in range(7, 10))
+    with Session(engine) as session:
+        resumed = session.exec(select(SubscriberEvent).where(SubscriberEvent.kind == "resume")).all()
+    assert len(resumed) == 7 and {e.method for e in resumed} == {"schedule"}
+    with session_scope(engine) as session:
+        assert resume_paused(session=session, now=now) == 0

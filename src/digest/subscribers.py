@@ -499,6 +499,7 @@ def remove_subscriber(email: str, *, session: Session) -> None:
 # --- pause (preferences page) ------------------------------------------------------------------
 
 PAUSE_CHOICES_WEEKS = (1, 2, 4, 8)
+RESUME_BATCH = 500  # paused subscribers reactivated per query
 
 
 def pause(
@@ -558,15 +559,22 @@ def resume(
 
 
 def resume_paused(*, session: Session, now: datetime) -> int:
-    """Reactivate everyone whose pause has ended (called before each send)."""
-    due = session.exec(
-        select(Subscriber).where(
-            Subscriber.status == SubscriberStatus.PAUSED, col(Subscriber.paused_until) <= now
-        )
-    ).all()
-    for subscriber in due:
-        resume(subscriber, session=session, now=now, method="schedule")
-    return len(due)
+    """Reactivate everyone whose pause has ended (called before each send), a batch at a time."""
+    due = (
+        select(Subscriber)
+        .where(Subscriber.status == SubscriberStatus.PAUSED, col(Subscriber.paused_until) <= now)
+        .order_by(col(Subscriber.id))
+        .limit(RESUME_BATCH)
+    )
+    resumed = 0
+    while batch := session.exec(due).all():
+        for subscriber in batch:
+            resume(subscriber, session=session, now=now, method="schedule")
+        # Flushed, the resumed rows leave the query, so the next batch is the next rows due; the
+        # session's identity map holds clean rows weakly, so memory stays one batch.
+        session.flush()
+        resumed += len(batch)
+    return resumed
 
 
 @dataclass(frozen=True, slots=True)

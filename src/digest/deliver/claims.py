@@ -11,7 +11,6 @@ marked `unknown`. PostgreSQL only (SQLite has no row locks).
 import os
 import socket
 import threading
-from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
@@ -42,11 +41,6 @@ class Batch(NamedTuple):
 
     first_id: int
     last_id: int
-
-
-def split(ids: Sequence[int], size: int) -> list[Batch]:
-    """Consecutive id ranges of at most `size` rows each (ids in ascending order)."""
-    return [Batch(ids[i], ids[min(i + size, len(ids)) - 1]) for i in range(0, len(ids), size)]
 
 
 def claim(
