@@ -35,6 +35,7 @@ QUICK_ARGS = {
     "bench_send": ["--count", "2000"],
     "bench_memory": ["--counts", "2000,10000"],
     "bench_distributed": ["--count", "1000"],
+    "bench_distributed_collect": ["--feeds", "40", "--entries", "10", "--latency", "0.05"],
     "bench_subscribers_schedule": ["2000"],
 }
 
@@ -47,6 +48,7 @@ AREAS = {
     "send": "Sending",
     "memory": "Memory of a send",
     "distributed": "Distributed send",
+    "distributed collect": "Distributed collect",
     "subscribers+schedule": "Subscribers and schedule",
 }
 
