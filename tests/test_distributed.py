@@ -9,10 +9,11 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -110,11 +111,63 @@ def test_broker_needs_postgresql() -> None:
         load_settings(broker_url="http://127.0.0.1:6379", database_url="postgresql+psycopg://h/db")
 
 
+def test_send_tasks_of_one_worker_process_take_turns_and_a_waiting_one_goes_back_on_stop(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from celery.exceptions import Reject
+    from celery.worker import state as worker_state
+
+    from digest import distributed
+
+    settings = load_settings(broker_url="redis://127.0.0.1:6379/11", database_url="postgresql+psycopg://h/db")
+    state = distributed.WorkerState(settings)
+    outcome: list[str] = []
+
+    def second_task(stopping: bool) -> None:
+        try:
+            with state.send_turn(lambda: stopping, poll=0.01):
+                outcome.append("sent")
+        except distributed.Stopping:
+            outcome.append("handed back")
+
+    with state.send_turn(lambda: False):  # a send task of this process is sending
+        waiting = threading.Thread(target=second_task, args=(True,))
+        waiting.start()
+        waiting.join(timeout=30)
+        assert outcome == ["handed back"]  # it did not send alongside the first
+        # Through the task: a stopping worker's waiting batch is rejected back to the queue,
+        # not acknowledged as done (acks_late acknowledges a task that raised).
+        monkeypatch.setattr(worker_state, "should_stop", 0)  # Celery's warm shutdown sets EX_OK
+        app = distributed.make_app(settings, state=state)
+        try:
+            with pytest.raises(Reject) as rejected:
+                app.tasks[distributed.SEND_TASK].run(edition_id=1, first_id=1, last_id=2)
+            assert rejected.value.requeue
+        finally:
+            app.close()
+    after = threading.Thread(target=second_task, args=(False,))  # the turn is free again
+    after.start()
+    after.join(timeout=30)
+    assert outcome == ["handed back", "sent"]
+
+
+SOLO = ("--pool", "solo")
+THREADS = ("--pool", "threads", "--concurrency", "4")  # the default pool, fewer threads
+# The real-service tests run on both brokers with solo workers, and on Redis with threads
+# workers too (several tasks in one process: the shared renderer, the send turn).
+POOLS = pytest.mark.parametrize(
+    ("broker", "pool"),
+    [("redis", SOLO), ("amqp", SOLO), ("redis", THREADS)],
+    indirect=["broker"],
+    ids=["redis-solo", "amqp-solo", "redis-threads"],
+)
+
+
 class Cluster:
     """Worker processes and `digest send`, with one environment."""
 
-    def __init__(self, env: dict[str, str], logs: Path) -> None:
-        self.env, self.logs = env, logs
+    def __init__(self, env: dict[str, str], logs: Path, pool: Sequence[str] = SOLO) -> None:
+        self.env, self.logs, self.pool = env, logs, list(pool)
         self.workers: list[subprocess.Popen[bytes]] = []
 
     def start_workers(self, n: int) -> None:
@@ -122,7 +175,7 @@ class Cluster:
             with (self.logs / f"worker{i}.log").open("wb") as log:  # the child keeps its own copy
                 self.workers.append(
                     subprocess.Popen(
-                        [sys.executable, "-m", "digest", "worker", "--pool", "solo", "--name", f"w{i}@%h"],
+                        [sys.executable, "-m", "digest", "worker", *self.pool, "--name", f"w{i}@%h"],
                         env=self.env,
                         stdout=log,
                         stderr=subprocess.STDOUT,
@@ -217,12 +270,19 @@ def _ledger(engine: sa.Engine) -> dict[str, tuple[str, str | None]]:
 
 
 @pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+@POOLS
 def test_three_workers_send_each_subscriber_exactly_once(
-    world_2000: object, engine: sa.Engine, db_url: str, demo_dir: Path, broker: Broker, tmp_path: Path
+    world_2000: object,
+    engine: sa.Engine,
+    db_url: str,
+    demo_dir: Path,
+    broker: Broker,
+    pool: tuple[str, ...],
+    tmp_path: Path,
 ) -> None:
     day = datetime(2026, 11, 25, tzinfo=UTC).date()
     with smtp_server(Handler()) as (server, handler):
-        cluster = Cluster(_env(db_url, demo_dir, broker, server.port), tmp_path)
+        cluster = Cluster(_env(db_url, demo_dir, broker, server.port), tmp_path, pool)
         try:
             cluster.start_workers(3)
             sender = cluster.send("--date", day.isoformat())
@@ -237,7 +297,8 @@ def test_three_workers_send_each_subscriber_exactly_once(
     assert set(copies.values()) == {1}  # every subscriber exactly one copy
     assert {status for status, _ in ledger.values()} == {DeliveryStatus.SENT.value}
     workers = Counter(by for _, by in ledger.values())
-    assert len(workers) == 3, workers  # all three took part
+    # A claimant is a process, or a thread of one (host:pid/thread): all three processes took part.
+    assert len({str(by).split("/")[0] for by in workers}) == 3, workers
     stats = subprocess.run(
         [sys.executable, "-m", "digest", "stats", "--date", day.isoformat()],
         env=cluster.env,
@@ -257,7 +318,7 @@ def test_three_workers_send_each_subscriber_exactly_once(
     )
     assert status.returncode == 0, status.stderr
     assert f"edition {day}: sent {COUNT} of {COUNT}" in status.stdout
-    assert sum(f"worker {w}: sent {n}" in status.stdout for w, n in workers.items()) == 3
+    assert sum(f"worker {w}: sent {n}" in status.stdout for w, n in workers.items()) == len(workers)
 
 
 def test_worker_without_a_broker_says_so(tmp_path: Path) -> None:
@@ -439,6 +500,9 @@ def test_broker_options_follow_the_broker() -> None:
     slow = settings("amqp://guest:guest@h//", send_rate=0.2, send_batch_size=500)  # 2,500 s a batch
     assert "consumer_timeout" in str(distributed.slow_batch_warning(slow))
     assert distributed.slow_batch_warning(settings("amqp://h//", send_rate=1, send_batch_size=500)) is None
+    # Threads: a worker holds --concurrency batches unacknowledged while they take turns.
+    taking_turns = settings("amqp://h//", send_rate=1, send_batch_size=500)
+    assert "4 batches (--concurrency 4" in str(distributed.slow_batch_warning(taking_turns, waiting=4))
     assert distributed.slow_batch_warning(settings("redis://h:6379/0", send_rate=0.2)) is None
     app = distributed.make_app(settings("amqp://guest:guest@h//"))
     try:

@@ -49,8 +49,15 @@ def _paths(server: FeedServer) -> list[str]:
 
 
 @pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+@test_distributed.POOLS
 def test_two_workers_collect_exactly_what_one_process_collects(
-    engine: sa.Engine, db_url: str, broker: Broker, server: FeedServer, tmp_path: Path, now: datetime
+    engine: sa.Engine,
+    db_url: str,
+    broker: Broker,
+    pool: tuple[str, ...],
+    server: FeedServer,
+    tmp_path: Path,
+    now: datetime,
 ) -> None:
     config = tmp_path / "digest.toml"
     config.write_text(site_toml(serve_site(server)))
@@ -60,7 +67,7 @@ def test_two_workers_collect_exactly_what_one_process_collects(
     settings = load_settings(
         config=config, database_url=db_url, broker_url=broker.url, broker_queue=broker.queue
     )
-    cluster = Cluster(_env(db_url, config, broker), tmp_path)
+    cluster = Cluster(_env(db_url, config, broker), tmp_path, pool)
     try:
         expected = pipeline.collect(newsletter, engine=here, now=now)
         server.seen.clear()

@@ -7,14 +7,17 @@ twice; a collect task writes its source's one row of the run (sources/fanout.py)
 """
 
 import logging
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime
 from typing import Any
 
 import sqlalchemy as sa
 from celery import Celery
+from celery.exceptions import Reject
 from kombu.exceptions import KombuError, OperationalError
 
 from digest import pipeline
@@ -35,35 +38,82 @@ SEND_TASK = "digest.send_batch"
 COLLECT_TASK = "digest.collect_source"
 
 
+class Stopping(DigestError):
+    """Raised when a send task was still waiting for its turn as its worker began to stop."""
+
+
 @dataclass
 class WorkerState:
-    """What a worker process opens once and reuses for every task: database, newsletter, renderer."""
+    """What a worker process opens once and reuses for every task: database, newsletter, renderer.
+
+    With `--pool threads` (the default) several tasks run in this one process at once: what is
+    opened here is opened once under a lock, and send tasks take turns (`send_turn`), so that
+    DIGEST_SEND_CONCURRENCY connections and DIGEST_SEND_RATE hold per worker process, as they do
+    for one `digest send`, while the collect tasks (waiting on feeds) run side by side.
+    """
 
     settings: Settings
     _engine: sa.Engine | None = None
     _newsletter: Newsletter | None = None
     _renderer: Renderer | None = field(default=None, repr=False)
+    _opening: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _sending: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def engine(self) -> sa.Engine:
         """The database, opened on first use (after the fork, never shared across processes)."""
-        if self._engine is None:
-            self._engine = open_database(self.settings.database_url)
-        return self._engine
+        with self._opening:
+            if self._engine is None:
+                self._engine = open_database(self.settings.database_url)
+            return self._engine
 
     def newsletter(self) -> Newsletter:
         """digest.toml, read on first use."""
-        if self._newsletter is None:
-            self._newsletter = load_newsletter(self.settings.config)
-        return self._newsletter
+        with self._opening:
+            if self._newsletter is None:
+                self._newsletter = load_newsletter(self.settings.config)
+            return self._newsletter
 
     def renderer(self) -> Renderer:
         """One renderer per process: each edition copy is rendered once, then filled per reader."""
-        if self._renderer is None:
-            self._renderer = make_renderer(self.settings, self.newsletter())
-        return self._renderer
+        newsletter = self.newsletter()
+        with self._opening:
+            if self._renderer is None:
+                self._renderer = make_renderer(self.settings, newsletter)
+            return self._renderer
 
-    def send_batch(self, edition_id: int, first_id: int, last_id: int, zone: str | None) -> dict[str, int]:
-        """The task body: claim and send one range of an edition's ledger."""
+    @contextmanager
+    def send_turn(self, stopping: Callable[[], bool], *, poll: float = 1.0) -> Iterator[None]:
+        """Wait until no other send task of this process is sending, then hold the turn.
+
+        One send task at a time, each with its DIGEST_SEND_CONCURRENCY lanes and its rate limit:
+        N threads would otherwise open N times the connections and send at N times the rate.
+        Raises Stopping when the worker begins to stop first: the task has claimed nothing yet,
+        and its message goes back to the queue for another worker (the caller rejects it).
+        """
+        turn = self._sending.acquire(blocking=False)
+        while not turn:
+            if stopping():
+                raise Stopping("worker stopping: batch handed back before it was claimed")
+            turn = self._sending.acquire(timeout=poll)
+        try:
+            yield
+        finally:
+            self._sending.release()
+
+    def send_batch(
+        self,
+        edition_id: int,
+        first_id: int,
+        last_id: int,
+        zone: str | None,
+        *,
+        stopping: Callable[[], bool] = lambda: False,
+    ) -> dict[str, int]:
+        """The task body: claim and send one range of an edition's ledger (in this process's turn)."""
+        with self.send_turn(stopping):
+            return self._send_batch(edition_id, first_id, last_id, zone)
+
+    def _send_batch(self, edition_id: int, first_id: int, last_id: int, zone: str | None) -> dict[str, int]:
         from digest.dispatch import zone_audience
 
         settings = self.settings
@@ -119,24 +169,29 @@ def transport_options(url: str, settings: Settings) -> dict[str, Any]:
 RABBITMQ_CONSUMER_TIMEOUT = 1800  # seconds: RabbitMQ's default `consumer_timeout` since 3.8.15
 
 
-def slow_batch_warning(settings: Settings) -> str | None:
-    """On RabbitMQ, a warning when a rate-limited batch may outlast the broker's consumer timeout."""
+def slow_batch_warning(settings: Settings, *, waiting: int = 1) -> str | None:
+    """On RabbitMQ, a warning when rate-limited batches may outlast the broker's consumer timeout.
+
+    `waiting`: the batches one worker process holds unacknowledged while they take turns (its
+    --concurrency with the threads pool, whose send tasks run one at a time; 1 otherwise).
+    """
     if not broker_url(settings).startswith(("amqp://", "amqps://")) or not settings.send_rate:
         return None
-    seconds = settings.send_batch_size / settings.send_rate
+    seconds = waiting * settings.send_batch_size / settings.send_rate
     if seconds <= RABBITMQ_CONSUMER_TIMEOUT:
         return None
+    held = f"{waiting} batches (--concurrency {waiting}, sent in turn)" if waiting > 1 else "a batch"
     return (
-        f"a batch of DIGEST_SEND_BATCH_SIZE={settings.send_batch_size} at DIGEST_SEND_RATE="
-        f"{settings.send_rate:g}/s takes {seconds:.0f} s, past RabbitMQ's default consumer_timeout "
-        f"({RABBITMQ_CONSUMER_TIMEOUT} s): lower the batch size or raise consumer_timeout (the "
-        "broker would close this worker's channel mid-batch; the claims still keep every message "
-        "to one copy)"
+        f"{held} of DIGEST_SEND_BATCH_SIZE={settings.send_batch_size} at DIGEST_SEND_RATE="
+        f"{settings.send_rate:g}/s take {seconds:.0f} s, past RabbitMQ's default consumer_timeout "
+        f"({RABBITMQ_CONSUMER_TIMEOUT} s): lower the batch size or the concurrency, or raise "
+        "consumer_timeout (the broker would close this worker's channel mid-batch; the claims "
+        "still keep every message to one copy)"
     )
 
 
-def make_app(settings: Settings) -> Celery:
-    """The Celery app for these settings, with the send task registered."""
+def make_app(settings: Settings, *, state: WorkerState | None = None) -> Celery:
+    """The Celery app for these settings, with the send and collect tasks registered."""
     url = broker_url(settings)
     app = Celery("digest", broker=url, set_as_current=False)
     app.conf.update(
@@ -149,11 +204,15 @@ def make_app(settings: Settings) -> Celery:
         broker_transport_options=transport_options(url, settings),
         worker_hijack_root_logger=False,
     )
-    state = WorkerState(settings)
+    state = state or WorkerState(settings)
 
     @app.task(name=SEND_TASK, acks_late=True)  # type: ignore[untyped-decorator]
     def send_batch(edition_id: int, first_id: int, last_id: int, zone: str | None = None) -> dict[str, int]:
-        return state.send_batch(edition_id, first_id, last_id, zone)
+        try:
+            return state.send_batch(edition_id, first_id, last_id, zone, stopping=_worker_stopping)
+        except Stopping as e:
+            # A task that raised is acknowledged (acks_late acks failures too): requeue it instead.
+            raise Reject(str(e), requeue=True) from e
 
     @app.task(name=COLLECT_TASK, acks_late=True)  # type: ignore[untyped-decorator]
     def collect_source(
@@ -162,6 +221,17 @@ def make_app(settings: Settings) -> Celery:
         return state.collect_source(collect_fanout.CollectTask(run, name, location, etag, last_modified))
 
     return app
+
+
+def _worker_stopping() -> bool:
+    """True once the worker got its warm (SIGTERM) or cold shutdown."""
+    from celery.worker import state as worker_state
+
+    # Celery's own test (worker/state.py): the warm shutdown's code is EX_OK, which is 0.
+    return any(
+        flag is not None and flag is not False
+        for flag in (worker_state.should_stop, worker_state.should_terminate)
+    )
 
 
 def _publish(
@@ -283,7 +353,7 @@ def run_worker(settings: Settings, *, concurrency: int, pool: str, name: str | N
     if name:
         argv.append(f"--hostname={name}")
     log.info("worker on queue %s at %s", settings.broker_queue, _safe(settings))
-    slow = slow_batch_warning(settings)
+    slow = slow_batch_warning(settings, waiting=concurrency if pool == "threads" else 1)
     if slow:
         log.warning("%s", slow)
     app.worker_main(argv=argv)

@@ -2,6 +2,7 @@
 
 import logging
 import secrets
+import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date
@@ -54,6 +55,9 @@ class Renderer:
         default_factory=dict
     )
     _contents: dict[int, tuple[render.RenderedDigest, MessageContent]] = field(default_factory=dict)
+    # A threads-pool worker shares one renderer between its tasks: without the lock two tasks
+    # could render one copy twice and give its messages two MessageContent keys.
+    _lock: threading.RLock = field(default_factory=threading.RLock, repr=False, compare=False)
 
     def digest_for(
         self, edition: compose.Edition, chosen: frozenset[str]
@@ -61,23 +65,25 @@ class Renderer:
         """The subscriber's copy of the edition, rendered (cached per topic set)."""
         copy = compose.for_subscriber(edition, chosen)
         key = (edition.date, copy.topic_names)
-        hit = self._cache.get(key)
-        if hit is None:
-            rendered = render.render_digest(
-                self.env,
-                self.newsletter.newsletter,
-                copy,
-                archive_url=self.archive_url(edition.date),
-            )
-            render.check_slots(rendered)
-            hit = self._cache[key] = (copy, rendered)
+        with self._lock:
+            hit = self._cache.get(key)
+            if hit is None:
+                rendered = render.render_digest(
+                    self.env,
+                    self.newsletter.newsletter,
+                    copy,
+                    archive_url=self.archive_url(edition.date),
+                )
+                render.check_slots(rendered)
+                hit = self._cache[key] = (copy, rendered)
         return hit
 
     def prepare(self, edition: compose.Edition, topic_sets: Iterable[frozenset[str]]) -> int:
         """Render the full edition and every given topic set's copy now; the number of copies."""
         for chosen in [frozenset(), *topic_sets]:
             self.digest_for(edition, chosen)
-        return sum(1 for day, _ in self._cache if day == edition.date)
+        with self._lock:
+            return sum(1 for day, _ in self._cache if day == edition.date)
 
     def archive_url(self, day: date) -> str:
         """Public web copy of an edition."""
@@ -91,20 +97,21 @@ class Renderer:
 
     def content_for(self, rendered: render.RenderedDigest) -> MessageContent:
         """The shared part of every message of one rendered digest (made once, reused)."""
-        hit = self._contents.get(id(rendered))
-        if hit is None or hit[0] is not rendered:
-            info = self.newsletter.newsletter
-            content = MessageContent(
-                key=secrets.token_hex(8),
-                from_email=info.from_email,
-                from_name=info.from_name or info.title,
-                subject=rendered.subject,
-                list_id=f"{info.title} <{_list_id(info.title, info.sender_domain)}>",
-                html=rendered.html,
-                text=rendered.text,
-                reply_to=info.reply_to,
-            )
-            hit = self._contents[id(rendered)] = (rendered, content)
+        with self._lock:
+            hit = self._contents.get(id(rendered))
+            if hit is None or hit[0] is not rendered:
+                info = self.newsletter.newsletter
+                content = MessageContent(
+                    key=secrets.token_hex(8),
+                    from_email=info.from_email,
+                    from_name=info.from_name or info.title,
+                    subject=rendered.subject,
+                    list_id=f"{info.title} <{_list_id(info.title, info.sender_domain)}>",
+                    html=rendered.html,
+                    text=rendered.text,
+                    reply_to=info.reply_to,
+                )
+                hit = self._contents[id(rendered)] = (rendered, content)
         return hit[1]
 
     def message(

@@ -162,19 +162,25 @@ def worker(
         int,
         typer.Option(
             "--concurrency",
-            help="Tasks (send batches, sources) this worker runs at once (processes or threads).",
+            help="Tasks this worker runs at once: sources fetched side by side; send batches take "
+            "turns per process, so DIGEST_SEND_CONCURRENCY and DIGEST_SEND_RATE hold per process.",
         ),
-    ] = 1,
+    ] = 8,
     pool: Annotated[
-        str, typer.Option("--pool", help="Celery pool: prefork, threads or solo (one process).")
-    ] = "prefork",
+        str,
+        typer.Option(
+            "--pool",
+            help="Celery pool: threads (fetching waits on the network), prefork (one process "
+            "per task) or solo (one task at a time).",
+        ),
+    ] = "threads",
     name: Annotated[str | None, typer.Option("--name", help="Celery node name, e.g. mail1@%h.")] = None,
 ) -> None:
     """Run a Celery worker that sends batches of editions and fetches sources (distributed mode:
     needs DIGEST_BROKER_URL and PostgreSQL). Start any number, on any machines; `digest send`,
     `digest collect`, `digest run` and the scheduler queue the work.
 
-    Example: digest worker --concurrency 2
+    Example: digest worker --concurrency 8 --name mail1@%h
     """
     if pool not in ("prefork", "threads", "solo"):
         raise DigestError(f"--pool: {pool!r} is not one of prefork, threads, solo")
