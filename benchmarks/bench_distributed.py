@@ -1,7 +1,8 @@
 """The distributed send: one edition to N subscribers (default 10,000) with 1 and with 2
 `digest worker` processes, PostgreSQL ledger, Redis broker, SMTP to a loopback sink.
 
-Usage: python benchmarks/bench_distributed.py [--count N]   (prints `BENCH {json}` lines)
+Usage: python benchmarks/bench_distributed.py [--count N] [--worker-options "--pool solo"]
+(prints `BENCH {json}` lines; the workers start with `digest worker`'s defaults unless given options)
 
 Needs PostgreSQL (DIGEST_BENCH_DATABASE_URL, default the test database on 127.0.0.1) and Redis
 (DIGEST_BENCH_BROKER_URL, default redis://127.0.0.1:6379/12); prints a note and no figures
@@ -12,6 +13,7 @@ first batch to the last answer, measured by the coordinator (`digest send`'s own
 import argparse
 import json
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -92,7 +94,7 @@ def started_workers(env: dict[str, str], workdir: Path, n: int, *options: str) -
             p.wait(timeout=60)
 
 
-def run(count: int, workers: int, workdir: Path) -> float:
+def run(count: int, workers: int, workdir: Path, options: list[str]) -> float:
     """Seconds to send the edition to `count` subscribers with `workers` worker processes
     (0: the single-process send)."""
     queue = f"digest-bench-{uuid.uuid4().hex[:8]}"
@@ -140,7 +142,7 @@ def run(count: int, workers: int, workdir: Path) -> float:
             engine.dispose()
             assert single.sent == count, single
             return seconds
-        with started_workers(env, workdir, workers, "--pool", "solo"):
+        with started_workers(env, workdir, workers, *options):
             from digest.distributed import celery_enqueue, make_app
 
             app = make_app(settings)
@@ -165,7 +167,10 @@ def run(count: int, workers: int, workdir: Path) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--count", type=int, default=10_000)
-    count = parser.parse_args().count
+    parser.add_argument("--worker-options", default="", help="digest worker options (default: none)")
+    args = parser.parse_args()
+    count, options = args.count, shlex.split(args.worker_options)
+    workers_note = " ".join(options) or "defaults (--pool threads --concurrency 8)"
     why = available()
     if why:
         print(f"skipped: {why}")
@@ -181,7 +186,7 @@ def main() -> None:
         root = HERE.parent / "examples" / "demo"
         (workdir / "demo" / "digest.toml").write_text((root / "digest.toml").read_text())
         make_feeds.write_feeds(workdir / "demo" / "feeds", NOW)
-        results = [(n, run(count, n, workdir)) for n in (0, 1, 2)]
+        results = [(n, run(count, n, workdir, options)) for n in (0, 1, 2)]
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     for workers, seconds in results:
@@ -196,7 +201,7 @@ def main() -> None:
                     "value": round(count / seconds),
                     "unit": "msg/s",
                     "note": f"{seconds:.1f} s; PostgreSQL ledger, Redis broker, loopback SMTP; "
-                    "batches of 500 rows",
+                    f"batches of 500 rows; workers: {workers_note}",
                 }
             )
         )

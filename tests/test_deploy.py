@@ -26,6 +26,7 @@ from .conftest import ROOT
 
 DEPLOY = ROOT / "deploy"
 UNITS = sorted((DEPLOY / "systemd").glob("*.service"))
+WORKER_OPTIONS = ["--pool", "threads", "--concurrency", "8"]  # digest worker's defaults
 
 
 def _compose() -> dict[str, Any]:
@@ -55,6 +56,7 @@ def test_compose_runs_the_web_app_and_workers_as_the_readme_says() -> None:
     dockerfile = (DEPLOY / "Dockerfile").read_text()
     assert 'ENTRYPOINT ["digest"]' in dockerfile  # so `command` is a digest subcommand
     assert services["worker"]["command"][0] == "worker"
+    assert services["worker"]["command"][1:] == WORKER_OPTIONS  # the CLI's default, spelled out
     web = services["web"]
     assert web["command"][:1] == ["serve"]
     assert "--host" in web["command"] and "0.0.0.0" in web["command"]  # reachable from the proxy
@@ -103,6 +105,10 @@ def test_systemd_unit_starts_a_real_cli_command(path: Path) -> None:
     options = {opt for param in command.params for opt in param.opts}
     given = {arg for arg in argv[2:] if arg.startswith("--")}
     assert given <= options, f"{path.name}: digest {argv[1]} has no {given - options}"
+    if argv[1] == "worker":
+        assert argv[2:6] == WORKER_OPTIONS  # the CLI's default, spelled out
+        defaults = {opt: param.default for param in command.params for opt in param.opts}
+        assert [defaults["--pool"], defaults["--concurrency"]] == ["threads", 8]
     assert service["EnvironmentFile"] == "/srv/digest/.env"
     assert service["ReadWritePaths"] == "/srv/digest/var"  # DIGEST_VAR_DIR under ProtectSystem=strict
 
