@@ -21,6 +21,9 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # Markdown joins a docstring's wrapped lines into paragraphs that fit the terminal (rich mode
+    # keeps every line break of the source, which breaks lines mid-sentence at 80 columns).
+    rich_markup_mode="markdown",
 )
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 subscribers_app = typer.Typer(help="Manage the subscriber list.", no_args_is_help=True)
