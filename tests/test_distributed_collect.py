@@ -5,6 +5,8 @@ PostgreSQL, real `digest worker` processes, and a local HTTP server serving the 
 import os
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -19,7 +21,7 @@ from digest.db.engine import open_database
 from digest.db.models import Article, CollectResult, Source
 from tests import test_distributed
 from tests.collect_helpers import serve_site, site_toml, snapshot
-from tests.httpserver import FeedServer, serving
+from tests.httpserver import FeedServer, Reply, Route, Seen, serving
 from tests.test_distributed import Broker, Cluster
 
 broker = test_distributed.broker  # the fixture: a queue of its own on Redis (db 11) or RabbitMQ (a vhost)
@@ -146,3 +148,40 @@ def test_with_no_worker_every_source_fails_after_the_wait_and_nothing_is_lost(
             "same": 0,
         }
         assert len(s.exec(select(Article)).all()) == 6
+
+
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+@pytest.mark.parametrize("broker", ["redis"], indirect=True)
+def test_the_per_host_limit_holds_across_workers_and_their_threads(
+    engine: sa.Engine, db_url: str, broker: Broker, server: FeedServer, tmp_path: Path, now: datetime
+) -> None:
+    sources = serve_site(server, feeds=6)
+    in_flight, most, lock = 0, 0, threading.Lock()
+    for path, route in list(server.routes.items()):
+
+        def slow(seen: Seen, route: Route = route) -> Reply:
+            nonlocal in_flight, most
+            with lock:
+                in_flight += 1
+                most = max(most, in_flight)
+            time.sleep(0.2)  # long enough for every free worker thread to ask the site at once
+            with lock:
+                in_flight -= 1
+            return route(seen)
+
+        server.route(path, slow)
+    config = tmp_path / "digest.toml"
+    config.write_text(site_toml(sources))
+    env = _env(db_url, config, broker, DIGEST_FETCH_PER_HOST="1")
+    settings = load_settings(
+        config=config, database_url=db_url, broker_url=broker.url, broker_queue=broker.queue, fetch_per_host=1
+    )
+    cluster = Cluster(env, tmp_path, test_distributed.THREADS)  # 2 workers x 4 threads, one site
+    try:
+        cluster.start_workers(2)
+        results = pipeline.collect(load_newsletter(config), engine=engine, now=now, settings=settings)
+    finally:
+        cluster.stop()
+    assert [r.status for r in results].count("new") == 6
+    assert len(server.seen) == 8  # every source fetched once
+    assert most == 1  # one request at a time reached the site, from 8 worker threads

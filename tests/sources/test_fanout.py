@@ -3,6 +3,7 @@ worker is `collect_source` called here, and the clock only moves when the coordi
 
 from collections import Counter
 from collections.abc import Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -239,3 +240,29 @@ def test_tasks_are_queued_one_host_at_a_time() -> None:
         ]
     ]
     assert [t.name for t in fanout.interleave_hosts(tasks)] == ["a1", "b1", "c1", "a2", "c2", "a3"]
+
+
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+def test_a_hosts_fetch_slots_are_shared_by_every_connection(engine: sa.Engine) -> None:
+    waits: list[float] = []
+    with ExitStack() as held:
+        held.enter_context(fanout.host_slot(engine, "https://a.example/one", slots=2))
+        held.enter_context(fanout.host_slot(engine, "https://a.example/two", slots=2))
+        with fanout.host_slot(engine, "https://b.example/feed", slots=2, sleep=waits.append):
+            pass  # another site has slots of its own
+        assert waits == []
+
+        def sleep(seconds: float) -> None:  # the third fetch of a.example waits until one ends
+            waits.append(seconds)
+            if len(waits) == 3:
+                held.close()
+
+        with fanout.host_slot(engine, "https://a.example/three", slots=2, sleep=sleep):
+            assert len(waits) == 3
+    with fanout.host_slot(engine, "https://a.example/four", slots=1, sleep=waits.append):
+        assert len(waits) == 3  # every slot was given back
+
+
+def test_a_local_file_needs_no_fetch_slot(engine: sa.Engine) -> None:
+    with fanout.host_slot(engine, "file:///srv/feeds/local.xml", slots=1, sleep=pytest.fail):
+        pass

@@ -12,8 +12,10 @@ No Celery here: the queue is an `EnqueueCollect` (Celery in distributed.py, a li
 
 import asyncio
 import logging
+import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from itertools import zip_longest
@@ -39,6 +41,7 @@ log = logging.getLogger(__name__)
 Clock = Callable[[], datetime]
 OK, NOT_MODIFIED, FAILED = "ok", "not-modified", "failed"
 STALE_ROWS = timedelta(days=1)  # staged rows older than this belong to runs that ended long ago
+SLOT_POLL_SECONDS = 0.05  # how often a fetch waiting for its host's slot asks again
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,8 +81,8 @@ def wait_seconds(settings: Settings) -> float:
 
 
 def interleave_hosts(tasks: Sequence[CollectTask]) -> list[CollectTask]:
-    """The tasks in queue order: one per host in turn, so the workers' slots, taking tasks in
-    order, rarely hit one site at once (DIGEST_FETCH_PER_HOST holds only inside one task)."""
+    """The tasks in queue order: one per host in turn, so the workers' threads, taking tasks in
+    order, seldom wait for a host's fetch slot (`host_slot`)."""
     by_host: dict[str, list[CollectTask]] = {}
     for task in tasks:
         by_host.setdefault(urlsplit(task.location).hostname or "", []).append(task)
@@ -145,13 +148,50 @@ def answered(run: str, name: str, *, session: Session) -> bool:
     return found is not None
 
 
+@contextmanager
+def host_slot(
+    engine: sa.Engine, location: str, *, slots: int, sleep: Callable[[float], None] = time.sleep
+) -> Iterator[None]:
+    """Hold one of the `slots` fetch slots of the location's host across every worker.
+
+    DIGEST_FETCH_PER_HOST must hold for the whole cluster, not per task: each slot is a PostgreSQL
+    advisory lock on (host, slot number), taken on a connection of its own and released when the
+    fetch ends, or by the server when a killed worker's connection drops. Without PostgreSQL (no
+    distributed mode) or without a host (a local file) there is nothing to share.
+    """
+    host = urlsplit(location).hostname
+    if host is None or engine.url.get_backend_name() != "postgresql":
+        yield
+        return
+    key = "SELECT hashtext('digest fetch ' || current_schema() || ' ' || :host)"
+    with engine.connect() as conn:
+        held = None
+        while held is None:
+            for slot in range(slots):
+                got = conn.execute(
+                    sa.text(f"SELECT pg_try_advisory_lock(({key}), :slot)"), {"host": host, "slot": slot}
+                ).scalar()
+                conn.commit()
+                if got:
+                    held = slot
+                    break
+            else:
+                sleep(SLOT_POLL_SECONDS)
+        try:
+            yield
+        finally:
+            conn.execute(sa.text(f"SELECT pg_advisory_unlock(({key}), :slot)"), {"host": host, "slot": held})
+            conn.commit()
+
+
 def collect_source(task: CollectTask, *, engine: sa.Engine, options: FetchOptions, clock: Clock) -> bool:
     """A worker's task: fetch, parse and stage one source; False when it had already been done."""
     with session_scope(engine) as session:
         if answered(task.run, task.name, session=session):
             log.info("collect run=%s source=%r already answered", task.run, task.name)
             return False
-    outcome = fetch_one(task.request, options=options)
+    with host_slot(engine, task.location, slots=options.per_host):
+        outcome = fetch_one(task.request, options=options)
     with session_scope(engine) as session:
         written = stage(task.run, task.name, outcome, session=session, now=clock())
     log.info(
