@@ -1,19 +1,20 @@
-"""The renderer shared by the tasks of a threads-pool worker: one render and one content per copy."""
+"""The renderer shared by the tasks of a threads-pool worker: one render and one content per copy,
+and a bounded cache for a process that lives for months."""
 
+import dataclasses
 import threading
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
-from digest import render
+from digest import personalize, render
 from digest.config import Newsletter, TopicConfig, load_settings
-from digest.personalize import make_renderer
+from digest.personalize import Renderer, make_renderer
 from tests.render import samples
 
 
-def test_threads_asking_for_one_copy_at_once_render_it_once_and_share_its_content(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def _renderer(tmp_path: Path) -> Renderer:
     settings = load_settings(
         secret_key="test-secret-key-long-enough-to-sign-links",
         base_url="https://news.example.org",
@@ -22,7 +23,13 @@ def test_threads_asking_for_one_copy_at_once_render_it_once_and_share_its_conten
     newsletter = Newsletter(
         newsletter=samples.NEWSLETTER, topics=[TopicConfig(name=t) for t in samples.TOPICS[:4]]
     )
-    renderer = make_renderer(settings, newsletter)
+    return make_renderer(settings, newsletter)
+
+
+def test_threads_asking_for_one_copy_at_once_render_it_once_and_share_its_content(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    renderer = _renderer(tmp_path)
     edition = samples.edition(6, topics=samples.TOPICS)
     real_render = render.render_digest
     renders: list[int] = []
@@ -48,3 +55,24 @@ def test_threads_asking_for_one_copy_at_once_render_it_once_and_share_its_conten
     assert not other.is_alive()
     assert len(renders) == 1, "the copy was rendered twice"
     assert other_got == [mine]  # one MessageContent (one key) for the copy, whoever asked first
+
+
+def test_only_the_latest_editions_copies_are_kept(tmp_path: Path) -> None:
+    renderer = _renderer(tmp_path)
+    first = samples.edition(6, topics=samples.TOPICS)
+    days = [dataclasses.replace(first, date=first.date + timedelta(days=n)) for n in range(5)]
+    contents = {}
+    for edition in days:  # a worker running for five days, two copies a day
+        for chosen in (frozenset(), frozenset(samples.TOPICS[:1])):
+            _, rendered = renderer.digest_for(edition, chosen)
+            contents[edition.date, chosen] = renderer.content_for(rendered)
+    kept = {day for day, _ in renderer._cache}
+    assert kept == {e.date for e in days[-personalize.KEEP_EDITIONS :]}
+    assert len(renderer._contents) == 2 * personalize.KEEP_EDITIONS
+    # a copy still in the cache keeps its content (one key per copy); a forgotten one renders again
+    latest = days[-1]
+    _, rendered = renderer.digest_for(latest, frozenset())
+    assert renderer.content_for(rendered) is contents[latest.date, frozenset()]
+    _, again = renderer.digest_for(days[0], frozenset())
+    assert again.html == renderer.digest_for(days[0], frozenset())[1].html
+    assert {day for day, _ in renderer._cache} == {days[0].date, *(e.date for e in days[-2:])}

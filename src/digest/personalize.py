@@ -43,6 +43,9 @@ class Reader(Protocol):
         ...
 
 
+KEEP_EDITIONS = 3  # dates whose rendered copies a long-running process keeps
+
+
 @dataclass
 class Renderer:
     """Renders each distinct (edition, topic set) once and fills it per reader."""
@@ -55,6 +58,7 @@ class Renderer:
         default_factory=dict
     )
     _contents: dict[int, tuple[render.RenderedDigest, MessageContent]] = field(default_factory=dict)
+    _used: dict[date, None] = field(default_factory=dict)  # dates cached, least recently used first
     # A threads-pool worker shares one renderer between its tasks: without the lock two tasks
     # could render one copy twice and give its messages two MessageContent keys.
     _lock: threading.RLock = field(default_factory=threading.RLock, repr=False, compare=False)
@@ -66,6 +70,8 @@ class Renderer:
         copy = compose.for_subscriber(edition, chosen)
         key = (edition.date, copy.topic_names)
         with self._lock:
+            self._used.pop(edition.date, None)
+            self._used[edition.date] = None  # the most recently used date goes last
             hit = self._cache.get(key)
             if hit is None:
                 rendered = render.render_digest(
@@ -76,7 +82,26 @@ class Renderer:
                 )
                 render.check_slots(rendered)
                 hit = self._cache[key] = (copy, rendered)
+                self._forget_old_editions()
         return hit
+
+    def _forget_old_editions(self) -> None:
+        """Drop the copies of all but the KEEP_EDITIONS dates used last (caller holds the lock).
+
+        A worker or scheduler lives for months and renders each day's copies; kept forever they
+        would grow without bound. Recency, not the date, decides, so a catch-up send of an old
+        edition keeps its copies while it runs.
+        """
+        if len(self._used) <= KEEP_EDITIONS:
+            return
+        stale = set(list(self._used)[:-KEEP_EDITIONS])
+        for day in stale:
+            del self._used[day]
+        for key in [k for k in self._cache if k[0] in stale]:
+            del self._cache[key]
+        alive = {id(rendered) for _, rendered in self._cache.values()}
+        for ident in [i for i in self._contents if i not in alive]:
+            del self._contents[ident]
 
     def prepare(self, edition: compose.Edition, topic_sets: Iterable[frozenset[str]]) -> int:
         """Render the full edition and every given topic set's copy now; the number of copies."""
