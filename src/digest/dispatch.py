@@ -342,44 +342,6 @@ def _skip_zone(
     return ZoneResult(p, "skipped", reason)
 
 
-def _send_edition(
-    settings: Settings,
-    newsletter: Newsletter,
-    p: ZonePlan,
-    engine: sa.Engine,
-    clock: pipeline.Clock,
-    transport: Transport,
-    should_stop: Callable[[], bool] | None,
-    batch_size: int,
-) -> pipeline.SendReport:
-    """One zone's send: here, or queued for the workers when DIGEST_BROKER_URL is set (issue 7)."""
-    audience = zone_audience(p.zone, settings.timezone)
-    if settings.broker_url is not None:
-        from digest import distributed  # imports Celery: only in distributed mode
-
-        return distributed.send_edition(
-            settings,
-            newsletter,
-            engine=engine,
-            edition_date=p.edition_date,
-            clock=clock,
-            zone=p.zone,
-            audience=audience,
-            should_stop=should_stop,
-        )
-    return pipeline.send_edition(
-        settings,
-        newsletter,
-        engine=engine,
-        transport=transport,
-        edition_date=p.edition_date,
-        clock=clock,
-        audience=audience,
-        should_stop=should_stop,
-        batch_size=batch_size,
-    )
-
-
 def _send_zone(
     settings: Settings,
     newsletter: Newsletter,
@@ -394,7 +356,18 @@ def _send_zone(
 ) -> ZoneResult:
     run_id = start_run(engine, job="send", key=p.key, scheduled_for=p.due_at, owner=owner, now=clock())
     try:
-        report = _send_edition(settings, newsletter, p, engine, clock, transport, should_stop, batch_size)
+        report = pipeline.send(
+            settings,
+            newsletter,
+            engine=engine,
+            edition_date=p.edition_date,
+            clock=clock,
+            transport=transport,
+            zone=p.zone,
+            audience=zone_audience(p.zone, settings.timezone),
+            should_stop=should_stop,
+            batch_size=batch_size,
+        )
     except DigestError as e:
         log.error("%s failed: %s", p.key, e)
         finish_run(engine, run_id, status="failed", detail=str(e), now=clock())

@@ -133,6 +133,51 @@ def open_edition(
     return row.id, edition
 
 
+def send(
+    settings: Settings,
+    newsletter: Newsletter,
+    *,
+    engine: sa.Engine,
+    edition_date: date,
+    clock: Clock,
+    transport: Transport | None = None,
+    zone: str | None = None,
+    audience: sa.ColumnElement[bool] | None = None,
+    resend_unknown: bool = False,
+    should_stop: Callable[[], bool] | None = None,
+    batch_size: int | None = None,
+) -> SendReport:
+    """Send an edition here (`send_edition`), or through the workers when DIGEST_BROKER_URL is
+    set (issue 7), as `collect` does for sources. `zone` with its SQL `audience` narrows the send
+    to one time zone; `transport` is the first connection of a send here (default: new ones)."""
+    if settings.broker_url is not None:
+        from digest import distributed  # imports Celery: only in distributed mode
+
+        return distributed.send_edition(
+            settings,
+            newsletter,
+            engine=engine,
+            edition_date=edition_date,
+            clock=clock,
+            zone=zone,
+            audience=audience,
+            resend_unknown=resend_unknown,
+            should_stop=should_stop,
+        )
+    return send_edition(
+        settings,
+        newsletter,
+        engine=engine,
+        transport=transport or make_transport(settings, clock=clock),
+        edition_date=edition_date,
+        clock=clock,
+        resend_unknown=resend_unknown,
+        batch_size=batch_size,
+        audience=audience,
+        should_stop=should_stop,
+    )
+
+
 def send_edition(
     settings: Settings,
     newsletter: Newsletter,

@@ -24,7 +24,6 @@ from digest.cli.common import (
     out,
 )
 from digest.config import Newsletter, Settings, load_settings
-from digest.deliver.transports import make_lanes
 from digest.errors import DigestError
 from digest.sources.collect import SourceResult
 
@@ -204,24 +203,11 @@ def _send(
 ) -> pipeline.SendReport:
     """Send here, or through the workers when DIGEST_BROKER_URL is set."""
     if settings.broker_url is not None:
-        from digest import distributed  # imports Celery: only in distributed mode
-
         out.print(f"queueing edition {edition_date} for the workers on {settings.broker_queue}; waiting")
-        return distributed.send_edition(
-            settings,
-            newsletter,
-            engine=engine,
-            edition_date=edition_date,
-            clock=pipeline.utc_now,
-            resend_unknown=resend_unknown,
-        )
-    lanes = make_lanes(settings, clock=pipeline.utc_now)
-    return pipeline.send_edition(
+    return pipeline.send(
         settings,
         newsletter,
         engine=engine,
-        transport=lanes[0],
-        lanes=lanes,
         edition_date=edition_date,
         clock=pipeline.utc_now,
         resend_unknown=resend_unknown,
