@@ -55,14 +55,14 @@ def available() -> str | None:
 
 
 @contextmanager
-def own_schema() -> Iterator[str]:
+def own_schema(url: str = DB) -> Iterator[str]:
     """A fresh PostgreSQL schema for one run: its database URL; dropped afterwards."""
     schema = f"bench_{uuid.uuid4().hex[:10]}"
-    admin = sa.create_engine(DB)
+    admin = sa.create_engine(url)
     with admin.begin() as conn:
         conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
     try:
-        yield f"{DB}{'&' if '?' in DB else '?'}options=-csearch_path%3D{schema}"
+        yield f"{url}{'&' if '?' in url else '?'}options=-csearch_path%3D{schema}"
     finally:
         with admin.begin() as conn:
             conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))

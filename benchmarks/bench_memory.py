@@ -21,7 +21,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -32,6 +31,7 @@ import sqlalchemy as sa
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+from bench_distributed import own_schema  # noqa: E402
 from bench_send import NOW, setup  # noqa: E402
 from smtp_sink import ProcessSink  # noqa: E402
 
@@ -74,16 +74,8 @@ def fresh_database(url: str, workdir: Path) -> Iterator[str]:
     if kind(url) == "SQLite":
         yield f"sqlite:///{workdir / 'digest.db'}"
         return
-    schema = f"bench_mem_{uuid.uuid4().hex[:10]}"
-    admin = sa.create_engine(url)
-    with admin.begin() as conn:
-        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-    try:
-        yield f"{url}{'&' if '?' in url else '?'}options=-csearch_path%3D{schema}"
-    finally:
-        with admin.begin() as conn:
-            conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
+    with own_schema(url) as schema_url:
+        yield schema_url
 
 
 def peak_of_send(count: int, url: str) -> Peak:
