@@ -8,6 +8,7 @@ those files, so editing a template reloads the page. Nothing here sends or saves
 import hashlib
 from dataclasses import dataclass
 from datetime import date
+from functools import partial
 from pathlib import Path
 from urllib.parse import quote
 
@@ -110,25 +111,14 @@ def create_preview_app(
     @app.get("/edition/{day}", response_class=HTMLResponse)
     def edition(day: str, subscriber: str = "") -> HTMLResponse:
         query = f"?subscriber={quote(subscriber)}" if subscriber else ""
+        framed = partial(
+            page, "web/preview_edition.html.j2", day=day, subscriber=subscriber, query=query, widths=WIDTHS
+        )
         try:
             result = build(day, subscriber)
         except DigestError as e:
-            return page(
-                "web/preview_edition.html.j2",
-                day=day,
-                subscriber=subscriber,
-                query=query,
-                widths=WIDTHS,
-                subject="",
-                text="",
-                error=str(e),
-            )
-        return page(
-            "web/preview_edition.html.j2",
-            day=day,
-            subscriber=subscriber,
-            query=query,
-            widths=WIDTHS,
+            return framed(subject="", text="", error=str(e))
+        return framed(
             subject=result.message.subject,
             text=result.message.text,
             error="",
