@@ -6,7 +6,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import TextIO
+from typing import TextIO, TypedDict, Unpack
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from email_validator import EmailNotValidError, validate_email
@@ -18,7 +18,18 @@ from digest.errors import SubscriberError
 CSV_COLUMNS = ("email", "name", "topics", "timezone")
 CONSENT_COLUMNS = ("consent_source", "consent_at", "consent_ip", "confirmed_at", "confirmed_ip")
 EXPORT_COLUMNS = (*CSV_COLUMNS, "status", *CONSENT_COLUMNS)
+
+
 # Statuses an import must not undo without the admin saying so: the reader said no.
+class Via(TypedDict, total=False):
+    """Where a status change came from, for its event: the edition whose link was used, and the
+    browser (user agent, address) that asked."""
+
+    edition_id: int | None
+    user_agent: str | None
+    ip: str | None
+
+
 NO_CONSENT = frozenset({SubscriberStatus.UNSUBSCRIBED, SubscriberStatus.BOUNCED, SubscriberStatus.COMPLAINED})
 
 
@@ -409,11 +420,9 @@ def _transition(
     session: Session,
     now: datetime,
     method: str,
-    edition_id: int | None,
-    user_agent: str | None,
-    ip: str | None,
     paused_until: datetime | None = None,
     detail: str | None = None,
+    **via: Unpack[Via],
 ) -> None:
     """Set a subscriber's status and record the change as an event (every change leaves one)."""
     subscriber.status, subscriber.paused_until, subscriber.updated_at = status, paused_until, now
@@ -424,10 +433,8 @@ def _transition(
         kind,
         method,
         now=now,
-        edition_id=edition_id,
-        user_agent=user_agent,
-        ip=ip,
         detail=detail,
+        **via,
     )
 
 
@@ -437,9 +444,7 @@ def unsubscribe(
     session: Session,
     now: datetime,
     method: str,
-    edition_id: int | None = None,
-    user_agent: str | None = None,
-    ip: str | None = None,
+    **via: Unpack[Via],
 ) -> bool:
     """Unsubscribe (idempotent); True when this call changed the status."""
     if subscriber.status == SubscriberStatus.UNSUBSCRIBED:
@@ -451,10 +456,8 @@ def unsubscribe(
         session=session,
         now=now,
         method=method,
-        edition_id=edition_id,
-        user_agent=user_agent,
-        ip=ip,
         paused_until=subscriber.paused_until,
+        **via,
     )
     return True
 
@@ -465,9 +468,7 @@ def resubscribe(
     session: Session,
     now: datetime,
     method: str,
-    edition_id: int | None = None,
-    user_agent: str | None = None,
-    ip: str | None = None,
+    **via: Unpack[Via],
 ) -> bool:
     """Undo the reader's own unsubscribe (the confirmation page offers it); True when it changed."""
     if subscriber.status != SubscriberStatus.UNSUBSCRIBED:
@@ -479,10 +480,8 @@ def resubscribe(
         session=session,
         now=now,
         method=method,
-        edition_id=edition_id,
-        user_agent=user_agent,
-        ip=ip,
         paused_until=subscriber.paused_until,
+        **via,
     )
     return True
 
@@ -509,9 +508,7 @@ def pause(
     now: datetime,
     until: datetime,
     method: str = "preferences",
-    edition_id: int | None = None,
-    user_agent: str | None = None,
-    ip: str | None = None,
+    **via: Unpack[Via],
 ) -> None:
     """Stop editions until `until`; the first send after that date resumes them."""
     if subscriber.status not in (SubscriberStatus.ACTIVE, SubscriberStatus.PAUSED):
@@ -523,11 +520,9 @@ def pause(
         session=session,
         now=now,
         method=method,
-        edition_id=edition_id,
-        user_agent=user_agent,
-        ip=ip,
         paused_until=until,
         detail=f"until {until.date().isoformat()}",
+        **via,
     )
 
 
@@ -537,9 +532,7 @@ def resume(
     session: Session,
     now: datetime,
     method: str,
-    edition_id: int | None = None,
-    user_agent: str | None = None,
-    ip: str | None = None,
+    **via: Unpack[Via],
 ) -> bool:
     """End a pause now; True when this call changed the status."""
     if subscriber.status != SubscriberStatus.PAUSED:
@@ -551,9 +544,7 @@ def resume(
         session=session,
         now=now,
         method=method,
-        edition_id=edition_id,
-        user_agent=user_agent,
-        ip=ip,
+        **via,
     )
     return True
 
@@ -594,9 +585,7 @@ def apply_preferences(
     *,
     session: Session,
     now: datetime,
-    edition_id: int | None = None,
-    user_agent: str | None = None,
-    ip: str | None = None,
+    **via: Unpack[Via],
 ) -> None:
     """Save topics and time zone (an event when they change), then pause or resume as asked."""
     if change.pause_weeks and change.pause_weeks not in PAUSE_CHOICES_WEEKS:
@@ -612,10 +601,8 @@ def apply_preferences(
             "preferences",
             "preferences",
             now=now,
-            edition_id=edition_id,
-            user_agent=user_agent,
-            ip=ip,
             detail=(";".join(change.topics) or "all") + (f"; time zone {zone}" if zone else ""),
+            **via,
         )
     if change.resume:
         resume(
@@ -623,9 +610,7 @@ def apply_preferences(
             session=session,
             now=now,
             method="preferences",
-            edition_id=edition_id,
-            user_agent=user_agent,
-            ip=ip,
+            **via,
         )
     elif change.pause_weeks:
         pause(
@@ -633,7 +618,5 @@ def apply_preferences(
             session=session,
             now=now,
             until=now + timedelta(weeks=change.pause_weeks),
-            edition_id=edition_id,
-            user_agent=user_agent,
-            ip=ip,
+            **via,
         )
