@@ -19,7 +19,7 @@ from digest.db.engine import session_scope
 from digest.preview import create_preview_app, templates_fingerprint
 from digest.subscribers import add_subscriber
 from tests.render.htmlscan import scan
-from tests.render.server import serving
+from tests.web_helpers import serve
 
 runner = CliRunner()
 
@@ -140,7 +140,7 @@ def test_preview_server_shows_editions_and_reloads_on_template_change(
     newsletter = load_newsletter(settings.config)
     pipeline.collect(newsletter, engine=engine, now=now)
     app_ = create_preview_app(settings, newsletter, engine=engine, clock=lambda: now)
-    with serving(app_) as base, httpx.Client(base_url=base) as client:
+    with serve(app_) as base, httpx.Client(base_url=base) as client:
         index = client.get("/")
         assert index.status_code == 200
         assert 'href="/edition/2026-11-25"' in index.text

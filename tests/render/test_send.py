@@ -19,7 +19,7 @@ from digest.errors import TemplateError
 from digest.subscribers import add_subscriber
 from digest.web import create_app
 from tests.render.htmlscan import scan
-from tests.render.server import serving
+from tests.web_helpers import serve
 
 BASE = "https://news.example.org"
 
@@ -110,7 +110,7 @@ def test_archive_shows_the_sent_edition_without_personal_data(
     subscribe(engine, newsletter, now)
     day = now.date().isoformat()
     app = create_app(settings, newsletter, engine=engine, clock=lambda: now)
-    with serving(app) as base, httpx.Client(base_url=base) as client:
+    with serve(app) as base, httpx.Client(base_url=base) as client:
         assert client.get(f"/archive/{day}").status_code == 404  # not sent yet
         sent = send(settings, newsletter, engine, now).sent
         index = client.get("/archive/")
