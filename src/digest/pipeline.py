@@ -253,16 +253,7 @@ def send_edition(
             if edition_row is not None and edition_row.sent_at is None:
                 edition_row.sent_at = clock()
                 session.add(edition_row)
-    return SendReport(
-        edition_date=edition_date,
-        story_count=edition.story_count,
-        sent=journal.sent,
-        failed=journal.failed,
-        retry=journal.retry,
-        skipped=journal.skipped,
-        unknown=counts[DeliveryStatus.UNKNOWN],
-        failures=tuple(journal.failures),
-    )
+    return journal.report(edition_date, edition.story_count, unknown=counts[DeliveryStatus.UNKNOWN])
 
 
 def _send_rows(
@@ -352,15 +343,7 @@ def send_batch(
     finally:
         with session_scope(engine) as session:
             claims.release(edition_id, batch, session=session, owner=owner)
-    return SendReport(
-        edition_date=edition.date,
-        story_count=edition.story_count,
-        sent=journal.sent,
-        failed=journal.failed,
-        retry=journal.retry,
-        skipped=journal.skipped,
-        failures=tuple(journal.failures),
-    )
+    return journal.report(edition.date, edition.story_count)
 
 
 def _messages(
@@ -429,6 +412,19 @@ class _Journal:
     retry: int = 0
     skipped: int = 0
     failures: list[str] = field(default_factory=list)  # the first FAILURES_KEPT
+
+    def report(self, edition_date: date, story_count: int, *, unknown: int = 0) -> SendReport:
+        """The tally as a send's report."""
+        return SendReport(
+            edition_date=edition_date,
+            story_count=story_count,
+            sent=self.sent,
+            failed=self.failed,
+            retry=self.retry,
+            skipped=self.skipped,
+            unknown=unknown,
+            failures=tuple(self.failures),
+        )
 
     def step(self, done: Sequence[Call], claim: Sequence[OutgoingMessage]) -> None:
         """Record finished calls and mark the next call `sending`, in one transaction."""
