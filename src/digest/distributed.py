@@ -280,6 +280,16 @@ def _safe(settings: Settings) -> str:
     return str(maybe_sanitize_url(broker_url(settings)))
 
 
+@contextmanager
+def _publisher(settings: Settings) -> Iterator[Celery]:
+    """A Celery app to queue tasks with, closed (its broker connections too) afterwards."""
+    app = make_app(settings)
+    try:
+        yield app
+    finally:
+        app.close()
+
+
 def send_edition(
     settings: Settings,
     newsletter: Newsletter,
@@ -293,8 +303,7 @@ def send_edition(
     should_stop: Callable[[], bool] | None = None,
 ) -> pipeline.SendReport:
     """`digest send` in distributed mode: queue the edition's batches for the workers and wait."""
-    app = make_app(settings)
-    try:
+    with _publisher(settings) as app:
         return send_distributed(
             settings,
             newsletter,
@@ -308,8 +317,6 @@ def send_edition(
             resend_unknown=resend_unknown,
             should_stop=should_stop,
         )
-    finally:
-        app.close()
 
 
 def collect(
@@ -322,8 +329,7 @@ def collect(
     on_fetched: Callable[[str, str | None], None] | None = None,
 ) -> list[SourceResult]:
     """`digest collect` in distributed mode: one task per source for the workers, stored here."""
-    app = make_app(settings)
-    try:
+    with _publisher(settings) as app:
         return collect_fanout.collect_distributed(
             newsletter,
             engine=engine,
@@ -334,8 +340,6 @@ def collect(
             wait=collect_fanout.wait_seconds(settings),
             on_fetched=on_fetched,
         )
-    finally:
-        app.close()
 
 
 def run_worker(settings: Settings, *, concurrency: int, pool: str, name: str | None) -> None:
