@@ -1,7 +1,7 @@
 """Editions: stored stories -> topics -> compose, frozen once per date (the database side of the middle)."""
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
@@ -56,10 +56,12 @@ def _lead(record: queries.StoryRecord) -> list[tuple[Article, Source]]:
     return sorted(record.articles, key=lambda pair: pair[0].url != record.story.url)
 
 
-def _story_items(newsletter: Newsletter, records: Iterable[queries.StoryRecord]) -> list[compose.StoryItem]:
+def _story_items(
+    newsletter: Newsletter, matched: Iterable[tuple[queries.StoryRecord, topics.TopicMatch]]
+) -> list[compose.StoryItem]:
     source_cfg = {s.name: s for s in newsletter.sources}
     items = []
-    for record, match in _match(newsletter, records):
+    for record, match in matched:
         if match.topic is None:
             continue
         articles = _lead(record)
@@ -107,11 +109,13 @@ def explain_topics(
     with session_scope(engine) as session:
         since = _window_start(newsletter, session, edition_date, now)
         records = queries.unsent_stories(session=session, since=since)
-        draft = compose_draft(newsletter, session=session, edition_date=edition_date, now=now)
+    # The same stories and topic decisions as the draft: read and matched once, not twice.
+    matched = _match(newsletter, records)
+    items = {i.id: i for i in _story_items(newsletter, matched)}
+    draft = _compose(newsletter, list(items.values()), edition_date=edition_date, now=now)
     carried = {s.id for t in draft.topics for s in t.stories}
-    items = {i.id: i for i in _story_items(newsletter, records)}
     rows = []
-    for record, match in _match(newsletter, records):
+    for record, match in matched:
         item = items.get(record.story.id or 0)
         rows.append(
             TopicExplanation(
@@ -149,11 +153,18 @@ def compose_draft(
     records = queries.unsent_stories(
         session=session, since=_window_start(newsletter, session, edition_date, now)
     )
+    items = _story_items(newsletter, _match(newsletter, records))
+    return _compose(newsletter, items, edition_date=edition_date, now=now)
+
+
+def _compose(
+    newsletter: Newsletter, items: Sequence[compose.StoryItem], *, edition_date: date, now: datetime
+) -> compose.Edition:
     info = newsletter.newsletter
     return compose.compose_edition(
         edition_date=edition_date,
         title=info.title,
-        stories=_story_items(newsletter, records),
+        stories=items,
         topic_order=newsletter.topic_names,
         now=now,
         max_per_topic=info.max_stories_per_topic,
