@@ -24,7 +24,8 @@ import sqlalchemy as sa
 from sqlmodel import Session
 
 from digest.db.engine import session_scope
-from digest.db.models import Edition, Subscriber
+from digest.db.models import Subscriber
+from digest.db.queries import existing_edition_id
 from digest.errors import DigestError, SettingsError, SubscriberError, TokenError
 from digest.subscribers import get_subscriber, unsubscribe
 from digest.tokens import TokenSigner
@@ -208,9 +209,8 @@ def _who(
             log.warning("unsubscribe mail with a bad token sender=%s", request.sender)
         else:
             subscriber = session.get(Subscriber, link.subscriber_id)
-            edition = session.get(Edition, link.edition_id) if link.edition_id else None
             if subscriber is not None:
-                return subscriber, edition.id if edition else None
+                return subscriber, existing_edition_id(link.edition_id, session=session)
     if request.sender:
         try:
             return get_subscriber(request.sender, session=session), None

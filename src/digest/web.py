@@ -13,6 +13,7 @@ from digest import pipeline, webhooks
 from digest.config import Newsletter, Settings
 from digest.db.engine import session_scope
 from digest.db.models import Edition, Subscriber, SubscriberStatus
+from digest.db.queries import existing_edition_id
 from digest.deliver.base import Transport
 from digest.deliver.transports import make_transport
 from digest.errors import SubscriberError, TokenError, WebhookError
@@ -132,7 +133,7 @@ def create_app(
                 session=session,
                 now=clock(),
                 method="one-click" if one_click else "link",
-                edition_id=_edition_id(session, link.edition_id),
+                edition_id=existing_edition_id(link.edition_id, session=session),
                 user_agent=request.headers.get("user-agent"),
                 ip=request.client.host if request.client else None,
             )
@@ -158,7 +159,7 @@ def create_app(
                 session=session,
                 now=clock(),
                 method="link",
-                edition_id=_edition_id(session, link.edition_id),
+                edition_id=existing_edition_id(link.edition_id, session=session),
                 user_agent=request.headers.get("user-agent"),
                 ip=request.client.host if request.client else None,
             )
@@ -215,7 +216,7 @@ def create_app(
                     change,
                     session=session,
                     now=clock(),
-                    edition_id=_edition_id(session, link.edition_id),
+                    edition_id=existing_edition_id(link.edition_id, session=session),
                     user_agent=request.headers.get("user-agent"),
                     ip=request.client.host if request.client else None,
                 )
@@ -291,13 +292,3 @@ def create_app(
         return "User-agent: *\nDisallow: /unsubscribe/\nDisallow: /preferences/\nDisallow: /confirm/\n"
 
     return app
-
-
-def _edition_id(session: object, edition_id: int | None) -> int | None:
-    """The edition id from a token, if that edition still exists (0 marks a preview link)."""
-    from sqlmodel import Session
-
-    assert isinstance(session, Session)
-    if not edition_id:
-        return None
-    return edition_id if session.get(Edition, edition_id) is not None else None

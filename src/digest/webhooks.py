@@ -22,7 +22,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import load_der_public_key, load_pem_public_key
 from sqlmodel import Session, col, select
 
-from digest.db.models import Delivery, DeliveryStatus, Edition, Subscriber, SubscriberEvent, SubscriberStatus
+from digest.db.models import Delivery, DeliveryStatus, Subscriber, SubscriberEvent, SubscriberStatus
+from digest.db.queries import existing_edition_id
 from digest.errors import SubscriberError, WebhookError
 from digest.subscribers import normalize_email, record_event
 
@@ -157,9 +158,7 @@ def apply_events(events: list[dict[str, Any]], *, session: Session, now: datetim
             log.warning("sendgrid event for nobody we know event=%s", event.get("event"))
             outcome["unknown"] += 1
             continue
-        edition_id = _int(event.get("digest_edition"))
-        if edition_id is not None and session.get(Edition, edition_id) is None:
-            edition_id = None
+        edition_id = existing_edition_id(_int(event.get("digest_edition")), session=session)
         if action.status is not None and subscriber.status != action.status:
             subscriber.status, subscriber.updated_at = action.status, now
             session.add(subscriber)

@@ -52,3 +52,10 @@ def latest_edition_before(day: date, *, session: Session) -> Edition | None:
 def recent_editions(*, session: Session, limit: int = 30) -> list[Edition]:
     """Newest editions first."""
     return list(session.exec(select(Edition).order_by(col(Edition.date).desc()).limit(limit)))
+
+
+def existing_edition_id(edition_id: int | None, *, session: Session) -> int | None:
+    """`edition_id` if that edition still exists; None for none, 0 (a preview link) or a deleted one."""
+    if not edition_id:
+        return None
+    return edition_id if session.get(Edition, edition_id) is not None else None
