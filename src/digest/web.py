@@ -7,13 +7,12 @@ from zoneinfo import available_timezones
 import sqlalchemy as sa
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
-from sqlmodel import col, select
 
 from digest import pipeline, webhooks
 from digest.config import Newsletter, Settings
 from digest.db.engine import session_scope
-from digest.db.models import Edition, Subscriber, SubscriberStatus
-from digest.db.queries import existing_edition_id
+from digest.db.models import Subscriber, SubscriberStatus
+from digest.db.queries import existing_edition_id, sent_editions
 from digest.deliver.base import Transport
 from digest.deliver.transports import make_transport
 from digest.errors import SubscriberError, TokenError, WebhookError
@@ -267,13 +266,7 @@ def create_app(
     @app.get("/archive/", response_class=HTMLResponse)
     def archive_index() -> HTMLResponse:
         with session_scope(engine) as session:
-            editions = list(
-                session.exec(
-                    select(Edition)
-                    .where(col(Edition.sent_at).is_not(None), col(Edition.story_count) > 0)
-                    .order_by(col(Edition.date).desc())
-                )
-            )
+            editions = sent_editions(session=session)
         return page("web/archive.html.j2", editions=editions)
 
     @app.get("/archive/{day}", response_class=HTMLResponse)
