@@ -1,6 +1,6 @@
 """The FastAPI app: unsubscribe (RFC 8058 one-click), preferences, archive, webhooks, health. Thin routes."""
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from datetime import date
 from zoneinfo import available_timezones
 
@@ -74,6 +74,23 @@ def create_app(
         )
 
     zones = sorted(available_timezones())  # for the time zone choice on the preferences page
+
+    def preferences_form(
+        token: str, subscriber: Subscriber, chosen: Collection[str], *, saved: bool
+    ) -> HTMLResponse:
+        paused = subscriber.status == SubscriberStatus.PAUSED
+        return page(
+            "web/preferences.html.j2",
+            token=token,
+            topics=newsletter.topic_names,
+            chosen=chosen,
+            saved=saved,
+            zones=zones,
+            zone=subscriber.timezone or "",
+            default_zone=settings.timezone,
+            pause_weeks=PAUSE_CHOICES_WEEKS,
+            paused_until=subscriber.paused_until if paused else None,
+        )
 
     def verify(token: str) -> LinkToken | None:
         try:
@@ -173,19 +190,7 @@ def create_app(
             subscriber = session.get(Subscriber, link.subscriber_id)
         if subscriber is None:
             return bad_link()
-        chosen = topics_of(subscriber)
-        return page(
-            "web/preferences.html.j2",
-            token=token,
-            topics=newsletter.topic_names,
-            chosen=chosen,
-            saved=False,
-            zones=zones,
-            zone=subscriber.timezone or "",
-            default_zone=settings.timezone,
-            pause_weeks=PAUSE_CHOICES_WEEKS,
-            paused_until=subscriber.paused_until if subscriber.status == SubscriberStatus.PAUSED else None,
-        )
+        return preferences_form(token, subscriber, topics_of(subscriber), saved=False)
 
     @app.post("/preferences/{token}", response_class=HTMLResponse)
     async def preferences_post(token: str, request: Request) -> HTMLResponse:
@@ -221,20 +226,7 @@ def create_app(
                 )
             except SubscriberError as e:
                 return message("Could not save", str(e), status=400)
-            paused_until = subscriber.paused_until if subscriber.status == SubscriberStatus.PAUSED else None
-            saved_zone = subscriber.timezone
-        return page(
-            "web/preferences.html.j2",
-            token=token,
-            topics=newsletter.topic_names,
-            chosen=set(chosen),
-            saved=True,
-            zones=zones,
-            zone=saved_zone or "",
-            default_zone=settings.timezone,
-            pause_weeks=PAUSE_CHOICES_WEEKS,
-            paused_until=paused_until,
-        )
+        return preferences_form(token, subscriber, set(chosen), saved=True)
 
     @app.post("/webhooks/sendgrid")
     async def sendgrid_webhook(request: Request) -> JSONResponse:
