@@ -162,8 +162,7 @@ def _parse_json_feed(name: str, body: bytes, url: str) -> ParsedFeed:
         published = item.date_published or item.date_modified
         if published is not None and published.tzinfo is None:
             published = published.replace(tzinfo=UTC)
-        text = item.content_html or item.summary or item.content_text or ""
-        summary = item.summary if item.summary and not item.content_html else text
+        summary = item.content_html or item.summary or item.content_text or ""
         authors = item.authors or ([item.author] if item.author else [])
         entries.append(
             FeedEntry(
