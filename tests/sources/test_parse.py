@@ -1,6 +1,7 @@
 """Parsing every feed format into clean entries: encodings, entities, sanitizing, links, dates."""
 
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 
@@ -167,3 +168,10 @@ def test_undefined_html_entities_in_titles_become_text() -> None:
     body = b"""<rss version="2.0"><channel><title>T</title><item><title>A&nbsp;B &amp;amp; C&hellip;</title>
     <link>http://e.example/1</link></item></channel></rss>"""
     assert parse_feed("F", body, url="http://e.example/f").entries[0].title == "A B & C\u2026"
+
+
+@pytest.mark.parametrize("build", [rss, atom, json_feed], ids=["rss2", "atom", "json"])
+def test_an_entry_whose_link_urllib_refuses_is_skipped_not_the_feed(build: Any) -> None:
+    items = [Item("Broken", "http://[broken/", guid="b"), *ITEMS]
+    feed = parse_feed("F", build(items), url="https://example.com/feed")
+    assert [e.title for e in feed.entries] == ["Robots learn to fold laundry"]

@@ -158,7 +158,10 @@ def _parse_json_feed(name: str, body: bytes, url: str) -> ParsedFeed:
         link = item.url or item.external_url
         if not link:
             continue
-        entry_url = canonical_url(link, base_url=base)
+        try:
+            entry_url = canonical_url(link, base_url=base)
+        except ValueError:  # as for RSS/Atom: urllib refuses it, so this entry is skipped, not the feed
+            continue
         published = item.date_published or item.date_modified
         if published is not None and published.tzinfo is None:
             published = published.replace(tzinfo=UTC)
