@@ -89,7 +89,7 @@ def sendable_rows(
     """The next `size` rows still to send (pending or retry), in id order after `after_id`.
 
     Reading marks nothing: a row becomes `sending` only when its message is handed to the
-    transport (`mark_sending`), so a crash leaves exactly the in-flight rows unknown. Plain
+    transport (`LedgerWriter.mark_sending`), so a crash leaves exactly the in-flight rows unknown. Plain
     columns, not ORM objects: this runs once per message of a send.
     """
     rows = session.execute(
@@ -111,46 +111,11 @@ def sendable_rows(
     return [PendingRow(*row) for row in rows]
 
 
-def mark_sending(delivery_ids: Sequence[int], *, session: Session, now: datetime) -> None:
-    """Mark rows as handed to the transport; the caller commits before sending them."""
-    if delivery_ids:
-        session.execute(
-            sa.update(Delivery)
-            .where(col(Delivery.id).in_(list(delivery_ids)))
-            .values(
-                status=DeliveryStatus.SENDING.value,
-                claimed_at=now,
-                updated_at=now,
-                attempts=col(Delivery.attempts) + 1,
-            )
-        )
-
-
 def status_for(result: SendResult) -> DeliveryStatus:
     """The ledger status a transport answer leads to."""
     if result.ok:
         return DeliveryStatus.SENT
     return DeliveryStatus.FAILED if result.permanent else DeliveryStatus.RETRY
-
-
-def record_results(results: Sequence[SendResult], *, session: Session, now: datetime) -> None:
-    """Write every transport answer in one bulk UPDATE by primary key."""
-    if not results:
-        return
-    session.execute(
-        sa.update(Delivery),
-        [
-            {
-                "id": r.delivery_id,
-                "status": status_for(r).value,
-                "error": r.error,
-                "message_id": r.provider_id,
-                "sent_at": now if r.ok else None,
-                "updated_at": now,
-            }
-            for r in results
-        ],
-    )
 
 
 class LedgerWriter:
@@ -220,7 +185,7 @@ class LedgerWriter:
         return not self._guard_params or int(cursor.rowcount) == len(delivery_ids)
 
     def record(self, results: Sequence[SendResult], *, conn: sa.Connection, now: datetime) -> None:
-        """Write transport answers (like `record_results`)."""
+        """Write transport answers inside the caller's transaction."""
         if not results:
             return
         cursor = self._cursor(conn)
@@ -230,7 +195,7 @@ class LedgerWriter:
             cursor.close()
 
     def mark_sending(self, delivery_ids: Sequence[int], *, conn: sa.Connection, now: datetime) -> None:
-        """Mark rows handed to the transport (like `mark_sending`), inside the caller's transaction."""
+        """Mark rows handed to the transport, inside the caller's transaction."""
         if not delivery_ids:
             return
         cursor = self._cursor(conn)
