@@ -1,6 +1,5 @@
 """The delivery ledger: one row per (edition, subscriber); claims and results are written in bulk."""
 
-from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -273,4 +272,4 @@ def counts(edition_id: int, *, session: Session) -> LedgerCounts:
         .where(Delivery.edition_id == edition_id)
         .group_by(Delivery.status)
     ).all()
-    return LedgerCounts(dict(Counter({str(status): int(n) for status, n in rows})))
+    return LedgerCounts({str(status): int(n) for status, n in rows})
