@@ -22,6 +22,7 @@ from digest.deliver.ledger import SENDABLE, LedgerWriter
 from digest.errors import DeliveryError
 
 _SENDABLE = tuple(s.value for s in SENDABLE)
+_SENDABLE_SQL = ", ".join(f"'{s}'" for s in _SENDABLE)  # constants, not input: inlined in ClaimWriter's SQL
 
 
 class LeaseLost(DeliveryError):
@@ -139,15 +140,14 @@ class ClaimWriter(LedgerWriter):
         self.owner, self.edition_id, self.lease = owner, edition_id, lease
         self._renewed: datetime | None = None
         super().__init__(engine)
-        m, sendable = self._mark, ", ".join(f"'{s}'" for s in _SENDABLE)
+        m = self._mark
         self._renew_sql = (
             f"UPDATE {self._table} SET claimed_at = {m} WHERE edition_id = {m} AND claimed_by = {m} "
-            f"AND claimed_at IS NOT NULL AND status IN ({sendable}, '{DeliveryStatus.SENDING.value}')"
+            f"AND claimed_at IS NOT NULL AND status IN ({_SENDABLE_SQL}, '{DeliveryStatus.SENDING.value}')"
         )
 
     def _sending_guard(self) -> tuple[str, tuple[object, ...]]:
-        sendable = ", ".join(f"'{s}'" for s in _SENDABLE)
-        return f"claimed_by = {self._mark} AND status IN ({sendable}) AND ", (self.owner,)
+        return f"claimed_by = {self._mark} AND status IN ({_SENDABLE_SQL}) AND ", (self.owner,)
 
     def _refused(self) -> DeliveryError:
         return LeaseLost(f"worker {self.owner}: its claim on edition {self.edition_id} ran out")
