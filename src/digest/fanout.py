@@ -11,7 +11,7 @@ every row still to send. Tasks are idempotent, so queueing a range twice sends n
 import logging
 from collections.abc import Callable, Sequence
 from datetime import date, datetime, timedelta
-from typing import Protocol
+from typing import Any, Protocol
 
 import sqlalchemy as sa
 from sqlmodel import Session, col
@@ -51,16 +51,20 @@ def _outstanding(
     )
 
 
-def _ranges(session: Session, where: sa.ColumnElement[bool], size: int) -> list[tuple[claims.Batch, int]]:
+def _ranges(
+    session: Session, where: sa.ColumnElement[bool], size: int, *, join: bool = False
+) -> list[tuple[claims.Batch, int]]:
     """The rows matching `where` as consecutive id ranges of at most `size` rows, with their row
     counts. The database numbers the rows and groups them: the coordinator holds one range per
     batch, never every id of the edition (its memory must not grow with the list, issue 7)."""
     numbered = (
-        sa.select(
-            col(Delivery.id).label("id"),
-            ((sa.func.row_number().over(order_by=col(Delivery.id)) - 1) // size).label("chunk"),
+        _from_ledger(
+            sa.select(
+                col(Delivery.id).label("id"),
+                ((sa.func.row_number().over(order_by=col(Delivery.id)) - 1) // size).label("chunk"),
+            ),
+            join=join,
         )
-        .join(Subscriber, col(Delivery.subscriber_id) == col(Subscriber.id))
         .where(where)
         .subquery()
     )
@@ -72,15 +76,23 @@ def _ranges(session: Session, where: sa.ColumnElement[bool], size: int) -> list[
     return [(claims.Batch(int(first), int(last)), int(n)) for first, last, n in rows]
 
 
-def _count(session: Session, where: sa.ColumnElement[bool], *, join: bool) -> int:
-    """Rows matching `where`; `join` only when it names subscriber columns (a zone's audience).
+def _from_ledger(query: sa.Select[Any], *, join: bool) -> sa.Select[Any]:
+    """`query` over the ledger, joined to the subscribers only when `join` (the `where` names
+    their columns: a zone's audience). Every ledger row has its subscriber (a foreign key;
+    removing a subscriber removes their rows), so the join adds nothing else.
 
-    The coordinator asks this every poll while workers send; the join made it about three
+    The coordinator counts every poll while workers send; the join made that about three
     times dearer (EXPLAIN ANALYZE, 10,000 pending rows: 3.7 ms with it, 1.3 ms without).
     """
-    query = sa.select(sa.func.count()).select_from(Delivery)
+    query = query.select_from(Delivery)
     if join:
         query = query.join(Subscriber, col(Delivery.subscriber_id) == col(Subscriber.id))
+    return query
+
+
+def _count(session: Session, where: sa.ColumnElement[bool], *, join: bool = False) -> int:
+    """Rows matching `where` (see `_from_ledger` for `join`)."""
+    query = _from_ledger(sa.select(sa.func.count()), join=join)
     return int(session.execute(query.where(where)).scalar_one())
 
 
@@ -125,6 +137,7 @@ def send_distributed(
     renderer = renderer or make_renderer(settings, newsletter)
     lease = timedelta(seconds=settings.claim_lease_seconds)
     size = settings.send_batch_size
+    join = audience is not None  # only a zone's audience names subscriber columns
     with send_lock(engine):
         started = clock()
         with session_scope(engine) as session:
@@ -142,12 +155,13 @@ def send_distributed(
         with session_scope(engine) as session:  # a template error stops us before anything is queued
             renderer.prepare(edition, active_topic_sets(session=session))
             outstanding = _outstanding(edition_id, started, audience)
-            queued, refused = _enqueue_all(enqueue, edition_id, _ranges(session, outstanding, size), zone)
+            ranges = _ranges(session, outstanding, size, join=join)
+            queued, refused = _enqueue_all(enqueue, edition_id, ranges, zone)
         log.info("edition=%s queued %d batch(es), %d refused by the broker", edition_date, queued, refused)
         last_sweep, last_left = clock(), -1
         while True:
             with session_scope(engine) as session:
-                left = _count(session, outstanding, join=audience is not None)
+                left = _count(session, outstanding, join=join)
             if left == 0 or (should_stop is not None and should_stop()):
                 break
             now = clock()
@@ -160,7 +174,7 @@ def send_distributed(
                         col(Delivery.claimed_at).is_not(None) if left != last_left else sa.true(),
                         sa.or_(col(Delivery.claimed_at).is_(None), col(Delivery.claimed_at) < now - lease),
                     )
-                    ranges = _ranges(session, free, size)
+                    ranges = _ranges(session, free, size, join=join)
                 if ranges:
                     log.warning(
                         "edition=%s %d row(s) left %s: queued again",
@@ -195,8 +209,7 @@ def _report(
     """This run's outcomes (rows answered since it started) and the edition's unknown rows."""
     recent = sa.case((col(Delivery.updated_at) >= started, 1), else_=0).label("recent")
     rows = session.execute(
-        sa.select(col(Delivery.status), recent, sa.func.count())
-        .join(Subscriber, col(Delivery.subscriber_id) == col(Subscriber.id))
+        _from_ledger(sa.select(col(Delivery.status), recent, sa.func.count()), join=audience is not None)
         .where(col(Delivery.edition_id) == edition_id, audience if audience is not None else sa.true())
         .group_by(col(Delivery.status), recent)
     )
