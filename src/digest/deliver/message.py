@@ -165,7 +165,9 @@ class MessageEncoder:
         if hit is None:
             hit = self._cache[content.key] = EncodedContent(content)
             if len(self._cache) > self._max:
-                self._cache.popitem(last=False)
+                self._cache.popitem(last=False)  # the content used longest ago
+        else:
+            self._cache.move_to_end(content.key)
         return hit
 
     def to_bytes(self, message: OutgoingMessage, *, now: datetime) -> bytes:
