@@ -5,11 +5,11 @@ from typing import Any
 
 import pytest
 import typer
-from typer.testing import CliRunner
 
 from digest.cli import app
+from tests.cli_helpers import ClockedRunner
 
-runner = CliRunner()
+runner = ClockedRunner()
 
 
 def _commands(group: Any, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:

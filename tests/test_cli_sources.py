@@ -4,13 +4,12 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
-from digest import pipeline
 from digest.cli import app, common, daily
+from tests.cli_helpers import ClockedRunner
 from tests.feedbuilder import Item, newsletter_toml, rss, write
 
-runner = CliRunner()
+runner = ClockedRunner()
 TOPICS = (
     '[[topics]]\nname = "EV"\nkeywords = ["EV", "battery"]\n'
     '[[topics]]\nname = "Phones"\nkeywords = ["phone"]\n'
@@ -37,7 +36,6 @@ def env(tmp_path: Path, db_url: str, now: datetime, monkeypatch: pytest.MonkeyPa
     monkeypatch.setenv("DIGEST_CONFIG", str(config))
     monkeypatch.setenv("DIGEST_DATABASE_URL", db_url)
     monkeypatch.setenv("DIGEST_VAR_DIR", str(tmp_path / "var"))
-    monkeypatch.setattr(pipeline, "utc_now", lambda: now)
     monkeypatch.setattr(common.out, "width", 400)  # one table row per line
     return tmp_path
 

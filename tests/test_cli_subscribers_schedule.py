@@ -3,9 +3,9 @@
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
 from digest.cli import app
+from tests.cli_helpers import ClockedRunner
 from tests.schedule_helpers import NEWSLETTER_TOML
 
 COMMANDS = [
@@ -31,13 +31,13 @@ def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 @pytest.mark.parametrize("command", COMMANDS, ids=" ".join)
 def test_help_has_an_example(command: list[str]) -> None:
-    result = CliRunner().invoke(app, [*command, "--help"])
+    result = ClockedRunner().invoke(app, [*command, "--help"])
     assert result.exit_code == 0
     assert "Example: digest " + " ".join(command) in " ".join(result.output.split())
 
 
 def test_status_on_a_fresh_database(env: Path) -> None:
-    result = CliRunner().invoke(app, ["status"])
+    result = ClockedRunner().invoke(app, ["status"])
     assert result.exit_code == 0, result.output
     assert "scheduler: not running" in result.output
     assert "Last runs: none yet" in result.output
@@ -45,18 +45,18 @@ def test_status_on_a_fresh_database(env: Path) -> None:
 
 def test_import_errors_are_one_message_naming_lines(env: Path) -> None:
     (env / "list.csv").write_text("email,timezone\na@example.com,\nb@,\nc@example.com,Mars/Olympus\n")
-    result = CliRunner().invoke(app, ["subscribers", "import", "list.csv"])
+    result = ClockedRunner().invoke(app, ["subscribers", "import", "list.csv"])
     assert result.exit_code == 1
     assert "list.csv: 2 invalid row(s), nothing imported" in result.output
     assert "list.csv:3:" in result.output
     assert "list.csv:4: unknown time zone 'Mars/Olympus'" in result.output
-    result = CliRunner().invoke(app, ["subscribers", "import", "list.csv", "--skip-invalid"])
+    result = ClockedRunner().invoke(app, ["subscribers", "import", "list.csv", "--skip-invalid"])
     assert result.exit_code == 0
     assert "added 1" in result.output
 
 
 def test_export_then_import_round_trip_through_the_cli(env: Path) -> None:
-    runner = CliRunner()
+    runner = ClockedRunner()
     assert (
         runner.invoke(app, ["subscribers", "add", "Ana@Example.com", "--timezone", "Asia/Tokyo"]).exit_code
         == 0
@@ -89,7 +89,7 @@ def test_status_after_runs_shows_zones_and_results(env: Path) -> None:
         owner="test-owner",
     )
     engine.dispose()
-    result = CliRunner().invoke(app, ["status"])
+    result = ClockedRunner().invoke(app, ["status"])
     assert result.exit_code == 0, result.output
     assert "Asia/Tokyo" in result.output
     assert "send 2026-11-25 UTC: ok - 1 stories; sent 1" in result.output

@@ -8,14 +8,13 @@ from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
-from digest import pipeline
 from digest.cli import app
+from tests.cli_helpers import ClockedRunner
 
 from .conftest import ROOT
 
-runner = CliRunner()
+runner = ClockedRunner()
 
 
 @pytest.fixture
@@ -27,7 +26,6 @@ def demo_env(
     monkeypatch.setenv("DIGEST_DATABASE_URL", db_url)
     monkeypatch.setenv("DIGEST_OUTBOX_DIR", str(tmp_path / "outbox"))
     monkeypatch.setenv("DIGEST_VAR_DIR", str(tmp_path / "var"))
-    monkeypatch.setattr(pipeline, "utc_now", lambda: now)
     result = runner.invoke(app, ["subscribers", "import", str(ROOT / "subscribers" / "example.csv")])
     assert result.exit_code == 0, result.output
     return tmp_path / "outbox"

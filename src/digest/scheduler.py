@@ -238,9 +238,11 @@ class BackgroundRunner:
         self.thread.join()
 
 
-def start_background(settings: Settings, newsletter: Newsletter, *, engine: sa.Engine) -> BackgroundRunner:
+def start_background(
+    settings: Settings, newsletter: Newsletter, *, engine: sa.Engine, clock: pipeline.Clock
+) -> BackgroundRunner:
     """A running scheduler in a background thread (for `digest serve`); signals stop it cleanly."""
-    runner = Runner(settings, newsletter, engine=engine)
+    runner = Runner(settings, newsletter, engine=engine, clock=clock)
     stop_on_signals(runner)
     return BackgroundRunner(runner).start()
 
@@ -264,9 +266,11 @@ def stop_on_signals(runner: Runner) -> None:
     signal.signal(signal.SIGINT, on_signal)
 
 
-def run_blocking(settings: Settings, newsletter: Newsletter, *, engine: sa.Engine) -> None:
+def run_blocking(
+    settings: Settings, newsletter: Newsletter, *, engine: sa.Engine, clock: pipeline.Clock
+) -> None:
     """Run the scheduler in the foreground until SIGTERM or Ctrl-C (for `digest schedule`)."""
-    runner = Runner(settings, newsletter, engine=engine)
+    runner = Runner(settings, newsletter, engine=engine, clock=clock)
     stop_on_signals(runner)
     runner.run()
 

@@ -10,7 +10,6 @@ from pathlib import Path
 import httpx
 import pytest
 import sqlalchemy as sa
-from typer.testing import CliRunner
 
 from digest import pipeline
 from digest.cli import app, common, daily
@@ -18,10 +17,11 @@ from digest.config import load_newsletter, load_settings
 from digest.db.engine import session_scope
 from digest.preview import create_preview_app, templates_fingerprint
 from digest.subscribers import add_subscriber
+from tests.cli_helpers import ClockedRunner
 from tests.render.htmlscan import scan
 from tests.web_helpers import serve
 
-runner = CliRunner()
+runner = ClockedRunner()
 
 
 @pytest.fixture

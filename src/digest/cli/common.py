@@ -4,7 +4,9 @@ import functools
 import logging
 import sys
 from collections.abc import Callable
-from datetime import date
+from contextvars import ContextVar
+from dataclasses import dataclass
+from datetime import date, datetime
 from typing import Annotated, Any, TypeVar
 
 import sqlalchemy as sa
@@ -12,6 +14,7 @@ import typer
 from rich.console import Console
 
 from digest import pipeline
+from digest.clock import Clock, system_clock
 from digest.config import Newsletter, Settings, load_newsletter, load_settings, startup_warnings
 from digest.db.engine import open_database
 from digest.errors import DigestError
@@ -35,6 +38,28 @@ app.add_typer(sources_app, name="sources")
 out = Console()
 err = Console(stderr=True)
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+@dataclass(frozen=True, slots=True)
+class Door:
+    """What the caller of the CLI hands every command: the clock (tests pass `obj=Door(clock=...)`)."""
+
+    clock: Clock = system_clock
+
+
+# Set by the root callback from the Typer context's `obj` for the command it runs.
+_door: ContextVar[Door | None] = ContextVar("digest_cli_door", default=None)
+
+
+def current_clock() -> Clock:
+    """The clock of the running command: the one given through the Typer context, else the real one."""
+    door = _door.get()
+    return door.clock if door is not None else system_clock
+
+
+def current_time() -> datetime:
+    """`now` for the running command, read once from its clock."""
+    return current_clock()()
 
 
 def friendly(func: F) -> F:
@@ -76,7 +101,7 @@ def _warn(settings: Settings) -> None:
 
 def _edition_date(settings: Settings, value: str | None) -> date:
     if value is None:
-        return pipeline.today(settings, pipeline.utc_now())
+        return pipeline.today(settings, current_time())
     try:
         return date.fromisoformat(value)
     except ValueError:
@@ -91,6 +116,7 @@ DateOpt = Annotated[
 
 @app.callback()
 def _root(
+    ctx: typer.Context,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log each step.")] = False,
 ) -> None:
     logging.basicConfig(
@@ -98,3 +124,4 @@ def _root(
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    _door.set(ctx.obj if isinstance(ctx.obj, Door) else Door())

@@ -18,6 +18,8 @@ from digest.cli.common import (
     _setup,
     _warn,
     app,
+    current_clock,
+    current_time,
     db_app,
     err,
     friendly,
@@ -78,7 +80,7 @@ def collect() -> None:
 def _collect(settings: Settings, newsletter: Newsletter, engine: sa.Engine) -> list[SourceResult]:
     """Collect with a progress bar while fetching, when stdout is a terminal."""
     if not out.is_terminal or not newsletter.sources:
-        return pipeline.collect(newsletter, engine=engine, now=pipeline.utc_now(), settings=settings)
+        return pipeline.collect(newsletter, engine=engine, now=current_time(), settings=settings)
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     columns = (TextColumn("fetching"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
@@ -89,7 +91,7 @@ def _collect(settings: Settings, newsletter: Newsletter, engine: sa.Engine) -> l
             bar.update(task, advance=1, last=f"{name}: failed" if error else name)
 
         return pipeline.collect(
-            newsletter, engine=engine, now=pipeline.utc_now(), settings=settings, on_fetched=advance
+            newsletter, engine=engine, now=current_time(), settings=settings, on_fetched=advance
         )
 
 
@@ -148,7 +150,7 @@ def preview(
     if serve_:
         _serve_preview(settings, newsletter, engine=engine, host=host, port=port, open_browser=open_)
         return
-    now = pipeline.utc_now()
+    now = current_time()
     result = pipeline.preview(
         settings,
         newsletter,
@@ -189,7 +191,7 @@ def _serve_preview(
     err.print(f"preview server on {url} (Ctrl-C to stop); edit a template and the page reloads")
     if open_browser:
         webbrowser.open(url)
-    app = create_preview_app(settings, newsletter, engine=engine)
+    app = create_preview_app(settings, newsletter, engine=engine, clock=current_clock())
     uvicorn.run(app, host=host, port=port, log_level="warning")
 
 
@@ -209,7 +211,7 @@ def _send(
         newsletter,
         engine=engine,
         edition_date=edition_date,
-        clock=pipeline.utc_now,
+        clock=current_clock(),
         resend_unknown=resend_unknown,
     )
 
@@ -256,7 +258,7 @@ def send(
             newsletter,
             engine=engine,
             edition_date=edition_date,
-            clock=pipeline.utc_now,
+            clock=current_clock(),
         )
         out.print(f"dry run: {report.story_count} stories; would send {report.sent}, skip {report.skipped}")
         return

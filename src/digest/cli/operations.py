@@ -6,7 +6,6 @@ from zoneinfo import ZoneInfo
 import typer
 from rich.table import Table
 
-from digest import pipeline
 from digest.cli.common import (
     DateOpt,
     _edition_date,
@@ -14,6 +13,8 @@ from digest.cli.common import (
     _setup,
     _warn,
     app,
+    current_clock,
+    current_time,
     err,
     friendly,
     out,
@@ -147,9 +148,16 @@ def serve(
     settings, newsletter = _setup()
     _warn(settings)
     engine = _engine(settings)
-    scheduler = None if no_scheduler else start_background(settings, newsletter, engine=engine)
+    scheduler = (
+        None if no_scheduler else start_background(settings, newsletter, engine=engine, clock=current_clock())
+    )
     try:
-        uvicorn.run(create_app(settings, newsletter, engine=engine), host=host, port=port, log_level="info")
+        uvicorn.run(
+            create_app(settings, newsletter, engine=engine, clock=current_clock()),
+            host=host,
+            port=port,
+            log_level="info",
+        )
     finally:
         if scheduler is not None:
             scheduler.stop()  # finishes the batch being sent, records it, releases the lease
@@ -204,7 +212,7 @@ def schedule() -> None:
 
     settings, newsletter = _setup()
     engine = _engine(settings)
-    run_blocking(settings, newsletter, engine=engine)
+    run_blocking(settings, newsletter, engine=engine, clock=current_clock())
 
 
 @app.command()
@@ -221,7 +229,7 @@ def status(
 
     settings = load_settings()
     engine = open_database(settings.database_url)
-    now = pipeline.utc_now()
+    now = current_time()
     report = scheduler_status(settings, engine=engine, now=now, runs=runs)
     holder = report.holder
     out.print(
@@ -278,7 +286,7 @@ def topics(date_: DateOpt = None) -> None:
     settings, newsletter = _setup()
     engine = _engine(settings)
     rows = explain_topics(
-        newsletter, engine=engine, edition_date=_edition_date(settings, date_), now=pipeline.utc_now()
+        newsletter, engine=engine, edition_date=_edition_date(settings, date_), now=current_time()
     )
     table = Table("topic", "story", "sources", "why", "also", "in edition", title=f"{len(rows)} stories")
     for r in rows:
@@ -310,7 +318,7 @@ def unsubscribe_mail() -> None:
     box = open_mailbox(settings.unsubscribe_mailbox, password.get_secret_value() if password else None)
     try:
         report = process_requests(
-            box, engine=engine, signer=TokenSigner(signing_keys(settings)), now=pipeline.utc_now()
+            box, engine=engine, signer=TokenSigner(signing_keys(settings)), now=current_time()
         )
     finally:
         box.close()

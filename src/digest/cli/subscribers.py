@@ -7,10 +7,10 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from digest import pipeline
 from digest.cli.common import (
     _engine,
     _setup,
+    current_time,
     err,
     friendly,
     out,
@@ -58,7 +58,7 @@ def subscribers_add(
         row = add_subscriber(
             email,
             session=session,
-            now=pipeline.utc_now(),
+            now=current_time(),
             known_topics=newsletter.topic_names,
             name=name,
             topics=topic or [],
@@ -90,7 +90,7 @@ def subscribers_import(
         report = import_csv(
             file,
             session=session,
-            now=pipeline.utc_now(),
+            now=current_time(),
             known_topics=newsletter.topic_names,
             skip_invalid=skip_invalid,
             resubscribe=resubscribe,
@@ -181,5 +181,5 @@ def subscribers_unsubscribe(
     engine = _engine(settings)
     with session_scope(engine) as session:
         row = get_subscriber(email, session=session)
-        changed = unsubscribe(row, session=session, now=pipeline.utc_now(), method="admin")
+        changed = unsubscribe(row, session=session, now=current_time(), method="admin")
     out.print(f"unsubscribed {row.email}" if changed else f"{row.email} was already unsubscribed")
