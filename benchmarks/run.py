@@ -44,6 +44,7 @@ AREAS = {
     "collect": "Collection",
     "feedparser fixtures": "Collection: feed parsing robustness",
     "clustering": "Story clustering",
+    "threads": "Story continuity (follow-ups)",
     "render": "Rendering",
     "send": "Sending",
     "memory": "Memory of a send",
