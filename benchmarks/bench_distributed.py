@@ -106,7 +106,7 @@ def run(count: int, workers: int, workdir: Path, options: list[str]) -> float:
             "DIGEST_TRANSPORT": "smtp",
             "DIGEST_SMTP_HOST": "127.0.0.1",
             "DIGEST_SMTP_PORT": str(sink.port),
-            "DIGEST_SECRET_KEY": "bench-secret-key-0123456789",
+            "DIGEST_SECRET_KEY": "bench-secret-key-0123456789abcdef",
             "DIGEST_BASE_URL": "https://digest.example",
             "DIGEST_VAR_DIR": str(workdir / "var"),
             "DIGEST_BROKER_URL": BROKER,
@@ -115,7 +115,7 @@ def run(count: int, workers: int, workdir: Path, options: list[str]) -> float:
         settings = load_settings(
             config=workdir / "demo" / "digest.toml",
             database_url=url,
-            secret_key="bench-secret-key-0123456789",
+            secret_key="bench-secret-key-0123456789abcdef",
             base_url="https://digest.example",
             broker_url=BROKER,
             broker_queue=queue,

@@ -95,7 +95,7 @@ def peak_of_send(count: int, url: str) -> Peak:
                     "DIGEST_TRANSPORT": "smtp",
                     "DIGEST_SMTP_HOST": "127.0.0.1",
                     "DIGEST_SMTP_PORT": str(sink.port),
-                    "DIGEST_SECRET_KEY": "bench-secret-key-0123456789",
+                    "DIGEST_SECRET_KEY": "bench-secret-key-0123456789abcdef",
                     "DIGEST_BASE_URL": "https://digest.example",
                     "DIGEST_VAR_DIR": str(workdir / "var"),
                 }

@@ -45,7 +45,7 @@ def test_smtp_and_sendgrid_need_a_secret_key(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setenv("DIGEST_TRANSPORT", "smtp")
     with pytest.raises(SettingsError, match="DIGEST_SECRET_KEY"):
         load_settings()
-    monkeypatch.setenv("DIGEST_SECRET_KEY", "a-real-key-of-some-length")
+    monkeypatch.setenv("DIGEST_SECRET_KEY", "a-real-key-of-some-length-0123456789")
     monkeypatch.setenv("DIGEST_TRANSPORT", "sendgrid")
     with pytest.raises(SettingsError, match="SENDGRID_API_KEY"):
         load_settings()

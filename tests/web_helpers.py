@@ -2,7 +2,7 @@
 
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from email import message_from_bytes
 from email.message import Message
@@ -11,6 +11,9 @@ from typing import Any
 import uvicorn
 from aiosmtpd.controller import Controller
 from fastapi import FastAPI
+
+from digest.deliver.base import OutgoingMessage, SendResult
+from digest.deliver.memory import MemoryTransport
 
 
 @contextmanager
@@ -70,3 +73,22 @@ def smtp_server(handler: Any) -> Iterator[int]:
         yield controller.port
     finally:
         controller.stop()
+
+
+class SignalingTransport(MemoryTransport):
+    """MemoryTransport that lets a test wait for background sends."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.changed = threading.Condition()
+
+    def send(self, messages: Sequence[OutgoingMessage]) -> list[SendResult]:
+        with self.changed:
+            results = super().send(messages)
+            self.changed.notify_all()
+        return results
+
+    def wait(self, n: int) -> list[OutgoingMessage]:
+        with self.changed:
+            assert self.changed.wait_for(lambda: len(self.sent) >= n, timeout=30), f"{len(self.sent)} sent"
+            return self.sent[:n]

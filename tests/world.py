@@ -40,14 +40,14 @@ class World:
 def make_world(engine: sa.Engine, demo_dir: Path, now: datetime, count: int, **settings: object) -> World:
     """Collect the demo feeds and subscribe `count` readers."""
     config = demo_dir / "digest.toml"
-    s = load_settings(
-        config=config,
-        secret_key=SECRET,
-        base_url="https://digest.example",
-        outbox_dir=demo_dir / "outbox",
-        var_dir=demo_dir / "var",
-        **settings,
-    )
+    defaults: dict[str, object] = {
+        "config": config,
+        "secret_key": SECRET,
+        "base_url": "https://digest.example",
+        "outbox_dir": demo_dir / "outbox",
+        "var_dir": demo_dir / "var",
+    }
+    s = load_settings(**{**defaults, **settings})  # a test's own values win, secret_key=None too
     newsletter = load_newsletter(config)
     pipeline.collect(newsletter, engine=engine, now=now)
     emails = [f"reader{i:03d}@example.com" for i in range(1, count + 1)]

@@ -1,8 +1,12 @@
 """Settings (environment + .env) and the newsletter file (digest.toml), validated once at the door."""
 
+import logging
+import math
+import os
 import re
 import secrets
 import tomllib
+from collections import Counter
 from datetime import time
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -22,8 +26,34 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from digest.errors import ConfigError, SettingsError
 
+log = logging.getLogger(__name__)
+
 # Values people paste from docs; refusing them at start beats signing links with a public key.
 PLACEHOLDER_SECRETS = frozenset({"", "changeme", "change-me", "change_me", "secret", "xxx", "todo"})
+# A signing key anyone can guess lets anyone forge unsubscribe and preference links (issue 12).
+# The floor refuses short and repetitive keys; it cannot prove a key random, so the message says
+# how to make one that is.
+MIN_SECRET_LENGTH = 32
+MIN_SECRET_BITS = 100  # length x the Shannon entropy of the key's own characters
+MAKE_A_KEY = "python -c 'import secrets; print(secrets.token_urlsafe(32))'"
+
+
+def secret_bits(value: str) -> float:
+    """A rough strength estimate: length times the entropy of the key's character frequencies."""
+    counts, n = Counter(value), len(value)
+    return -sum(c * math.log2(c / n) for c in counts.values()) if n else 0.0
+
+
+def secret_weakness(value: str) -> str | None:
+    """Why `value` is too weak to sign links with, or None when it passes the floor."""
+    if value.strip().lower() in PLACEHOLDER_SECRETS:
+        return "is empty or a placeholder"
+    if len(value) < MIN_SECRET_LENGTH:
+        return f"is too short ({len(value)} characters, at least {MIN_SECRET_LENGTH} needed)"
+    bits = secret_bits(value)
+    if bits < MIN_SECRET_BITS:
+        return f"is too repetitive (about {bits:.0f} bits of variety, at least {MIN_SECRET_BITS} needed)"
+    return None
 
 
 def _env_name(field: str) -> str:
@@ -60,6 +90,9 @@ class Settings(BaseSettings):
     unsubscribe_mailto: str | None = Field(default=None, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
     unsubscribe_mailbox: str | None = None  # maildir:/path or imaps://user@host[:port]/FOLDER
     unsubscribe_mailbox_password: SecretStr | None = None
+    # The name your mail server writes first in its Authentication-Results headers (RFC 8601
+    # authserv-id, e.g. mx.example.com); set, only its headers are trusted (issue 12).
+    unsubscribe_authserv_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9.-]+$")
     old_secret_keys: SecretStr | None = None  # comma-separated keys that still verify old links
     send_rate: float | None = Field(default=None, gt=0)  # messages per second, all lanes together
     send_concurrency: int = Field(default=1, ge=1, le=32)  # parallel connections or requests
@@ -106,11 +139,32 @@ class Settings(BaseSettings):
             raise ValueError(f"{value!r} is not an http(s) URL")
         return value.rstrip("/")
 
-    @field_validator("secret_key", "sendgrid_api_key", "smtp_password")
+    @field_validator("sendgrid_api_key", "smtp_password")
     @classmethod
     def _no_placeholder(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None and value.get_secret_value().strip().lower() in PLACEHOLDER_SECRETS:
             raise ValueError("is empty or a placeholder; set a real value")
+        return value
+
+    @field_validator("secret_key")
+    @classmethod
+    def _strong_key(cls, value: SecretStr | None) -> SecretStr | None:
+        weakness = value is not None and secret_weakness(value.get_secret_value())
+        if weakness:
+            raise ValueError(f"{weakness}; make one with: {MAKE_A_KEY}")
+        return value
+
+    @field_validator("old_secret_keys")
+    @classmethod
+    def _strong_old_keys(cls, value: SecretStr | None) -> SecretStr | None:
+        # An old key still verifies links: a weak one lets anyone forge them as much as a new one.
+        keys = [k.strip() for k in (value.get_secret_value() if value else "").split(",") if k.strip()]
+        for i, key in enumerate(keys, 1):
+            weakness = secret_weakness(key)
+            if weakness:
+                raise ValueError(
+                    f"key {i} {weakness}: links signed with it can be forged; drop it from the list"
+                )
         return value
 
     @model_validator(mode="after")
@@ -180,12 +234,36 @@ def resolve_secret_key(settings: Settings) -> str:
     if settings.transport != "file":  # the Settings validator already refuses this
         raise SettingsError("DIGEST_SECRET_KEY: required for this transport")
     path = settings.var_dir / "dev-secret-key"
-    if path.exists():
-        return path.read_text().strip()
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        key = path.read_text(encoding="ascii").strip()
+    except FileNotFoundError:
+        key = None
+    except (OSError, UnicodeDecodeError) as e:
+        # Never sign with what we could not read (issue 12: an empty key signs forgeable links).
+        log.warning("dev key file %s unreadable (%s): making a new one", path, e)
+        key = None
+    if key is not None and (weakness := secret_weakness(key)) is None:
+        return key
+    if key is not None:
+        log.warning("dev key file %s %s: making a new one (links signed before stop working)", path, weakness)
+    return _write_dev_key(path)
+
+
+def _write_dev_key(path: Path) -> str:
+    """A fresh random key written to `path` (owner-only from the start), replacing what was there."""
     key = secrets.token_urlsafe(32)
-    path.write_text(key + "\n")
-    path.chmod(0o600)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temp = path.with_name(f".{path.name}.{secrets.token_hex(4)}")
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w", encoding="ascii") as out:
+            out.write(key + "\n")
+        os.replace(temp, path)  # atomic: a reader sees the old file or the whole new one
+    except OSError as e:
+        raise SettingsError(
+            f"DIGEST_VAR_DIR: cannot write the dev signing key {path}: {e} "
+            f"(or set DIGEST_SECRET_KEY; make one with: {MAKE_A_KEY})"
+        ) from e
     return key
 
 

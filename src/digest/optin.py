@@ -22,7 +22,8 @@ from digest.deliver.base import MessageContent, OutgoingMessage, Transport
 from digest.deliver.message import new_message_id
 from digest.errors import SubscriberError, TemplateError, TokenError
 from digest.render import BodyTemplate
-from digest.subscribers import check_timezone, check_topics, normalize_email, record_event
+from digest.subscribers import check_timezone, check_topics, complaint_in_force, normalize_email, record_event
+from digest.tokens import key_matches
 
 log = logging.getLogger(__name__)
 
@@ -33,12 +34,22 @@ CONFIRM_TEXT = "email/confirm.txt.j2"
 CONFIRM_HTML = "email/confirm.html.j2"
 
 
+@dataclass(frozen=True, slots=True)
+class ConfirmLink:
+    """What a confirmation link is for: one sign-up of one subscriber row."""
+
+    subscriber_id: int
+    email: str
+    stamp: int  # the sign-up time, in whole seconds
+    key: str | None  # the row's token_key; None only in links made before issue 12
+
+
 class ConfirmSigner:
-    """Signs confirmation tokens: (subscriber id, address, sign-up time).
+    """Signs confirmation tokens: (subscriber id, address, sign-up time, subscriber's token key).
 
     Unlike unsubscribe tokens these are bound to one sign-up: the address and its time are in
-    the token, so a link outlives neither its expiry nor its row (a reused row id cannot be
-    confirmed with an old link), and the expiry is checked against the database's clock.
+    the token, so a link outlives neither its expiry nor its row, and the key (issue 12) tells a
+    row re-created under a reused id (even in the same second) from the one the link was for.
     """
 
     def __init__(self, keys: Sequence[str]) -> None:
@@ -49,23 +60,28 @@ class ConfirmSigner:
     def sign(self, subscriber: Subscriber) -> str:
         """A URL-safe token for this subscriber's confirmation link."""
         assert subscriber.consent_at is not None
-        return str(self._serializer.dumps([subscriber.id, subscriber.email, _stamp(subscriber.consent_at)]))
+        return str(
+            self._serializer.dumps(
+                [subscriber.id, subscriber.email, _stamp(subscriber.consent_at), subscriber.token_key]
+            )
+        )
 
-    def verify(self, token: str) -> tuple[int, str, int]:
-        """(subscriber id, address, sign-up stamp), or TokenError when forged, altered or malformed."""
+    def verify(self, token: str) -> ConfirmLink:
+        """What the link is for, or TokenError when forged, altered or malformed."""
         try:
             data = self._serializer.loads(token)
         except BadSignature as e:
             raise TokenError("this link is not valid (it may have been altered)") from e
         if not (
             isinstance(data, list)
-            and len(data) == 3
+            and len(data) in (3, 4)  # 3: a link from before token keys
             and isinstance(data[0], int)
             and isinstance(data[1], str)
             and isinstance(data[2], int)
+            and (len(data) == 3 or isinstance(data[3], str))
         ):
             raise TokenError("this link is not valid (unexpected content)")
-        return data[0], data[1], data[2]
+        return ConfirmLink(data[0], data[1], data[2], data[3] if len(data) == 4 else None)
 
 
 def _stamp(moment: datetime) -> int:
@@ -119,13 +135,50 @@ def sign_up(
     if row is None:
         row = Subscriber(email=address, status=SubscriberStatus.PENDING, created_at=now, updated_at=now)
     elif row.status == SubscriberStatus.PENDING:
-        if row.consent_at is not None and now - row.consent_at < RESEND_AFTER:
+        if _sent_lately(row, now):
             return None
     elif row.status != SubscriberStatus.UNSUBSCRIBED:
         return None  # active, paused, bounced or complained: nothing to confirm
     detail = "was unsubscribed" if row.status == SubscriberStatus.UNSUBSCRIBED else None
-    row.status = SubscriberStatus.PENDING
     row.topics, row.timezone = "\n".join(chosen), tz
+    return _to_pending(row, session=session, now=now, ip=ip, user_agent=user_agent, detail=detail)
+
+
+def request_reconfirmation(
+    row: Subscriber,
+    *,
+    session: Session,
+    now: datetime,
+    ip: str | None = None,
+    user_agent: str | None = None,
+) -> Subscriber | None:
+    """A reader whose complaint is in force asked to come back: pending, to confirm by email.
+
+    Returns the row to send a confirmation to, or None for a repeat within RESEND_AFTER. Topics
+    and time zone are kept; until the link is used no edition goes out (issue 12).
+    """
+    if row.status == SubscriberStatus.PENDING and _sent_lately(row, now):
+        return None
+    return _to_pending(
+        row, session=session, now=now, ip=ip, user_agent=user_agent, detail="after a complaint"
+    )
+
+
+def _sent_lately(row: Subscriber, now: datetime) -> bool:
+    return row.consent_at is not None and now - row.consent_at < RESEND_AFTER
+
+
+def _to_pending(
+    row: Subscriber,
+    *,
+    session: Session,
+    now: datetime,
+    ip: str | None,
+    user_agent: str | None,
+    detail: str | None,
+) -> Subscriber:
+    """Record a new consent request: the row waits, pending, for its confirmation link."""
+    row.status = SubscriberStatus.PENDING
     row.consent_source, row.consent_at, row.consent_ip = "web", now, ip
     row.updated_at = now
     session.add(row)
@@ -142,17 +195,18 @@ class ConfirmResult:
     subscriber: Subscriber | None = None
 
 
-def check_link(
-    link: tuple[int, str, int], *, session: Session, now: datetime, max_age: timedelta
-) -> ConfirmResult:
+def check_link(link: ConfirmLink, *, session: Session, now: datetime, max_age: timedelta) -> ConfirmResult:
     """What a confirmation link would do, without doing it (the GET page)."""
-    subscriber_id, email, stamp = link
-    row = session.get(Subscriber, subscriber_id)
-    if row is None or row.email != email:
+    row = session.get(Subscriber, link.subscriber_id)
+    if row is None or row.email != link.email or not key_matches(row, link.key):
         return ConfirmResult("gone")
     if row.status == SubscriberStatus.ACTIVE:
         return ConfirmResult("already", row)
-    if row.status != SubscriberStatus.PENDING or row.consent_at is None or _stamp(row.consent_at) != stamp:
+    if (
+        row.status != SubscriberStatus.PENDING
+        or row.consent_at is None
+        or _stamp(row.consent_at) != link.stamp
+    ):
         return ConfirmResult("gone", row)
     if now - row.consent_at > max_age:
         return ConfirmResult("expired", row)
@@ -160,7 +214,7 @@ def check_link(
 
 
 def confirm(
-    link: tuple[int, str, int],
+    link: ConfirmLink,
     *,
     session: Session,
     now: datetime,
@@ -183,7 +237,7 @@ def confirm(
 
 def expire_pending(*, session: Session, now: datetime, max_age: timedelta) -> int:
     """Pending sign-ups older than `max_age`: deleted when they were strangers, otherwise put back
-    to unsubscribed (someone who once left must stay recorded as having left)."""
+    to unsubscribed, or complained (someone who once left must stay recorded as having left)."""
     cutoff = now - max_age
     stale = session.exec(
         select(Subscriber)
@@ -201,10 +255,13 @@ def expire_pending(*, session: Session, now: datetime, max_age: timedelta) -> in
             session.delete(row)
             log.info("pending sign-up expired, deleted subscriber=%s", row.email)
         else:
-            row.status, row.updated_at = SubscriberStatus.UNSUBSCRIBED, now
+            # A complaint still in force stays a complaint (issue 12), whatever the pending row says.
+            complained = complaint_in_force(row, session=session)
+            row.status = SubscriberStatus.COMPLAINED if complained else SubscriberStatus.UNSUBSCRIBED
+            row.updated_at = now
             session.add(row)
             record_event(session, row, "expire", "web", now=now, detail="sign-up never confirmed")
-            log.info("pending sign-up expired, back to unsubscribed subscriber=%s", row.email)
+            log.info("pending sign-up expired, back to %s subscriber=%s", row.status, row.email)
     return len(stale)
 
 

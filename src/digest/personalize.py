@@ -42,6 +42,11 @@ class Reader(Protocol):
         """The name for the greeting ("" for none)."""
         ...
 
+    @property
+    def token_key(self) -> str:
+        """The subscriber's key, signed into their links (issue 12)."""
+        ...
+
 
 KEEP_EDITIONS = 3  # dates whose rendered copies a long-running process keeps
 
@@ -114,9 +119,10 @@ class Renderer:
         """Public web copy of an edition."""
         return f"{self.settings.base_url}/archive/{day.isoformat()}"
 
-    def links(self, subscriber_id: int, edition_id: int | None) -> tuple[str, str]:
+    def links(self, subscriber: Reader, edition_id: int | None) -> tuple[str, str]:
         """(unsubscribe URL, preferences URL) for one reader and edition."""
-        token = self.signer.sign(LinkToken(subscriber_id, edition_id))
+        assert subscriber.id is not None
+        token = self.signer.sign(LinkToken(subscriber.id, edition_id, subscriber.token_key))
         base = self.settings.base_url
         return f"{base}/unsubscribe/{token}", f"{base}/preferences/{token}"
 
@@ -149,7 +155,7 @@ class Renderer:
     ) -> OutgoingMessage:
         """One reader's message: shared content, the reader's slot values and unsubscribe links."""
         assert subscriber.id is not None
-        unsubscribe_url, preferences_url = self.links(subscriber.id, edition_id)
+        unsubscribe_url, preferences_url = self.links(subscriber, edition_id)
         mailbox = self.settings.unsubscribe_mailto
         return OutgoingMessage(
             delivery_id=delivery_id,
@@ -169,6 +175,7 @@ class Renderer:
             unsubscribe_mailto=(
                 unsubscribe_mailto(mailbox, unsubscribe_url.rsplit("/", 1)[1]) if mailbox else None
             ),
+            token_key=subscriber.token_key,
         )
 
 

@@ -446,8 +446,12 @@ def unsubscribe(
     method: str,
     **via: Unpack[Via],
 ) -> bool:
-    """Unsubscribe (idempotent); True when this call changed the status."""
-    if subscriber.status == SubscriberStatus.UNSUBSCRIBED:
+    """Unsubscribe (idempotent); True when this call changed the status.
+
+    A reader who complained stays `complained`: that is a stronger no, and turning it into a
+    plain unsubscribe would let a "subscribe again" click undo it (issue 12).
+    """
+    if subscriber.status in (SubscriberStatus.UNSUBSCRIBED, SubscriberStatus.COMPLAINED):
         return False
     _transition(
         subscriber,
@@ -470,8 +474,12 @@ def resubscribe(
     method: str,
     **via: Unpack[Via],
 ) -> bool:
-    """Undo the reader's own unsubscribe (the confirmation page offers it); True when it changed."""
-    if subscriber.status != SubscriberStatus.UNSUBSCRIBED:
+    """Undo the reader's own unsubscribe (the confirmation page offers it); True when it changed.
+
+    Never after a spam complaint that is still in force: that reader must confirm by email
+    first (optin.request_reconfirmation), so a click on a page cannot undo a complaint.
+    """
+    if subscriber.status != SubscriberStatus.UNSUBSCRIBED or complaint_in_force(subscriber, session=session):
         return False
     _transition(
         subscriber,
@@ -484,6 +492,20 @@ def resubscribe(
         **via,
     )
     return True
+
+
+def complaint_in_force(subscriber: Subscriber, *, session: Session) -> bool:
+    """Whether the reader complained (marked us as spam) and has not confirmed by email since."""
+    if subscriber.status == SubscriberStatus.COMPLAINED:
+        return True
+    last = session.exec(
+        select(SubscriberEvent.kind)
+        .where(SubscriberEvent.subscriber_id == subscriber.id)
+        .where(col(SubscriberEvent.kind).in_(("complaint", "confirm")))
+        .order_by(col(SubscriberEvent.id).desc())  # insertion order: times can be equal
+        .limit(1)
+    ).first()
+    return last == "complaint"
 
 
 def remove_subscriber(email: str, *, session: Session) -> None:

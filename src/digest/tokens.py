@@ -1,10 +1,19 @@
-"""Signed link tokens: they carry (subscriber, edition) and keep working for months."""
+"""Signed link tokens: they carry (subscriber, edition, subscriber's key) and keep working for months.
 
+The key is the subscriber's random `token_key`: a row deleted and created again (SQLite reuses
+the id of a deleted last row) has a new one, so a link never outlives the subscriber it was
+made for (issue 12). Links from before keys existed carry none; they still work for the rows
+that existed then (`legacy_links`), never for a row created since.
+"""
+
+import hmac
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from itsdangerous import BadSignature, URLSafeSerializer
+from sqlmodel import Session
 
+from digest.db.models import Subscriber
 from digest.errors import TokenError
 
 
@@ -14,6 +23,7 @@ class LinkToken:
 
     subscriber_id: int
     edition_id: int | None
+    key: str | None  # the subscriber's token_key; None only in links made before issue 12
 
 
 class TokenSigner:
@@ -27,7 +37,9 @@ class TokenSigner:
 
     def sign(self, token: LinkToken) -> str:
         """An URL-safe signed token (no expiry: CAN-SPAM wants opt-out links to keep working)."""
-        return str(self._serializer.dumps([token.subscriber_id, token.edition_id]))
+        if token.key is None:
+            raise TokenError("a link needs its subscriber's token key")
+        return str(self._serializer.dumps([token.subscriber_id, token.edition_id, token.key]))
 
     def verify(self, value: str) -> LinkToken:
         """The token's content, or TokenError when it is forged, altered or malformed."""
@@ -35,11 +47,27 @@ class TokenSigner:
             data = self._serializer.loads(value)
         except BadSignature as e:
             raise TokenError("this link is not valid (it may have been altered)") from e
-        if (
-            not isinstance(data, list)
-            or len(data) != 2
-            or not isinstance(data[0], int)
-            or not (data[1] is None or isinstance(data[1], int))
+        if not (
+            isinstance(data, list)
+            and len(data) in (2, 3)  # 2: a link from before token keys
+            and isinstance(data[0], int)
+            and (data[1] is None or isinstance(data[1], int))
+            and (len(data) == 2 or isinstance(data[2], str))
         ):
             raise TokenError("this link is not valid (unexpected content)")
-        return LinkToken(subscriber_id=data[0], edition_id=data[1])
+        return LinkToken(subscriber_id=data[0], edition_id=data[1], key=data[2] if len(data) == 3 else None)
+
+
+def key_matches(row: Subscriber, key: str | None) -> bool:
+    """Whether a link carrying `key` was made for this very row (not a deleted one with its id)."""
+    if key is None:
+        return row.legacy_links
+    return hmac.compare_digest(key.encode(), row.token_key.encode())
+
+
+def subscriber_for(link: LinkToken, *, session: Session) -> Subscriber | None:
+    """The subscriber a verified link belongs to; None when that subscriber no longer exists."""
+    row = session.get(Subscriber, link.subscriber_id)
+    if row is None or not key_matches(row, link.key):
+        return None
+    return row

@@ -4,6 +4,11 @@ Messages arrive in the DIGEST_UNSUBSCRIBE_MAILTO mailbox, read here from a Maild
 (DIGEST_UNSUBSCRIBE_MAILBOX). A request whose subject carries a valid token unsubscribes that
 token's subscriber; without one, the sender's address is used if it is a subscriber. Each
 processed message is marked seen, so a rerun does not count it twice.
+
+A From address is easy to forge, so a message that the receiving mail server found failing SPF,
+DKIM or DMARC (its Authentication-Results header, RFC 8601) is not acted on (issue 12). Only that
+server's headers count: they sit on top, above anything the sender wrote; with
+DIGEST_UNSUBSCRIBE_AUTHSERV_ID set, only headers naming that server count at all.
 """
 
 import imaplib
@@ -16,10 +21,12 @@ from datetime import datetime
 from email import message_from_bytes, policy
 from email.headerregistry import Address
 from email.message import Message
+from itertools import takewhile
 from pathlib import Path
 from typing import Protocol
 from urllib.parse import unquote, urlsplit
 
+import authres
 import sqlalchemy as sa
 from sqlmodel import Session
 
@@ -28,11 +35,15 @@ from digest.db.models import Subscriber
 from digest.db.queries import existing_edition_id
 from digest.errors import DigestError, SettingsError, SubscriberError, TokenError
 from digest.subscribers import get_subscriber, unsubscribe
-from digest.tokens import TokenSigner
+from digest.tokens import TokenSigner, subscriber_for
 
 log = logging.getLogger(__name__)
 
 _TOKEN = re.compile(r"unsubscribe\s+([A-Za-z0-9_.\-]+)", re.IGNORECASE)
+
+
+MAX_AUTH_HEADER = 4096  # characters of one Authentication-Results value read; the rest is noise
+FAILED = frozenset({"fail", "softfail"})  # SPF results that refuse; softfail (~all): "probably not us"
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +53,7 @@ class MailRequest:
     key: str
     subject: str
     sender: str
+    authentication: tuple[str, ...] = ()  # Authentication-Results values, topmost (newest) first
 
 
 class Mailbox(Protocol):
@@ -67,7 +79,47 @@ def _request(key: str, msg: Message) -> MailRequest:
     if from_header is not None:
         addresses: tuple[Address, ...] = getattr(from_header, "addresses", ())
         sender = addresses[0].addr_spec if addresses else str(from_header)
-    return MailRequest(key=key, subject=subject, sender=sender)
+    results = tuple(str(v) for v in msg.get_all("Authentication-Results") or ())
+    return MailRequest(key=key, subject=subject, sender=sender, authentication=results)
+
+
+def _parse_results(value: str) -> tuple[str, list[tuple[str, str]]] | None:
+    """(authserv-id, [(method, result), ...]) of one header value; None when it does not parse."""
+    try:
+        header = authres.AuthenticationResultsHeader.parse_value(" ".join(value[:MAX_AUTH_HEADER].split()))
+    except authres.AuthResError:
+        return None
+    return str(header.authserv_id), [(str(r.method).lower(), str(r.result).lower()) for r in header.results]
+
+
+def authentication_failure(request: MailRequest, authserv_id: str | None = None) -> str | None:
+    """Why the receiving server's Authentication-Results say the message is forged, or None.
+
+    The receiving server adds its headers on top, so the trusted ones are the first run of headers
+    naming the same server (the topmost one's, or `authserv_id`'s when set). A sender can write
+    headers with that name below them, and only ever to look better: so a pass counts only in the
+    topmost header, a failure anywhere in the run. DMARC pass settles it (forwarding breaks SPF,
+    not an aligned DKIM signature); else SPF fail or softfail, DKIM fail without a DKIM pass, or
+    DMARC fail refuse. With `authserv_id` set, a message without its header is refused too: that
+    server always adds one, so its absence means the message came some other way.
+    """
+    parsed = [_parse_results(v) for v in request.authentication]
+    server = authserv_id.lower() if authserv_id else (parsed[0][0] if parsed and parsed[0] else None)
+    run = [p[1] for p in takewhile(lambda p: p is not None and p[0] == server, parsed) if p is not None]
+    if not run:
+        return f"no Authentication-Results from {authserv_id}" if authserv_id else None
+    top = set(run[0])
+    if ("dmarc", "pass") in top:
+        return None
+    seen = {pair for pairs in run for pair in pairs}
+    failing = [
+        f"{method}={result}"
+        for method, result in sorted(seen)
+        if (method == "spf" and result in FAILED)
+        or (method == "dmarc" and result == "fail")
+        or (method == "dkim" and result == "fail" and ("dkim", "pass") not in top)
+    ]
+    return ", ".join(failing) or None
 
 
 class MaildirMailbox:
@@ -124,11 +176,14 @@ class ImapMailbox:
         self.host = parts.hostname
 
     def unread(self) -> Iterator[MailRequest]:
-        """Unseen messages' Subject and From (read with PEEK: nothing is marked until done)."""
+        """Unseen messages' Subject, From and Authentication-Results, in the order the message has
+        them (read with PEEK: nothing is marked until done)."""
         try:
             _, data = self.conn.uid("SEARCH", "UNSEEN")
             for uid in (data[0] or b"").split():
-                _, fetched = self.conn.uid("FETCH", uid.decode(), "(BODY.PEEK[HEADER.FIELDS (SUBJECT FROM)])")
+                _, fetched = self.conn.uid(
+                    "FETCH", uid.decode(), "(BODY.PEEK[HEADER.FIELDS (SUBJECT FROM AUTHENTICATION-RESULTS)])"
+                )
                 raw = next((item[1] for item in fetched if isinstance(item, tuple)), b"")
                 yield _request(uid.decode(), message_from_bytes(raw, policy=policy.default))
         except (OSError, imaplib.IMAP4.error) as e:
@@ -170,13 +225,28 @@ class MailReport:
     unsubscribed: int = 0
     already: int = 0
     unmatched: list[str] = field(default_factory=list)  # "sender: subject" nobody could be found for
+    refused: list[str] = field(default_factory=list)  # "sender: spf=fail": forged, not acted on
 
 
-def process_requests(box: Mailbox, *, engine: sa.Engine, signer: TokenSigner, now: datetime) -> MailReport:
-    """Unsubscribe the sender of every unread request; each message is marked done after its commit."""
+def process_requests(
+    box: Mailbox,
+    *,
+    engine: sa.Engine,
+    signer: TokenSigner,
+    now: datetime,
+    authserv_id: str | None = None,
+) -> MailReport:
+    """Unsubscribe the sender of every unread request that is not forged; each message is marked
+    done after its commit (a refused one too: it is reported, and a rerun must not repeat it)."""
     report = MailReport()
     for request in box.unread():
         report.read += 1
+        failure = authentication_failure(request, authserv_id)
+        if failure is not None:
+            report.refused.append(f"{request.sender or '?'}: {failure}")
+            log.warning("unsubscribe mail not acted on sender=%s authentication=%s", request.sender, failure)
+            box.mark_done(request)
+            continue
         with session_scope(engine) as session:
             subscriber, edition_id = _who(request, signer=signer, session=session)
             if subscriber is None:
@@ -208,7 +278,7 @@ def _who(
         except TokenError:
             log.warning("unsubscribe mail with a bad token sender=%s", request.sender)
         else:
-            subscriber = session.get(Subscriber, link.subscriber_id)
+            subscriber = subscriber_for(link, session=session)
             if subscriber is not None:
                 return subscriber, existing_edition_id(link.edition_id, session=session)
     if request.sender:

@@ -1,14 +1,15 @@
 """The FastAPI app: unsubscribe (RFC 8058 one-click), preferences, archive, webhooks, health. Thin routes."""
 
+import logging
 from collections.abc import Callable, Collection
 from datetime import date
 from zoneinfo import available_timezones
 
 import sqlalchemy as sa
-from fastapi import FastAPI, Request
+from fastapi import BackgroundTasks, FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
 
-from digest import pipeline, webhooks
+from digest import optin, pipeline, webhooks
 from digest.config import Newsletter, Settings
 from digest.db.engine import session_scope
 from digest.db.models import Subscriber, SubscriberStatus
@@ -24,12 +25,16 @@ from digest.subscribers import (
     apply_preferences,
     check_timezone,
     check_topics,
+    complaint_in_force,
     resubscribe,
     topics_of,
     unsubscribe,
 )
-from digest.tokens import LinkToken
+from digest.tokens import LinkToken, subscriber_for
+from digest.web_guard import BodyLimit, SecurityHeaders, archive_response, page_response
 from digest.web_signup import add_signup_routes
+
+log = logging.getLogger(__name__)
 
 
 def create_app(
@@ -42,9 +47,13 @@ def create_app(
 ) -> FastAPI:
     """The web app for one newsletter and database."""
     app = FastAPI(title=f"{newsletter.newsletter.title} (digest)", docs_url=None, redoc_url=None)
+    # The last added is outermost: SecurityHeaders wraps BodyLimit, so even a 413 carries them;
+    # BodyLimit wraps every route, so no route reads more than its limit.
+    app.add_middleware(BodyLimit)
+    app.add_middleware(SecurityHeaders)
     renderer = make_renderer(settings, newsletter)
     info = newsletter.newsletter
-    add_signup_routes(
+    confirm_by_email = add_signup_routes(
         app,
         settings,
         newsletter,
@@ -57,8 +66,7 @@ def create_app(
     webhook_key = webhooks.load_public_key(key_text) if key_text else None
 
     def page(template: str, status: int = 200, **context: object) -> HTMLResponse:
-        body = renderer.env.get_template(template).render(newsletter=info, **context)
-        return HTMLResponse(body, status_code=status)
+        return page_response(renderer.env, template, status, newsletter=info, **context)
 
     def message(
         heading: str, text: str, *, status: int = 200, action: str = "", button: str = ""
@@ -124,8 +132,12 @@ def create_app(
     @app.get("/unsubscribe/{token}", response_class=HTMLResponse)
     def unsubscribe_page(token: str) -> HTMLResponse:
         # GET changes nothing: link scanners fetch every link in a message (RFC 8058 §3.2).
-        if verify(token) is None:
+        link = verify(token)
+        if link is None:
             return bad_link()
+        with session_scope(engine) as session:
+            if subscriber_for(link, session=session) is None:
+                return bad_link()
         return message(
             "Unsubscribe?",
             f"Press the button to stop receiving {info.title}.",
@@ -141,7 +153,7 @@ def create_app(
         form = await request.form()
         one_click = form.get("List-Unsubscribe") == "One-Click"
         with session_scope(engine) as session:
-            subscriber = session.get(Subscriber, link.subscriber_id)
+            subscriber = subscriber_for(link, session=session)
             if subscriber is None:
                 return bad_link()
             unsubscribe(
@@ -162,14 +174,30 @@ def create_app(
         )
 
     @app.post("/resubscribe/{token}", response_class=HTMLResponse)
-    async def resubscribe_post(token: str, request: Request) -> HTMLResponse:
+    async def resubscribe_post(token: str, request: Request, background: BackgroundTasks) -> HTMLResponse:
         link = verify(token)
         if link is None:
             return bad_link()
         with session_scope(engine) as session:
-            subscriber = session.get(Subscriber, link.subscriber_id)
+            subscriber = subscriber_for(link, session=session)
             if subscriber is None:
                 return bad_link()
+            if complaint_in_force(subscriber, session=session):
+                # A click cannot undo a spam complaint: the reader confirms by email (issue 12).
+                pending = optin.request_reconfirmation(
+                    subscriber,
+                    session=session,
+                    now=clock(),
+                    ip=request.client.host if request.client else None,
+                    user_agent=request.headers.get("user-agent"),
+                )
+                if pending is not None:
+                    confirm_by_email(pending, background)
+                return message(
+                    "Check your inbox",
+                    f"You once marked {info.title} as spam, so we need your confirmation by email "
+                    "before sending again: open the link in the message we sent you.",
+                )
             resubscribe(
                 subscriber,
                 session=session,
@@ -187,7 +215,7 @@ def create_app(
         if link is None:
             return bad_link()
         with session_scope(engine) as session:
-            subscriber = session.get(Subscriber, link.subscriber_id)
+            subscriber = subscriber_for(link, session=session)
         if subscriber is None:
             return bad_link()
         return preferences_form(token, subscriber, topics_of(subscriber), saved=False)
@@ -211,7 +239,7 @@ def create_app(
         except (SubscriberError, ValueError) as e:
             return message("Could not save", str(e), status=400)
         with session_scope(engine) as session:
-            subscriber = session.get(Subscriber, link.subscriber_id)
+            subscriber = subscriber_for(link, session=session)
             if subscriber is None:
                 return bad_link()
             try:
@@ -233,9 +261,7 @@ def create_app(
         # Unsigned, badly signed or replayed requests get 403 and change nothing.
         if webhook_key is None:
             return JSONResponse({"error": "webhook not configured"}, status_code=403)
-        payload = await request.body()
-        if len(payload) > webhooks.MAX_BODY:
-            return JSONResponse({"error": "body too large"}, status_code=413)
+        payload = await request.body()  # at most webhooks.MAX_BODY: BodyLimit stops more as it streams
         try:
             webhooks.verify_signature(
                 webhook_key,
@@ -250,6 +276,7 @@ def create_app(
         try:
             events = webhooks.parse_events(payload)
         except WebhookError as e:
+            log.warning("sendgrid webhook refused: %s", e)
             return JSONResponse({"error": str(e)}, status_code=400)
         with session_scope(engine) as session:
             outcome = webhooks.apply_events(events, session=session, now=clock())
@@ -270,7 +297,7 @@ def create_app(
         html = pipeline.archive_html(settings, newsletter, engine=engine, day=parsed, renderer=renderer)
         if html is None:
             return message("Not found", f"No edition was sent on {parsed}.", status=404)
-        return HTMLResponse(html)
+        return archive_response(html)
 
     @app.get("/robots.txt", response_class=PlainTextResponse)
     def robots() -> str:

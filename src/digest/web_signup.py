@@ -12,8 +12,10 @@ from fastapi.responses import HTMLResponse
 from digest import optin, pipeline
 from digest.config import Newsletter, Settings, resolve_secret_key
 from digest.db.engine import session_scope
+from digest.db.models import Subscriber
 from digest.deliver.base import Transport
 from digest.errors import SubscriberError, TokenError
+from digest.web_guard import page_response
 
 log = logging.getLogger(__name__)
 
@@ -27,16 +29,16 @@ def add_signup_routes(
     env: jinja2.Environment,
     clock: pipeline.Clock,
     transport_factory: Callable[[], Transport],
-) -> None:
-    """GET/POST /subscribe and GET/POST /confirm/{token} on `app`."""
+) -> Callable[[Subscriber, BackgroundTasks], None]:
+    """GET/POST /subscribe and GET/POST /confirm/{token} on `app`; returns the function that
+    mails a pending subscriber their confirmation link (after the answer is sent)."""
     info = newsletter.newsletter
     signer = optin.ConfirmSigner([resolve_secret_key(settings)])
     limiter = optin.RateLimiter(settings.subscribe_rate_limit, timedelta(hours=1))
     max_age = timedelta(hours=settings.confirm_expiry_hours)
 
     def page(template: str, status: int = 200, **context: object) -> HTMLResponse:
-        body = env.get_template(template).render(newsletter=info, **context)
-        return HTMLResponse(body, status_code=status)
+        return page_response(env, template, status, newsletter=info, **context)
 
     def message(heading: str, text: str, *, status: int = 200) -> HTMLResponse:
         return page("web/message.html.j2", status, heading=heading, text=text, action="", button="")
@@ -63,6 +65,14 @@ def add_signup_routes(
             f"{info.title}.",
         )
 
+    def confirm_by_email(pending: Subscriber, background: BackgroundTasks) -> None:
+        token = signer.sign(pending)
+        outgoing = optin.confirmation_message(
+            env, settings, newsletter, pending, confirm_url=f"{settings.base_url}/confirm/{token}"
+        )
+        # After the answer: a slow mail server must not make the page (or its timing) differ.
+        background.add_task(optin.send_confirmation, outgoing, transport_factory)
+
     def client_ip(request: Request) -> str | None:
         return request.client.host if request.client else None
 
@@ -84,7 +94,6 @@ def add_signup_routes(
         if str(data.get("website") or ""):  # the honeypot: a person never sees this field
             log.info("sign-up ignored: honeypot filled ip=%s", ip)
             return check_inbox()
-        outgoing = None
         try:
             with session_scope(engine) as session:
                 pending = optin.sign_up(
@@ -98,18 +107,12 @@ def add_signup_routes(
                     user_agent=request.headers.get("user-agent"),
                 )
                 if pending is not None:
-                    token = signer.sign(pending)
-                    outgoing = optin.confirmation_message(
-                        env, settings, newsletter, pending, confirm_url=f"{settings.base_url}/confirm/{token}"
-                    )
+                    confirm_by_email(pending, background)
         except SubscriberError as e:
             return form(status=400, error=str(e), email=email, chosen=frozenset(topics))
-        if outgoing is not None:
-            # After the answer: a slow mail server must not make the page (or its timing) differ.
-            background.add_task(optin.send_confirmation, outgoing, transport_factory)
         return check_inbox()
 
-    def link_of(token: str) -> tuple[int, str, int] | None:
+    def link_of(token: str) -> optin.ConfirmLink | None:
         try:
             return signer.verify(token)
         except TokenError:
@@ -140,7 +143,7 @@ def add_signup_routes(
             state = optin.check_link(link, session=session, now=clock(), max_age=max_age)
         if state.status != "pending":
             return not_confirmable(state.status)
-        return page("web/confirm.html.j2", email=link[1], action=f"/confirm/{token}")
+        return page("web/confirm.html.j2", email=link.email, action=f"/confirm/{token}")
 
     @app.post("/confirm/{token}", response_class=HTMLResponse)
     def confirm_post(token: str, request: Request) -> HTMLResponse:
@@ -162,3 +165,5 @@ def add_signup_routes(
             "You are subscribed",
             f"Thank you. {info.title} arrives every day at {settings.send_time:%H:%M} in your time zone.",
         )
+
+    return confirm_by_email

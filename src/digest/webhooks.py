@@ -26,6 +26,7 @@ from digest.db.models import Delivery, DeliveryStatus, Subscriber, SubscriberEve
 from digest.db.queries import existing_edition_id
 from digest.errors import SubscriberError, WebhookError
 from digest.subscribers import normalize_email, record_event
+from digest.tokens import key_matches
 
 log = logging.getLogger(__name__)
 
@@ -73,15 +74,37 @@ def verify_signature(
         raise WebhookError("bad signature") from e
 
 
+MAX_DEPTH = 6  # array > event > custom field > list > ...: SendGrid's events nest 3 deep
+
+
 def parse_events(payload: bytes) -> list[dict[str, Any]]:
-    """The JSON array of events, or WebhookError."""
+    """The JSON array of events, or WebhookError (one short line, whatever the body holds)."""
     try:
         data = json.loads(payload)
+    except RecursionError as e:  # the C parser's guard: thousands of nested brackets (issue 12)
+        raise WebhookError("body is not an array of events: JSON nested too deeply") from e
     except ValueError as e:
-        raise WebhookError(f"body is not JSON: {e}") from e
+        raise WebhookError(f"body is not JSON: {str(e)[:200]}") from e
     if not isinstance(data, list) or not all(isinstance(e, dict) for e in data):
         raise WebhookError("body is not a JSON array of events")
+    if _depth(data) > MAX_DEPTH:
+        raise WebhookError(f"body is not an array of events: JSON nested over {MAX_DEPTH} levels")
     return data
+
+
+def _depth(value: Any) -> int:
+    """How deep arrays and objects nest in `value` (iterative: no recursion limit to hit)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
+        if children is None:
+            continue
+        deepest = max(deepest, depth)
+        if depth > MAX_DEPTH:
+            break  # deep enough to refuse: no need to walk the rest
+        stack.extend((child, depth + 1) for child in children)
+    return deepest
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,16 +146,22 @@ def _int(value: Any) -> int | None:
 
 
 def _subscriber(event: dict[str, Any], *, session: Session) -> Subscriber | None:
-    """The subscriber an event is about: our custom_args id when it matches the address, else the address."""
+    """The subscriber an event is about: the row our custom_args name when it is still the one the
+    mail went to (same address and key), else the address's row for events without our key."""
     try:
         email = normalize_email(str(event.get("email", "")))
     except SubscriberError:
         return None
     by_id = _int(event.get("digest_subscriber"))
+    key = event.get("digest_key")  # absent in events of mail sent before issue 12
     if by_id is not None:
         row = session.get(Subscriber, by_id)
-        if row is not None and row.email == email:
+        if row is not None and row.email == email and (key is None or key_matches(row, str(key))):
             return row
+        if key is not None:
+            # Our mail to a subscriber deleted since (issue 12): not about whoever has that id or
+            # that address now, who signed up afresh after it was sent.
+            return None
     return session.exec(select(Subscriber).where(Subscriber.email == email)).first()
 
 

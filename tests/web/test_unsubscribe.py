@@ -125,7 +125,8 @@ def test_a_tampered_token_gets_400_and_changes_nothing(
     m = memory.sent[0]
     token = m.unsubscribe_url.rsplit("/", 1)[1]
     payload, signature = token.split(".")
-    forged = TokenSigner(["someone else's key"]).sign(LinkToken(m.subscriber_id, m.edition_id))
+    key = subscriber(world, m.to_email).token_key
+    forged = TokenSigner(["someone else's key"]).sign(LinkToken(m.subscriber_id, m.edition_id, key))
     before = events(world)
     for bad in (f"{payload}x.{signature}", f"{payload}.{signature[:-2]}", forged, "nonsense"):
         http = client(world)
@@ -139,17 +140,21 @@ def test_a_tampered_token_gets_400_and_changes_nothing(
 
 
 def test_links_signed_with_a_rotated_out_key_still_work(world: World) -> None:
-    old = TokenSigner([SECRET]).sign(LinkToken(1, None))
+    first = subscriber(world, world.emails[0])
+    assert first.id is not None
+    old = TokenSigner([SECRET]).sign(LinkToken(first.id, None, first.token_key))
     rotated = load_settings(
         **{
             **world.settings.model_dump(),
-            "secret_key": "a-brand-new-key-9876543210",
+            "secret_key": "a-brand-new-key-9876543210-zyxwvuts",
             "old_secret_keys": SECRET,
         }
     )
     app = create_app(rotated, world.newsletter, engine=world.engine, clock=lambda: world.now)
     assert TestClient(app).get(f"/unsubscribe/{old}").status_code == 200
-    without_old = load_settings(**{**world.settings.model_dump(), "secret_key": "a-brand-new-key-9876543210"})
+    without_old = load_settings(
+        **{**world.settings.model_dump(), "secret_key": "a-brand-new-key-9876543210-zyxwvuts"}
+    )
     app = create_app(without_old, world.newsletter, engine=world.engine, clock=lambda: world.now)
     assert TestClient(app).get(f"/unsubscribe/{old}").status_code == 400
 

@@ -318,13 +318,19 @@ def unsubscribe_mail() -> None:
     box = open_mailbox(settings.unsubscribe_mailbox, password.get_secret_value() if password else None)
     try:
         report = process_requests(
-            box, engine=engine, signer=TokenSigner(signing_keys(settings)), now=current_time()
+            box,
+            engine=engine,
+            signer=TokenSigner(signing_keys(settings)),
+            now=current_time(),
+            authserv_id=settings.unsubscribe_authserv_id,
         )
     finally:
         box.close()
     out.print(
         f"read {report.read}, unsubscribed {report.unsubscribed}, already out {report.already}, "
-        f"unmatched {len(report.unmatched)}"
+        f"unmatched {len(report.unmatched)}, refused {len(report.refused)}"
     )
     for line in report.unmatched:
         err.print(f"  no subscriber for: {line}", highlight=False)
+    for line in report.refused:
+        err.print(f"  not acted on (failed authentication): {line}", highlight=False)

@@ -3,6 +3,7 @@ the real annotations to build relationships and columns.)"""
 
 import datetime as dt
 import enum
+import secrets
 from datetime import UTC, datetime
 from typing import Any
 
@@ -111,6 +112,11 @@ class Topic(SQLModel, table=True):
     position: int = 0
 
 
+def new_token_key() -> str:
+    """A fresh random key for a new subscriber's links (16 URL-safe characters)."""
+    return secrets.token_urlsafe(12)
+
+
 class Subscriber(SQLModel, table=True):
     """A reader: address, chosen topics, time zone, status and how they consented."""
 
@@ -131,6 +137,19 @@ class Subscriber(SQLModel, table=True):
     paused_until: datetime | None = _ts()
     created_at: datetime = _ts(nullable=False)
     updated_at: datetime = _ts(nullable=False)
+    # Signed into every link (issue 12): a subscriber deleted and created again, even under a
+    # reused row id, gets a new key, so links sent to the old one do nothing to the new one.
+    # The column default also covers Core inserts (bulk imports, benchmarks).
+    token_key: str = Field(
+        default_factory=new_token_key,
+        sa_column=sa.Column(sa.String(32), nullable=False, default=new_token_key),
+    )
+    # True for rows that existed before token keys (migration 0005): their mail carries links
+    # without a key, which keep working for them (CAN-SPAM: opt-out links must keep working).
+    legacy_links: bool = Field(
+        default=False,
+        sa_column=sa.Column(sa.Boolean(), nullable=False, default=False, server_default=sa.false()),
+    )
 
 
 class Edition(SQLModel, table=True):

@@ -41,6 +41,7 @@ class OutgoingMessage:
     message_id: str  # with angle brackets
     unsubscribe_url: str | None  # None only for mail that is not list mail (sign-up confirmation)
     unsubscribe_mailto: str | None = None  # a full mailto: URL carrying the token, or None
+    token_key: str | None = None  # the reader's link key: webhook events name the very row (issue 12)
 
     @property
     def subject(self) -> str:

@@ -75,6 +75,7 @@ class PendingRow(NamedTuple):
     name: str
     topics: str
     status: str
+    token_key: str  # signed into the reader's links (issue 12)
 
 
 def sendable_rows(
@@ -99,6 +100,7 @@ def sendable_rows(
             col(Subscriber.name),
             col(Subscriber.topics),
             col(Subscriber.status),
+            col(Subscriber.token_key),
         )
         .join(Subscriber, col(Delivery.subscriber_id) == col(Subscriber.id))
         .where(col(Delivery.edition_id) == edition_id, col(Delivery.status).in_(SENDABLE))

@@ -76,6 +76,8 @@ def personalization(message: OutgoingMessage) -> dict[str, Any]:
             "digest_edition": str(message.edition_id),
             "digest_subscriber": str(message.subscriber_id),
             "digest_delivery": str(message.delivery_id),
+            # random, not personal: tells the row this went to from one re-created under its id
+            **({"digest_key": message.token_key} if message.token_key else {}),
         },
         "substitutions": _substitutions(message),
     }
