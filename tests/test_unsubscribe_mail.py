@@ -72,6 +72,24 @@ def test_the_command_reads_the_configured_maildir(
     assert statuses(world)[world.emails[0]] == SubscriberStatus.UNSUBSCRIBED
 
 
+def test_the_command_lists_forged_requests_it_did_not_act_on(
+    world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    box = mailbox.Maildir(tmp_path / "Maildir", create=True)
+    forged = request("unsubscribe", world.emails[1])
+    forged["Authentication-Results"] = "mail.digest.example; spf=fail smtp.mailfrom=example.com"
+    box.add(forged)
+    monkeypatch.setenv("DIGEST_DATABASE_URL", world.engine.url.render_as_string(hide_password=False))
+    monkeypatch.setenv("DIGEST_SECRET_KEY", SECRET)
+    monkeypatch.setenv("DIGEST_UNSUBSCRIBE_MAILBOX", f"maildir:{tmp_path / 'Maildir'}")
+    monkeypatch.setenv("DIGEST_UNSUBSCRIBE_AUTHSERV_ID", "mail.digest.example")
+    result = CliRunner().invoke(app, ["unsubscribe-mail"])
+    assert result.exit_code == 0, result.output
+    assert "read 1, unsubscribed 0, already out 0, unmatched 0, refused 1" in result.output
+    assert f"not acted on (failed authentication): {world.emails[1]}: spf=fail" in result.output
+    assert statuses(world)[world.emails[1]] == SubscriberStatus.ACTIVE
+
+
 def test_a_missing_or_wrong_mailbox_is_named(tmp_path: Path) -> None:
     with pytest.raises(SettingsError, match="DIGEST_UNSUBSCRIBE_MAILBOX: not set"):
         open_mailbox(None, None)

@@ -188,7 +188,12 @@ def apply_events(events: list[dict[str, Any]], *, session: Session, now: datetim
             outcome["unknown"] += 1
             continue
         edition_id = existing_edition_id(_int(event.get("digest_edition")), session=session)
-        if action.status is not None and subscriber.status != action.status:
+        # An unsubscribe after a complaint keeps the complaint, the stronger no (issue 12).
+        weaker = (subscriber.status, action.status) == (
+            SubscriberStatus.COMPLAINED,
+            SubscriberStatus.UNSUBSCRIBED,
+        )
+        if action.status is not None and subscriber.status != action.status and not weaker:
             subscriber.status, subscriber.updated_at = action.status, now
             session.add(subscriber)
         if action.fails_delivery and edition_id is not None:

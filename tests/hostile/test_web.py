@@ -454,6 +454,9 @@ def test_a_complaint_is_not_undone_by_a_click_only_by_confirming_by_email(site: 
     one_click = site.http.post(f"/unsubscribe/{token}", data={"List-Unsubscribe": "One-Click"})
     assert one_click.status_code == 200
     assert site.row(reader.to_email).status == SubscriberStatus.COMPLAINED
+    unsubscribed = {"email": reader.to_email, "event": "unsubscribe", "sg_event_id": "u1"}
+    assert site.webhook(json.dumps([unsubscribed]).encode()).json() == {"applied": 1}
+    assert site.row(reader.to_email).status == SubscriberStatus.COMPLAINED
     again = site.http.post(f"/resubscribe/{token}")
     assert again.status_code == 200
     assert "Check your inbox" in again.text
