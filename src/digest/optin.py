@@ -22,7 +22,15 @@ from digest.deliver.base import MessageContent, OutgoingMessage, Transport
 from digest.deliver.message import new_message_id
 from digest.errors import SubscriberError, TemplateError, TokenError
 from digest.render import BodyTemplate
-from digest.subscribers import check_timezone, check_topics, complaint_in_force, normalize_email, record_event
+from digest.subscribers import (
+    Via,
+    check_timezone,
+    check_topics,
+    complaint_in_force,
+    normalize_email,
+    record_event,
+    resubscribe,
+)
 from digest.tokens import key_matches
 
 log = logging.getLogger(__name__)
@@ -144,23 +152,38 @@ def sign_up(
     return _to_pending(row, session=session, now=now, ip=ip, user_agent=user_agent, detail=detail)
 
 
-def request_reconfirmation(
+@dataclass(frozen=True, slots=True)
+class ComeBack:
+    """What "subscribe again" did: `active` at once, or `confirm` (a link to confirm by email)."""
+
+    status: str
+    to_confirm: Subscriber | None = None  # the row to mail a confirmation link to, if any
+
+
+def subscribe_again(
     row: Subscriber,
     *,
     session: Session,
     now: datetime,
+    edition_id: int | None = None,
     ip: str | None = None,
     user_agent: str | None = None,
-) -> Subscriber | None:
-    """A reader whose complaint is in force asked to come back: pending, to confirm by email.
+) -> ComeBack:
+    """The reader's "subscribe again" after unsubscribing (the page's button).
 
-    Returns the row to send a confirmation to, or None for a repeat within RESEND_AFTER. Topics
-    and time zone are kept; until the link is used no edition goes out (issue 12).
+    Their own unsubscribe is undone at once. A spam complaint is not undone by a click (issue 12):
+    the reader goes pending, with topics and time zone kept, and gets nothing until they use the
+    confirmation link (none is sent again within RESEND_AFTER).
     """
+    if not complaint_in_force(row, session=session):
+        via: Via = {"edition_id": edition_id, "user_agent": user_agent, "ip": ip}
+        resubscribe(row, session=session, now=now, method="link", **via)
+        return ComeBack("active")
     if row.status == SubscriberStatus.PENDING and _sent_lately(row, now):
-        return None
-    return _to_pending(
-        row, session=session, now=now, ip=ip, user_agent=user_agent, detail="after a complaint"
+        return ComeBack("confirm")
+    detail = "after a complaint"
+    return ComeBack(
+        "confirm", _to_pending(row, session=session, now=now, ip=ip, user_agent=user_agent, detail=detail)
     )
 
 

@@ -477,7 +477,7 @@ def resubscribe(
     """Undo the reader's own unsubscribe (the confirmation page offers it); True when it changed.
 
     Never after a spam complaint that is still in force: that reader must confirm by email
-    first (optin.request_reconfirmation), so a click on a page cannot undo a complaint.
+    first (optin.subscribe_again), so a click on a page cannot undo a complaint.
     """
     if subscriber.status != SubscriberStatus.UNSUBSCRIBED or complaint_in_force(subscriber, session=session):
         return False

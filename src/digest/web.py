@@ -25,8 +25,6 @@ from digest.subscribers import (
     apply_preferences,
     check_timezone,
     check_topics,
-    complaint_in_force,
-    resubscribe,
     topics_of,
     unsubscribe,
 )
@@ -182,30 +180,21 @@ def create_app(
             subscriber = subscriber_for(link, session=session)
             if subscriber is None:
                 return bad_link()
-            if complaint_in_force(subscriber, session=session):
-                # A click cannot undo a spam complaint: the reader confirms by email (issue 12).
-                pending = optin.request_reconfirmation(
-                    subscriber,
-                    session=session,
-                    now=clock(),
-                    ip=request.client.host if request.client else None,
-                    user_agent=request.headers.get("user-agent"),
-                )
-                if pending is not None:
-                    confirm_by_email(pending, background)
-                return message(
-                    "Check your inbox",
-                    f"You once marked {info.title} as spam, so we need your confirmation by email "
-                    "before sending again: open the link in the message we sent you.",
-                )
-            resubscribe(
+            outcome = optin.subscribe_again(
                 subscriber,
                 session=session,
                 now=clock(),
-                method="link",
                 edition_id=existing_edition_id(link.edition_id, session=session),
                 user_agent=request.headers.get("user-agent"),
                 ip=request.client.host if request.client else None,
+            )
+        if outcome.to_confirm is not None:
+            confirm_by_email(outcome.to_confirm, background)
+        if outcome.status == "confirm":
+            return message(
+                "Check your inbox",
+                f"You once marked {info.title} as spam, so we need your confirmation by email "
+                "before sending again: open the link in the message we sent you.",
             )
         return message("Welcome back", f"You will receive {info.title} again.")
 
