@@ -1,12 +1,12 @@
-"""Subscribers: add, import, export, list, remove, unsubscribe; consent is kept and never forced."""
+"""Subscribers: add, list, remove, unsubscribe, pause; consent is kept and never forced. What
+outside text may hold is checked here (`check_text`, `clean_name`), for every door to use."""
 
-import csv
-import io
-from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+import functools
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
-from pathlib import Path
-from typing import TextIO, TypedDict, Unpack
+from typing import Any, TypedDict, Unpack
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from email_validator import EmailNotValidError, validate_email
@@ -15,12 +15,21 @@ from sqlmodel import Session, col, select
 from digest.db.models import Delivery, Subscriber, SubscriberEvent, SubscriberStatus
 from digest.errors import SubscriberError
 
-CSV_COLUMNS = ("email", "name", "topics", "timezone")
-CONSENT_COLUMNS = ("consent_source", "consent_at", "consent_ip", "confirmed_at", "confirmed_ip")
-EXPORT_COLUMNS = (*CSV_COLUMNS, "status", *CONSENT_COLUMNS)
+# A name greets the reader ("Hi Ana,") and goes into the To: header. 100 characters hold any
+# real full name with room to spare (the UK government's data standard allows 70 for one; the
+# ICAO passport line 39) while a header stays far under RFC 5322's 998-character line even when
+# a non-ASCII name is RFC 2047-encoded (4 bytes a character, base64: about 540 octets, folded).
+# Longer is refused, never cut: a silently shortened name is a wrong name (issue 12, row 6).
+NAME_MAX_LENGTH = 100
+
+# C0 and C1 controls (CR, LF, NUL, TAB, NEL, ...), DEL, the Unicode line and paragraph
+# separators, and lone surrogates (bytes that were not UTF-8). None belongs in a name or any
+# other one-line value: CR/LF in a name became injected Bcc:/Cc: headers (issue 12, row 5), NUL
+# is refused by PostgreSQL (row 19). Refused with a reason rather than stripped, so the operator
+# sees the damaged or hostile row instead of a name quietly made up from it.
+_UNFIT = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
 
 
-# Statuses an import must not undo without the admin saying so: the reader said no.
 class Via(TypedDict, total=False):
     """Where a status change came from, for its event: the edition whose link was used, and the
     browser (user agent, address) that asked."""
@@ -30,7 +39,38 @@ class Via(TypedDict, total=False):
     ip: str | None
 
 
+# Statuses an import must not undo without the admin saying so: the reader said no.
 NO_CONSENT = frozenset({SubscriberStatus.UNSUBSCRIBED, SubscriberStatus.BOUNCED, SubscriberStatus.COMPLAINED})
+
+
+def shown(value: str, limit: int = 60) -> str:
+    """`value` quoted for an error message, cut to `limit` characters (a hostile value can be
+    megabytes long)."""
+    if len(value) <= limit:
+        return repr(value)
+    return f"{value[:limit]!r}... ({len(value):,} characters)"
+
+
+def check_text(value: str, what: str, limit: int) -> str:
+    """`value` trimmed, when it is one line of text of at most `limit` characters without control
+    characters; otherwise SubscriberError naming `what` and the first fault."""
+    text = value.strip()
+    bad = _UNFIT.search(text)
+    if bad is not None:
+        code = ord(bad.group())
+        kind = "a byte that is not UTF-8" if 0xD800 <= code <= 0xDFFF else "a line break or control character"
+        raise SubscriberError(
+            f"{what}: {kind} (U+{code:04X}) at character {bad.start() + 1}: it must be one line of text"
+        )
+    if len(text) > limit:
+        raise SubscriberError(f"{what}: {len(text):,} characters, at most {limit} allowed")
+    return text
+
+
+def clean_name(name: str) -> str:
+    """A subscriber's name as stored: trimmed, one line, at most NAME_MAX_LENGTH characters;
+    SubscriberError says why not (every door that takes a name calls this)."""
+    return check_text(name, "name", NAME_MAX_LENGTH)
 
 
 def normalize_email(address: str) -> str:
@@ -38,18 +78,19 @@ def normalize_email(address: str) -> str:
     try:
         info = validate_email(address.strip(), check_deliverability=False)
     except EmailNotValidError as e:
-        raise SubscriberError(f"{address.strip()!r}: {e}") from e
+        raise SubscriberError(f"{shown(address.strip())}: {e}") from e
     # Lower-case all of it: local parts are case-sensitive in theory (RFC 5321 §2.4) but not at
     # any real mailbox provider, and "Ana@x" and "ana@x" must be one subscriber, not two.
     return info.normalized.lower()
 
 
+@functools.lru_cache(maxsize=1024)  # ~600 zones exist; ZoneInfo's own cache keeps only 8 loaded
 def check_timezone(name: str) -> str:
     """An IANA time zone name, or SubscriberError."""
     try:
         ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError) as e:
-        raise SubscriberError(f"unknown time zone {name!r}") from e
+        raise SubscriberError(f"unknown time zone {shown(name)}") from e
     return name
 
 
@@ -60,7 +101,7 @@ def check_topics(topics: Iterable[str], known: Sequence[str]) -> list[str]:
     for topic in topics:
         name = by_lower.get(topic.strip().lower())
         if name is None:
-            raise SubscriberError(f"unknown topic {topic.strip()!r} (known: {', '.join(known)})")
+            raise SubscriberError(f"unknown topic {shown(topic.strip())} (known: {', '.join(known)})")
         if name not in result:
             result.append(name)
     return result
@@ -110,6 +151,78 @@ def get_subscriber(email: str, *, session: Session) -> Subscriber:
     return row
 
 
+@dataclass(frozen=True, slots=True)
+class Consent:
+    """How and when someone agreed to receive the digest, as an export records it."""
+
+    source: str
+    at: datetime | None
+    ip: str | None
+    confirmed_at: datetime | None
+    confirmed_ip: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class CsvRow:
+    """A valid row of a subscriber CSV file, or an `add` (status and consent only when given)."""
+
+    line: int
+    email: str
+    name: str
+    topics: tuple[str, ...]
+    timezone: str | None
+    status: SubscriberStatus | None = None
+    consent: Consent | None = None
+    # Columns the file had: an existing subscriber keeps what a file without that column says
+    # nothing about (a list of addresses alone must not wipe everyone's topics and time zone).
+    columns: frozenset[str] = frozenset(("email", "name", "topics", "timezone"))
+
+
+# The columns a row sets (besides email and created_at, set once).
+ROW_FIELDS = (
+    "name", "topics", "timezone", "status", "consent_source", "consent_at", "consent_ip", "confirmed_at",
+    "confirmed_ip", "updated_at",
+)  # fmt: skip
+
+
+def apply_row(
+    current: Mapping[Any, Any] | None, record: CsvRow, *, now: datetime, source: str
+) -> tuple[dict[str, Any], SubscriberStatus | None]:
+    """A subscriber's ROW_FIELDS after one validated row (the file's status and consent when it
+    has them, else active now), and its status before when the row changed it (else None).
+    Pure: `add` sets them on one row, an import writes thousands in one statement."""
+    if current is None:
+        previous, fresh = SubscriberStatus.PENDING, True
+        values: dict[str, Any] = {"consent_source": "", "consent_at": None, "consent_ip": None}
+        values |= {"confirmed_at": None, "confirmed_ip": None}
+    else:
+        previous, fresh = SubscriberStatus(current["status"]), False
+        values = {f: current[f] for f in ROW_FIELDS}
+    status = record.status or SubscriberStatus.ACTIVE
+    if fresh or "name" in record.columns:
+        values["name"] = record.name
+    if fresh or "topics" in record.columns:
+        values["topics"] = "\n".join(record.topics)
+    if fresh or "timezone" in record.columns:
+        values["timezone"] = record.timezone
+    if record.consent is not None:  # an export being imported: keep its consent as it was
+        c = record.consent
+        values |= {"consent_source": c.source, "consent_at": c.at, "consent_ip": c.ip}
+        values |= {"confirmed_at": c.confirmed_at, "confirmed_ip": c.confirmed_ip}
+    elif status == SubscriberStatus.ACTIVE and previous != SubscriberStatus.ACTIVE:
+        values |= {"consent_source": source, "consent_at": now, "confirmed_at": now}
+        values |= {"consent_ip": None, "confirmed_ip": None}
+    values["status"], values["updated_at"] = status, now
+    return values, (previous if status != previous else None)
+
+
+def change_kind(previous: SubscriberStatus, status: SubscriberStatus) -> str:
+    """The event kind of a status change made by `add` or an import."""
+    if status == SubscriberStatus.ACTIVE:
+        return "resubscribe" if previous in NO_CONSENT else "subscribe"
+    return "unsubscribe" if status == SubscriberStatus.UNSUBSCRIBED else str(status)
+
+
 def add_subscriber(
     email: str,
     *,
@@ -124,6 +237,7 @@ def add_subscriber(
 ) -> Subscriber:
     """Add (or update) an active subscriber; someone who left stays out unless `resubscribe`."""
     address = normalize_email(email)
+    name = clean_name(name)
     chosen = check_topics(topics, known_topics)
     tz = check_timezone(timezone) if timezone else None
     row = session.exec(select(Subscriber).where(Subscriber.email == address)).first()
@@ -134,274 +248,19 @@ def add_subscriber(
         )
     given = {"email"} | {c for c, v in (("name", name), ("topics", topics), ("timezone", timezone)) if v}
     record = CsvRow(0, address, name, tuple(chosen), tz, columns=frozenset(given))
-    change = _apply_row(session, row, record, now=now, source=source)
-    _record_changes(session, [change], now=now, source=source)
-    return change[0]
-
-
-def _apply_row(
-    session: Session, row: Subscriber | None, record: "CsvRow", *, now: datetime, source: str
-) -> tuple[Subscriber, SubscriberStatus | None]:
-    """Set one validated row (the file's status and consent when it has them, else active now);
-    returns it with its status before (None when the status did not change). Nothing is flushed:
-    an import of many rows is a few bulk statements, not one round trip per row."""
+    current = None if row is None else {f: getattr(row, f) for f in ROW_FIELDS}
+    values, previous = apply_row(current, record, now=now, source=source)
     if row is None:
-        row = Subscriber(email=record.email, created_at=now, updated_at=now, status=SubscriberStatus.PENDING)
-    previous = row.status
-    status = record.status or SubscriberStatus.ACTIVE
-    fresh = row.id is None
-    if fresh or "name" in record.columns:
-        row.name = record.name
-    if fresh or "topics" in record.columns:
-        row.topics = "\n".join(record.topics)
-    if fresh or "timezone" in record.columns:
-        row.timezone = record.timezone
-    if record.consent is not None:  # an export being imported: keep its consent as it was
-        c = record.consent
-        row.consent_source, row.consent_at, row.consent_ip = c.source, c.at, c.ip
-        row.confirmed_at, row.confirmed_ip = c.confirmed_at, c.confirmed_ip
-    elif status == SubscriberStatus.ACTIVE and previous != SubscriberStatus.ACTIVE:
-        row.consent_source, row.consent_at, row.confirmed_at = source, now, now
-        row.consent_ip = row.confirmed_ip = None
-    row.status = status
-    row.updated_at = now
+        row = Subscriber(email=address, created_at=now, **values)
+    else:
+        for column, value in values.items():
+            setattr(row, column, value)
     session.add(row)
-    return row, (previous if status != previous else None)
-
-
-def _record_changes(
-    session: Session,
-    changes: Iterable[tuple[Subscriber, SubscriberStatus | None]],
-    *,
-    now: datetime,
-    source: str,
-) -> None:
-    """Flush the rows (new ones get their ids), then add one event per status change."""
-    session.flush()
-    method = "admin" if source == "cli" else "import"
-    for row, previous in changes:
-        if previous is None:
-            continue
-        kind = {
-            SubscriberStatus.ACTIVE: "resubscribe" if previous in NO_CONSENT else "subscribe",
-            SubscriberStatus.UNSUBSCRIBED: "unsubscribe",
-        }.get(row.status, str(row.status))
-        record_event(session, row, kind, method, now=now, detail=source)
-
-
-@dataclass(frozen=True, slots=True)
-class Consent:
-    """How and when someone agreed to receive the digest, as an export records it."""
-
-    source: str
-    at: datetime | None
-    ip: str | None
-    confirmed_at: datetime | None
-    confirmed_ip: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class CsvRow:
-    """A valid row of a subscriber CSV file (status and consent only when the file has them)."""
-
-    line: int
-    email: str
-    name: str
-    topics: tuple[str, ...]
-    timezone: str | None
-    status: SubscriberStatus | None = None
-    consent: Consent | None = None
-    # Columns the file had: an existing subscriber keeps what a file without that column says
-    # nothing about (a list of addresses alone must not wipe everyone's topics and time zone).
-    columns: frozenset[str] = frozenset(CSV_COLUMNS)
-
-
-@dataclass(frozen=True, slots=True)
-class ImportReport:
-    """What an import did: added, updated, kept out for consent, merged duplicates, bad rows."""
-
-    added: int = 0
-    updated: int = 0
-    kept_out: tuple[str, ...] = ()
-    duplicates: int = 0
-    invalid: tuple[str, ...] = field(default_factory=tuple)
-    ignored_columns: tuple[str, ...] = ()
-
-
-def _sniff_delimiter(header: str) -> str:
-    # The header holds only column names, so the delimiter is whichever of , ; TAB it uses most;
-    # csv.Sniffer guesses from data rows and picks ";" when topics like "a;b" fill them.
-    counts = {d: header.count(d) for d in (",", ";", "\t")}
-    best = max(counts, key=lambda d: counts[d])
-    return best if counts[best] else ","
-
-
-def _parse_time(value: str, column: str) -> datetime | None:
-    if not value.strip():
-        return None
-    try:
-        parsed = datetime.fromisoformat(value.strip())
-    except ValueError:
-        raise SubscriberError(f"{column}: {value.strip()!r} is not an ISO 8601 date-time") from None
-    if parsed.tzinfo is None:
-        raise SubscriberError(f"{column}: {value.strip()!r} has no UTC offset")
-    return parsed
-
-
-def _parse_row(values: dict[str, str], known_topics: Sequence[str], line: int) -> CsvRow:
-    email = normalize_email(values.get("email", ""))
-    topics = check_topics([t for t in values.get("topics", "").split(";") if t.strip()], known_topics)
-    tz_name = values.get("timezone", "").strip()
-    status: SubscriberStatus | None = None
-    if values.get("status", "").strip():
-        try:
-            status = SubscriberStatus(values["status"].strip().lower())
-        except ValueError:
-            raise SubscriberError(
-                f"status: {values['status'].strip()!r} is not one of "
-                + ", ".join(s.value for s in SubscriberStatus)
-            ) from None
-    consent = None
-    if any(values.get(c, "").strip() for c in CONSENT_COLUMNS):
-        consent = Consent(
-            source=values.get("consent_source", "").strip(),
-            at=_parse_time(values.get("consent_at", ""), "consent_at"),
-            ip=values.get("consent_ip", "").strip() or None,
-            confirmed_at=_parse_time(values.get("confirmed_at", ""), "confirmed_at"),
-            confirmed_ip=values.get("confirmed_ip", "").strip() or None,
-        )
-    return CsvRow(
-        line,
-        email,
-        values.get("name", "").strip(),
-        tuple(topics),
-        check_timezone(tz_name) if tz_name else None,
-        status,
-        consent,
-        frozenset(values),
-    )
-
-
-def read_csv(path: Path, *, known_topics: Sequence[str]) -> tuple[list[CsvRow], list[str], int, list[str]]:
-    """Parse and validate a subscriber CSV: (good rows, "file:line: reason" errors, duplicates
-    merged, ignored columns)."""
-    try:
-        text = path.read_text(encoding="utf-8-sig")  # -sig: Excel writes a BOM
-    except (OSError, UnicodeDecodeError) as e:
-        raise SubscriberError(f"{path}: cannot read: {e}") from e
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=_sniff_delimiter(text.split("\n", 1)[0]))
-    try:
-        header = [h.strip().lower() for h in next(reader, [])]
-    except csv.Error as e:
-        raise SubscriberError(f"{path}:1: {e}") from e
-    if "email" not in header:
-        raise SubscriberError(
-            f"{path}:1: header must have an 'email' column (got {', '.join(header) or 'nothing'})"
-        )
-    ignored = [h for h in header if h not in EXPORT_COLUMNS]
-    rows: dict[str, CsvRow] = {}
-    errors: list[str] = []
-    duplicates = 0
-    line = reader.line_num
-    while True:
-        start = line + 1  # a quoted value may span lines: name the line where the row starts
-        try:
-            raw = next(reader, None)
-        except csv.Error as e:
-            errors.append(f"{path}:{start}: {e}")
-            break
-        line = reader.line_num
-        if raw is None:
-            break
-        if not any(v.strip() for v in raw):
-            continue
-        if len(raw) > len(header):
-            errors.append(
-                f"{path}:{start}: {len(raw)} fields but the header has {len(header)} "
-                "(quote a value that contains the delimiter)"
-            )
-            continue
-        try:
-            record = _parse_row(dict(zip(header, raw, strict=False)), known_topics, start)
-        except SubscriberError as e:
-            errors.append(f"{path}:{start}: {e}")
-            continue
-        if record.email in rows:
-            duplicates += 1
-        rows[record.email] = record
-    return list(rows.values()), errors, duplicates, ignored
-
-
-def import_csv(
-    path: Path,
-    *,
-    session: Session,
-    now: datetime,
-    known_topics: Sequence[str],
-    skip_invalid: bool = False,
-    resubscribe: bool = False,
-) -> ImportReport:
-    """Import a CSV: all or nothing unless `skip_invalid`; never resubscribes without consent."""
-    rows, errors, duplicates, ignored = read_csv(path, known_topics=known_topics)
-    if errors and not skip_invalid:
-        raise SubscriberError(
-            f"{path}: {len(errors)} invalid row(s), nothing imported:\n  " + "\n  ".join(errors)
-        )
-    existing: dict[str, Subscriber] = {}
-    for start in range(0, len(rows), 500):  # bounded IN lists (SQLite caps bound parameters)
-        chunk = [r.email for r in rows[start : start + 500]]
-        existing.update(
-            (s.email, s) for s in session.exec(select(Subscriber).where(col(Subscriber.email).in_(chunk)))
-        )
-    added = updated = 0
-    kept_out = []
-    changes = []
-    for row in rows:
-        current = existing.get(row.email)
-        wants = row.status or SubscriberStatus.ACTIVE
-        if (
-            current is not None
-            and current.status in NO_CONSENT
-            and wants not in NO_CONSENT
-            and not resubscribe
-        ):
-            kept_out.append(f"{row.email} ({current.status})")
-            continue
-        changes.append(_apply_row(session, current, row, now=now, source=f"import:{path.name}"))
-        if current is None:
-            added += 1
-        else:
-            updated += 1
-    _record_changes(session, changes, now=now, source=f"import:{path.name}")
-    return ImportReport(added, updated, tuple(kept_out), duplicates, tuple(errors), tuple(ignored))
-
-
-def export_rows(*, session: Session) -> Iterator[dict[str, str]]:
-    """Every subscriber as a CSV row (import columns plus status and consent)."""
-    for s in session.exec(select(Subscriber).order_by(col(Subscriber.id))):
-        yield {
-            "email": s.email,
-            "name": s.name,
-            "topics": ";".join(t for t in s.topics.split("\n") if t),
-            "timezone": s.timezone or "",
-            "status": str(s.status),
-            "consent_source": s.consent_source,
-            "consent_at": s.consent_at.isoformat() if s.consent_at else "",
-            "consent_ip": s.consent_ip or "",
-            "confirmed_at": s.confirmed_at.isoformat() if s.confirmed_at else "",
-            "confirmed_ip": s.confirmed_ip or "",
-        }
-
-
-def write_csv(rows: Iterable[dict[str, str]], out: TextIO) -> int:
-    """Write export rows as CSV; returns the number of rows."""
-    writer = csv.DictWriter(out, fieldnames=EXPORT_COLUMNS, lineterminator="\n")
-    writer.writeheader()
-    count = 0
-    for row in rows:
-        writer.writerow(row)
-        count += 1
-    return count
+    session.flush()  # the new row's id, for its event
+    if previous is not None:
+        method = "admin" if source == "cli" else "import"
+        record_event(session, row, change_kind(previous, row.status), method, now=now, detail=source)
+    return row
 
 
 def list_subscribers(*, session: Session, status: SubscriberStatus | None = None) -> list[Subscriber]:

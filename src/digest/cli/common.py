@@ -12,6 +12,7 @@ from typing import Annotated, Any, TypeVar
 import sqlalchemy as sa
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from digest import pipeline
 from digest.clock import Clock, system_clock
@@ -70,7 +71,8 @@ def friendly(func: F) -> F:
         try:
             return func(*args, **kwargs)
         except DigestError as e:
-            err.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+            # escape: the message quotes outside text ("[/x]" in a CSV must not be Rich markup)
+            err.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
             raise typer.Exit(1) from None
         finally:
             while _engines:

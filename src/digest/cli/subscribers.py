@@ -5,6 +5,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from digest.cli.common import (
@@ -20,15 +21,13 @@ from digest.config import load_settings
 from digest.db.engine import session_scope
 from digest.db.models import SubscriberStatus
 from digest.errors import SubscriberError
+from digest.subscriber_csv import export_rows, import_csv, write_csv
 from digest.subscribers import (
     add_subscriber,
-    export_rows,
     get_subscriber,
-    import_csv,
     list_subscribers,
     remove_subscriber,
     unsubscribe,
-    write_csv,
 )
 
 
@@ -36,7 +35,9 @@ from digest.subscribers import (
 @friendly
 def subscribers_add(
     email: Annotated[str, typer.Argument(help="The subscriber's address.")],
-    name: Annotated[str, typer.Option("--name", help="Name used in the greeting.")] = "",
+    name: Annotated[
+        str, typer.Option("--name", help="Name used in the greeting: one line, at most 100 characters.")
+    ] = "",
     topic: Annotated[
         list[str] | None,
         typer.Option("--topic", help="A topic to receive (repeat); none means all."),
@@ -73,7 +74,7 @@ def subscribers_add(
 def subscribers_import(
     file: Annotated[Path, typer.Argument(help="CSV file (format: subscribers/README.md).")],
     skip_invalid: Annotated[
-        bool, typer.Option("--skip-invalid", help="Import the good rows, report the bad.")
+        bool, typer.Option("--skip-invalid", help="Import the good rows; print each bad one with its line.")
     ] = False,
     resubscribe: Annotated[
         bool,
@@ -86,6 +87,11 @@ def subscribers_import(
     """
     settings, newsletter = _setup()
     engine = _engine(settings)
+
+    def skipped(line: str) -> None:
+        # As each is found: every skipped row is named, however many, and none is held.
+        err.print(f"skipped invalid: {line}", markup=False, highlight=False, soft_wrap=True)
+
     with session_scope(engine) as session:
         report = import_csv(
             file,
@@ -94,14 +100,17 @@ def subscribers_import(
             known_topics=newsletter.topic_names,
             skip_invalid=skip_invalid,
             resubscribe=resubscribe,
+            on_invalid=skipped if skip_invalid else None,
         )
-    out.print(f"added {report.added}, updated {report.updated}, merged duplicates {report.duplicates}")
+    out.print(
+        f"added {report.added}, updated {report.updated}, merged duplicates {report.duplicates}"
+        + (f", skipped invalid {report.invalid_count}" if report.invalid_count else "")
+    )
     for line in report.kept_out:
-        err.print(f"kept out (no consent): {line}", highlight=False)
-    for line in report.invalid:
-        err.print(f"skipped invalid: {line}", highlight=False)
+        err.print(f"kept out (no consent): {line}", markup=False, highlight=False)
     if report.ignored_columns:
-        err.print(f"ignored unknown column(s): {', '.join(report.ignored_columns)}", highlight=False)
+        columns = ", ".join(report.ignored_columns)
+        err.print(f"ignored unknown column(s): {columns}", markup=False, highlight=False)
 
 
 @subscribers_app.command("export")
@@ -148,7 +157,8 @@ def subscribers_list(
         rows = list_subscribers(session=session, status=wanted)
     table = Table("email", "name", "status", "topics", "timezone", title=f"{len(rows)} subscribers")
     for s in rows:
-        table.add_row(s.email, s.name, str(s.status), s.topics.replace("\n", "; ") or "all", s.timezone or "")
+        cells = (s.email, s.name, str(s.status), s.topics.replace("\n", "; ") or "all", s.timezone or "")
+        table.add_row(*map(escape, cells))  # a name like "[/x]" is text, not Rich markup
     out.print(table)
 
 

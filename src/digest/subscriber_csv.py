@@ -1,0 +1,423 @@
+"""Subscriber CSV files: a streamed import that names the line of every row it refuses, and a
+streamed export a spreadsheet shows as text (the format: subscribers/README.md)."""
+
+import csv
+import pickle
+import re
+import sqlite3
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import closing, contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, TextIO
+
+import sqlalchemy as sa
+from sqlmodel import Session
+
+from digest.db.models import Subscriber, SubscriberEvent, SubscriberStatus
+from digest.errors import SubscriberError
+from digest.subscribers import (
+    NO_CONSENT,
+    ROW_FIELDS,
+    Consent,
+    CsvRow,
+    apply_row,
+    change_kind,
+    check_text,
+    check_timezone,
+    check_topics,
+    clean_name,
+    normalize_email,
+    shown,
+)
+
+CSV_COLUMNS = ("email", "name", "topics", "timezone")
+CONSENT_COLUMNS = ("consent_source", "consent_at", "consent_ip", "confirmed_at", "confirmed_ip")
+EXPORT_COLUMNS = (*CSV_COLUMNS, "status", *CONSENT_COLUMNS)
+
+# A line of a subscriber list is a few hundred characters; 64 Ki leaves room for columns we
+# ignore (a CRM's notes) and bounds what one line can cost. Longer lines are refused by number
+# and skipped without being held (issue 12, row 13: a 200 KB field).
+MAX_LINE = 65_536
+CONSENT_TEXT_LIMIT = 300  # consent_source ("import:" and a file name) and consent_ip
+BATCH_SIZE = 1_000  # rows read, looked up and written per statement
+MAX_LISTED = 1_000  # invalid rows quoted in the error of a rejected file (all are counted)
+
+# OWASP "CSV Injection": a cell starting with = + - @ TAB or CR is a formula to a spreadsheet, so
+# export prefixes a single quote. A value that already starts with quotes before such a character
+# gets one more too, so import can remove exactly the quote export added: `'*` below.
+_FORMULA = re.compile("'*[=+\\-@\t\r]")
+_NOT_UTF8 = re.compile("[\udc80-\udcff]")  # bytes that did not decode, kept by surrogateescape
+_TABLE: sa.Table = Subscriber.__table__  # type: ignore[attr-defined]
+_EVENTS: sa.Table = SubscriberEvent.__table__  # type: ignore[attr-defined]
+
+
+def escape_cell(value: str) -> str:
+    """`value` as a spreadsheet shows it as text: a formula's first character quoted."""
+    return "'" + value if _FORMULA.match(value) else value
+
+
+def unescape_cell(value: str) -> str:
+    """`value` as it was before `escape_cell` (only a quote that function adds is removed)."""
+    return value[1:] if value.startswith("'") and _FORMULA.match(value) else value
+
+
+@dataclass(frozen=True, slots=True)
+class ImportReport:
+    """What an import did: added, updated, kept out for consent, merged duplicates, bad rows."""
+
+    added: int = 0
+    updated: int = 0
+    kept_out: tuple[str, ...] = ()
+    duplicates: int = 0
+    invalid: tuple[str, ...] = field(default_factory=tuple)  # the first MAX_LISTED
+    ignored_columns: tuple[str, ...] = ()
+    invalid_count: int = 0
+
+
+def _sniff_delimiter(header: str) -> str:
+    # The header holds only column names, so the delimiter is whichever of , ; TAB it uses most;
+    # csv.Sniffer guesses from data rows and picks ";" when topics like "a;b" fill them.
+    counts = {d: header.count(d) for d in (",", ";", "\t")}
+    best = max(counts, key=lambda d: counts[d])
+    return best if counts[best] else ","
+
+
+def _lines(stream: TextIO, path: Path) -> Iterator[tuple[int, str | None]]:
+    """(number, text) of each physical line; text None for a line over MAX_LINE, whose rest is
+    read past in pieces, never held."""
+    number = 0
+    try:
+        while text := stream.readline(MAX_LINE + 1):
+            number += 1
+            if len(text) > MAX_LINE and not text.endswith(("\n", "\r")):
+                while (rest := stream.readline(MAX_LINE)) and not rest.endswith(("\n", "\r")):
+                    pass
+                yield number, None
+            else:
+                yield number, text
+    except OSError as e:
+        raise SubscriberError(f"{path}:{number + 1}: cannot read: {e}") from e
+
+
+def _cells(text: str, delimiter: str) -> list[str]:
+    """The values of one line. Each line is parsed alone: a quote left open reports its own line
+    and cannot swallow the rows after it (issue 12, row 13)."""
+    bad = _NOT_UTF8.search(text)
+    if bad is not None:
+        raise SubscriberError(
+            f"not UTF-8: byte 0x{ord(bad.group()) - 0xDC00:02X} at character {bad.start() + 1} "
+            "(save the file as UTF-8)"
+        )
+    try:
+        return next(csv.reader((text,), delimiter=delimiter, strict=True), [])
+    except csv.Error as e:
+        if text.count('"') % 2:
+            raise SubscriberError('a quoted value does not close on this line (a closing " missing?)') from e
+        raise SubscriberError(f"bad quoting: {e}") from e
+
+
+def _parse_time(value: str, column: str) -> datetime | None:
+    if not value.strip():
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.strip())
+    except ValueError:
+        raise SubscriberError(f"{column}: {shown(value.strip())} is not an ISO 8601 date-time") from None
+    if parsed.tzinfo is None:
+        raise SubscriberError(f"{column}: {shown(value.strip())} has no UTC offset")
+    return parsed
+
+
+def _parse_row(values: dict[str, str], known_topics: Sequence[str], line: int) -> CsvRow:
+    email = normalize_email(values.get("email", ""))
+    name = clean_name(values.get("name", ""))
+    topics = check_topics([t for t in values.get("topics", "").split(";") if t.strip()], known_topics)
+    tz_name = values.get("timezone", "").strip()
+    status: SubscriberStatus | None = None
+    if values.get("status", "").strip():
+        try:
+            status = SubscriberStatus(values["status"].strip().lower())
+        except ValueError:
+            raise SubscriberError(
+                f"status: {shown(values['status'].strip())} is not one of "
+                + ", ".join(s.value for s in SubscriberStatus)
+            ) from None
+    consent = None
+    if any(values.get(c, "").strip() for c in CONSENT_COLUMNS):
+        consent = Consent(
+            source=check_text(values.get("consent_source", ""), "consent_source", CONSENT_TEXT_LIMIT),
+            at=_parse_time(values.get("consent_at", ""), "consent_at"),
+            ip=check_text(values.get("consent_ip", ""), "consent_ip", CONSENT_TEXT_LIMIT) or None,
+            confirmed_at=_parse_time(values.get("confirmed_at", ""), "confirmed_at"),
+            confirmed_ip=check_text(values.get("confirmed_ip", ""), "confirmed_ip", CONSENT_TEXT_LIMIT)
+            or None,
+        )
+    return CsvRow(
+        line,
+        email,
+        name,
+        tuple(topics),
+        check_timezone(tz_name) if tz_name else None,
+        status,
+        consent,
+        frozenset(values),
+    )
+
+
+class CsvFile:
+    """An open subscriber CSV: its header, then its rows, one line at a time."""
+
+    def __init__(self, path: Path, stream: TextIO) -> None:
+        self.path = path
+        self._lines = _lines(stream, path)
+        number, text = next(self._lines, (1, ""))
+        if text is None:
+            raise SubscriberError(f"{path}:1: header longer than {MAX_LINE:,} characters")
+        self._delimiter = _sniff_delimiter(text)
+        try:
+            self.header = tuple(h.strip().lower() for h in _cells(text, self._delimiter))
+        except SubscriberError as e:
+            raise SubscriberError(f"{path}:{number}: {e}") from e
+        if "email" not in self.header:
+            raise SubscriberError(
+                f"{path}:1: header must have an 'email' column "
+                f"(got {shown(', '.join(self.header)) if self.header else 'nothing'})"
+            )
+        self.ignored = tuple(h for h in self.header if h not in EXPORT_COLUMNS)
+
+    def rows(self, known_topics: Sequence[str]) -> Iterator[CsvRow | str]:
+        """Each data line, in order, as a valid row or a "file:line: reason" message."""
+        for number, text in self._lines:
+            if text is None:
+                yield f"{self.path}:{number}: line longer than {MAX_LINE:,} characters, skipped whole"
+                continue
+            try:
+                cells = _cells(text, self._delimiter)
+                if not any(v.strip() for v in cells):
+                    continue
+                if len(cells) > len(self.header):
+                    raise SubscriberError(
+                        f"{len(cells)} fields but the header has {len(self.header)} "
+                        "(quote a value that contains the delimiter)"
+                    )
+                values = dict(zip(self.header, map(unescape_cell, cells), strict=False))
+                yield _parse_row(values, known_topics, number)
+            except SubscriberError as e:
+                yield f"{self.path}:{number}: {e}"
+
+
+@contextmanager
+def open_csv(path: Path) -> Iterator[CsvFile]:
+    """A subscriber CSV opened and its header checked; SubscriberError names the file and line."""
+    try:
+        # -sig: Excel writes a BOM. surrogateescape: a byte that is not UTF-8 is reported with
+        # its line, not as one error for the whole file. newline="": the csv module's own.
+        stream = path.open(encoding="utf-8-sig", errors="surrogateescape", newline="")
+    except OSError as e:
+        raise SubscriberError(f"{path}: cannot read: {e}") from e
+    with stream:
+        yield CsvFile(path, stream)
+
+
+class _Spool:
+    """Valid rows parked on disk until the whole file is read, one per address (the last row
+    for it, in the place of the first), so that an invalid row found late leaves the database
+    untouched and duplicates merge across batches, without holding the file in memory."""
+
+    def __init__(self) -> None:
+        # "": a private temporary database, deleted on close; past its small page cache it
+        # spills to disk, so a file of any size costs a few megabytes here.
+        self._db = sqlite3.connect("")
+        # `first` is the rowid: an upsert keeps it, so file order is a scan of the table.
+        self._db.execute(
+            "CREATE TABLE row (first INTEGER PRIMARY KEY, email TEXT UNIQUE NOT NULL, data BLOB)"
+        )
+        self._pending: list[tuple[int, str, bytes]] = []
+        self.rows = 0
+
+    def add(self, row: CsvRow) -> None:
+        """Park a valid row (a later row for the same address replaces it)."""
+        # pickle: a value this process made, read back by this process, never from outside; its
+        # fields as a tuple, which loads twice as fast as the dataclass.
+        fields = (
+            row.line,
+            row.email,
+            row.name,
+            row.topics,
+            row.timezone,
+            row.status,
+            row.consent,
+            row.columns,
+        )
+        self._pending.append((row.line, row.email, pickle.dumps(fields, pickle.HIGHEST_PROTOCOL)))
+        if len(self._pending) >= BATCH_SIZE:
+            self._flush()
+
+    def _flush(self) -> None:
+        with self._db:
+            self._db.executemany(
+                "INSERT INTO row VALUES (?, ?, ?) ON CONFLICT (email) DO UPDATE SET data = excluded.data",
+                self._pending,
+            )
+        self.rows += len(self._pending)
+        self._pending.clear()
+
+    def duplicates(self) -> int:
+        """Rows merged into an earlier row for the same address."""
+        self._flush()
+        (distinct,) = self._db.execute("SELECT count(*) FROM row").fetchone()
+        return self.rows - int(distinct)
+
+    def batches(self) -> Iterator[list[CsvRow]]:
+        """The parked rows in file order, BATCH_SIZE at a time."""
+        self._flush()
+        cursor = self._db.execute("SELECT data FROM row ORDER BY first")
+        while chunk := cursor.fetchmany(BATCH_SIZE):
+            yield [CsvRow(*pickle.loads(data)) for (data,) in chunk]
+
+    def close(self) -> None:
+        """Delete the spool."""
+        self._db.close()
+
+
+@dataclass
+class _Writer:
+    """Writes batches of valid rows: one lookup, one insert, one update and one event insert
+    per batch (Core statements: nothing stays in the session)."""
+
+    session: Session
+    now: datetime
+    source: str
+    resubscribe: bool
+    added: int = 0
+    updated: int = 0
+    kept_out: list[str] = field(default_factory=list)
+
+    def write(self, rows: list[CsvRow]) -> None:
+        """Apply one batch of rows (one per address) to the subscribers table."""
+        t = _TABLE
+        found = self.session.execute(
+            sa.select(t.c.id, t.c.email, *(t.c[f] for f in ROW_FIELDS)).where(
+                t.c.email.in_([r.email for r in rows])
+            )
+        )
+        existing = {m["email"]: m for m in found.mappings()}
+        new: list[dict[str, Any]] = []
+        new_kinds: list[str | None] = []
+        changed: list[dict[str, Any]] = []
+        events: list[dict[str, Any]] = []
+        for row in rows:
+            current = existing.get(row.email)
+            wants = row.status or SubscriberStatus.ACTIVE
+            if (
+                current is not None
+                and current["status"] in NO_CONSENT
+                and wants not in NO_CONSENT
+                and not self.resubscribe
+            ):
+                self.kept_out.append(f"{row.email} ({current['status']})")
+                continue
+            values, previous = apply_row(current, row, now=self.now, source=self.source)
+            kind = None if previous is None else change_kind(previous, values["status"])
+            if current is None:
+                new.append({"email": row.email, "created_at": self.now, **values})
+                new_kinds.append(kind)
+            else:
+                changed.append({"row_id": current["id"], **values})
+                if kind is not None:
+                    events.append(self._event(current["id"], kind))
+        if new:
+            # Plain executemany, then the ids by address: RETURNING with rows in order would make
+            # SQLAlchemy insert one row per statement on SQLite (its RETURNING order is undefined).
+            self.session.execute(sa.insert(t), new)
+            made = self.session.execute(
+                sa.select(t.c.email, t.c.id).where(t.c.email.in_([v["email"] for v in new]))
+            )
+            ids: dict[str, int] = dict(made.all())
+            events += [
+                self._event(ids[v["email"]], k) for v, k in zip(new, new_kinds, strict=True) if k is not None
+            ]
+        if changed:
+            self.session.execute(sa.update(t).where(t.c.id == sa.bindparam("row_id")), changed)
+        if events:
+            self.session.execute(sa.insert(_EVENTS), events)
+        self.added += len(new)
+        self.updated += len(changed)
+
+    def _event(self, subscriber_id: int, kind: str) -> dict[str, Any]:
+        return {
+            "subscriber_id": subscriber_id, "edition_id": None, "kind": kind, "method": "import",
+            "user_agent": None, "ip": None, "detail": self.source, "external_id": None,
+            "created_at": self.now,
+        }  # fmt: skip
+
+
+def import_csv(
+    path: Path,
+    *,
+    session: Session,
+    now: datetime,
+    known_topics: Sequence[str],
+    skip_invalid: bool = False,
+    resubscribe: bool = False,
+    on_invalid: Callable[[str], None] | None = None,
+) -> ImportReport:
+    """Import a CSV: all or nothing unless `skip_invalid`, never resubscribing without consent.
+    Every invalid row goes to `on_invalid` ("file:line: reason") as it is found. Streams:
+    memory stays a batch of rows whatever the size of the file."""
+    invalid: list[str] = []
+    count = 0
+    with open_csv(path) as table, closing(_Spool()) as spool:
+        for item in table.rows(known_topics):
+            if isinstance(item, CsvRow):
+                spool.add(item)
+                continue
+            count += 1
+            if on_invalid is not None:
+                on_invalid(item)
+            if len(invalid) < MAX_LISTED:
+                invalid.append(item)
+        if count and not skip_invalid:
+            more = f"\n  ... and {count - len(invalid):,} more" if count > len(invalid) else ""
+            raise SubscriberError(
+                f"{path}: {count} invalid row(s), nothing imported:\n  " + "\n  ".join(invalid) + more
+            )
+        writer = _Writer(session, now, f"import:{path.name}", resubscribe)
+        for batch in spool.batches():
+            writer.write(batch)
+        duplicates = spool.duplicates()
+    return ImportReport(
+        writer.added, writer.updated, tuple(writer.kept_out), duplicates, tuple(invalid), table.ignored, count
+    )
+
+
+def export_rows(*, session: Session) -> Iterator[dict[str, str]]:
+    """Every subscriber as a CSV row (import columns plus status and consent), streamed from
+    the database a batch at a time (a server-side cursor on PostgreSQL)."""
+    query = sa.select(_TABLE).order_by(_TABLE.c.id).execution_options(yield_per=BATCH_SIZE)
+    for s in session.execute(query).mappings():
+        yield {
+            "email": s["email"],
+            "name": s["name"],
+            "topics": ";".join(t for t in s["topics"].split("\n") if t),
+            "timezone": s["timezone"] or "",
+            "status": str(s["status"]),
+            "consent_source": s["consent_source"],
+            "consent_at": s["consent_at"].isoformat() if s["consent_at"] else "",
+            "consent_ip": s["consent_ip"] or "",
+            "confirmed_at": s["confirmed_at"].isoformat() if s["confirmed_at"] else "",
+            "confirmed_ip": s["confirmed_ip"] or "",
+        }
+
+
+def write_csv(rows: Iterable[dict[str, str]], out: TextIO) -> int:
+    """Write export rows as CSV, every cell safe to open in a spreadsheet; returns the count."""
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(EXPORT_COLUMNS)
+    count = 0
+    for row in rows:
+        writer.writerow([escape_cell(row[c]) for c in EXPORT_COLUMNS])
+        count += 1
+    return count
