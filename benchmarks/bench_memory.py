@@ -40,17 +40,19 @@ from digest.db.engine import session_scope  # noqa: E402
 
 PG = os.environ.get("DIGEST_BENCH_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
-# Runs `digest send` in the child; prints its high-water mark after the imports and at exit.
+# Runs `digest ARGS...` in the child; prints its high-water mark after the imports and at exit,
+# and the seconds the command itself took (imports excluded).
 PROBE = (
-    "import atexit, sys\n"
+    "import atexit, sys, time\n"
     "def hwm():\n"
     "    for line in open('/proc/self/status'):\n"
     "        if line.startswith('VmHWM:'):\n"
     "            return int(line.split()[1])\n"
     "from digest.cli import main\n"
     "print('IMPORTED', hwm(), flush=True)\n"
-    "atexit.register(lambda: print('PEAK', hwm(), flush=True))\n"
-    "sys.argv = ['digest', 'send', '--date', sys.argv[1]]\n"
+    "start = time.perf_counter()\n"
+    "atexit.register(lambda: print('PEAK', hwm(), '\\nSECONDS', time.perf_counter() - start, flush=True))\n"
+    "sys.argv = ['digest', *sys.argv[1:]]\n"
     "main()\n"
 )
 
@@ -101,7 +103,7 @@ def peak_of_send(count: int, url: str) -> Peak:
                 }
                 start = time.perf_counter()
                 proc = subprocess.run(
-                    [sys.executable, "-c", PROBE, NOW.date().isoformat()],
+                    [sys.executable, "-c", PROBE, "send", "--date", NOW.date().isoformat()],
                     env=env,
                     capture_output=True,
                     text=True,
@@ -128,6 +130,26 @@ def reachable(url: str) -> str | None:
     return None
 
 
+def add_database_option(parser: argparse.ArgumentParser) -> None:
+    """--database-url, repeatable (see `databases`)."""
+    parser.add_argument(
+        "--database-url",
+        action="append",
+        help="'sqlite' or a PostgreSQL URL (repeatable); default: SQLite, and PostgreSQL if it answers",
+    )
+
+
+def databases(given: list[str] | None) -> list[str]:
+    """The databases to measure: those given, else SQLite and PostgreSQL when it answers."""
+    if given:
+        return given
+    why = reachable(PG)
+    if why:
+        print(f"PostgreSQL skipped: {why}")
+        return ["sqlite"]
+    return ["sqlite", PG]
+
+
 def bench_line(metric: str, value: float, note: str) -> str:
     """One `BENCH` line for run.py."""
     return "BENCH " + json.dumps(
@@ -138,21 +160,10 @@ def bench_line(metric: str, value: float, note: str) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--counts", default="10000,100000")
-    parser.add_argument(
-        "--database-url",
-        action="append",
-        help="'sqlite' or a PostgreSQL URL (repeatable); default: SQLite, and PostgreSQL if it answers",
-    )
+    add_database_option(parser)
     args = parser.parse_args()
     counts = [int(c) for c in args.counts.split(",")]
-    urls = args.database_url
-    if not urls:
-        urls = ["sqlite"]
-        why = reachable(PG)
-        if why:
-            print(f"PostgreSQL skipped: {why}")
-        else:
-            urls.append(PG)
+    urls = databases(args.database_url)
     lines = []
     for url in urls:
         results = [(count, peak_of_send(count, url)) for count in counts]

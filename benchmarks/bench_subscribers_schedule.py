@@ -1,25 +1,41 @@
-"""Subscriber import/export and the quarter-hourly dispatch with a large list (SQLite, temp dir).
+"""Subscriber import/export at scale (memory and speed) and the quarter-hourly dispatch with a
+large list.
 
-Run: python benchmarks/bench_subscribers_schedule.py [subscribers]   (default 20,000)
+Run: python benchmarks/bench_subscribers_schedule.py [subscribers] [--csv-rows 20000,200000]
+     [--database-url URL ...]
+`subscribers` (default 20,000) is the list the dispatch ticks run over (SQLite, temp dir).
+`--csv-rows` are the file sizes for `digest subscribers import` and `export`: each runs as its own
+process through the CLI and reports its own peak resident size (VmHWM, as bench_memory.py) and
+its rows per second (timed inside the process, after the imports). On SQLite, and PostgreSQL too
+when DIGEST_BENCH_DATABASE_URL (default the test database on 127.0.0.1) answers.
 """
 
+import argparse
 import csv
-import io
 import json
+import os
+import shutil
+import subprocess
 import sys
 import tempfile
 import time
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from typing import NamedTuple
 
 import sqlalchemy as sa
 
-from digest import dispatch
-from digest.config import Newsletter, load_settings
-from digest.db.engine import open_database, session_scope
-from digest.db.models import Delivery, Edition, Subscriber
-from digest.deliver.memory import MemoryTransport
-from digest.subscribers import export_rows, import_csv, write_csv
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from bench_memory import PROBE, add_database_option, databases, fresh_database, kind  # noqa: E402
+
+from digest import dispatch  # noqa: E402
+from digest.config import Newsletter, load_settings  # noqa: E402
+from digest.db.engine import open_database, session_scope  # noqa: E402
+from digest.db.models import Delivery, Edition, Subscriber  # noqa: E402
+from digest.deliver.memory import MemoryTransport  # noqa: E402
+from digest.subscriber_csv import import_csv  # noqa: E402
 
 ZONES = [
     "Pacific/Honolulu", "America/Los_Angeles", "America/Denver", "America/Chicago", "America/New_York",
@@ -36,34 +52,113 @@ def bench(metric: str, value: float, unit: str, note: str) -> None:
     print("BENCH " + json.dumps({**row, "unit": unit, "note": note}))
 
 
+def write_list(path: Path, n: int) -> None:
+    """A subscriber CSV of `n` valid rows."""
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["email", "name", "topics", "timezone"])
+        for i in range(n):
+            writer.writerow([f"Reader.{i}@Example.com", f"Reader {i}", TOPICS[i % 4], ZONES[i % len(ZONES)]])
+
+
+class Run(NamedTuple):
+    """One measured CLI command."""
+
+    kib: int  # the process's peak resident size
+    imported_kib: int  # its peak right after importing digest (the fixed cost)
+    seconds: float  # the command itself, imports excluded
+    stdout: str
+
+
+def run_cli(env: dict[str, str], *args: str) -> Run:
+    """`digest *args` in its own process, measured."""
+    proc = subprocess.run(
+        [sys.executable, "-c", PROBE, *args], env=env, capture_output=True, text=True, check=False
+    )
+    if proc.returncode:
+        raise SystemExit(f"digest {' '.join(args)} failed:\n{proc.stdout}{proc.stderr}")
+    found = {w: v for w, _, v in (line.partition(" ") for line in proc.stdout.splitlines())}
+    return Run(int(found["PEAK"]), int(found["IMPORTED"]), float(found["SECONDS"]), proc.stdout)
+
+
+def csv_at_scale(n: int, url: str) -> tuple[Run, Run]:
+    """`digest subscribers import` of `n` new rows, then `export` of them, on a fresh database."""
+    workdir = Path(tempfile.mkdtemp(prefix="digest-bench-csv-"))
+    try:
+        write_list(workdir / "list.csv", n)
+        toml = "\n".join(
+            ['[newsletter]', 'title = "T"', 'from_email = "d@example.com"', 'postal_address = "1 St"']
+            + [f'[[topics]]\nname = "{t}"' for t in TOPICS]
+        )  # fmt: skip
+        (workdir / "digest.toml").write_text(toml + "\n")
+        with fresh_database(url, workdir) as database_url:
+            open_database(database_url).dispose()  # migrated before the clock starts
+            env = {
+                **{k: v for k, v in os.environ.items() if not k.startswith("DIGEST_")},
+                "DIGEST_CONFIG": str(workdir / "digest.toml"),
+                "DIGEST_DATABASE_URL": database_url,
+                "DIGEST_VAR_DIR": str(workdir / "var"),
+            }
+            imported = run_cli(env, "subscribers", "import", str(workdir / "list.csv"))
+            assert f"added {n}," in imported.stdout, imported.stdout
+            exported = run_cli(env, "subscribers", "export", str(workdir / "out.csv"))
+            with (workdir / "out.csv").open(encoding="utf-8") as fh:
+                assert sum(1 for _ in fh) == n + 1
+        return imported, exported
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def bench_csv(counts: list[int], urls: list[str]) -> None:
+    """Import and export through the CLI at each size: rows/s and peak memory, and its growth."""
+    for url in urls:
+        peaks: dict[str, list[tuple[int, Run]]] = {"import": [], "export": []}
+        for n in counts:
+            imported, exported = csv_at_scale(n, url)
+            for what, r in (("import", imported), ("export", exported)):
+                peaks[what].append((n, r))
+                print(
+                    f"  {kind(url):<10} {what} {n:>7} rows: {n / r.seconds:,.0f} rows/s, "
+                    f"peak {r.kib / 1024:.1f} MiB ({r.imported_kib / 1024:.1f} MiB after imports)"
+                )
+                label = "import (validate + insert)" if what == "import" else "export"
+                bench(
+                    f"{label}, {n:,} rows, {kind(url)}",
+                    n / r.seconds,
+                    "rows/s",
+                    f"digest subscribers {what} in its own process, {r.seconds:.1f} s; "
+                    f"peak {r.kib / 1024:.0f} MiB (VmHWM; {r.imported_kib / 1024:.0f} MiB after imports)",
+                )
+        for what, runs in peaks.items():
+            (small, first), (large, last) = runs[0], runs[-1]
+            if large > small:
+                bench(
+                    f"{what}: growth of the peak from {small:,} to {large:,} rows, {kind(url)}",
+                    (last.kib - first.kib) / 1024,
+                    "MiB",
+                    "streamed: rows are read, checked and written a batch at a time",
+                )
+
+
 def main() -> None:
-    n = int(sys.argv[1]) if len(sys.argv) > 1 else 20_000
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("subscribers", nargs="?", type=int, default=20_000)
+    parser.add_argument("--csv-rows", default="20000,200000")
+    add_database_option(parser)
+    args = parser.parse_args()
+    bench_csv([int(c) for c in args.csv_rows.split(",")], databases(args.database_url))
+
+    n = args.subscribers
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         path = folder / "list.csv"
-        with path.open("w", newline="", encoding="utf-8") as fh:
-            writer = csv.writer(fh)
-            writer.writerow(["email", "name", "topics", "timezone"])
-            for i in range(n):
-                writer.writerow(
-                    [f"Reader.{i}@Example.com", f"Reader {i}", TOPICS[i % 4], ZONES[i % len(ZONES)]]
-                )
+        write_list(path, n)
         engine = open_database(f"sqlite:///{folder / 'digest.db'}")
         now = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 
-        started = time.perf_counter()
-        with session_scope(engine) as session:
+        with session_scope(engine) as session:  # the list (import and export are measured above)
             report = import_csv(path, session=session, now=now, known_topics=TOPICS)
-        took = time.perf_counter() - started
         assert report.added == n
-        bench("import (validate + insert)", n / took, "rows/s", f"{n} rows, SQLite, {took:.2f} s")
-
-        started = time.perf_counter()
-        with session_scope(engine) as session:
-            out = io.StringIO()
-            write_csv(export_rows(session=session), out)
-        took = time.perf_counter() - started
-        bench("export", n / took, "rows/s", f"{n} rows, {took:.2f} s")
 
         # A quiet tick: every zone's latest edition is already sent to everyone.
         with session_scope(engine) as session:

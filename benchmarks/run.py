@@ -36,7 +36,7 @@ QUICK_ARGS = {
     "bench_memory": ["--counts", "2000,10000"],
     "bench_distributed": ["--count", "1000"],
     "bench_distributed_collect": ["--feeds", "40", "--entries", "10", "--latency", "0.05"],
-    "bench_subscribers_schedule": ["2000"],
+    "bench_subscribers_schedule": ["2000", "--csv-rows", "2000,20000"],
 }
 
 # Areas in the order of the pipeline; a benchmark not listed here comes last, by name.
