@@ -41,7 +41,7 @@ from digest.db.engine import session_scope  # noqa: E402
 PG = os.environ.get("DIGEST_BENCH_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
 # Runs `digest ARGS...` in the child; prints its high-water mark after the imports and at exit,
-# and the seconds the command itself took (imports excluded).
+# and the seconds (wall and CPU) the command itself took (imports excluded).
 PROBE = (
     "import atexit, sys, time\n"
     "def hwm():\n"
@@ -50,8 +50,9 @@ PROBE = (
     "            return int(line.split()[1])\n"
     "from digest.cli import main\n"
     "print('IMPORTED', hwm(), flush=True)\n"
-    "start = time.perf_counter()\n"
-    "atexit.register(lambda: print('PEAK', hwm(), '\\nSECONDS', time.perf_counter() - start, flush=True))\n"
+    "start, cpu = time.perf_counter(), time.process_time()\n"
+    "atexit.register(lambda: print('PEAK', hwm(), '\\nSECONDS', time.perf_counter() - start,\n"
+    "                              '\\nCPU', time.process_time() - cpu, flush=True))\n"
     "sys.argv = ['digest', *sys.argv[1:]]\n"
     "main()\n"
 )

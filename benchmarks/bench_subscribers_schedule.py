@@ -67,6 +67,7 @@ class Run(NamedTuple):
     kib: int  # the process's peak resident size
     imported_kib: int  # its peak right after importing digest (the fixed cost)
     seconds: float  # the command itself, imports excluded
+    cpu: float  # its CPU seconds: on a busy machine, the figure that says what the code costs
     stdout: str
 
 
@@ -78,7 +79,9 @@ def run_cli(env: dict[str, str], *args: str) -> Run:
     if proc.returncode:
         raise SystemExit(f"digest {' '.join(args)} failed:\n{proc.stdout}{proc.stderr}")
     found = {w: v for w, _, v in (line.partition(" ") for line in proc.stdout.splitlines())}
-    return Run(int(found["PEAK"]), int(found["IMPORTED"]), float(found["SECONDS"]), proc.stdout)
+    return Run(
+        int(found["PEAK"]), int(found["IMPORTED"]), float(found["SECONDS"]), float(found["CPU"]), proc.stdout
+    )
 
 
 def csv_at_scale(n: int, url: str) -> tuple[Run, Run]:
@@ -118,7 +121,8 @@ def bench_csv(counts: list[int], urls: list[str]) -> None:
             for what, r in (("import", imported), ("export", exported)):
                 peaks[what].append((n, r))
                 print(
-                    f"  {kind(url):<10} {what} {n:>7} rows: {n / r.seconds:,.0f} rows/s, "
+                    f"  {kind(url):<10} {what} {n:>7} rows: {n / r.seconds:,.0f} rows/s "
+                    f"({n / r.cpu:,.0f} per CPU second), "
                     f"peak {r.kib / 1024:.1f} MiB ({r.imported_kib / 1024:.1f} MiB after imports)"
                 )
                 label = "import (validate + insert)" if what == "import" else "export"
@@ -126,7 +130,8 @@ def bench_csv(counts: list[int], urls: list[str]) -> None:
                     f"{label}, {n:,} rows, {kind(url)}",
                     n / r.seconds,
                     "rows/s",
-                    f"digest subscribers {what} in its own process, {r.seconds:.1f} s; "
+                    f"digest subscribers {what} in its own process, {r.seconds:.1f} s "
+                    f"({r.cpu:.1f} s CPU: {n / r.cpu:,.0f} rows per CPU second); "
                     f"peak {r.kib / 1024:.0f} MiB (VmHWM; {r.imported_kib / 1024:.0f} MiB after imports)",
                 )
         for what, runs in peaks.items():
