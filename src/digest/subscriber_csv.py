@@ -369,25 +369,33 @@ def import_csv(
     memory stays a batch of rows whatever the size of the file."""
     invalid: list[str] = []
     count = 0
-    with open_csv(path) as table, closing(_Spool()) as spool:
-        for item in table.rows(known_topics):
-            if isinstance(item, CsvRow):
-                spool.add(item)
-                continue
-            count += 1
-            if on_invalid is not None:
-                on_invalid(item)
-            if len(invalid) < MAX_LISTED:
-                invalid.append(item)
-        if count and not skip_invalid:
-            more = f"\n  ... and {count - len(invalid):,} more" if count > len(invalid) else ""
-            raise SubscriberError(
-                f"{path}: {count} invalid row(s), nothing imported:\n  " + "\n  ".join(invalid) + more
-            )
-        writer = _Writer(session, now, f"import:{path.name}", resubscribe)
-        for batch in spool.batches():
-            writer.write(batch)
-        duplicates = spool.duplicates()
+    try:
+        with open_csv(path) as table, closing(_Spool()) as spool:
+            for item in table.rows(known_topics):
+                if isinstance(item, CsvRow):
+                    spool.add(item)
+                    continue
+                count += 1
+                if on_invalid is not None:
+                    on_invalid(item)
+                if len(invalid) < MAX_LISTED:
+                    invalid.append(item)
+            if count and not skip_invalid:
+                more = f"\n  ... and {count - len(invalid):,} more" if count > len(invalid) else ""
+                raise SubscriberError(
+                    f"{path}: {count} invalid row(s), nothing imported:\n  " + "\n  ".join(invalid) + more
+                )
+            writer = _Writer(session, now, f"import:{path.name}", resubscribe)
+            for batch in spool.batches():
+                writer.write(batch)
+            duplicates = spool.duplicates()
+    except sqlite3.Error as e:  # the spool's own database (the list's errors come wrapped by SQLAlchemy)
+        raise SubscriberError(f"{path}: the import's temporary file: {e}") from e
+    except sa.exc.IntegrityError as e:  # only the unique address can clash: a sign-up meanwhile
+        raise SubscriberError(
+            f"{path}: an address in the file was added by someone else during the import "
+            f"({str(e.orig).splitlines()[0]}); nothing imported: run it again"
+        ) from e
     return ImportReport(
         writer.added, writer.updated, tuple(writer.kept_out), duplicates, tuple(invalid), table.ignored, count
     )

@@ -5,6 +5,7 @@ imports and exports that must not hold the whole list in memory. SQLite and Post
 import io
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -334,3 +335,23 @@ def test_import_and_export_stream_in_batches_and_merge_duplicates_across_them(
     assert [r["email"] for r in exported][:5] == [
         "gone@example.com", "r0@example.com", "r1@example.com", "r2@example.com", "dup@example.com",
     ]  # fmt: skip
+
+
+def test_an_address_signed_up_during_an_import_fails_it_with_one_line(
+    engine: sa.Engine, tmp_path: Path, now: datetime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    apply_row = subscriber_csv.apply_row
+    signed_up: list[str] = []
+
+    def sign_up_meanwhile(*args: Any, **kwargs: Any) -> Any:
+        if not signed_up:  # after the batch's lookup, before its insert: another process commits
+            with session_scope(engine) as other:
+                add_subscriber("b@example.com", session=other, now=now, known_topics=TOPICS, name="Web")
+            signed_up.append("b@example.com")
+        return apply_row(*args, **kwargs)
+
+    monkeypatch.setattr(subscriber_csv, "apply_row", sign_up_meanwhile)
+    path = write(tmp_path, "email,name\na@example.com,Ana\nb@example.com,Ben\n")
+    with pytest.raises(SubscriberError, match=r"list\.csv: an address in the file was added by someone else"):
+        do_import(engine, path, now)
+    assert names(engine) == {"b@example.com": "Web"}
