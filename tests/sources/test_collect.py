@@ -11,6 +11,7 @@ from digest import pipeline
 from digest.config import Newsletter, load_newsletter
 from digest.db.models import Article, Source, Story
 from digest.sources import workers as workers_module
+from digest.stories import StoryDoc, terms
 from tests.feedbuilder import Item, atom, json_feed, newsletter_toml, rss, write
 
 
@@ -199,3 +200,39 @@ def test_parsing_in_worker_processes_gives_the_same_result(
     assert len(articles) == 8 and len(stories) == 7  # the two Voltra recall reports are one story
     recall = {a.story_id for a in articles if "Voltra" in a.title}
     assert len(recall) == 1
+
+
+def test_articles_keep_their_story_terms_and_older_rows_without_them_still_match(
+    tmp_path: Path, engine: sa.Engine, now: datetime
+) -> None:
+    newsletter = _newsletter(tmp_path, "wire", "post")
+    recall = Item(
+        "Voltra recalls 120,000 sedans over faulty brake sensor",
+        "https://wire.example/1",
+        summary="Voltra said a brake sensor can fail in the cold.",
+    )
+    _feed(tmp_path, "wire", rss([recall]))
+    _feed(tmp_path, "post", rss([]))
+    pipeline.collect(newsletter, engine=engine, now=now)
+    articles, _, _ = _rows(engine)
+    assert articles[0].story_terms == terms(
+        StoryDoc(recall.title, "Voltra said a brake sensor can fail in the cold.")
+    )
+    # An article stored before terms were kept (migration 0006) has none: its title and summary
+    # are read instead, and the same event from another outlet still joins its story.
+    with Session(engine) as s:
+        s.execute(sa.update(Article).values(story_terms=None))
+        s.commit()
+    _feed(
+        tmp_path,
+        "post",
+        rss([Item("Brake flaw forces Voltra to recall 120k sedans", "https://post.example/1")]),
+    )
+    pipeline.collect(newsletter, engine=engine, now=now + timedelta(hours=1))
+    articles, stories, _ = _rows(engine)
+    assert len(articles) == 2 and len(stories) == 1 and articles[1].story_terms
+    # An entry edited in place gets new terms with its new title.
+    _feed(tmp_path, "post", rss([Item("Voltra widens sedan recall", "https://post.example/1")]))
+    pipeline.collect(newsletter, engine=engine, now=now + timedelta(hours=2))
+    articles, _, _ = _rows(engine)
+    assert articles[1].story_terms == terms(StoryDoc("Voltra widens sedan recall"))

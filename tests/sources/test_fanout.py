@@ -206,7 +206,7 @@ def test_fetch_one_returns_expected_failures_and_not_modified(
 
 
 def test_a_staged_row_comes_back_as_the_outcome_it_was(engine: sa.Engine, now: datetime) -> None:
-    feed = ParsedFeed("T", None, (FeedEntry("https://a.example/1", "A", published=now, terms=("a",)),))
+    feed = ParsedFeed("T", None, (FeedEntry("https://a.example/1", "A", published=now, terms=b"\x01" * 8),))
     outcomes = {
         "ok": Outcome(etag='"e"', last_modified="Tue, 24 Nov 2026 10:00:00 GMT", feed=feed),
         "same": Outcome(etag='"e"'),

@@ -21,16 +21,16 @@ def test_a_parsed_feed_survives_the_json_round_trip_unchanged() -> None:
                 author="Ann",
                 published=datetime(2026, 11, 25, 7, 0, 0, 123456, tzinfo=UTC),
                 tags=("robot", "news"),
-                terms=("robot", "rise"),
+                terms=b"\x00\x01robot rise\xff",
             ),
             FeedEntry(url="https://a.example/2", title="No date, no terms"),
-            FeedEntry(url="https://a.example/3", title="Empty terms", terms=()),
+            FeedEntry(url="https://a.example/3", title="Empty terms", terms=b""),
         ),
     )
     back = ParsedFeed.from_json(feed.to_json())
     assert back == feed
     assert back.entries[0].published is not None and back.entries[0].published.tzinfo is UTC
-    assert back.entries[1].terms is None and back.entries[2].terms == ()  # None and () stay apart
+    assert back.entries[1].terms is None and back.entries[2].terms == b""  # None and empty stay apart
     assert isinstance(back.entries[0].tags, tuple) and isinstance(back.entries, tuple)
 
 

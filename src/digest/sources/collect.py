@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal
 
-from sqlalchemy import insert
+from sqlalchemy import case, insert
+from sqlalchemy import select as sa_select  # sqlmodel's select takes at most four columns
 from sqlmodel import Session, col, select
 
 from digest.config import Newsletter
@@ -25,6 +26,7 @@ from digest.sources.fetch import FetchOptions, FetchRequest, fetch_all, make_cli
 from digest.sources.model import FeedEntry, Fetched, ParsedFeed
 from digest.sources.workers import Clusterer, Workers, summary_text
 from digest.stories import KnownArticle, StoryDoc, cluster
+from digest.stories import terms as story_terms
 
 log = logging.getLogger(__name__)
 
@@ -229,6 +231,8 @@ def store_entries(
                 continue  # another feed's copy of an article we have: the first source owns it
             if (article.title, article.summary_html) != (entry.title, entry.summary_html):
                 article.title, article.summary_html = entry.title, entry.summary_html
+                doc = _doc(entry.title, entry.summary_html, source.name, entry.terms)
+                article.story_terms = _terms_of(doc)
                 article.updated_at = now
                 session.add(article)
                 tally[1] += 1
@@ -256,8 +260,13 @@ def _articles_by_guid(
     return found
 
 
-def _doc(title: str, summary_html: str, source: str, terms: tuple[str, ...] | None = None) -> StoryDoc:
+def _doc(title: str, summary_html: str, source: str, terms: bytes | None = None) -> StoryDoc:
     return StoryDoc(title=title, text=summary_text(summary_html), source=source, terms=terms)
+
+
+def _terms_of(doc: StoryDoc) -> bytes:
+    """The doc's story-matching terms: computed ahead by a parse worker, or here."""
+    return doc.terms if doc.terms is not None else story_terms(doc)
 
 
 def _store_new(
@@ -266,17 +275,26 @@ def _store_new(
     if not fresh:
         return
     known = [
-        KnownArticle(story_id, _doc(title, summary, source))
-        for story_id, title, summary, source in session.exec(
-            select(Article.story_id, Article.title, Article.summary_html, Source.name)
+        KnownArticle(story_id, _doc(title, summary, source, terms))
+        for story_id, title, terms, summary, source in session.execute(
+            sa_select(
+                col(Article.story_id),
+                col(Article.title),
+                col(Article.story_terms),
+                # only an article stored before terms were kept (migration 0006) needs its summary
+                case((col(Article.story_terms).is_(None), col(Article.summary_html)), else_=""),
+                col(Source.name),
+            )
             .join(Story, col(Story.id) == col(Article.story_id))
             .join(Source, col(Source.id) == col(Article.source_id))
-            .where(Story.first_seen_at >= now - STORY_WINDOW)
+            .where(col(Story.first_seen_at) >= now - STORY_WINDOW)
             .order_by(col(Article.id))
         )
         if story_id is not None
     ]
-    keys = clusterer([_doc(e.title, e.summary_html, s.name, e.terms) for s, e in fresh], known)
+    docs = [_doc(e.title, e.summary_html, s.name, e.terms) for s, e in fresh]
+    docs = [StoryDoc(d.title, d.text, d.source, _terms_of(d)) for d in docs]
+    keys = clusterer(docs, known)
     # A date in the future is a feed's mistake (or a trick to stay on top): clamp it to now.
     published = [min(e.published or now, now) for _, e in fresh]
     first_of: dict[int, int] = {}  # new story key -> index of its first article
@@ -317,8 +335,9 @@ def _store_new(
                 "tags": "\n".join(entry.tags),
                 "published_at": when,
                 "first_seen_at": now,
+                "story_terms": doc.terms,
             }
-            for (source, entry), key, when in zip(fresh, keys, published, strict=True)
+            for (source, entry), doc, key, when in zip(fresh, docs, keys, published, strict=True)
         ],
     )
     log.info("stored articles=%d new_stories=%d", len(fresh), len(story_ids))

@@ -1,5 +1,6 @@
 """Plain values that leave the sources stage."""
 
+import base64
 import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -17,7 +18,7 @@ class FeedEntry:
     author: str | None = None
     published: datetime | None = None  # aware UTC, or None when the feed gives no date
     tags: tuple[str, ...] = ()
-    terms: tuple[str, ...] | None = None  # what story matching compares, when computed ahead
+    terms: bytes | None = None  # stories.terms (what story matching compares), when computed ahead
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,7 +56,7 @@ def _entry_dict(entry: FeedEntry) -> dict[str, Any]:
         "author": entry.author,
         "published": entry.published.astimezone(UTC).isoformat() if entry.published else None,
         "tags": list(entry.tags),
-        "terms": list(entry.terms) if entry.terms is not None else None,
+        "terms": base64.b64encode(entry.terms).decode() if entry.terms is not None else None,
     }
 
 
@@ -70,7 +71,7 @@ def _entry_of(data: dict[str, Any]) -> FeedEntry:
         author=data["author"],
         published=datetime.fromisoformat(published).astimezone(UTC) if published else None,
         tags=tuple(data["tags"]),
-        terms=tuple(terms) if terms is not None else None,
+        terms=base64.b64decode(terms) if terms is not None else None,
     )
 
 

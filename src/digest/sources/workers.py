@@ -1,4 +1,4 @@
-"""Worker processes for a collection run: parsing on the other cores, scikit-learn kept off the main one."""
+"""Worker processes for a collection run: parsing on the other cores, numpy kept off the main one."""
 
 import asyncio
 import html
@@ -12,16 +12,7 @@ from multiprocessing import get_all_start_methods, get_context
 from digest.errors import SourceError
 from digest.sources.model import Fetched, ParsedFeed
 from digest.sources.parse import parse_feed
-from digest.stories import (
-    KnownArticle,
-    Similar,
-    StoryDoc,
-    TermCounts,
-    cluster,
-    terms,
-    tfidf_similarities,
-    warm_up,
-)
+from digest.stories import Batch, KnownArticle, Pairs, StoryDoc, cluster, score_batch, terms, warm_up
 
 SUMMARY_HTML_CHARS = 2000  # story matching reads the start of a summary only
 _TAG = re.compile(r"<[^>]*>")
@@ -60,9 +51,9 @@ def start_method() -> str:
 class Workers:
     """Parses inline, or in worker processes started on the first body that needs parsing.
 
-    With workers, one more process imports scikit-learn (~0.9 s of CPU) while the network is waited
-    for, and later weighs the terms and multiplies the matrices for story clustering; only plain
-    arrays travel to it and back.
+    With workers, one more process imports numpy and scipy.sparse (~0.3 s of CPU) while the network
+    is waited for, and later does the matrix work of story clustering; only plain bytes and lists
+    travel to it and back.
     """
 
     def __init__(self, workers: int) -> None:
@@ -91,13 +82,13 @@ class Workers:
         return loop.run_in_executor(self.parsers, parse_with_terms, *args)
 
     def cluster(self, new: Sequence[StoryDoc], known: Sequence[KnownArticle]) -> list[int]:
-        """stories.cluster, with the matrix work in the worker that has scikit-learn loaded."""
+        """stories.cluster, with the matrix work in the worker that has numpy loaded."""
         scientist = self.scientist
         if scientist is None:
             return cluster(new, known)
 
-        def compute(counts: TermCounts, first_row: int, floor: float) -> Similar:
-            return scientist.submit(tfidf_similarities, counts, first_row=first_row, floor=floor).result()
+        def compute(batch: Batch) -> Pairs:
+            return scientist.submit(score_batch, batch).result()
 
         return cluster(new, known, compute=compute)
 
