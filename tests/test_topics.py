@@ -6,7 +6,7 @@ import pytest
 
 from digest.config import TopicConfig, load_newsletter
 from digest.errors import ConfigError
-from digest.topics import StoryText, TopicMatch, assign_topic, compile_rules
+from digest.topics import StoryText, TopicMatch, assign_topic, compile_rules, split_story
 
 RULES = compile_rules(
     [
@@ -74,3 +74,36 @@ def test_an_empty_keyword_is_refused_with_the_file_and_line(tmp_path: Path) -> N
     )
     with pytest.raises(ConfigError, match=r"digest.toml:\d+: topics\[0\].keywords: a keyword is empty"):
         load_newsletter(path)
+
+
+SPLIT_RULES = compile_rules(
+    [
+        TopicConfig(name="Cities", keywords=["bike", "bus"]),
+        TopicConfig(name="Energy", keywords=["solar", "wind"]),
+    ]
+)
+
+
+def test_a_merged_article_of_another_topic_is_also_shown_under_its_own() -> None:
+    # Issue 11: a clusterer merged two different events; the solar one must still reach Energy.
+    bike = StoryText("Bike share hits record", "Riders took more trips than ever.", source_topic="Cities")
+    solar = StoryText("Solar output hits record in October", "Panels made more power.", source_topic="Energy")
+    quiet = StoryText("Record month for the city", "No keyword here.")  # no topic of its own: stays
+    parts = split_story(bike, [bike, solar, quiet], SPLIT_RULES, catch_all="More news")
+    assert [(p.match.topic, p.articles) for p in parts] == [("Cities", (0, 2)), ("Energy", (1,))]
+    assert "'solar' in title" in parts[1].match.reason
+
+
+def test_a_story_whose_articles_agree_is_one_part() -> None:
+    first = StoryText("Solar output hits record", "Panels made more power.")
+    second = StoryText("Record month for solar farms", "Solar parks beat their best.", source_topic="Cities")
+    # The second article's source is a Cities outlet, but its own keywords say Energy: no split.
+    parts = split_story(first, [first, second], SPLIT_RULES, catch_all=None)
+    assert [(p.match.topic, p.articles) for p in parts] == [("Energy", (0, 1))]
+
+
+def test_an_article_keeps_its_topic_when_the_story_is_dropped() -> None:
+    lead = StoryText("Council meets on Tuesday")  # no topic, no catch-all: dropped
+    wind = StoryText("Wind farm approved by the council")
+    parts = split_story(lead, [lead, wind], SPLIT_RULES, catch_all=None)
+    assert [(p.match.topic, p.articles) for p in parts] == [(None, (0,)), ("Energy", (1,))]

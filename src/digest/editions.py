@@ -2,7 +2,7 @@
 
 import logging
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
 
 import sqlalchemy as sa
@@ -29,25 +29,48 @@ MAX_CATCH_UP = timedelta(days=7)  # after longer downtime, older news is stale: 
 def _match(
     newsletter: Newsletter, records: Iterable[queries.StoryRecord]
 ) -> list[tuple[queries.StoryRecord, topics.TopicMatch]]:
-    """Each story with its topic decision (summaries are matched as text, not as HTML)."""
+    """Each story with its topic decision (summaries are matched as text, not as HTML).
+
+    A story whose articles go under different topics on their own comes out as several records,
+    one per topic (topics.split_story): the story with the articles of its topic, then each other
+    topic's articles as a story of their own (same story id, the first such article as its lead).
+    """
     rules = topics.compile_rules(newsletter.topics)
-    source_cfg = {s.name: s for s in newsletter.sources}
+    topic_of = {s.name: s.topic for s in newsletter.sources}
     matched = []
     for record in records:
-        article, source = _lead(record)[0]
-        cfg = source_cfg.get(source.name)
-        tags: tuple[str, ...] = tuple(t for a, _ in record.articles for t in a.tags.split("\n") if t)
-        match = topics.assign_topic(
+        articles = _lead(record)
+        texts = [
             topics.StoryText(
-                title=record.story.title,
-                summary=plain_text(article.summary_html),
-                tags=tags,
-                source_topic=cfg.topic if cfg else None,
-            ),
-            rules,
-            catch_all=newsletter.newsletter.catch_all_topic,
+                title=a.title,
+                summary=plain_text(a.summary_html),
+                tags=tuple(t for t in a.tags.split("\n") if t),
+                source_topic=topic_of.get(s.name),
+            )
+            for a, s in articles
+        ]
+        story = topics.StoryText(
+            title=record.story.title,
+            summary=texts[0].summary,
+            tags=tuple(t for text in texts for t in text.tags),
+            source_topic=texts[0].source_topic,
         )
-        matched.append((record, match))
+        parts = topics.split_story(story, texts, rules, catch_all=newsletter.newsletter.catch_all_topic)
+        for number, part in enumerate(parts):
+            chosen = tuple(articles[i] for i in part.articles)
+            if number == 0:
+                matched.append((queries.StoryRecord(record.story, chosen), part.match))
+                continue
+            lead, _ = chosen[0]
+            apart = Story(  # not stored: the story as this topic's readers see it
+                id=record.story.id,
+                title=lead.title,
+                url=lead.url,
+                published_at=lead.published_at,
+                first_seen_at=record.story.first_seen_at,
+            )
+            reason = f"{part.match.reason}; shown apart from the story it was merged into"
+            matched.append((queries.StoryRecord(apart, chosen), replace(part.match, reason=reason)))
     return matched
 
 
@@ -111,12 +134,12 @@ def explain_topics(
         records = queries.unsent_stories(session=session, since=since)
     # The same stories and topic decisions as the draft: read and matched once, not twice.
     matched = _match(newsletter, records)
-    items = {i.id: i for i in _story_items(newsletter, matched)}
+    items = {(i.id, i.topic): i for i in _story_items(newsletter, matched)}  # a split story: one per topic
     draft = _compose(newsletter, list(items.values()), edition_date=edition_date, now=now)
-    carried = {s.id for t in draft.topics for s in t.stories}
+    carried = {(s.id, s.topic) for t in draft.topics for s in t.stories}
     rows = []
     for record, match in matched:
-        item = items.get(record.story.id or 0)
+        item = items.get((record.story.id or 0, match.topic or ""))
         rows.append(
             TopicExplanation(
                 title=record.story.title,
@@ -124,7 +147,7 @@ def explain_topics(
                 topic=match.topic,
                 reason=match.reason,
                 also_matched=match.also_matched,
-                in_edition=record.story.id in carried,
+                in_edition=(record.story.id, match.topic) in carried,
                 score=compose.score(item, now=now) if item else 0.0,
             )
         )
@@ -206,8 +229,12 @@ def build_edition(
             select(Story).where(col(Story.id).in_([i.id for t in edition.topics for i in t.stories]))
         )
     }
+    recorded: set[int] = set()
     for section in edition.topics:
         for position, item in enumerate(section.stories):
+            if item.id in recorded:
+                continue  # a story split by topic (topics.split_story) is carried once, where first shown
+            recorded.add(item.id)
             session.add(
                 EditionStory(edition_id=row.id, story_id=item.id, topic=section.name, position=position)
             )

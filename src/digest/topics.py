@@ -98,3 +98,34 @@ def assign_topic(story: StoryText, rules: Sequence[TopicRule], *, catch_all: str
     if catch_all:
         return TopicMatch(catch_all, "no keyword matched: catch-all topic")
     return TopicMatch(None, "no keyword matched: dropped (no catch-all topic)")
+
+
+@dataclass(frozen=True, slots=True)
+class StoryPart:
+    """Some articles of a story, under one topic: the story itself, or articles shown apart."""
+
+    match: TopicMatch
+    articles: tuple[int, ...]  # positions in the story's articles, lead first
+
+
+def split_story(
+    story: StoryText, articles: Sequence[StoryText], rules: Sequence[TopicRule], *, catch_all: str | None
+) -> list[StoryPart]:
+    """The story under its topic, then one part per other topic its articles go under on their own.
+
+    A story is what the clusterer merged, and a merge can be wrong. Issue 11: when a story goes under
+    a topic, no reader of another topic may lose a distinct event merged into it. So an article
+    (other than the lead, `articles[0]`) whose own best topic, by keyword or by its source's topic,
+    is another one is also shown under that topic, as it would have been unmerged. An article that
+    matches no keyword, from a source without a topic, stays with the story: the catch-all is for
+    stories that match nothing.
+    """
+    main = assign_topic(story, rules, catch_all=catch_all)
+    parts: dict[str | None, list[int]] = {main.topic: [0] if articles else []}
+    matches = {main.topic: main}
+    for position, article in enumerate(articles[1:], start=1):
+        own = assign_topic(article, rules, catch_all=None)
+        topic = own.topic if own.topic is not None else main.topic
+        parts.setdefault(topic, []).append(position)
+        matches.setdefault(topic, own)
+    return [StoryPart(matches[topic], tuple(found)) for topic, found in parts.items()]
