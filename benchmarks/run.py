@@ -31,6 +31,7 @@ END = "<!-- bench:end -->"
 # Small counts for --quick, per script (scripts not named run with their defaults).
 QUICK_ARGS = {
     "bench_collect": ["--feeds", "40", "--entries", "10", "--latency", "0.05"],
+    "bench_clustering": ["--articles", "5000"],
     "bench_render": ["--subscribers", "5000", "--baseline-sample", "50"],
     "bench_send": ["--count", "2000"],
     "bench_memory": ["--counts", "2000,10000"],
