@@ -113,11 +113,13 @@ class Settings(BaseSettings):
     broker_queue: str = Field(default="digest", pattern=r"^[A-Za-z0-9_.:-]+$")
     claim_lease_seconds: int = Field(default=120, ge=1)  # a silent worker's rows go to others after this
     # A distributed collect gives up on the sources still unanswered after this long with no
-    # answer at all; None: twice the longest one fetch may take, plus 30 s (90 s by default).
+    # answer at all; None: the fetch deadline plus 30 s (90 s by default).
     collect_wait_seconds: float | None = Field(default=None, gt=0)
     # Collection: how sources are fetched, and after how many failed runs in a row a source is flagged.
     user_agent: str | None = None  # None: "digest/VERSION (...)"; a custom value gets digest's name added
     fetch_timeout: float = Field(default=20.0, gt=0)
+    # A whole fetch (redirects, headers, every byte) ends by this, however slowly a server drips.
+    fetch_deadline_seconds: float = Field(default=60.0, gt=0)
     fetch_max_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
     fetch_per_host: int = Field(default=2, ge=1, le=16)
     fetch_concurrency: int = Field(default=100, ge=1, le=1024)

@@ -10,7 +10,7 @@ import re
 import secrets
 import traceback
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from importlib import resources
 from pathlib import Path
@@ -24,7 +24,7 @@ from digest import mjml_check
 from digest.compose import Edition, StoryItem, TopicSection
 from digest.config import NewsletterInfo
 from digest.errors import TemplateError
-from digest.sources.clean import sanitize_html
+from digest.sources.clean import sanitize_html, web_url
 
 HTML_TEMPLATE = "digest.mjml.j2"
 TEXT_TEMPLATE = "digest.txt.j2"
@@ -121,13 +121,15 @@ def _story_view(story: StoryItem) -> _StoryView:
     # The only feed HTML that reaches the email, sanitized at collection by sources.clean; a long
     # one is replaced by its shortened text, escaped like every other value from a feed.
     keep_html = len(summary_html) <= SUMMARY_HTML_MAX and text == full
+    # Only http(s) links reach an email or a page (issue 12): stored before that rule held, or
+    # through a bug, a javascript:/data: link is shown as its text without a link.
     return _StoryView(
         title=story.title,
-        url=story.url,
+        url=web_url(story.url) or "",
         summary=Markup(summary_html) if keep_html else Markup(html.escape(text)),
         summary_text=text,
         published_label=format_published(story.published),
-        sources=story.sources,
+        sources=tuple(replace(s, url=web_url(s.url) or "") for s in story.sources),
     )
 
 

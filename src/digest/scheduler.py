@@ -191,8 +191,13 @@ class Runner:
             self.newsletter, engine=self.engine, now=self.clock(), settings=self.settings
         )
         failed = [r.name for r in results if r.status == "failed"]
+        malformed = [r.name for r in results if r.status == "malformed"]
         new = sum(r.new for r in results)
-        return f"{len(results)} sources, {new} new" + (f"; failed: {', '.join(failed)}" if failed else "")
+        return (
+            f"{len(results)} sources, {new} new"
+            + (f"; failed: {', '.join(failed)}" if failed else "")
+            + (f"; malformed: {', '.join(malformed)}" if malformed else "")
+        )
 
     def _dispatch(self) -> str:
         results = dispatch.dispatch(

@@ -23,7 +23,8 @@ from digest.sources.collect import Outcome, SourceResult
 from digest.sources.fetch import FetchOptions, FetchRequest
 from digest.sources.model import FeedEntry, ParsedFeed
 from tests.collect_helpers import serve_site, site_toml, snapshot
-from tests.httpserver import FeedServer, serving
+from tests.feedbuilder import Item, rss
+from tests.httpserver import FeedServer, Reply, serving
 
 
 @pytest.fixture
@@ -222,8 +223,8 @@ def test_a_staged_row_comes_back_as_the_outcome_it_was(engine: sa.Engine, now: d
 
 
 def test_the_default_wait_follows_the_fetch_timeout() -> None:
-    assert fanout.wait_seconds(load_settings()) == 90  # 2 x (10 s connect + 20 s read) + 30 s
-    assert fanout.wait_seconds(load_settings(fetch_timeout=5)) == 50
+    assert fanout.wait_seconds(load_settings()) == 90  # the 60 s fetch deadline + 30 s
+    assert fanout.wait_seconds(load_settings(fetch_deadline_seconds=20)) == 50
     assert fanout.wait_seconds(load_settings(collect_wait_seconds=2)) == 2
 
 
@@ -266,3 +267,29 @@ def test_a_hosts_fetch_slots_are_shared_by_every_connection(engine: sa.Engine) -
 def test_a_local_file_needs_no_fetch_slot(engine: sa.Engine) -> None:
     with fanout.host_slot(engine, "file:///srv/feeds/local.xml", slots=1, sleep=pytest.fail):
         pass
+
+
+def test_a_malformed_feed_through_the_workers_is_reported_as_in_one_process(
+    server: FeedServer, engine: sa.Engine, tmp_path: Path, now: datetime
+) -> None:
+    body = rss([Item("Robot one", "https://c.example/1"), Item("Robot two", "https://c.example/2")])
+    server.route(
+        "/cut", Reply(headers={"Content-Type": "application/rss+xml"}, body=body[: body.index(b"Robot two")])
+    )
+    path = tmp_path / "digest.toml"
+    path.write_text(site_toml({"cut": server.url("/cut")}))
+    newsletter = load_newsletter(path)
+    here = open_database(f"sqlite:///{tmp_path / 'here.db'}")
+    try:
+        expected = pipeline.collect(newsletter, engine=here, now=now)
+        results = _collect(newsletter, engine, now, Queue(engine, now, inline=True), FakeTime(now))
+        assert snapshot(engine) == snapshot(here)
+    finally:
+        here.dispose()
+    assert results == expected
+    (result,) = results
+    assert (result.status, result.new) == ("malformed", 1)
+    assert result.error == "malformed feed: Feed is truncated or has unclosed XML elements"
+    with Session(engine) as s:
+        row = s.exec(select(Source)).one()
+    assert (row.failure_streak, row.last_outcome) == (1, "malformed")

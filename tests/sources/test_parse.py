@@ -175,3 +175,118 @@ def test_an_entry_whose_link_urllib_refuses_is_skipped_not_the_feed(build: Any) 
     items = [Item("Broken", "http://[broken/", guid="b"), *ITEMS]
     feed = parse_feed("F", build(items), url="https://example.com/feed")
     assert [e.title for e in feed.entries] == ["Robots learn to fold laundry"]
+
+
+# --- issue 11: broken documents are failures, broken feeds are "malformed" -----------------
+
+TWO = [Item("Robot one", "https://e.example/1", guid="1"), Item("Robot two", "https://e.example/2", guid="2")]
+
+
+@pytest.mark.parametrize("build", [rss, atom], ids=["rss2", "atom"])
+def test_a_feed_cut_off_keeps_its_whole_entries_and_says_it_is_malformed(build: Any) -> None:
+    body = build([*TWO, Item("Robot three", "https://e.example/3", guid="3")])
+    cut = body[: body.index(b"https://e.example/3") + len(b"https://e.ex")]
+    feed = parse_feed("F", cut, url="https://e.example/feed")
+    assert [e.url for e in feed.entries] == ["https://e.example/1", "https://e.example/2"]
+    assert feed.problem == "Feed is truncated or has unclosed XML elements"
+
+
+def test_the_reference_parser_reports_broken_markup() -> None:
+    body = b"""<rss version="2.0"><channel><title>T</title><item><title>A <b>B</title>
+    <link>http://e.example/1</link></item></channel></rss>"""  # unclosed <b>
+    feed = parse_feed("F", body, url="http://e.example/f")
+    assert [e.title for e in feed.entries] == ["A B"]
+    assert feed.problem == "not well-formed XML: mismatched tag"
+
+
+@pytest.mark.parametrize(
+    ("body", "headers"),
+    [
+        (rss(TWO), {"content-type": "text/html"}),  # a wrong Content-Type
+        (rss(TWO).replace(b"Robot one", b"Robot&nbsp;one"), {}),  # an HTML entity XML lacks
+        (rss(TWO), {}),
+    ],
+    ids=["content-type", "entity", "clean"],
+)
+def test_harmless_complaints_are_not_malformed(body: bytes, headers: dict[str, str]) -> None:
+    feed = parse_feed("F", body, url="https://e.example/f", headers=headers)
+    assert len(feed.entries) == 2 and feed.problem is None
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        (b"", "an empty response (0 bytes)"),
+        (b"  \r\n ", "an empty response (5 bytes)"),
+        (
+            b"<!-- moved -->\n<!DOCTYPE html><html><body>We moved</body></html>",
+            "an HTML page (has the feed moved?)",
+        ),
+        (b"<HTML><p>Error 500</p></HTML>", "an HTML page (has the feed moved?)"),
+        (
+            b'<?xml version="1.0"?><config><debug>true</debug></config>',
+            "no RSS, Atom or JSON Feed document in it",
+        ),
+        (b"<config><debug>true</config>", "not well-formed XML: mismatched tag"),
+    ],
+    ids=["empty", "blank", "html5", "html-upper", "other-xml", "broken-xml"],
+)
+def test_documents_that_are_not_feeds_fail_with_the_reason(body: bytes, reason: str) -> None:
+    with pytest.raises(SourceError) as caught:
+        parse_feed("Broken", body, url="https://e.example/f")
+    assert (
+        str(caught.value)
+        == f"source 'Broken': not an RSS, Atom or JSON feed at https://e.example/f: {reason}"
+    )
+
+
+def test_an_empty_but_valid_feed_is_fine() -> None:
+    feed = parse_feed("F", rss([]), url="https://e.example/f")
+    assert feed.entries == () and feed.problem is None
+
+
+def test_a_json_feed_item_that_breaks_the_format_is_skipped_and_reported() -> None:
+    import json
+
+    data = json.loads(json_feed(TWO))
+    data["items"].insert(1, {"url": "https://e.example/no-id", "title": "Robot without an id"})
+    data["items"].append({"id": "4", "url": "https://e.example/4", "date_published": "yesterday"})
+    feed = parse_feed("F", json.dumps(data).encode(), url="https://e.example/f")
+    assert [e.title for e in feed.entries] == ["Robot one", "Robot two"]
+    assert feed.problem == "invalid item: items.1.id: Field required"
+
+
+def test_json_nested_beyond_the_stack_is_a_source_error_not_a_crash() -> None:
+    with pytest.raises(SourceError, match="nested too deeply"):
+        parse_feed("Deep", b"[" * 100_000, url="https://e.example/f")
+
+
+def test_json_content_text_is_escaped_not_read_as_markup() -> None:
+    import json
+
+    data = json.loads(json_feed(TWO[:1]))
+    data["items"][0].pop("content_html")
+    data["items"][0]["content_text"] = "Robots <script>x()</script> & <b>more</b>"
+    (entry,) = parse_feed("F", json.dumps(data).encode(), url="https://e.example/f").entries
+    assert entry.summary_html == "Robots &lt;script&gt;x()&lt;/script&gt; &amp; &lt;b&gt;more&lt;/b&gt;"
+
+
+@pytest.mark.parametrize(
+    "href",
+    [
+        "javascript:alert(1)",
+        " JAVASCRIPT:alert(1)",
+        "&#x6A;avascript:alert(1)",
+        "java&#x09;script:alert(1)",
+        "data:text/html,x",
+        "vbscript:x",
+        "mailto:someone@e.example",
+        "file:///etc/passwd",
+    ],
+)
+def test_summary_links_keep_only_http_and_https(href: str) -> None:
+    clean = sanitize_html(f'<a href="{href}">x</a> <a href="/ok">ok</a>', base_url="https://e.example/a")
+    assert clean == (
+        '<a rel="noopener noreferrer">x</a> <a href="https://e.example/ok" rel="noopener noreferrer">ok</a>'
+    )
+    assert sanitize_html('<a href="/ok">ok</a>') == '<a rel="noopener noreferrer">ok</a>'  # no base: no link

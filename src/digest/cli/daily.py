@@ -62,10 +62,12 @@ def db_upgrade() -> None:
 def collect() -> None:
     """Fetch every source in digest.toml and store new stories; a table says how each source did.
 
-    A failing source is reported and the others are collected; the exit status is 1 only when
-    every source failed. `digest sources list` shows each source's health over time. With
-    DIGEST_BROKER_URL set, `digest worker` processes fetch and parse the sources (one task each)
-    and this command stores what they found; DIGEST_COLLECT_WAIT_SECONDS bounds the wait.
+    A failing source is reported and the others are collected; a malformed feed (cut off, not
+    well-formed) has what could be read stored and is reported "malformed" with the parser's
+    reason. The exit status is 1 only when every source failed. `digest sources list` shows each
+    source's health over time. With DIGEST_BROKER_URL set, `digest worker` processes fetch and
+    parse the sources (one task each) and this command stores what they found;
+    DIGEST_COLLECT_WAIT_SECONDS bounds the wait.
 
     Example: digest collect
     """
@@ -98,15 +100,17 @@ def _collect(settings: Settings, newsletter: Newsletter, engine: sa.Engine) -> l
 def _print_collect(results: list[SourceResult]) -> None:
     table = Table("source", "result", "entries", "new", "updated", "error", title="Collection")
     for r in results:
-        style = "red" if r.status == "failed" else None
+        style = {"failed": "red", "malformed": "yellow"}.get(r.status)
         table.add_row(
             r.name, r.status, str(r.entries), str(r.new), str(r.updated), r.error or "", style=style
         )
     out.print(table)
     failed = sum(r.status == "failed" for r in results)
+    malformed = sum(r.status == "malformed" for r in results)
     out.print(
         f"{len(results)} sources: {sum(r.new for r in results)} new articles, "
-        f"{sum(r.updated for r in results)} updated, {failed} failed",
+        f"{sum(r.updated for r in results)} updated, {failed} failed"
+        + (f", {malformed} malformed" if malformed else ""),
         highlight=False,
     )
 

@@ -1,8 +1,10 @@
 """Running and watching digest: sources, stats, serve, worker, schedule, status, topics, unsubscribe-mail."""
 
+from collections import Counter
 from typing import Annotated
 from zoneinfo import ZoneInfo
 
+import sqlalchemy as sa
 import typer
 from rich.table import Table
 
@@ -20,57 +22,55 @@ from digest.cli.common import (
     out,
     sources_app,
 )
-from digest.config import load_settings, signing_keys
+from digest.config import Settings, load_newsletter, load_settings, signing_keys
 from digest.db import queries
 from digest.db.engine import open_database, session_scope
-from digest.db.models import Source
 from digest.editions import explain_topics
-from digest.errors import DigestError
+from digest.errors import ConfigError, DigestError
+from digest.sources.health import source_health
 from digest.stats import edition_stats
 
 
 @sources_app.command("list")
 @friendly
 def sources_list() -> None:
-    """Show each source's health: last success, last error, failure streak, ETag.
+    """Show each source of digest.toml and its health: last success, last error, failure streak, ETag.
 
-    A source that failed DIGEST_SOURCE_FAILURE_ALERT runs in a row (default 3) is flagged FAILING.
+    A source whose last run failed, or gave a malformed feed (stored as far as it could be read),
+    is flagged; after DIGEST_SOURCE_FAILURE_ALERT runs in a row (default 3) it is FAILING. A source
+    the database remembers but digest.toml no longer names is shown as removed.
 
     Example: digest sources list
     """
-    from sqlmodel import select
-
-    settings = load_settings()
+    settings, newsletter = _setup()
     engine = _engine(settings)
     with session_scope(engine) as session:
-        rows = list(session.exec(select(Source).order_by(Source.name)))
-    alert = settings.source_failure_alert
+        rows = source_health(newsletter, session=session, alert=settings.source_failure_alert)
     table = Table(
         "source", "health", "last success", "failures in a row", "last error", "etag", title="Sources"
     )
     stamp = "%Y-%m-%d %H:%M"
     for s in rows:
-        if s.last_fetched_at is None:
-            health = "not fetched yet"
-        elif s.failure_streak >= alert:
-            health = f"FAILING ({s.failure_streak} runs in a row)"
-        elif s.failure_streak:
-            health = "failed last run"
-        else:
-            health = "ok"
         error = f"{s.last_error_at.strftime(stamp)}: {s.last_error}" if s.last_error_at else ""
         table.add_row(
             s.name,
-            health,
+            s.label,
             s.last_success_at.strftime(stamp) if s.last_success_at else "never",
             str(s.failure_streak),
             error,
             s.etag or "",
-            style="red" if s.failure_streak >= alert else None,
+            style="red"
+            if s.state == "FAILING"
+            else "yellow"
+            if s.failing
+            else "dim"
+            if s.state == "removed"
+            else None,
         )
     out.print(table)
-    failing = [s.name for s in rows if s.failure_streak >= alert]
+    failing = [s.name for s in rows if s.state == "FAILING"]
     if failing:
+        alert = settings.source_failure_alert
         err.print(f"{len(failing)} source(s) failed {alert}+ runs in a row: {', '.join(failing)}")
 
 
@@ -220,15 +220,16 @@ def schedule() -> None:
 def status(
     runs: Annotated[int, typer.Option("--runs", help="How many recent runs to show.")] = 10,
 ) -> None:
-    """Show the scheduler (who holds the lease, next runs, each time zone's next send, last runs) and
-    the latest edition's progress, per worker in distributed mode.
+    """Show the scheduler (who holds the lease, next runs, each time zone's next send, last runs), the
+    sources that need looking at (failing or malformed) and the latest edition's progress, per
+    worker in distributed mode.
 
     Example: digest status --runs 20
     """
     from digest.scheduler import status as scheduler_status
 
     settings = load_settings()
-    engine = open_database(settings.database_url)
+    engine = _engine(settings)  # disposed when the command ends
     now = current_time()
     report = scheduler_status(settings, engine=engine, now=now, runs=runs)
     holder = report.holder
@@ -238,6 +239,7 @@ def status(
         else "scheduler: not running (no one holds the lease)",
         highlight=False,
     )
+    _print_sources(settings, engine)
     with session_scope(engine) as session:  # progress of the latest edition, across workers
         recent = queries.recent_editions(session=session, limit=1)
         latest = [edition_stats(e, session=session) for e in recent]
@@ -271,6 +273,30 @@ def status(
             highlight=False,
             soft_wrap=True,
         )
+
+
+def _print_sources(settings: Settings, engine: sa.Engine) -> None:
+    """One line for the sources of digest.toml, then one per source that needs looking at."""
+    try:
+        newsletter = load_newsletter(settings.config)
+    except ConfigError as e:  # status still shows the rest
+        out.print(f"sources: cannot read {settings.config}: {e}", highlight=False, markup=False)
+        return
+    with session_scope(engine) as session:
+        rows = source_health(newsletter, session=session, alert=settings.source_failure_alert)
+    configured = [s for s in rows if s.state != "removed"]
+    counts = Counter(s.label if s.failing else s.state for s in configured)
+    parts = ", ".join(f"{n} {label}" for label, n in counts.items())
+    out.print(f"sources: {len(configured)} in digest.toml ({parts or 'none'})", highlight=False, markup=False)
+    for s in configured:
+        if s.failing:
+            out.print(
+                f"  {s.name}: {s.label}: {s.last_error or ''}",
+                style="red" if s.state == "FAILING" else "yellow",
+                highlight=False,
+                markup=False,
+                soft_wrap=True,
+            )
 
 
 @app.command()

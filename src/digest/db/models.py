@@ -72,7 +72,8 @@ class Source(SQLModel, table=True):
     last_success_at: datetime | None = _ts()
     last_error: str | None = None
     last_error_at: datetime | None = _ts()
-    failure_streak: int = 0
+    failure_streak: int = 0  # runs in a row that failed or gave a malformed feed
+    last_outcome: str | None = Field(default=None, max_length=16)  # ok, malformed or failed (issue 11)
 
 
 class Story(SQLModel, table=True):

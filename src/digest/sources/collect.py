@@ -22,6 +22,7 @@ from sqlmodel import Session, col, select
 from digest.config import Newsletter
 from digest.db.models import Article, Source, Story
 from digest.errors import SourceError
+from digest.sources.clean import strip_controls
 from digest.sources.fetch import FetchOptions, FetchRequest, fetch_all, make_client
 from digest.sources.model import FeedEntry, Fetched, ParsedFeed
 from digest.sources.workers import Clusterer, Workers, summary_text
@@ -30,7 +31,10 @@ from digest.stories import terms as story_terms
 
 log = logging.getLogger(__name__)
 
-SourceStatus = Literal["new", "updated", "unchanged", "failed"]
+# "malformed": the feed was not well-formed; what could be recovered was stored, and the run
+# counts as a failure in the source's health (issue 11).
+SourceStatus = Literal["new", "updated", "unchanged", "malformed", "failed"]
+ERROR_MAX = 1_000  # characters of an error kept in the source's health
 STORY_WINDOW = timedelta(hours=72)  # how far back a new article may join an existing story
 PARSE_IN_PROCESSES_FROM = 8  # sources; below this, starting worker processes costs more than it saves
 CHUNK = 500  # values per IN (...) list: under every backend's bound-parameter limit
@@ -168,30 +172,59 @@ def store_outcomes(
     for request, outcome in zip(requests, outcomes, strict=True):
         row = rows[request.name]
         row.last_fetched_at = now
-        if outcome.error is not None:
-            log.warning("source failed source=%r error=%s", request.name, outcome.error)
-            row.last_error, row.last_error_at = str(outcome.error), now
+        problem = _problem(outcome)
+        if problem is not None:
+            log.warning("source failed source=%r error=%s", request.name, problem)
+            row.last_error, row.last_error_at = problem, now
             row.failure_streak += 1
+            row.last_outcome = "failed" if outcome.error is not None else "malformed"
         else:
-            row.etag, row.last_modified = outcome.etag, outcome.last_modified
-            row.last_success_at, row.failure_streak = now, 0
-            if outcome.feed is not None:
-                feeds.append((row, outcome.feed))
+            row.etag, row.last_modified = _validator(outcome.etag), _validator(outcome.last_modified)
+            row.last_success_at, row.failure_streak, row.last_outcome = now, 0, "ok"
+        # A malformed feed's recovered entries are stored too; its validators are not, so the next
+        # run fetches it whole and reports it again until it is fixed.
+        if outcome.feed is not None:
+            feeds.append((row, outcome.feed))
         session.add(row)
     session.flush()
     counts = store_entries(feeds, session=session, now=now, clusterer=clusterer)
     results = []
     for request, outcome in zip(requests, outcomes, strict=True):
+        problem = _problem(outcome)
         if outcome.error is not None:
-            result = SourceResult(request.name, "failed", error=str(outcome.error))
+            result = SourceResult(request.name, "failed", error=problem)
         else:
             new, updated = counts.get(request.name, (0, 0))
             status: SourceStatus = "new" if new else "updated" if updated else "unchanged"
             entries = len(outcome.feed.entries) if outcome.feed else 0
-            result = SourceResult(request.name, status, new=new, updated=updated, entries=entries)
+            result = SourceResult(
+                request.name,
+                "malformed" if problem else status,
+                new=new,
+                updated=updated,
+                entries=entries,
+                error=problem,
+            )
         log.info("collected source=%r status=%s new=%d", result.name, result.status, result.new)
         results.append(result)
     return results
+
+
+def _problem(outcome: Outcome) -> str | None:
+    """What went wrong with a source this run, as its health records it (None: nothing)."""
+    if outcome.error is not None:
+        text = str(outcome.error)
+    elif outcome.feed is not None and outcome.feed.problem:
+        text = f"malformed feed: {outcome.feed.problem}"
+    else:
+        return None
+    # The message may quote a server (a reason phrase, a parser's complaint): stored, so bounded.
+    return strip_controls(text)[:ERROR_MAX]
+
+
+def _validator(value: str | None) -> str | None:
+    """An ETag or Last-Modified worth sending back: short, printable (else none is kept)."""
+    return value if value and len(value) <= 512 and value.isprintable() else None
 
 
 def _chunks(values: Sequence[str]) -> Iterable[Sequence[str]]:

@@ -71,13 +71,12 @@ class EnqueueCollect(Protocol):
 def wait_seconds(settings: Settings) -> float:
     """How long the coordinator waits with no answer before giving up on the rest.
 
-    A busy worker answers within one fetch's longest time (connect, then read, timeouts), so
-    twice that, plus time for the broker and a worker's start, means no worker is answering.
+    A busy worker answers within one fetch's deadline (DIGEST_FETCH_DEADLINE_SECONDS), so that,
+    plus time for the broker and a worker's start, with no answer means no worker is answering.
     """
     if settings.collect_wait_seconds is not None:
         return settings.collect_wait_seconds
-    options = FetchOptions.from_settings(settings)
-    return 2 * (options.connect_timeout + options.read_timeout) + 30
+    return settings.fetch_deadline_seconds + 30
 
 
 def interleave_hosts(tasks: Sequence[CollectTask]) -> list[CollectTask]:

@@ -1,17 +1,29 @@
-"""Fetch sources' bytes: http(s) through httpx (timeouts, size cap, conditional GET), or a file.
+"""Fetch sources' bytes: http(s) through httpx (timeouts, a deadline, size cap, conditional GET,
+guarded redirects), or a file.
 
 Many sources are fetched at once on one event loop, with at most `per_host` requests in flight to
 any one host (politeness) and at most `concurrency` in all, so a run over many slow feeds takes
 about as long as the slowest host's share, not the sum of every response time.
+
+Every fetch ends by its deadline, however slowly a server drips bytes (per-read timeouts alone
+do not bound that), and redirects are followed here, one hop at a time, so each new host can be
+checked before it is asked: a feed may send us on to a public address only, unless the
+operator's own URL was itself private (issue 12). A checked host is pinned: the connection goes to
+the address that was checked, not to whatever a second DNS answer says (DNS rebinding).
 """
 
 import asyncio
+import ipaddress
 import logging
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+import socket
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
+from types import TracebackType
+from typing import Protocol
+from urllib.parse import unquote, urljoin, urlsplit
 
+import httpcore
 import httpx
 
 from digest import __version__
@@ -24,6 +36,79 @@ log = logging.getLogger(__name__)
 USER_AGENT = f"digest/{__version__} (self-hosted newsletter digest; feed reader)"
 MAX_BYTES = 10 * 1024 * 1024  # a real feed is well under this; more is a mistake or an attack
 MAX_REDIRECTS = 5
+REDIRECTS = frozenset({301, 302, 303, 307, 308})
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+class Resolver(Protocol):
+    """Turns a host name into its addresses (the system's DNS; a table in tests)."""
+
+    async def resolve(self, host: str) -> tuple[IPAddress, ...]:
+        """Every address of `host`; raise OSError when it has none."""
+        ...
+
+
+class SystemResolver:
+    """The operating system's resolver (getaddrinfo), as the HTTP client itself would use."""
+
+    async def resolve(self, host: str) -> tuple[IPAddress, ...]:
+        """Every address of `host`, in the order the system prefers them."""
+        infos = await asyncio.get_running_loop().getaddrinfo(host, None, type=socket.SOCK_STREAM)
+        return tuple(dict.fromkeys(ipaddress.ip_address(info[4][0]) for info in infos))
+
+
+class StaticResolver:
+    """A fixed table of names and their addresses (the in-memory resolver: tests use it in place
+    of DNS); it remembers every name it was asked for."""
+
+    def __init__(self, table: dict[str, Sequence[str]]) -> None:
+        self.table = {
+            name.lower(): tuple(ipaddress.ip_address(a) for a in addresses)
+            for name, addresses in table.items()
+        }
+        self.asked: list[str] = []
+
+    async def resolve(self, host: str) -> tuple[IPAddress, ...]:
+        """The table's addresses for `host`; OSError when it has none, as DNS would say."""
+        self.asked.append(host)
+        found = self.table.get(host.lower())
+        if not found:
+            raise OSError(f"unknown host {host}")
+        return found
+
+
+def address_kind(address: IPAddress) -> str:
+    """What kind of address this is: public, loopback, private, link-local, multicast, unspecified
+    or reserved (Python's `ipaddress` properties, most specific first)."""
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped  # ::ffff:127.0.0.1 is 127.0.0.1
+    for kind, test in (
+        ("unspecified", address.is_unspecified),
+        ("loopback", address.is_loopback),
+        ("link-local", address.is_link_local),  # 169.254.169.254: cloud metadata services
+        ("multicast", address.is_multicast),
+        ("reserved", address.is_reserved),  # 240.0.0.0/4: Python counts it private too
+        ("private", address.is_private),
+        ("public", address.is_global),
+    ):
+        if test:
+            return kind
+    return "reserved"  # neither private nor global: shared (100.64.0.0/10), benchmarking, ...
+
+
+def redirect_refusal(origin_kinds: Iterable[str], target: Iterable[IPAddress]) -> str | None:
+    """Why a redirect to another host with these addresses is refused, or None when it is allowed.
+
+    Public addresses are always allowed; another kind only when the operator's own URL had it
+    (a feed on the intranet may send us to another intranet host, a public feed may not).
+    """
+    allowed = {"public", *origin_kinds}
+    for address in target:
+        kind = address_kind(address)
+        if kind not in allowed:
+            return f"{address} is a {kind} address"
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,9 +118,11 @@ class FetchOptions:
     user_agent: str = USER_AGENT
     connect_timeout: float = 10.0
     read_timeout: float = 20.0
+    deadline: float = 60.0  # seconds for a whole fetch: every redirect, header and byte
     max_bytes: int = MAX_BYTES
     per_host: int = 2  # requests in flight to one host at once
     concurrency: int = 100  # requests in flight in all (sockets: keep under the open-files limit)
+    resolver: Resolver = field(default_factory=SystemResolver, compare=False)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "FetchOptions":
@@ -47,6 +134,7 @@ class FetchOptions:
             user_agent=agent,
             connect_timeout=min(10.0, settings.fetch_timeout),
             read_timeout=settings.fetch_timeout,
+            deadline=settings.fetch_deadline_seconds,
             max_bytes=settings.fetch_max_bytes,
             per_host=settings.fetch_per_host,
             concurrency=settings.fetch_concurrency,
@@ -63,26 +151,124 @@ class FetchRequest:
     last_modified: str | None = None
 
 
-def make_client(options: FetchOptions) -> httpx.AsyncClient:
-    """One HTTP client for a whole collection run (connections are reused per host)."""
-    return httpx.AsyncClient(
-        headers={"User-Agent": options.user_agent, "Accept-Encoding": "gzip, deflate"},
-        timeout=httpx.Timeout(
-            connect=options.connect_timeout,
-            read=options.read_timeout,
-            write=options.read_timeout,
-            pool=None,  # our own semaphores bound the queue; waiting for a slot is not an error
-        ),
-        limits=httpx.Limits(max_connections=options.concurrency, max_keepalive_connections=32),
-        follow_redirects=True,
-        max_redirects=MAX_REDIRECTS,
-    )
+def _host_key(url: httpx.URL) -> str:
+    return url.raw_host.decode("ascii").lower()  # IDNA form, as the connection pool sees it
+
+
+class _PinnedNetwork(httpcore.AsyncNetworkBackend):
+    """Connects a pinned host to the addresses that were checked; other hosts as usual."""
+
+    def __init__(self, pins: dict[str, tuple[IPAddress, ...]]) -> None:
+        self.pins = pins
+        self.inner = httpcore.AnyIOBackend()
+
+    async def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        """A TCP stream to `host`, through its pinned addresses in turn when it has some."""
+        addresses = self.pins.get(host.lower())
+        if not addresses:
+            return await self.inner.connect_tcp(host, port, timeout, local_address, socket_options)
+        error: Exception | None = None
+        for address in addresses:
+            try:
+                return await self.inner.connect_tcp(
+                    str(address), port, timeout, local_address, socket_options
+                )
+            except (httpcore.ConnectError, httpcore.ConnectTimeout) as e:
+                error = e
+        assert error is not None
+        raise error
+
+    async def connect_unix_socket(
+        self,
+        path: str,
+        timeout: float | None = None,
+        socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        """Not used for feeds; passed through."""
+        return await self.inner.connect_unix_socket(path, timeout, socket_options)
+
+    async def sleep(self, seconds: float) -> None:
+        """Passed through."""
+        await self.inner.sleep(seconds)
+
+
+class FetchClient:
+    """One HTTP client for a whole collection run (connections are reused per host), with the
+    hosts it has checked and pinned for redirects."""
+
+    def __init__(self, options: FetchOptions) -> None:
+        self.resolver = options.resolver
+        self.pins: dict[str, tuple[IPAddress, ...]] = {}
+        self._kinds: dict[str, frozenset[str]] = {}
+        transport = httpx.AsyncHTTPTransport(
+            limits=httpx.Limits(max_connections=options.concurrency, max_keepalive_connections=32)
+        )
+        # httpx has no public hook for the network layer (encode/httpx#1319): its transport's
+        # pool is rebuilt with the same settings around a backend that honours our pins.
+        transport._pool = httpcore.AsyncConnectionPool(
+            ssl_context=httpx.create_ssl_context(),
+            max_connections=options.concurrency,
+            max_keepalive_connections=32,
+            keepalive_expiry=5.0,
+            network_backend=_PinnedNetwork(self.pins),
+        )
+        self.http = httpx.AsyncClient(
+            headers={"User-Agent": options.user_agent, "Accept-Encoding": "gzip, deflate"},
+            timeout=httpx.Timeout(
+                connect=options.connect_timeout,
+                read=options.read_timeout,
+                write=options.read_timeout,
+                pool=None,  # our own semaphores bound the queue; waiting for a slot is not an error
+            ),
+            transport=transport,
+            follow_redirects=False,  # followed in _fetch_http, one checked hop at a time
+        )
+
+    async def __aenter__(self) -> "FetchClient":
+        await self.http.__aenter__()
+        return self
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.http.__aexit__(kind, error, tb)
+
+    async def kinds_of(self, host: str) -> frozenset[str]:
+        """The kinds of address the operator's own host has (resolved once per run)."""
+        if host not in self._kinds:
+            self._kinds[host] = frozenset(address_kind(a) for a in await self._resolve(host))
+        return self._kinds[host]
+
+    async def pin(self, host: str) -> tuple[IPAddress, ...]:
+        """Resolve a redirect's host once, and connect to exactly these addresses from now on."""
+        if host not in self.pins:
+            self.pins[host] = await self._resolve(host)
+        return self.pins[host]
+
+    async def _resolve(self, host: str) -> tuple[IPAddress, ...]:
+        try:
+            return (ipaddress.ip_address(host.strip("[]")),)
+        except ValueError:
+            pass
+        return await self.resolver.resolve(host)
+
+
+def make_client(options: FetchOptions) -> FetchClient:
+    """One client for a whole collection run: `async with make_client(options) as client: ...`."""
+    return FetchClient(options)
 
 
 async def fetch_all(
     requests: Sequence[FetchRequest],
     *,
-    client: httpx.AsyncClient,
+    client: FetchClient,
     options: FetchOptions,
     on_done: Callable[[FetchRequest, Fetched | SourceError], None] | None = None,
 ) -> list[Fetched | SourceError]:
@@ -105,12 +291,19 @@ async def fetch_all(
     return list(await asyncio.gather(*(one(r) for r in requests)))
 
 
-async def fetch(request: FetchRequest, *, client: httpx.AsyncClient, options: FetchOptions) -> Fetched:
+async def fetch(request: FetchRequest, *, client: FetchClient, options: FetchOptions) -> Fetched:
     """Fetch one source; raise SourceError naming the source on any expected failure."""
     name, location = request.name, request.location
     scheme = urlsplit(location).scheme.lower()
     if scheme in ("http", "https"):
-        return await _fetch_http(request, client, options.max_bytes)
+        try:
+            async with asyncio.timeout(options.deadline):
+                return await _fetch_http(request, client, options.max_bytes)
+        except TimeoutError as e:  # the deadline's own cancellation (httpx's timeouts are caught inside)
+            raise SourceError(
+                f"source {name!r}: no complete answer within the {options.deadline:g} s deadline "
+                f"(DIGEST_FETCH_DEADLINE_SECONDS) from {location}"
+            ) from e
     if scheme == "file":
         return _read_file(name, Path(unquote(urlsplit(location).path)), options.max_bytes)
     if scheme and len(scheme) > 1:  # one letter is a Windows drive, not a scheme
@@ -126,8 +319,35 @@ def _too_big(name: str, url: str, max_bytes: int, size: int | None = None) -> So
     )
 
 
-async def _fetch_http(request: FetchRequest, client: httpx.AsyncClient, max_bytes: int) -> Fetched:
-    name, url = request.name, request.location
+async def _next_hop(name: str, url: httpx.URL, location: str, client: FetchClient, origin: str) -> httpx.URL:
+    """Where a redirect leads, once checked: http(s) only; another host only if it may be asked."""
+    try:
+        target = httpx.URL(urljoin(str(url), location.strip()))
+        scheme = target.scheme
+    except (httpx.InvalidURL, ValueError) as e:
+        raise SourceError(f"source {name!r}: redirect from {url} to an invalid URL {location[:200]!r}") from e
+    refused = f"source {name!r}: redirect from {url} to {str(target)[:200]} refused"
+    if scheme not in ("http", "https") or not target.host:
+        raise SourceError(f"{refused}: only http(s) URLs are followed")
+    host = _host_key(target)
+    if host == origin:
+        return target  # the operator's own host: trusted as configured
+    try:
+        addresses = await client.pin(host)
+        why = redirect_refusal(await client.kinds_of(origin), addresses)
+    except OSError as e:
+        raise SourceError(f"{refused}: cannot resolve {target.host}: {e}") from e
+    if why is not None:
+        raise SourceError(
+            f"{refused}: {why}; a feed may redirect to another host only at a public address, "
+            "unless its own URL is of that kind"
+        )
+    return target
+
+
+async def _fetch_http(request: FetchRequest, client: FetchClient, max_bytes: int) -> Fetched:
+    name, url = request.name, httpx.URL(request.location)
+    origin = _host_key(url)
     headers = {}
     # RFC 9110 §13.1: send both validators we kept; a server answers 304 when nothing changed.
     if request.etag:
@@ -135,35 +355,13 @@ async def _fetch_http(request: FetchRequest, client: httpx.AsyncClient, max_byte
     if request.last_modified:
         headers["If-Modified-Since"] = request.last_modified
     try:
-        async with client.stream("GET", url, headers=headers) as response:
-            if response.status_code == 304:
-                return Fetched(
-                    url=str(response.url),
-                    body=None,
-                    etag=response.headers.get("etag", request.etag),
-                    last_modified=response.headers.get("last-modified", request.last_modified),
-                )
-            if response.status_code >= 400:
-                reason = response.reason_phrase or ""
-                raise SourceError(f"source {name!r}: HTTP {response.status_code} {reason} from {url}".strip())
-            declared = response.headers.get("content-length", "")
-            if declared.isdigit() and int(declared) > max_bytes:
-                raise _too_big(name, url, max_bytes, int(declared))
-            chunks: list[bytes] = []
-            size = 0
-            # Decoded bytes are counted, so a small gzip bomb is cut off like a large body.
-            async for chunk in response.aiter_bytes():
-                size += len(chunk)
-                if size > max_bytes:
-                    raise _too_big(name, url, max_bytes)
-                chunks.append(chunk)
-            return Fetched(
-                url=str(response.url),
-                body=b"".join(chunks),
-                headers={k.lower(): v for k, v in response.headers.items()},
-                etag=response.headers.get("etag"),
-                last_modified=response.headers.get("last-modified"),
-            )
+        for _hop in range(MAX_REDIRECTS + 1):
+            async with client.http.stream("GET", url, headers=headers) as response:
+                location = response.headers.get("location")
+                if response.status_code in REDIRECTS and location:
+                    url = await _next_hop(name, url, location, client, origin)
+                    continue
+                return await _read(request, response, str(url), max_bytes)
     except httpx.TimeoutException as e:
         kind = {
             "ConnectTimeout": "connecting",
@@ -171,10 +369,41 @@ async def _fetch_http(request: FetchRequest, client: httpx.AsyncClient, max_byte
             "WriteTimeout": "sending",
         }.get(type(e).__name__, "fetching")
         raise SourceError(f"source {name!r}: timed out {kind} from {url}") from e
-    except httpx.TooManyRedirects as e:
-        raise SourceError(f"source {name!r}: more than {MAX_REDIRECTS} redirects from {url}") from e
     except httpx.HTTPError as e:
         raise SourceError(f"source {name!r}: cannot fetch {url}: {type(e).__name__}: {e}") from e
+    raise SourceError(f"source {name!r}: more than {MAX_REDIRECTS} redirects from {request.location}")
+
+
+async def _read(request: FetchRequest, response: httpx.Response, url: str, max_bytes: int) -> Fetched:
+    name = request.name
+    if response.status_code == 304:
+        return Fetched(
+            url=url,
+            body=None,
+            etag=response.headers.get("etag", request.etag),
+            last_modified=response.headers.get("last-modified", request.last_modified),
+        )
+    if response.status_code >= 400:
+        reason = response.reason_phrase or ""
+        raise SourceError(f"source {name!r}: HTTP {response.status_code} {reason} from {url}".strip())
+    declared = response.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > max_bytes:
+        raise _too_big(name, url, max_bytes, int(declared))
+    chunks: list[bytes] = []
+    size = 0
+    # Decoded bytes are counted, so a small gzip bomb is cut off like a large body.
+    async for chunk in response.aiter_bytes():
+        size += len(chunk)
+        if size > max_bytes:
+            raise _too_big(name, url, max_bytes)
+        chunks.append(chunk)
+    return Fetched(
+        url=url,
+        body=b"".join(chunks),
+        headers={k.lower(): v for k, v in response.headers.items()},
+        etag=response.headers.get("etag"),
+        last_modified=response.headers.get("last-modified"),
+    )
 
 
 def _read_file(name: str, path: Path, max_bytes: int) -> Fetched:
@@ -184,7 +413,10 @@ def _read_file(name: str, path: Path, max_bytes: int) -> Fetched:
             raise SourceError(
                 f"source {name!r}: file {path} is {size:,} bytes, over the {max_bytes:,}-byte limit"
             )
-        body = path.read_bytes()
+        with path.open("rb") as f:
+            body = f.read(max_bytes + 1)  # a device or a file growing meanwhile is cut off too
     except OSError as e:
         raise SourceError(f"source {name!r}: cannot read {path}: {e.strerror or e}") from e
+    if len(body) > max_bytes:
+        raise SourceError(f"source {name!r}: {path} is over the {max_bytes:,}-byte limit")
     return Fetched(url=path.resolve().as_uri(), body=body)

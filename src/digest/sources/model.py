@@ -23,16 +23,27 @@ class FeedEntry:
 
 @dataclass(frozen=True, slots=True)
 class ParsedFeed:
-    """A parsed feed: its title and link, and its entries in feed order."""
+    """A parsed feed: its title and link, its entries in feed order, and what was wrong with it.
+
+    `problem` is the parser's reason when the document was not well-formed (cut off, broken
+    markup, an invalid item): the entries are those it could recover, and the source is reported
+    "malformed" rather than "ok".
+    """
 
     title: str
     link: str | None
     entries: tuple[FeedEntry, ...] = field(default_factory=tuple)
+    problem: str | None = None
 
     def to_json(self) -> str:
         """Serialize losslessly (a distributed collect's worker hands its parsed feed over in this)."""
         return json.dumps(
-            {"title": self.title, "link": self.link, "entries": [_entry_dict(e) for e in self.entries]},
+            {
+                "title": self.title,
+                "link": self.link,
+                "entries": [_entry_dict(e) for e in self.entries],
+                "problem": self.problem,
+            },
             ensure_ascii=False,
         )
 
@@ -44,6 +55,7 @@ class ParsedFeed:
             title=data["title"],
             link=data["link"],
             entries=tuple(_entry_of(e) for e in data["entries"]),
+            problem=data.get("problem"),  # staged by a worker of an older version: none
         )
 
 

@@ -1,8 +1,17 @@
-"""Turn fetched bytes into a ParsedFeed: feedparser for RSS/Atom, a strict model for JSON Feed."""
+"""Turn fetched bytes into a ParsedFeed: feedparser for RSS/Atom, a strict model for JSON Feed.
+
+A document that is not a feed at all (empty, an HTML page, another XML) is a SourceError. A feed
+that is not well-formed (cut off, broken markup, an invalid item) still gives the entries the
+parser could recover, and says what was wrong in `ParsedFeed.problem` (issue 11): the source is
+then reported "malformed", not "ok".
+"""
 
 import calendar
+import html
 import json
+import logging
 import re
+import xml.sax
 from datetime import UTC, datetime
 from typing import Any
 
@@ -11,8 +20,42 @@ import feedparser_rs
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from digest.errors import SourceError
-from digest.sources.clean import canonical_url, plain_text, sanitize_html
+from digest.sources.clean import (
+    AUTHOR_MAX,
+    GUID_MAX,
+    TAG_MAX,
+    TAGS_MAX,
+    TITLE_MAX,
+    canonical_url,
+    plain_text,
+    sanitize_html,
+    strip_controls,
+    web_url,
+)
 from digest.sources.model import FeedEntry, ParsedFeed
+
+log = logging.getLogger(__name__)
+
+MAX_ENTRIES = 1_000  # entries read per feed, in feed order (newest first in practice)
+# What the fast parser says when a document's structure broke (entries may be lost or cut short);
+# its other complaints (an unknown entity, a date it cannot read) lose nothing.
+_FAST_MALFORMED = ("truncated", "Malformed XML")
+# feedparser's expat complaints that lose nothing: HTML entities and character references it reads anyway.
+_SAX_HARMLESS = ("undefined entity", "reference to invalid character number")
+_ENTRY_END = re.compile(rb"</(?:[\w.-]+:)?(?:item|entry)\s*>")
+_HTML_START = re.compile(rb"^\s*(<!--.*?-->\s*)*<(!doctype\s+html|html)[\s>]", re.IGNORECASE | re.DOTALL)
+
+
+def _not_a_feed(name: str, url: str, body: bytes, reason: object) -> SourceError:
+    if not body.strip():
+        what = f"an empty response ({len(body)} bytes)"
+    elif _HTML_START.match(body[:4096]):
+        what = "an HTML page (has the feed moved?)"
+    elif isinstance(reason, xml.sax.SAXParseException):
+        what = f"not well-formed XML: {reason.getMessage()}"
+    else:
+        what = "no RSS, Atom or JSON Feed document in it"
+    return SourceError(f"source {name!r}: not an RSS, Atom or JSON feed at {url}: {what}")
 
 
 def parse_feed(name: str, body: bytes, *, url: str, headers: dict[str, str] | None = None) -> ParsedFeed:
@@ -51,49 +94,92 @@ def read_xml(body: bytes, url: str, headers: dict[str, str]) -> tuple[Any, str]:
     return feedparser.parse(body, response_headers={**headers, "content-location": url}), "feedparser"
 
 
+def _malformed(parsed: Any, parser: str) -> str | None:
+    """The parser's reason when the document is not well-formed, else None."""
+    if not parsed.bozo:
+        return None
+    reason = parsed.get("bozo_exception")
+    if parser == "feedparser-rs":
+        text = str(reason)
+        return text if any(word in text for word in _FAST_MALFORMED) else None
+    if isinstance(reason, xml.sax.SAXParseException) and reason.getMessage() not in _SAX_HARMLESS:
+        return f"not well-formed XML: {reason.getMessage()}"
+    return None
+
+
 def _parse_xml_feed(name: str, body: bytes, url: str, headers: dict[str, str]) -> ParsedFeed:
-    parsed, _ = read_xml(body, url, headers)
+    parsed, parser = read_xml(body, url, headers)
     # Both parsers are lenient: a feed with a wrong Content-Type or a stray error is still "bozo".
-    # Only a document that is not recognizably a feed, with no entries, is a failure.
-    if parsed.bozo and not parsed.entries and not parsed.get("version"):
-        reason = parsed.get("bozo_exception") or "not a feed"
-        raise SourceError(f"source {name!r}: not an RSS, Atom or JSON feed at {url} ({reason})")
+    # A document that is not recognizably a feed, with no entries, is a failure.
+    if not parsed.entries and not parsed.get("version"):
+        raise _not_a_feed(name, url, body, parsed.get("bozo_exception"))
+    problem = _malformed(parsed, parser)
+    raw_entries = list(parsed.entries)
+    if problem:
+        # An entry the document ends inside is cut short (its link too, perhaps): only entries
+        # whose closing tag arrived are kept.
+        raw_entries = raw_entries[: len(_ENTRY_END.findall(body))]
     feed = parsed.feed
-    base = feed.get("link") or url
+    link = web_url(str(feed.get("link") or ""))
     entries = []
-    for raw in parsed.entries:
-        entry = _xml_entry(raw, base)
+    for raw in _capped(name, raw_entries):
+        entry = _xml_entry(name, raw, link or url)
         if entry is not None:
             entries.append(entry)
     return ParsedFeed(
-        title=plain_text(feed.get("title") or ""), link=feed.get("link"), entries=tuple(entries)
+        title=plain_text(feed.get("title") or "", limit=TITLE_MAX),
+        link=link,
+        entries=tuple(entries),
+        problem=strip_controls(problem)[:500] if problem else None,
     )
 
 
-def _xml_entry(raw: Any, base: str) -> FeedEntry | None:
+def _capped(name: str, entries: list[Any]) -> list[Any]:
+    if len(entries) > MAX_ENTRIES:
+        log.warning("source=%r has %d entries: the first %d are read", name, len(entries), MAX_ENTRIES)
+    return entries[:MAX_ENTRIES]
+
+
+def _guid(value: object) -> str | None:
+    guid = strip_controls(str(value)).strip() if value is not None else ""
+    return guid if guid and len(guid) <= GUID_MAX else None
+
+
+def _tags(values: list[str]) -> tuple[str, ...]:
+    tags = (plain_text(t, limit=TAG_MAX) for t in values[:TAGS_MAX] if isinstance(t, str))
+    return tuple(t for t in tags if t)
+
+
+def _entry_url(name: str, link: str, base: str) -> str | None:
+    """The entry's canonical link, or None (logged) when it has no http(s) link to a page."""
+    if not link:
+        return None  # nothing to link to: a digest card without a link is useless
+    try:
+        return canonical_url(link, base_url=base)
+    except ValueError as e:  # "http://[broken/", a javascript: link, ...: this entry only is skipped
+        log.info("source=%r entry skipped: %s", name, e)
+        return None
+
+
+def _xml_entry(name: str, raw: Any, base: str) -> FeedEntry | None:
     link = raw.get("link") or ""
     guid = raw.get("id") or None
     if not link and guid and str(guid).startswith(("http://", "https://")):
         link = guid
-    if not link:
-        return None  # nothing to link to: a digest card without a link is useless
-    try:
-        url = canonical_url(str(link), base_url=base)
-    except ValueError:  # e.g. "http://[broken/": urllib refuses it; so do we, for this entry only
+    url = _entry_url(name, str(link), base)
+    if url is None:
         return None
     summary = raw.get("summary") or ""
     if not summary and raw.get("content"):
         summary = raw["content"][0].get("value") or ""
-    title = plain_text(raw.get("title") or "") or url
-    tags = tuple(t.get("term") or "" for t in raw.get("tags") or [])
     return FeedEntry(
         url=url,
-        title=title,
-        guid=str(guid) if guid else None,
+        title=plain_text(raw.get("title") or "", limit=TITLE_MAX) or url,
+        guid=_guid(guid),
         summary_html=sanitize_html(summary, base_url=url),
-        author=plain_text(raw.get("author") or "") or None,
+        author=plain_text(raw.get("author") or "", limit=AUTHOR_MAX) or None,
         published=_published(raw),
-        tags=tuple(t for t in (plain_text(tag) for tag in tags) if t),
+        tags=_tags([t.get("term") or "" for t in raw.get("tags") or []]),
     )
 
 
@@ -138,7 +224,21 @@ class _JsonFeed(BaseModel):
     title: str
     home_page_url: str | None = None
     feed_url: str | None = None
-    items: list[_JsonItem]
+    items: list[Any]  # each validated alone: one bad item is skipped, not the whole feed
+
+
+def _first_error(e: ValidationError) -> str:
+    first = e.errors()[0]
+    return ".".join(str(p) for p in first["loc"]) + f": {first['msg']}"
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        return (value if value.tzinfo else value.replace(tzinfo=UTC)).astimezone(UTC)
+    except OverflowError:  # year 1 with an offset east of UTC, year 9999 west of it
+        return None
 
 
 def _parse_json_feed(name: str, body: bytes, url: str) -> ParsedFeed:
@@ -146,36 +246,39 @@ def _parse_json_feed(name: str, body: bytes, url: str) -> ParsedFeed:
         feed = _JsonFeed.model_validate(json.loads(body))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise SourceError(f"source {name!r}: invalid JSON at {url}: {e}") from e
+    except RecursionError as e:  # [[[[... nested deeper than the interpreter's stack
+        raise SourceError(f"source {name!r}: invalid JSON at {url}: nested too deeply") from e
     except ValidationError as e:
-        first = e.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise SourceError(f"source {name!r}: not a JSON Feed at {url}: {where}: {first['msg']}") from e
+        raise SourceError(f"source {name!r}: not a JSON Feed at {url}: {_first_error(e)}") from e
     if not feed.version.startswith("https://jsonfeed.org/version/"):
         raise SourceError(f"source {name!r}: unknown JSON Feed version {feed.version!r} at {url}")
-    base = feed.home_page_url or url
+    home = web_url(strip_controls(feed.home_page_url or ""))
     entries = []
-    for item in feed.items:
-        link = item.url or item.external_url
-        if not link:
-            continue
+    problem = None
+    for index, raw in enumerate(_capped(name, feed.items)):
         try:
-            entry_url = canonical_url(link, base_url=base)
-        except ValueError:  # as for RSS/Atom: urllib refuses it, so this entry is skipped, not the feed
+            item = _JsonItem.model_validate(raw)
+        except ValidationError as e:
+            problem = problem or f"invalid item: items.{index}.{_first_error(e)}"
             continue
-        published = item.date_published or item.date_modified
-        if published is not None and published.tzinfo is None:
-            published = published.replace(tzinfo=UTC)
-        summary = item.content_html or item.summary or item.content_text or ""
+        entry_url = _entry_url(name, item.url or item.external_url or "", home or url)
+        if entry_url is None:
+            continue
+        # content_text is text: escaped, so a "<" in it is shown, never read as markup.
+        summary = item.content_html or item.summary or html.escape(item.content_text or "")
         authors = item.authors or ([item.author] if item.author else [])
+        author = ", ".join(a.name for a in authors if a.name)
         entries.append(
             FeedEntry(
                 url=entry_url,
-                title=plain_text(item.title or "") or entry_url,
-                guid=str(item.id),
+                title=plain_text(item.title or "", limit=TITLE_MAX) or entry_url,
+                guid=_guid(item.id),
                 summary_html=sanitize_html(summary, base_url=entry_url),
-                author=", ".join(a.name for a in authors if a.name) or None,
-                published=published.astimezone(UTC) if published else None,
-                tags=tuple(item.tags),
+                author=plain_text(author, limit=AUTHOR_MAX) or None,
+                published=_utc(item.date_published or item.date_modified),
+                tags=_tags(item.tags),
             )
         )
-    return ParsedFeed(title=plain_text(feed.title), link=feed.home_page_url, entries=tuple(entries))
+    return ParsedFeed(
+        title=plain_text(feed.title, limit=TITLE_MAX), link=home, entries=tuple(entries), problem=problem
+    )
