@@ -278,6 +278,9 @@ def test_a_stored_script_link_is_rendered_as_text_without_a_link() -> None:
         ("127.0.0.1", "loopback"),
         ("::1", "loopback"),
         ("::ffff:127.0.0.1", "loopback"),
+        ("2002:7f00:1::", "loopback"),  # 6to4
+        ("64:ff9b::a9fe:a9fe", "link-local"),  # NAT64 of 169.254.169.254
+        ("64:ff9b::5db8:d822", "public"),  # NAT64 of 93.184.216.34
         ("169.254.169.254", "link-local"),
         ("fe80::1", "link-local"),
         ("10.1.2.3", "private"),

@@ -39,6 +39,7 @@ MAX_REDIRECTS = 5
 REDIRECTS = frozenset({301, 302, 303, 307, 308})
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
 
 
 class Resolver(Protocol):
@@ -81,8 +82,15 @@ class StaticResolver:
 def address_kind(address: IPAddress) -> str:
     """What kind of address this is: public, loopback, private, link-local, multicast, unspecified
     or reserved (Python's `ipaddress` properties, most specific first)."""
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped  # ::ffff:127.0.0.1 is 127.0.0.1
+    if isinstance(address, ipaddress.IPv6Address):
+        # An IPv4 address carried inside IPv6 is what it carries: ::ffff:127.0.0.1 (mapped),
+        # 2002:7f00:1:: (6to4), 64:ff9b::7f00:1 (NAT64, RFC 6052) all reach 127.0.0.1.
+        if address.ipv4_mapped is not None:
+            address = address.ipv4_mapped
+        elif address.sixtofour is not None:
+            address = address.sixtofour
+        elif address in _NAT64:
+            address = ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
     for kind, test in (
         ("unspecified", address.is_unspecified),
         ("loopback", address.is_loopback),
@@ -206,7 +214,7 @@ class FetchClient:
     def __init__(self, options: FetchOptions) -> None:
         self.resolver = options.resolver
         self.pins: dict[str, tuple[IPAddress, ...]] = {}
-        self._kinds: dict[str, frozenset[str]] = {}
+        self._lookups: dict[str, asyncio.Future[tuple[IPAddress, ...]]] = {}
         transport = httpx.AsyncHTTPTransport(
             limits=httpx.Limits(max_connections=options.concurrency, max_keepalive_connections=32)
         )
@@ -242,17 +250,25 @@ class FetchClient:
 
     async def kinds_of(self, host: str) -> frozenset[str]:
         """The kinds of address the operator's own host has (resolved once per run)."""
-        if host not in self._kinds:
-            self._kinds[host] = frozenset(address_kind(a) for a in await self._resolve(host))
-        return self._kinds[host]
+        return frozenset(address_kind(a) for a in await self._resolve(host))
 
     async def pin(self, host: str) -> tuple[IPAddress, ...]:
         """Resolve a redirect's host once, and connect to exactly these addresses from now on."""
-        if host not in self.pins:
-            self.pins[host] = await self._resolve(host)
-        return self.pins[host]
+        addresses = await self._resolve(host)
+        self.pins.setdefault(host, addresses)
+        return addresses
 
     async def _resolve(self, host: str) -> tuple[IPAddress, ...]:
+        """One lookup per host and run, shared by every fetch that asks, even at the same moment:
+        two answers (a rebinding DNS) could otherwise pass two checks and be mixed up."""
+        if host not in self._lookups:
+            lookup = asyncio.ensure_future(self._lookup(host))
+            lookup.add_done_callback(lambda done: done.cancelled() or done.exception())  # read once
+            self._lookups[host] = lookup
+        # Shielded: a fetch that hits its deadline does not cancel the lookup the others wait for.
+        return await asyncio.shield(self._lookups[host])
+
+    async def _lookup(self, host: str) -> tuple[IPAddress, ...]:
         try:
             return (ipaddress.ip_address(host.strip("[]")),)
         except ValueError:
