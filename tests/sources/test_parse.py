@@ -232,8 +232,10 @@ def test_harmless_complaints_are_not_malformed(body: bytes, headers: dict[str, s
     ids=["empty", "blank", "html5", "html-upper", "other-xml", "broken-xml"],
 )
 def test_documents_that_are_not_feeds_fail_with_the_reason(body: bytes, reason: str) -> None:
+    # An empty body is named as such even when its Content-Type promised JSON.
+    content_type = "application/feed+json" if not body.strip() else "application/rss+xml"
     with pytest.raises(SourceError) as caught:
-        parse_feed("Broken", body, url="https://e.example/f")
+        parse_feed("Broken", body, url="https://e.example/f", headers={"content-type": content_type})
     assert (
         str(caught.value)
         == f"source 'Broken': not an RSS, Atom or JSON feed at https://e.example/f: {reason}"

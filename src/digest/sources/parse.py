@@ -61,6 +61,8 @@ def _not_a_feed(name: str, url: str, body: bytes, reason: object) -> SourceError
 def parse_feed(name: str, body: bytes, *, url: str, headers: dict[str, str] | None = None) -> ParsedFeed:
     """Parse any supported feed format; raise SourceError naming the source when it is not a feed."""
     content_type = (headers or {}).get("content-type", "")
+    if not body.strip():  # whatever the Content-Type promised
+        raise _not_a_feed(name, url, body, None)
     if "json" in content_type or body.lstrip()[:1] in (b"{", b"["):
         return _parse_json_feed(name, body, url)
     return _parse_xml_feed(name, body, url, headers or {})
