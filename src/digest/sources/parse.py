@@ -42,6 +42,7 @@ MAX_ENTRIES = 1_000  # entries read per feed, in feed order (newest first in pra
 _FAST_MALFORMED = ("truncated", "Malformed XML")
 # feedparser's expat complaints that lose nothing: HTML entities and character references it reads anyway.
 _SAX_HARMLESS = ("undefined entity", "reference to invalid character number")
+_CUT_OFF = ("truncated", "no element found", "unclosed token")  # the document ends too soon
 _ENTRY_END = re.compile(rb"</(?:[\w.-]+:)?(?:item|entry)\s*>")
 _HTML_START = re.compile(rb"^\s*(<!--.*?-->\s*)*<(!doctype\s+html|html)[\s>]", re.IGNORECASE | re.DOTALL)
 
@@ -117,7 +118,7 @@ def _parse_xml_feed(name: str, body: bytes, url: str, headers: dict[str, str]) -
         raise _not_a_feed(name, url, body, parsed.get("bozo_exception"))
     problem = _malformed(parsed, parser)
     raw_entries = list(parsed.entries)
-    if problem:
+    if problem and any(word in problem for word in _CUT_OFF):
         # An entry the document ends inside is cut short (its link too, perhaps): only entries
         # whose closing tag arrived are kept.
         raw_entries = raw_entries[: len(_ENTRY_END.findall(body))]
