@@ -137,7 +137,8 @@ class Settings(BaseSettings):
     @field_validator("base_url", "sendgrid_host")
     @classmethod
     def _http_url(cls, value: str) -> str:
-        if not re.match(r"^https?://[^/\s]+", value):
+        # No white space or control character anywhere: the URL goes into List-Unsubscribe headers.
+        if not re.match(r"^https?://[^/\s]+", value) or re.search(r"[\s\x00-\x1f\x7f]", value):
             raise ValueError(f"{value!r} is not an http(s) URL")
         return value.rstrip("/")
 
@@ -272,6 +273,10 @@ def _write_dev_key(path: Path) -> str:
 # --- the newsletter file ---------------------------------------------------------------
 
 
+# C0 and C1 controls (CR, LF, TAB, NUL, NEL), DEL, and the Unicode line and paragraph separators
+_HEADER_BREAKERS = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -290,6 +295,18 @@ class NewsletterInfo(_Strict):
     catch_all_topic: str | None = "More news"
     max_stories_per_topic: int = Field(default=10, ge=1)
     max_stories: int = Field(default=40, ge=1)
+
+    @field_validator("title", "from_name")
+    @classmethod
+    def _one_header_line(cls, value: str) -> str:
+        # These go into From: and List-Id: headers; a line break there would let the file add
+        # headers of its own (issue 12 row 18). The header builder strips them too.
+        if _HEADER_BREAKERS.search(value):
+            raise ValueError(
+                "must not contain line breaks or control characters (it goes into the From: and "
+                "List-Id: headers)"
+            )
+        return value
 
     @property
     def sender_domain(self) -> str:

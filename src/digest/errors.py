@@ -51,3 +51,10 @@ class TransportUnavailable(DeliveryError):
 
 class WebhookError(DigestError):
     """Raised when a provider webhook request is unsigned, badly signed, stale or malformed."""
+
+
+class UnsendableAddress(DeliveryError):
+    """Raised when one address cannot travel through a transport (that recipient fails alone)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, permanent=True)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from digest.deliver.base import OutgoingMessage, SendResult
 from digest.deliver.message import MessageEncoder
+from digest.errors import UnsendableAddress
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +32,11 @@ class FileTransport:
         return self.outbox / f"edition-{message.edition_id}" / f"{message.delivery_id:08d}-{safe}.eml"
 
     def send(self, messages: Sequence[OutgoingMessage]) -> list[SendResult]:
-        """Write each message; an OS error fails that message only."""
+        """Write each message; an OS error or an unusable address fails that message only.
+
+        A non-ASCII domain is written as IDNA; an address with a non-ASCII local part is kept
+        as it is, in a message an SMTPUTF8 relay would carry (RFC 6532).
+        """
         results = []
         now = self.clock()
         for message in messages:
@@ -47,6 +52,9 @@ class FileTransport:
             except OSError as e:
                 log.warning("outbox write failed subscriber=%s error=%s", message.to_email, e)
                 results.append(SendResult(message.delivery_id, ok=False, error=f"{path}: {e}"))
+            except UnsendableAddress as e:
+                log.warning("outbox cannot write subscriber=%r reason=%s", message.to_email, e)
+                results.append(SendResult(message.delivery_id, ok=False, permanent=True, error=str(e)))
         return results
 
     def close(self) -> None:

@@ -11,19 +11,19 @@ value together with the text around it, and the decoded body is exactly `BodyTem
 import binascii
 import functools
 import html
-import re
 import secrets
 from collections import OrderedDict
 from datetime import datetime, timedelta, timezone
 from email.policy import SMTP
-from email.utils import format_datetime, formataddr, make_msgid
+from email.utils import format_datetime, make_msgid
 
+from digest.deliver.addresses import header_address
 from digest.deliver.base import ONE_CLICK, MessageContent, OutgoingMessage
+from digest.deliver.headers import MAX_SUBJECT, address_header, checked_address, clean
 from digest.render import BodyTemplate
 
 CRLF = b"\r\n"
 SOFT_BREAK = b"=\r\n"
-_PLAIN_NAME = re.compile(r"^[A-Za-z0-9 !#$%&'*+/=?^_`{|}~-]*$")  # atext and spaces: no quoting needed
 
 
 def new_message_id(domain: str) -> str:
@@ -42,18 +42,13 @@ def _qp(data: str) -> bytes:
     return binascii.b2a_qp(text.encode("utf-8"), istext=True).replace(b"\n", CRLF)
 
 
-def _header(name: str, value: str) -> bytes:
-    """One header, folded and RFC 2047-encoded as needed (used for shared headers only)."""
-    return SMTP.fold_binary(name, value)
+def _header(name: str, value: str, limit: int | None = None) -> bytes:
+    """One shared header, cleaned of line breaks, folded and RFC 2047-encoded as needed.
 
-
-def _address(name: str, email: str) -> str:
-    """`Name <addr>`, quoting or encoding the name only when it needs it."""
-    if not name:
-        return email
-    if name.isascii() and _PLAIN_NAME.match(name):
-        return f"{name} <{email}>"
-    return formataddr((name, email), charset="utf-8")
+    The policy's folder keeps a CR or LF it is given as a line break of its own (a Subject
+    "Hi\\r\\nBcc: x" came out as two headers), so values are cleaned first.
+    """
+    return SMTP.fold_binary(name, clean(value, limit))
 
 
 @functools.lru_cache(maxsize=4)
@@ -101,10 +96,11 @@ class EncodedContent:
     def __init__(self, content: MessageContent) -> None:
         # "=_" cannot occur in quoted-printable output, so the boundary never collides with a body.
         boundary = f"=_digest_{secrets.token_hex(12)}"
-        shared = [_header("From", _address(content.from_name, content.from_email))]
+        from_line = address_header("From", content.from_name, header_address(content.from_email))
+        shared = [from_line.encode()]
         if content.reply_to:
-            shared.append(_header("Reply-To", content.reply_to))
-        shared.append(_header("Subject", content.subject))
+            shared.append(_header("Reply-To", header_address(content.reply_to)))
+        shared.append(_header("Subject", content.subject, MAX_SUBJECT))
         if content.list_id is not None:
             shared.append(_header("List-Id", content.list_id))
             shared.append(b"List-Unsubscribe-Post: " + ONE_CLICK.encode() + CRLF)
@@ -126,10 +122,16 @@ class EncodedContent:
         self.text = _Part(content.text)
         self.html = _Part(content.html)
 
-    def render(self, message: OutgoingMessage, *, now: datetime) -> bytes:
-        """The exact bytes an SMTP server receives for one reader (CRLF line ends)."""
+    def render(self, message: OutgoingMessage, *, now: datetime, to_email: str | None = None) -> bytes:
+        """The exact bytes an SMTP server receives for one reader (CRLF line ends).
+
+        `to_email` is the address as the envelope carries it (IDNA or UTF-8, see addresses.py);
+        by default the stored one, in ASCII where it has an ASCII form. UnsendableAddress when
+        the address could break the header.
+        """
         values = dict(message.values)
-        to = _address(message.to_name, message.to_email)
+        email = checked_address(to_email) if to_email is not None else header_address(message.to_email)
+        to = address_header("To", message.to_name, email)
         if message.unsubscribe_url is None:
             unsubscribe = ""
         elif message.unsubscribe_mailto:
@@ -141,7 +143,7 @@ class EncodedContent:
             unsubscribe = f"List-Unsubscribe: <{message.unsubscribe_url}>\r\n"
         out = [
             self.head,
-            f"To: {to}\r\nDate: {_date(now)}\r\nMessage-ID: {message.message_id}\r\n{unsubscribe}".encode(),
+            f"{to}Date: {_date(now)}\r\nMessage-ID: {message.message_id}\r\n{unsubscribe}".encode(),
             self.mime,
         ]
         encoded: dict[str, bytes] = {}  # a URL is the same in both parts: encode it once
@@ -170,9 +172,9 @@ class MessageEncoder:
             self._cache.move_to_end(content.key)
         return hit
 
-    def to_bytes(self, message: OutgoingMessage, *, now: datetime) -> bytes:
-        """The exact bytes an SMTP server receives (CRLF line ends)."""
-        return self.encoded(message.content).render(message, now=now)
+    def to_bytes(self, message: OutgoingMessage, *, now: datetime, to_email: str | None = None) -> bytes:
+        """The exact bytes an SMTP server receives (CRLF line ends); `to_email` as in `render`."""
+        return self.encoded(message.content).render(message, now=now, to_email=to_email)
 
 
 def to_bytes(message: OutgoingMessage, *, now: datetime) -> bytes:
