@@ -36,6 +36,7 @@ class Script:
     """What the server answers, in order; when the list runs out it answers 202."""
 
     answers: list[tuple[int, dict[str, str]]] = field(default_factory=list)
+    bodies: list[dict[str, Any]] = field(default_factory=list)  # JSON for the next error answers
     requests: list[dict[str, Any]] = field(default_factory=list)
     headers: list[dict[str, str]] = field(default_factory=list)
     violations: list[str] = field(default_factory=list)
@@ -68,11 +69,14 @@ def sendgrid_server(script: Script) -> Iterator[str]:
                     if errors_text
                     else (script.answers.pop(0) if script.answers else (202, {"X-Message-Id": "sg-msg-1"}))
                 )
+                scripted = (
+                    script.bodies.pop(0) if status != 202 and script.bodies and not errors_text else None
+                )
             payload = (
                 b""
                 if status == 202
                 else json.dumps(
-                    {"errors": [{"message": m} for m in errors_text or [f"HTTP {status}"]]}
+                    scripted or {"errors": [{"message": m} for m in errors_text or [f"HTTP {status}"]]}
                 ).encode()
             )
             self.send_response(status)

@@ -92,14 +92,17 @@ def test_a_500_is_retried_with_jittered_backoff() -> None:
     assert 2.0 <= sleeps[1] <= 6.0
 
 
-def test_other_4xx_are_permanent_but_not_bounces() -> None:
+def test_a_refused_key_stops_the_send_without_failing_the_readers() -> None:
+    # issue 12: a 401 used to mark every reader of the request failed for good
     script = Script(answers=[(401, {})])
     sleeps: list[float] = []
-    with sendgrid_server(script) as url:
-        results = transport(url, sleeps).send(readers(2))
-    assert [(r.ok, r.permanent, r.bounce) for r in results] == [(False, True, False)] * 2
-    assert results[0].error is not None
-    assert results[0].error.startswith("SendGrid HTTP 401")
+    with sendgrid_server(script) as url, pytest.raises(TransportUnavailable) as caught:
+        transport(url, sleeps).send(readers(2))
+    assert str(caught.value) == (
+        f"SendGrid {url}: configuration error: the API key was refused (check SENDGRID_API_KEY): "
+        "SendGrid HTTP 401: HTTP 401"
+    )
+    assert len(script.requests) == 1
     assert sleeps == []
 
 

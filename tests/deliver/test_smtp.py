@@ -1,7 +1,6 @@
 """The SMTP transport against a real SMTP server (aiosmtpd on loopback)."""
 
 import socket
-import ssl
 from datetime import datetime
 from pathlib import Path
 
@@ -9,7 +8,16 @@ import pytest
 
 from digest.deliver.smtp import SmtpTransport
 from digest.errors import TransportUnavailable
-from tests.deliver.builders import EphemeralController, Handler, content, message, parse, parts, smtp_server
+from tests.deliver.builders import (
+    EphemeralController,
+    Handler,
+    content,
+    message,
+    parse,
+    parts,
+    self_signed,
+    smtp_server,
+)
 
 
 def transport(port: int, now: datetime, sleeps: list[float]) -> SmtpTransport:
@@ -111,48 +119,11 @@ def test_an_unreachable_server_raises_transport_unavailable(now: datetime) -> No
     with socket.socket() as s:  # a port that is certainly closed: bound, never listening
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-        t = transport(port, now, [])
-        with pytest.raises(TransportUnavailable, match="cannot connect"):
+        sleeps: list[float] = []
+        t = transport(port, now, sleeps)
+        with pytest.raises(TransportUnavailable, match="connection refused: nothing listens"):
             t.send([message(1)])
-
-
-def _certificate(tmp_path: Path) -> tuple[ssl.SSLContext, ssl.SSLContext]:
-    """A self-signed certificate for 127.0.0.1: (server context, client context trusting it)."""
-    import datetime as dt
-    import ipaddress
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    start = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(1)
-        .not_valid_before(start)
-        .not_valid_after(start + dt.timedelta(days=3650))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-    )
-    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    server.load_cert_chain(cert_path, key_path)
-    return server, ssl.create_default_context(cafile=str(cert_path))
+    assert sleeps == []  # a wrong port is a setting to fix, not a reason to wait and retry
 
 
 @pytest.mark.parametrize("security", ["starttls", "ssl"])
@@ -168,7 +139,7 @@ def test_tls_modes_with_login(now: datetime, tmp_path: Path, security: str) -> N
         )
         return AuthResult(success=ok)
 
-    server_ctx, client_ctx = _certificate(tmp_path)
+    server_ctx, client_ctx = self_signed(tmp_path)
     handler = Handler()
     tls = {"tls_context": server_ctx, "require_starttls": True} if security == "starttls" else {}
     controller = EphemeralController(

@@ -228,7 +228,7 @@ def _print_send(report: pipeline.SendReport) -> None:
         soft_wrap=True,
     )
     for line in report.failures:
-        err.print(f"  failed: {line}", highlight=False)
+        err.print(f"  failed: {line}", highlight=False, markup=False, soft_wrap=True)  # a relay's words
     more = report.failed + report.retry - len(report.failures)
     if more > 0:
         err.print(f"  ... and {more} more (each error is kept in the ledger)", highlight=False)

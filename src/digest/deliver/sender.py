@@ -87,6 +87,14 @@ def unavailable(batch: Sequence[OutgoingMessage], error: TransportUnavailable) -
     return [SendResult(m.delivery_id, ok=False, error=str(error)) for m in batch]
 
 
+def stopped(error: TransportUnavailable) -> TransportUnavailable:
+    """The error a stopped send raises: the transport's line, and what the stop leaves behind."""
+    return TransportUnavailable(
+        f"{error}; the send stopped (no reader is bounced for this; every unsent message stays "
+        "queued for the next send)"
+    )
+
+
 def dispatch(
     calls: Iterable[list[OutgoingMessage]],
     *,
@@ -116,7 +124,7 @@ def _dispatch_serial(
             done = [(batch, lane.send(batch))]
         except TransportUnavailable as e:
             journal.step([(batch, unavailable(batch, e))], [])
-            raise
+            raise stopped(e) from e
     journal.step(done, [])
 
 
@@ -160,4 +168,4 @@ def _dispatch_parallel(
                     failure = failure or e
     journal.step(done, [])
     if failure is not None:
-        raise failure
+        raise stopped(failure) from failure

@@ -1,22 +1,37 @@
 """The SMTP transport: one connection reused for many messages, reopened when the server drops it.
 
-Per recipient: a 5xx reply is permanent (the address is suppressed as bounced); a 4xx reply or a
-dropped connection is retried with jittered exponential backoff, and recorded for a later run
-when the retries run out.
+Replies are read by the stage that gave them, as Postfix and listmonk read RFC 5321 §4.2
+(replies.py; issue 12 row 1: a 530 to MAIL FROM used to mark all 200 readers of a send bounced):
+
+- only a refusal of RCPT TO is about the reader. A 5xx there bounces them (the address is
+  suppressed), except a full mailbox (x.2.2: fails this edition, stays subscribed) and a
+  policy refusal (5.7.x: not the reader's fault, sent again by the next run);
+- a 5xx to MAIL FROM or DATA, or after the content, is about the sender, the session or the
+  message: it stops the send with one line naming the relay's answer, and nobody is bounced;
+- a 4xx, a dropped connection or a slow answer is transient: retried with jittered backoff;
+  if it persists, a reader's RCPT stays queued for a later run, a session's stops the send;
+- settings that do not match the relay (TLS, AUTH, port, credentials, not an SMTP server at
+  all) stop the send at once, without retries, with a line naming the setting to check.
+
+A stopped send leaves every unsent row sendable: the next `digest send` goes on.
 """
 
 import contextlib
 import logging
 import random
 import smtplib
+import socket
 import ssl
 import time
 from collections.abc import Callable, Sequence
 from datetime import datetime
 
+from digest.deliver.addresses import relay_address
 from digest.deliver.base import OutgoingMessage, SendResult
+from digest.deliver.headers import clean
 from digest.deliver.message import MessageEncoder
-from digest.errors import TransportUnavailable
+from digest.deliver.replies import Reply, Verdict, classify
+from digest.errors import TransportUnavailable, UnsendableAddress
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +42,15 @@ BACKOFF_BASE = 1.0  # seconds; doubled each retry, with jitter
 def backoff(attempt: int, *, base: float, rand: Callable[[], float] = random.random) -> float:
     """Seconds to wait before retry number `attempt` (1-based): base * 2^(attempt-1), jittered."""
     return float(base * (2 ** (attempt - 1)) * (0.5 + rand()))
+
+
+class _Deferred(Exception):
+    """A transient failure: wait and try again (drop the connection first when `drop`)."""
+
+    def __init__(self, message: str, *, reader: bool = False, drop: bool = False) -> None:
+        super().__init__(message)
+        self.reader = reader  # a reader's RCPT answer, not the session's
+        self.drop = drop
 
 
 class SmtpTransport:
@@ -64,6 +88,12 @@ class SmtpTransport:
         self.encoder = encoder or MessageEncoder()
         self._conn: smtplib.SMTP | None = None
         self.connections = 0  # connections opened (tests check reuse)
+        self.offers_starttls = False  # seen on the last connection; for hints in errors
+
+    @property
+    def where(self) -> str:
+        """`SMTP host:port`, how every error of this transport starts."""
+        return f"SMTP {self.host}:{self.port}"
 
     @property
     def ssl_context(self) -> ssl.SSLContext:
@@ -72,72 +102,277 @@ class SmtpTransport:
             self._ssl_context = ssl.create_default_context()
         return self._ssl_context
 
+    # --- the session: connect, greet, TLS, login --------------------------------------------
+
+    def _config_error(self, what: str) -> TransportUnavailable:
+        return TransportUnavailable(f"{self.where}: configuration error: {what}")
+
+    def _untrusted(self, e: ssl.SSLCertVerificationError) -> TransportUnavailable:
+        return self._config_error(
+            f"the server's TLS certificate is not trusted: {e.verify_message} (is DIGEST_SMTP_HOST "
+            "the name on its certificate, signed by an authority this system trusts?)"
+        )
+
     def _connect(self) -> smtplib.SMTP:
         if self._conn is not None:
             return self._conn
-        conn: smtplib.SMTP
-        if self.security == "ssl":
-            conn = smtplib.SMTP_SSL(self.host, self.port, timeout=self.timeout, context=self.ssl_context)
-        else:
-            conn = smtplib.SMTP(self.host, self.port, timeout=self.timeout)
-            if self.security == "starttls":
-                conn.starttls(context=self.ssl_context)
-        if self.username:
-            conn.login(self.username, self.password or "")
+        conn = self._open()
+        try:
+            self._greet(conn)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                conn.close()
+            raise
         self._conn = conn
         self.connections += 1
         return conn
+
+    def _open(self) -> smtplib.SMTP:
+        """A connection that has read the server's greeting."""
+        try:
+            if self.security == "ssl":
+                return smtplib.SMTP_SSL(self.host, self.port, timeout=self.timeout, context=self.ssl_context)
+            return smtplib.SMTP(self.host, self.port, timeout=self.timeout)
+        except ConnectionRefusedError as e:
+            raise self._config_error(
+                "connection refused: nothing listens on this port "
+                "(check DIGEST_SMTP_HOST and DIGEST_SMTP_PORT)"
+            ) from e
+        except socket.gaierror as e:
+            raise self._config_error(f"unknown host {self.host!r} (check DIGEST_SMTP_HOST): {e}") from e
+        except ssl.SSLCertVerificationError as e:
+            raise self._untrusted(e) from e
+        except ssl.SSLError as e:
+            raise self._config_error(
+                f"TLS handshake failed ({e.reason or e}): DIGEST_SMTP_SECURITY=ssl wants TLS from the "
+                "first byte, but this port does not speak it; for a plain port (25, 587) set "
+                "DIGEST_SMTP_SECURITY=starttls or none, or use the TLS port (usually 465)"
+            ) from e
+        except smtplib.SMTPConnectError as e:
+            reply = Reply.of("greeting", e.smtp_code, e.smtp_error)
+            if reply.code == -1:
+                # smtplib keeps only the end of a line that has no reply code: not worth showing
+                raise self._config_error(
+                    "not an SMTP server: its first line is no SMTP greeting (check DIGEST_SMTP_HOST "
+                    "and DIGEST_SMTP_PORT; SMTP is usually on 25, 587 or 465)"
+                ) from e
+            if 400 <= reply.code < 500:
+                raise _Deferred(f"{self.where}: the server is not taking mail now: {reply}") from e
+            raise TransportUnavailable(f"{self.where} refused the connection: {reply}") from e
+        except smtplib.SMTPServerDisconnected as e:
+            if isinstance(e.__context__, TimeoutError):
+                raise self._config_error(
+                    f"connected, but no SMTP greeting within {self.timeout:g} s: not an SMTP server, "
+                    "or one that wants TLS from the first byte (for port 465 set DIGEST_SMTP_SECURITY=ssl)"
+                ) from e
+            raise _Deferred(f"{self.where}: the server closed the connection before its greeting") from e
+        except TimeoutError as e:
+            raise self._config_error(
+                f"no answer to connecting within {self.timeout:g} s (a firewall, or the wrong "
+                "DIGEST_SMTP_HOST or DIGEST_SMTP_PORT)"
+            ) from e
+        except OSError as e:
+            raise _Deferred(f"{self.where}: cannot connect: {e}") from e
+
+    def _greet(self, conn: smtplib.SMTP) -> None:
+        """EHLO, STARTTLS and AUTH as the settings ask; a mismatch with the relay is named."""
+        with self._session_errors("EHLO"):
+            conn.ehlo_or_helo_if_needed()
+        self.offers_starttls = conn.has_extn("starttls")
+        if self.security == "starttls":
+            if not self.offers_starttls:
+                raise self._config_error(
+                    "the server does not offer STARTTLS, but DIGEST_SMTP_SECURITY=starttls (set it to "
+                    "none for a plain relay, or to ssl with the relay's implicit-TLS port, usually 465)"
+                )
+            with self._session_errors("STARTTLS"):
+                try:
+                    conn.starttls(context=self.ssl_context)
+                except ssl.SSLCertVerificationError as e:
+                    raise self._untrusted(e) from e
+                except ssl.SSLError as e:
+                    raise self._config_error(f"TLS handshake after STARTTLS failed: {e.reason or e}") from e
+                conn.ehlo()  # RFC 3207 §4.2: forget what was offered in clear, ask again
+        elif self.security == "none" and self.offers_starttls:
+            log.debug("smtp relay offers STARTTLS; DIGEST_SMTP_SECURITY=none sends in clear")
+        if self.username:
+            self._login(conn)
+
+    def _login(self, conn: smtplib.SMTP) -> None:
+        if not conn.has_extn("auth"):
+            if self.security == "none" and self.offers_starttls:
+                hint = (
+                    "it offers STARTTLS, and AUTH usually comes after it: set DIGEST_SMTP_SECURITY=starttls"
+                )
+            else:
+                hint = "unset DIGEST_SMTP_USERNAME if the relay needs no login"
+            raise self._config_error(f"the server offers no AUTH, but DIGEST_SMTP_USERNAME is set ({hint})")
+        with self._session_errors("AUTH"):
+            try:
+                conn.login(self.username or "", self.password or "")
+            except smtplib.SMTPAuthenticationError as e:
+                reply = Reply.of("AUTH", e.smtp_code, e.smtp_error)
+                if 400 <= reply.code < 500:
+                    raise _Deferred(f"{self.where}: login deferred: {reply}", drop=True) from e
+                raise self._config_error(
+                    f"login refused: {reply} (check DIGEST_SMTP_USERNAME and DIGEST_SMTP_PASSWORD)"
+                ) from e
+            except smtplib.SMTPNotSupportedError as e:
+                raise self._config_error(f"login not possible: {e}") from e
+            except smtplib.SMTPException as e:
+                if isinstance(e, smtplib.SMTPResponseException):
+                    raise
+                # "No suitable authentication method found": nothing in common with the server
+                offered = conn.esmtp_features.get("auth", "")
+                raise self._config_error(
+                    f"no login method in common: the server offers {clean(offered, 80)!r}; digest "
+                    "speaks CRAM-MD5, PLAIN and LOGIN"
+                ) from e
+
+    @contextlib.contextmanager
+    def _session_errors(self, stage: str):  # type: ignore[no-untyped-def]
+        """Classify a refusal, a drop or a slow answer during EHLO, STARTTLS or AUTH."""
+        try:
+            yield
+        except smtplib.SMTPServerDisconnected as e:
+            raise _Deferred(self._lost(stage, e), drop=True) from e
+        except smtplib.SMTPResponseException as e:
+            reply = Reply.of(stage, e.smtp_code, e.smtp_error)
+            if 400 <= reply.code < 500:
+                raise _Deferred(f"{self.where}: {stage} deferred: {reply}", drop=True) from e
+            raise TransportUnavailable(f"{self.where} refused {stage}: {reply}") from e
+        except OSError as e:
+            raise _Deferred(f"{self.where}: {stage}: {e}", drop=True) from e
+
+    def _lost(self, stage: str, e: BaseException) -> str:
+        if isinstance(e.__context__, TimeoutError) or isinstance(e, TimeoutError):
+            return f"{self.where}: no answer to {stage} within {self.timeout:g} s (DIGEST_SMTP_TIMEOUT)"
+        return f"{self.where}: the server closed the connection at {stage}"
+
+    # --- messages -----------------------------------------------------------------------------
 
     def send(self, messages: Sequence[OutgoingMessage]) -> list[SendResult]:
         """Send each message on the shared connection."""
         return [self._send_one(m) for m in messages]
 
     def _send_one(self, message: OutgoingMessage) -> SendResult:
-        data = self.encoder.to_bytes(message, now=self.clock())
-        error = ""
-        connect_failures = 0
+        last: _Deferred | None = None
         for attempt in range(1, self.attempts + 1):
             if attempt > 1:
                 self.sleep(backoff(attempt - 1, base=self.backoff_base))
             try:
                 conn = self._connect()
-            except smtplib.SMTPAuthenticationError as e:
-                raise TransportUnavailable(f"SMTP {self.host}:{self.port}: login refused: {e}") from e
-            except (OSError, smtplib.SMTPException) as e:
-                connect_failures += 1
-                error = f"SMTP {self.host}:{self.port}: cannot connect: {e}"
-                log.warning("smtp connect failed attempt=%d error=%s", attempt, e)
-                continue
-            try:
-                conn.sendmail(message.content.from_email, [message.to_email], data)
-                return SendResult(message.delivery_id, ok=True, attempts=attempt)
-            except smtplib.SMTPRecipientsRefused as e:
-                code, reply = next(iter(e.recipients.values()))
-                error = _reply(code, reply)
-            except (smtplib.SMTPDataError, smtplib.SMTPSenderRefused) as e:
-                code, error = e.smtp_code, _reply(e.smtp_code, e.smtp_error)
-            except (smtplib.SMTPServerDisconnected, smtplib.SMTPResponseException, OSError) as e:
-                # The server dropped us mid-message: reconnect and try again (the issue's rule).
-                self._drop()
-                error = f"connection lost: {e}"
-                log.warning("smtp connection lost subscriber=%s attempt=%d", message.to_email, attempt)
-                continue
-            if code == 421:  # "closing connection" (RFC 5321 §3.8): reconnect for the retry
-                self._drop()
-            if 500 <= code < 600:
-                log.warning("smtp refused subscriber=%s reply=%s", message.to_email, error)
-                return SendResult(
-                    message.delivery_id, ok=False, permanent=True, bounce=True, error=error, attempts=attempt
-                )
-            log.info("smtp deferred subscriber=%s attempt=%d reply=%s", message.to_email, attempt, error)
-        if connect_failures == self.attempts:
+                return self._transaction(conn, message, attempt)
+            except _Deferred as e:
+                last = e
+                if e.drop:
+                    self._drop()
+                log.info("smtp deferred subscriber=%s attempt=%d reply=%s", message.to_email, attempt, e)
+        assert last is not None
+        error = f"{last} (after {self.attempts} attempts)"
+        if not last.reader:
             raise TransportUnavailable(error)
+        return SendResult(message.delivery_id, ok=False, error=error, attempts=self.attempts)
+
+    def _transaction(self, conn: smtplib.SMTP, message: OutgoingMessage, attempt: int) -> SendResult:
+        """MAIL FROM, RCPT TO, DATA for one message; raises _Deferred or TransportUnavailable."""
+        smtputf8 = conn.has_extn("smtputf8")
+        try:
+            rcpt, rcpt_utf8 = relay_address(message.to_email, smtputf8=smtputf8)
+        except UnsendableAddress as e:
+            log.warning("smtp cannot send subscriber=%s reason=%s", message.to_email, e)
+            return SendResult(message.delivery_id, ok=False, permanent=True, error=str(e), attempts=attempt)
+        sender = message.content.from_email
+        try:
+            sender, sender_utf8 = relay_address(sender, smtputf8=smtputf8)
+        except UnsendableAddress as e:
+            raise self._config_error(f"the newsletter's from_email cannot be sent: {e}") from e
+        # RFC 6531 §3.4: a message with UTF-8 headers goes with SMTPUTF8 (and 8-bit MIME)
+        options = ["SMTPUTF8", "BODY=8BITMIME"] if rcpt_utf8 or sender_utf8 else []
+        data = self.encoder.to_bytes(message, now=self.clock(), to_email=rcpt)
+        stage = "MAIL"
+        try:
+            reply = Reply.of(stage, *conn.mail(sender, options))
+            if reply.code == 250:
+                stage = "RCPT"
+                reply = Reply.of(stage, *conn.rcpt(rcpt))
+            if reply.code in (250, 251) and stage == "RCPT":
+                stage = "DATA"
+                try:
+                    reply = Reply.of("EOD", *conn.data(data))
+                except smtplib.SMTPDataError as e:  # the DATA command itself, before the content
+                    reply = Reply.of("DATA", e.smtp_code, e.smtp_error)
+        except (smtplib.SMTPServerDisconnected, smtplib.SMTPResponseException, OSError) as e:
+            # Dropped mid-message (or a reply line past smtplib's limit): reconnect and try again.
+            raise _Deferred(self._lost(self._stage_name(stage), e), drop=True) from e
+        if reply.code == 250 and reply.stage == "EOD":
+            return SendResult(message.delivery_id, ok=True, attempts=attempt)
+        return self._refused(conn, message, reply, attempt, sender=sender, size=len(data))
+
+    def _refused(
+        self,
+        conn: smtplib.SMTP,
+        message: OutgoingMessage,
+        reply: Reply,
+        attempt: int,
+        *,
+        sender: str,
+        size: int,
+    ) -> SendResult:
+        """A non-2xx reply: a result for this reader, or _Deferred, or TransportUnavailable."""
+        if reply.code == 421 or reply.code < 0:
+            self._drop()  # "closing connection" (RFC 5321 §3.8), or not speaking SMTP any more
+        else:
+            with contextlib.suppress(smtplib.SMTPException, OSError):
+                conn.rset()  # end the refused transaction; the connection serves the next reader
+        verdict = classify(reply.stage, reply.code, reply.text)
+        if verdict is Verdict.DEFER:
+            if reply.stage == "RCPT":
+                raise _Deferred(str(reply), reader=True)
+            raise _Deferred(f"{self.where} deferred {self._stage_name(reply.stage)}: {reply}")
+        if verdict is Verdict.STOP:
+            raise TransportUnavailable(self._stop_line(reply, sender=sender, size=size))
+        log.warning("smtp refused subscriber=%s reply=%s verdict=%s", message.to_email, reply, verdict.value)
+        error = str(reply)
+        if verdict is Verdict.POLICY:
+            error = f"{error} (the relay's policy, not the reader's fault: tried again by the next send)"
         return SendResult(
             message.delivery_id,
             ok=False,
-            error=f"{error} (after {self.attempts} attempts)",
-            attempts=self.attempts,
+            permanent=verdict is not Verdict.POLICY,
+            bounce=verdict is Verdict.BOUNCE,
+            error=error,
+            attempts=attempt,
         )
+
+    def _stage_name(self, stage: str) -> str:
+        return {"MAIL": "MAIL FROM", "RCPT": "RCPT TO", "EOD": "end of DATA"}.get(stage, stage)
+
+    def _stop_line(self, reply: Reply, *, sender: str, size: int) -> str:
+        """One line for a refusal that stops the send: where, what, the answer, and a hint."""
+        text = reply.text.lower()
+        if reply.stage == "MAIL":
+            what = f"refused the sender {sender} at MAIL FROM"
+        elif reply.stage == "RCPT":
+            what = "answered RCPT TO about the session, not the reader"
+        elif reply.stage == "DATA":
+            what = "refused the message at DATA"
+        else:
+            what = f"refused the message ({size // 1024 or 1} KB) after its content"
+        hint = ""
+        if reply.stage == "RCPT" and "relay" in text:
+            hint = (
+                " (it does not relay for digest: set DIGEST_SMTP_USERNAME and DIGEST_SMTP_PASSWORD, "
+                "or allow this host in the relay's settings)"
+            )
+        elif reply.code == 530 or "starttls" in text or "authenticat" in text:
+            if "starttls" in text or (self.security == "none" and self.offers_starttls):
+                hint = " (it wants TLS first: set DIGEST_SMTP_SECURITY=starttls)"
+            elif not self.username:
+                hint = " (it wants a login: set DIGEST_SMTP_USERNAME and DIGEST_SMTP_PASSWORD)"
+        elif reply.stage == "MAIL" and reply.code in (550, 553):
+            hint = " (may this relay send as the newsletter's from_email?)"
+        return f"{self.where} {what}: {reply}{hint}"
 
     def _drop(self) -> None:
         if self._conn is not None:
@@ -152,8 +387,3 @@ class SmtpTransport:
             with contextlib.suppress(smtplib.SMTPException, OSError):
                 self._conn.quit()
             self._drop()
-
-
-def _reply(code: int, reply: bytes | str) -> str:
-    text = reply.decode(errors="replace") if isinstance(reply, bytes) else reply
-    return f"{code} {text}"
