@@ -63,6 +63,10 @@ class Mailbox(Protocol):
         """Messages not processed yet."""
         ...
 
+    def raw(self, request: MailRequest, *, limit: int) -> bytes:
+        """The message's first `limit` bytes, as stored (nothing is marked)."""
+        ...
+
     def mark_done(self, request: MailRequest) -> None:
         """Mark a message processed (seen)."""
         ...
@@ -125,9 +129,9 @@ def authentication_failure(request: MailRequest, authserv_id: str | None = None)
 class MaildirMailbox:
     """A Maildir folder (what most local delivery agents write)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, setting: str = "DIGEST_UNSUBSCRIBE_MAILBOX") -> None:
         if not (path / "new").is_dir() or not (path / "cur").is_dir():
-            raise SettingsError(f"DIGEST_UNSUBSCRIBE_MAILBOX: {path} is not a Maildir (no new/ and cur/)")
+            raise SettingsError(f"{setting}: {path} is not a Maildir (no new/ and cur/)")
         self.box = mailbox.Maildir(path, factory=None, create=False)
 
     def unread(self) -> Iterator[MailRequest]:
@@ -138,6 +142,11 @@ class MaildirMailbox:
                 continue
             parsed = message_from_bytes(msg.as_bytes(), policy=policy.default)
             yield _request(key, parsed)
+
+    def raw(self, request: MailRequest, *, limit: int) -> bytes:
+        """The file's first `limit` bytes."""
+        with self.box.get_file(request.key) as f:
+            return f.read(limit)
 
     def mark_done(self, request: MailRequest) -> None:
         """Move to cur/ with the Seen flag (Maildir convention)."""
@@ -154,12 +163,10 @@ class MaildirMailbox:
 class ImapMailbox:
     """An IMAP folder over TLS (imaps://user@host[:port]/FOLDER); unread means not \\Seen."""
 
-    def __init__(self, url: str, password: str) -> None:
+    def __init__(self, url: str, password: str, *, setting: str = "DIGEST_UNSUBSCRIBE_MAILBOX") -> None:
         parts = urlsplit(url)
         if parts.scheme not in ("imap", "imaps") or not parts.hostname or not parts.username:
-            raise SettingsError(
-                f"DIGEST_UNSUBSCRIBE_MAILBOX: {url!r} is not like imaps://user@host/INBOX or maildir:/path"
-            )
+            raise SettingsError(f"{setting}: {url!r} is not like imaps://user@host/INBOX or maildir:/path")
         folder = unquote(parts.path.lstrip("/")) or "INBOX"
         try:
             if parts.scheme == "imaps":
@@ -189,6 +196,15 @@ class ImapMailbox:
         except (OSError, imaplib.IMAP4.error) as e:
             raise DigestError(f"IMAP {self.host}: {e}") from e
 
+    def raw(self, request: MailRequest, *, limit: int) -> bytes:
+        """The first `limit` bytes of the message (a partial fetch with PEEK: not marked seen)."""
+        try:
+            _, fetched = self.conn.uid("FETCH", request.key, f"(BODY.PEEK[]<0.{limit}>)")
+        except (OSError, imaplib.IMAP4.error) as e:
+            raise DigestError(f"IMAP {self.host}: {e}") from e
+        data = next((item[1] for item in fetched if isinstance(item, tuple)), b"")
+        return bytes(data[:limit])
+
     def mark_done(self, request: MailRequest) -> None:
         """Set \\Seen."""
         try:
@@ -204,17 +220,17 @@ class ImapMailbox:
             log.warning("IMAP %s: logout failed", self.host)
 
 
-def open_mailbox(spec: str | None, password: str | None) -> Mailbox:
-    """The mailbox named by DIGEST_UNSUBSCRIBE_MAILBOX."""
+def open_mailbox(
+    spec: str | None, password: str | None, *, setting: str = "DIGEST_UNSUBSCRIBE_MAILBOX"
+) -> Mailbox:
+    """The mailbox named by `setting` (DIGEST_UNSUBSCRIBE_MAILBOX, or DIGEST_BOUNCE_MAILBOX)."""
     if not spec:
-        raise SettingsError(
-            "DIGEST_UNSUBSCRIBE_MAILBOX: not set (maildir:/path/to/Maildir or imaps://user@host/INBOX)"
-        )
+        raise SettingsError(f"{setting}: not set (maildir:/path/to/Maildir or imaps://user@host/INBOX)")
     if spec.startswith("maildir:"):
-        return MaildirMailbox(Path(spec.removeprefix("maildir:")).expanduser())
+        return MaildirMailbox(Path(spec.removeprefix("maildir:")).expanduser(), setting=setting)
     if not password:
-        raise SettingsError("DIGEST_UNSUBSCRIBE_MAILBOX_PASSWORD: required for an IMAP mailbox")
-    return ImapMailbox(spec, password)
+        raise SettingsError(f"{setting}_PASSWORD: required for an IMAP mailbox")
+    return ImapMailbox(spec, password, setting=setting)
 
 
 @dataclass
