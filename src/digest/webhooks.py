@@ -165,6 +165,44 @@ def _subscriber(event: dict[str, Any], *, session: Session) -> Subscriber | None
     return session.exec(select(Subscriber).where(Subscriber.email == email)).first()
 
 
+def apply_action(
+    subscriber: Subscriber,
+    action: Action,
+    *,
+    session: Session,
+    now: datetime,
+    edition_id: int | None,
+    error: str,
+    detail: str,
+    user_agent: str,
+    external_id: str | None = None,
+) -> None:
+    """Apply one piece of feedback about a reader (a webhook event, a bounce by mail): their new
+    status, the edition's delivery marked failed with `error`, and the event recorded."""
+    # An unsubscribe after a complaint keeps the complaint, the stronger no (issue 12).
+    weaker = (subscriber.status, action.status) == (SubscriberStatus.COMPLAINED, SubscriberStatus.UNSUBSCRIBED)
+    if action.status is not None and subscriber.status != action.status and not weaker:
+        subscriber.status, subscriber.updated_at = action.status, now
+        session.add(subscriber)
+    if action.fails_delivery and edition_id is not None:
+        session.execute(
+            sa.update(Delivery)
+            .where(col(Delivery.edition_id) == edition_id, col(Delivery.subscriber_id) == subscriber.id)
+            .values(status=DeliveryStatus.FAILED.value, error=error[:500], updated_at=now)
+        )
+    record_event(
+        session,
+        subscriber,
+        action.kind,
+        action.method,
+        now=now,
+        edition_id=edition_id,
+        user_agent=user_agent,
+        detail=detail,
+        external_id=external_id,
+    )
+
+
 def apply_events(events: list[dict[str, Any]], *, session: Session, now: datetime) -> dict[str, int]:
     """Apply each event once; returns counts by outcome (applied, duplicate, ignored, unknown)."""
     outcome: Counter[str] = Counter()
@@ -187,34 +225,15 @@ def apply_events(events: list[dict[str, Any]], *, session: Session, now: datetim
             log.warning("sendgrid event for nobody we know event=%s", event.get("event"))
             outcome["unknown"] += 1
             continue
-        edition_id = existing_edition_id(_int(event.get("digest_edition")), session=session)
-        # An unsubscribe after a complaint keeps the complaint, the stronger no (issue 12).
-        weaker = (subscriber.status, action.status) == (
-            SubscriberStatus.COMPLAINED,
-            SubscriberStatus.UNSUBSCRIBED,
-        )
-        if action.status is not None and subscriber.status != action.status and not weaker:
-            subscriber.status, subscriber.updated_at = action.status, now
-            session.add(subscriber)
-        if action.fails_delivery and edition_id is not None:
-            session.execute(
-                sa.update(Delivery)
-                .where(col(Delivery.edition_id) == edition_id, col(Delivery.subscriber_id) == subscriber.id)
-                .values(
-                    status=DeliveryStatus.FAILED.value,
-                    error=f"sendgrid {event.get('event')}: {event.get('reason', '')}"[:500],
-                    updated_at=now,
-                )
-            )
-        record_event(
-            session,
+        apply_action(
             subscriber,
-            action.kind,
-            action.method,
+            action,
+            session=session,
             now=now,
-            edition_id=edition_id,
-            user_agent="SendGrid Event Webhook",
+            edition_id=existing_edition_id(_int(event.get("digest_edition")), session=session),
+            error=f"sendgrid {event.get('event')}: {event.get('reason', '')}",
             detail=f"sendgrid {event.get('event')}: {event.get('reason') or event.get('type') or ''}".strip(),
+            user_agent="SendGrid Event Webhook",
             external_id=event_id,
         )
         session.flush()  # the unique external_id catches a duplicate inside one batch
