@@ -94,6 +94,12 @@ class Settings(BaseSettings):
     # authserv-id, e.g. mx.example.com); set, only its headers are trusted (issue 12).
     unsubscribe_authserv_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9.-]+$")
     old_secret_keys: SecretStr | None = None  # comma-separated keys that still verify old links
+    # Bounces by mail (issue 14): the VERP base address (bounces+TOKEN@domain), where
+    # `digest bounces` reads the reports, and how many editions in a row may soft-bounce.
+    bounce_address: str | None = None
+    bounce_mailbox: str | None = None  # maildir:/path or imaps://user@host[:port]/FOLDER
+    bounce_mailbox_password: SecretStr | None = None
+    soft_bounce_limit: int = Field(default=3, ge=1, le=100)
     send_rate: float | None = Field(default=None, gt=0)  # messages per second, all lanes together
     send_concurrency: int = Field(default=1, ge=1, le=32)  # parallel connections or requests
     sendgrid_timeout: float = Field(default=30.0, gt=0)
@@ -132,6 +138,20 @@ class Settings(BaseSettings):
             ZoneInfo(value)
         except (ZoneInfoNotFoundError, ValueError) as e:
             raise ValueError(f"unknown time zone {value!r} (use an IANA name like Europe/Paris)") from e
+        return value
+
+    @field_validator("bounce_address")
+    @classmethod
+    def _verp_base(cls, value: str | None) -> str | None:
+        # The token takes up to ~48 of the 64 octets RFC 5321 §4.5.3.1.1 allows a local part
+        # (ids below 10 million), so the base keeps to 12 plain characters and has no "+" itself.
+        if value is not None and not re.match(
+            r"^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,11}@[^@\s+]+\.[^@\s+]+$", value
+        ):
+            raise ValueError(
+                f"{value!r} is not like bounces@news.example.com: a local part of at most 12 letters, "
+                "digits, '.', '_' or '-' (no '+': digest adds +TOKEN to it)"
+            )
         return value
 
     @field_validator("base_url", "sendgrid_host")

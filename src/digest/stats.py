@@ -26,6 +26,8 @@ class EditionStats:
     unsubscribes: dict[str, int]
     # Distributed send: rows by claiming worker ("host:pid") and status; empty when sent in one process.
     workers: dict[str, dict[str, int]] = field(default_factory=dict)
+    bounces: int = 0  # "bounce" events: readers suppressed (at send, by webhook or by bounce mail)
+    soft_bounces: int = 0  # "soft-bounce" events from bounce mail (suppressed only after a run)
 
     @property
     def unsubscribe_rate(self) -> float:
@@ -51,6 +53,16 @@ def edition_stats(edition: Edition, *, session: Session) -> EditionStats:
             )
         }
     )
+    bounces = dict(
+        session.exec(
+            select(SubscriberEvent.kind, sa.func.count())
+            .where(
+                SubscriberEvent.edition_id == edition.id,
+                col(SubscriberEvent.kind).in_(("bounce", "soft-bounce")),
+            )
+            .group_by(SubscriberEvent.kind)
+        ).all()
+    )
     return EditionStats(
         date=edition.date,
         stories=edition.story_count,
@@ -62,4 +74,6 @@ def edition_stats(edition: Edition, *, session: Session) -> EditionStats:
         skipped=counts[DeliveryStatus.SKIPPED],
         unsubscribes=dict(unsubscribes),
         workers=claims.per_worker(edition.id, session=session),
+        bounces=bounces.get("bounce", 0),
+        soft_bounces=bounces.get("soft-bounce", 0),
     )

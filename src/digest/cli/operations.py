@@ -1,4 +1,5 @@
-"""Running and watching digest: sources, stats, serve, worker, schedule, status, topics, unsubscribe-mail."""
+"""Running and watching digest: sources, stats, serve, worker, schedule, status, topics, unsubscribe-mail,
+bounces."""
 
 from collections import Counter
 from typing import Annotated
@@ -117,6 +118,11 @@ def stats(date_: DateOpt = None) -> None:
             f"{s.unsubscribe_rate:.2%}",
         )
     out.print(table)
+    for s in rows:  # bounces reported later (SMTP refusals, SendGrid events, bounce mail)
+        if s.bounces or s.soft_bounces:
+            out.print(
+                f"Bounces, edition {s.date}: {s.bounces} suppressed, {s.soft_bounces} soft", highlight=False
+            )
     for s in rows:  # distributed mode: who sent what (live progress while workers run)
         if s.workers:
             out.print(f"Workers, edition {s.date}:", highlight=False)
@@ -360,3 +366,42 @@ def unsubscribe_mail() -> None:
         err.print(f"  no subscriber for: {line}", highlight=False)
     for line in report.refused:
         err.print(f"  not acted on (failed authentication): {line}", highlight=False)
+
+
+@app.command("bounces")
+@friendly
+def bounces() -> None:
+    """Process the bounce reports relays mail back after a send (DSNs, and Exim's, qmail's and
+    Exchange's own formats), read from DIGEST_BOUNCE_MAILBOX (maildir:/path or
+    imaps://user@host/INBOX). A hard failure suppresses the reader at once; soft ones (a full
+    mailbox, 4.x.x) after DIGEST_SOFT_BOUNCE_LIMIT editions in a row. Each message is marked seen
+    once applied; reports we cannot tie to a delivery we sent change nothing and are listed.
+    Run it from cron.
+
+    Example: digest bounces
+    """
+    from digest.bounce_mail import process_bounces
+    from digest.unsubscribe_mail import open_mailbox
+
+    settings = load_settings()
+    engine = _engine(settings)
+    password = settings.bounce_mailbox_password
+    box = open_mailbox(
+        settings.bounce_mailbox,
+        password.get_secret_value() if password else None,
+        setting="DIGEST_BOUNCE_MAILBOX",
+    )
+    try:
+        report = process_bounces(box, settings=settings, engine=engine, now=current_time())
+    finally:
+        box.close()
+    out.print(
+        f"read {report.read}: hard {report.hard}, soft {report.soft}, readers suppressed "
+        f"{report.suppressed}, delayed {report.delayed}, already applied {report.duplicates}, "
+        f"not bounces {len(report.not_bounces)}, unmatched {len(report.unmatched)}",
+        highlight=False,
+    )
+    for line in report.unmatched:
+        err.print(f"  unmatched: {line}", highlight=False, markup=False)
+    for line in report.not_bounces:
+        err.print(f"  not a bounce: {line}", highlight=False, markup=False)
