@@ -326,6 +326,18 @@ def test_the_return_path_names_the_reader_even_when_the_report_names_a_forward(
     assert status_of(world, m.to_email) == SubscriberStatus.BOUNCED
 
 
+def test_a_damaged_return_path_token_leaves_the_returned_copys_link_to_decide(
+    world: World, tmp_path: Path
+) -> None:
+    # A relay that lower-cased the local part broke the return-path token; the copy's link holds.
+    m = sent(world)[4]
+    assert m.unsubscribe_url is not None
+    raw = report_file("rfc3464-hard.eml", rcpt=m.to_email, verp=verp_of(m).lower(), unsub=m.unsubscribe_url)
+    report = run(world, tmp_path, raw)
+    assert (report.hard, report.unmatched) == (1, [])
+    assert status_of(world, m.to_email) == SubscriberStatus.BOUNCED
+
+
 def test_the_unsubscribe_link_in_the_returned_copy_names_the_reader_without_verp(
     world: World, tmp_path: Path
 ) -> None:

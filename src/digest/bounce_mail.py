@@ -105,16 +105,16 @@ def _matches(
     parsed: Report, *, signers: tuple[TokenSigner, TokenSigner], session: Session, now: datetime
 ) -> tuple[list[_Match], str]:
     """The deliveries a report is about, or none and why."""
+    bad = ""
     for tokens, signer, what in (
         (parsed.verp_tokens, signers[0], "return-path token"),
         (parsed.link_tokens, signers[1], "unsubscribe token of the returned copy"),
     ):
-        if not tokens:
-            continue
         for token in tokens:
             try:
                 link = signer.verify(token)
             except TokenError:
+                bad = bad or f"{what} does not verify"
                 continue
             subscriber = session.get(Subscriber, link.subscriber_id)
             if subscriber is None or link.edition_id is None:
@@ -122,9 +122,10 @@ def _matches(
             if _delivery(link.subscriber_id, link.edition_id, session=session) is None:
                 return [], f"{what} names a delivery the ledger has not sent"
             return [_Match(subscriber, link.edition_id, _failure_for(subscriber.email, parsed.failures))], ""
-        # A token that does not verify is forged or damaged: the addresses in the report are not
-        # trusted either (it would otherwise be a way to suppress anyone we mail).
-        return [], f"{what} does not verify"
+    if bad:
+        # Forged or damaged (a relay that changed the return path's case, say): the report's own
+        # addresses are not trusted either, or a forged report could suppress anyone we mail.
+        return [], bad
     if parsed.has_copy:
         return [], "the returned copy is not one of our messages"
     matches = []
