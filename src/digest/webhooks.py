@@ -180,7 +180,10 @@ def apply_action(
     """Apply one piece of feedback about a reader (a webhook event, a bounce by mail): their new
     status, the edition's delivery marked failed with `error`, and the event recorded."""
     # An unsubscribe after a complaint keeps the complaint, the stronger no (issue 12).
-    weaker = (subscriber.status, action.status) == (SubscriberStatus.COMPLAINED, SubscriberStatus.UNSUBSCRIBED)
+    weaker = (subscriber.status, action.status) == (
+        SubscriberStatus.COMPLAINED,
+        SubscriberStatus.UNSUBSCRIBED,
+    )
     if action.status is not None and subscriber.status != action.status and not weaker:
         subscriber.status, subscriber.updated_at = action.status, now
         session.add(subscriber)
