@@ -4,6 +4,7 @@
 import base64
 import mailbox
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from email import message_from_bytes
@@ -16,8 +17,11 @@ from sqlmodel import select
 from digest.bounce_mail import BounceReport, process_bounces
 from digest.bounces import (
     MAX_BYTES,
+    MAX_ID,
     Failure,
     Report,
+    ReturnPathSigner,
+    ReturnToken,
     Severity,
     classify,
     parse_report,
@@ -31,8 +35,9 @@ from digest.db.engine import session_scope
 from digest.db.models import Delivery, DeliveryStatus, Edition, Subscriber, SubscriberEvent, SubscriberStatus
 from digest.deliver.base import OutgoingMessage
 from digest.deliver.memory import MemoryTransport
-from digest.errors import SettingsError
+from digest.errors import SettingsError, TokenError
 from digest.stats import edition_stats
+from digest.subscribers import remove_subscriber
 from digest.tokens import LinkToken, TokenSigner
 from digest.unsubscribe_mail import ImapMailbox, MaildirMailbox, MailRequest
 from tests.cli_helpers import ClockedRunner
@@ -40,7 +45,8 @@ from tests.world import SECRET, World
 
 DATA = Path(__file__).parent / "data" / "bounces"
 BOUNCES = "bounces@news.example.com"
-BOUNCE_SIGNER = TokenSigner([SECRET], purpose="bounce")
+BOUNCE_SIGNER = ReturnPathSigner([SECRET])
+KEY = "k3y0f7h3r34d3rn0b0dy3l53h4570ld"  # a subscriber's token_key, for the reports read alone
 
 
 def report_file(name: str, *, rcpt: str, verp: str = "digest@news.example.com", unsub: str = "") -> bytes:
@@ -50,8 +56,16 @@ def report_file(name: str, *, rcpt: str, verp: str = "digest@news.example.com", 
     return text.replace("%RCPT%", rcpt).replace("%VERP%", verp).replace("%UNSUB%", unsub).encode()
 
 
-def verp_of(m: OutgoingMessage) -> str:
-    return return_path(BOUNCES, signer=BOUNCE_SIGNER, subscriber_id=m.subscriber_id, edition_id=m.edition_id)
+def verp_of(m: OutgoingMessage, edition_id: int | None = None) -> str:
+    """The return path of `m` (or of the edition `edition_id` sent to the same reader)."""
+    assert m.token_key is not None
+    return return_path(
+        BOUNCES,
+        signer=BOUNCE_SIGNER,
+        subscriber_id=m.subscriber_id,
+        edition_id=m.edition_id if edition_id is None else edition_id,
+        token_key=m.token_key,
+    )
 
 
 def settings(**more: object) -> Settings:
@@ -102,27 +116,71 @@ def events(world: World, email: str) -> list[SubscriberEvent]:
 # --- VERP -----------------------------------------------------------------------------------------
 
 
-def test_the_return_path_carries_a_signed_token_in_a_valid_local_part() -> None:
-    # Ten million readers and a century of daily editions still fit the 64 octets.
-    address = return_path(BOUNCES, signer=BOUNCE_SIGNER, subscriber_id=9_999_999, edition_id=36_500)
+def test_the_return_path_carries_a_token_bound_to_the_readers_key_in_a_valid_local_part() -> None:
+    address = return_path(
+        BOUNCES, signer=BOUNCE_SIGNER, subscriber_id=9_999_999, edition_id=36_500, token_key=KEY
+    )
     local, domain = address.rsplit("@", 1)
     assert domain == "news.example.com" and local.startswith("bounces+")
-    assert len(local.encode()) <= 64
     assert validate_email(address, check_deliverability=False).normalized == address
     report = message_from_bytes(f"Delivered-To: {address}\nTo: Sender <{address}>\n\nhi\n".encode())
-    tokens = verp_tokens(report, BOUNCES)
-    assert [BOUNCE_SIGNER.verify(t) for t in tokens] == [LinkToken(9_999_999, 36_500)]
-    # An unsubscribe link's token is signed for another purpose: it is no return-path token.
-    link = TokenSigner([SECRET]).sign(LinkToken(1, 1))
-    with pytest.raises(Exception, match="not valid"):
-        BOUNCE_SIGNER.verify(link)
+    [token] = [BOUNCE_SIGNER.read(t) for t in verp_tokens(report, BOUNCES)]
+    assert (token.subscriber_id, token.edition_id) == (9_999_999, 36_500)
+    assert BOUNCE_SIGNER.verify(token, KEY)
+    # Made for another reader's key (a deleted subscriber's, say), by another secret, or altered:
+    assert not BOUNCE_SIGNER.verify(token, KEY.upper())
+    assert not ReturnPathSigner(["someone else's key"]).verify(token, KEY)
+    assert not BOUNCE_SIGNER.verify(ReturnToken(9_999_998, 36_500, token.mac), KEY)
+    # An unsubscribe link's token is no return-path token.
+    with pytest.raises(TokenError, match="malformed"):
+        BOUNCE_SIGNER.read(TokenSigner([SECRET]).sign(LinkToken(1, 1, KEY)))
 
 
-def test_a_return_path_too_long_for_smtp_is_refused_by_name() -> None:
+def test_return_path_tokens_survive_key_rotation() -> None:
+    old = ReturnPathSigner(["the key of last year"]).sign(5, 8, KEY)
+    rotated = ReturnPathSigner(["the key of last year", SECRET])  # as config.signing_keys lists them
+    assert rotated.verify(rotated.read(old), KEY)
+    assert rotated.sign(5, 8, KEY) == BOUNCE_SIGNER.sign(5, 8, KEY) != old  # the newest key signs
+
+
+def test_the_largest_ids_fit_the_64_octets_and_a_longer_base_is_refused_by_name() -> None:
+    # The longest base DIGEST_BOUNCE_ADDRESS allows (12) and the largest ids (SQL BIGINT).
+    address = return_path(
+        "b23456789012@x.example", signer=BOUNCE_SIGNER, subscriber_id=MAX_ID, edition_id=MAX_ID, token_key=KEY
+    )
+    assert len(address.rsplit("@", 1)[0].encode()) <= 64
+    assert BOUNCE_SIGNER.read(address.split("+")[1].split("@")[0]) == BOUNCE_SIGNER.read(
+        BOUNCE_SIGNER.sign(MAX_ID, MAX_ID, KEY)
+    )
     with pytest.raises(SettingsError, match=r"DIGEST_BOUNCE_ADDRESS: .* 64 octets"):
         return_path(
-            "bounce-digest@x.example", signer=BOUNCE_SIGNER, subscriber_id=2**31 - 1, edition_id=2**31 - 1
+            "a-base-the-setting-would-refuse@x.example",
+            signer=BOUNCE_SIGNER,
+            subscriber_id=MAX_ID,
+            edition_id=MAX_ID,
+            token_key=KEY,
         )
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "",
+        "7-3",
+        "7-3-abcdefghijklm-x",
+        "7-3-abcdefghijkl",  # a MAC cut short
+        "7-3-abcdefghijklm1",  # "1" is not base 32
+        "07-3-abcdefghijklm",  # not canonical
+        "1_0-3-abcdefghijklm",  # int() would take the underscore
+        " 7-3-abcdefghijklm",
+        "1y2p0ij32e8e8-3-abcdefghijklm",  # MAX_ID + 1
+        "zzzzzzzzzzzzz-3-abcdefghijklm",
+        "7-3-abcdefghijklm\n",
+    ],
+)
+def test_a_malformed_return_path_token_is_refused_before_any_lookup(value: str) -> None:
+    with pytest.raises(TokenError):
+        BOUNCE_SIGNER.read(value)
 
 
 @pytest.mark.parametrize(
@@ -190,16 +248,17 @@ SAMPLES = [
 
 @pytest.mark.parametrize("sample", SAMPLES, ids=lambda s: s.file)
 def test_each_format_names_the_reader_the_severity_and_the_tokens(sample: Sample) -> None:
-    verp = return_path(BOUNCES, signer=BOUNCE_SIGNER, subscriber_id=7, edition_id=3)
-    unsub = "https://digest.example/unsubscribe/" + TokenSigner([SECRET]).sign(LinkToken(7, 3))
+    verp = return_path(BOUNCES, signer=BOUNCE_SIGNER, subscriber_id=7, edition_id=3, token_key=KEY)
+    unsub = "https://digest.example/unsubscribe/" + TokenSigner([SECRET]).sign(LinkToken(7, 3, KEY))
     raw = report_file(sample.file, rcpt="Ana.Reader@Example.com", verp=verp, unsub=unsub)
     report = parse_report(raw, bounce_address=BOUNCES)
     assert [(f.address, f.severity, f.status) for f in report.failures] == [
         ("ana.reader@example.com", sample.severity, sample.status)
     ]
     assert report.failures[0].diagnostic  # the remote server's words, for the event
-    assert [BOUNCE_SIGNER.verify(t) for t in report.verp_tokens] == [LinkToken(7, 3)]
-    assert [TokenSigner([SECRET]).verify(t) for t in report.link_tokens] == [LinkToken(7, 3)]
+    [token] = [BOUNCE_SIGNER.read(t) for t in report.verp_tokens]
+    assert (token.subscriber_id, token.edition_id) == (7, 3) and BOUNCE_SIGNER.verify(token, KEY)
+    assert [TokenSigner([SECRET]).verify(t) for t in report.link_tokens] == [LinkToken(7, 3, KEY)]
     assert report.has_copy is sample.returns_copy
 
 
@@ -221,7 +280,7 @@ def test_a_report_on_several_recipients_keeps_each_ones_severity() -> None:
 
 
 def test_an_auto_reply_to_the_return_path_is_no_bounce() -> None:
-    verp = return_path(BOUNCES, signer=BOUNCE_SIGNER, subscriber_id=7, edition_id=3)
+    verp = return_path(BOUNCES, signer=BOUNCE_SIGNER, subscriber_id=7, edition_id=3, token_key=KEY)
     report = parse_report(
         report_file("autoreply.eml", rcpt="ana@example.com", verp=verp), bounce_address=BOUNCES
     )
@@ -326,13 +385,32 @@ def test_the_return_path_names_the_reader_even_when_the_report_names_a_forward(
     assert status_of(world, m.to_email) == SubscriberStatus.BOUNCED
 
 
+@pytest.mark.parametrize("case", [str.upper, str.lower, str.swapcase], ids=lambda f: f.__name__)
+def test_a_relay_that_changes_the_case_of_the_return_path_does_not_break_its_token(
+    world: World, tmp_path: Path, case: Callable[[str], str]
+) -> None:
+    # Some relays lower-case (or upper-case) the local part; the returned copy has no link of ours,
+    # so the return path alone names the reader here.
+    m = sent(world)[4]
+    local, domain = verp_of(m).rsplit("@", 1)
+    raw = report_file("rfc3464-hard.eml", rcpt=m.to_email, verp=f"{case(local)}@{domain}")
+    report = run(world, tmp_path, raw)
+    assert (report.hard, report.unmatched) == (1, [])
+    assert status_of(world, m.to_email) == SubscriberStatus.BOUNCED
+
+
 def test_a_damaged_return_path_token_leaves_the_returned_copys_link_to_decide(
     world: World, tmp_path: Path
 ) -> None:
-    # A relay that lower-cased the local part broke the return-path token; the copy's link holds.
+    # A relay that rewrote the return path (one character of its MAC here): the copy's link holds.
     m = sent(world)[4]
     assert m.unsubscribe_url is not None
-    raw = report_file("rfc3464-hard.eml", rcpt=m.to_email, verp=verp_of(m).lower(), unsub=m.unsubscribe_url)
+    local, domain = verp_of(m).rsplit("@", 1)
+    damaged = local[:-1] + ("b" if local.endswith("a") else "a")
+    raw = report_file(
+        "rfc3464-hard.eml", rcpt=m.to_email, verp=f"{damaged}@{domain}", unsub=m.unsubscribe_url
+    )
+    assert parse_report(raw, bounce_address=BOUNCES).verp_tokens  # read, but it does not verify
     report = run(world, tmp_path, raw)
     assert (report.hard, report.unmatched) == (1, [])
     assert status_of(world, m.to_email) == SubscriberStatus.BOUNCED
@@ -380,9 +458,7 @@ def test_soft_bounces_suppress_only_after_the_limit_of_editions_in_a_row(
     e1, e2, e3, e4 = _add_editions(world, m.to_email, 4)
 
     def soft(edition_id: int, name: str) -> None:
-        verp = return_path(
-            BOUNCES, signer=BOUNCE_SIGNER, subscriber_id=m.subscriber_id, edition_id=edition_id
-        )
+        verp = verp_of(m, edition_id)
         report = run(world, tmp_path / str(edition_id), report_file(name, rcpt=m.to_email, verp=verp))
         assert (report.soft, report.unmatched) == (1, [])
 
@@ -421,20 +497,19 @@ def test_a_limit_of_one_suppresses_on_the_first_soft_bounce(world: World, tmp_pa
 
 def test_what_cannot_be_tied_to_a_delivery_changes_nothing(world: World, tmp_path: Path) -> None:
     a, b, c = sent(world)[:3]
+    assert a.token_key is not None
     forged = return_path(
-        BOUNCES, signer=TokenSigner(["someone else's key"], purpose="bounce"), subscriber_id=a.subscriber_id,
-        edition_id=a.edition_id,
+        BOUNCES, signer=ReturnPathSigner(["someone else's key"]), subscriber_id=a.subscriber_id,
+        edition_id=a.edition_id, token_key=a.token_key,
     )  # fmt: skip
     with session_scope(world.engine) as session:
         other = Edition(date=date(2026, 1, 1), subject="old", content_json="{}", built_at=world.now)
         session.add(other)
         session.flush()
         assert other.id is not None
-        unsent = return_path(
-            BOUNCES, signer=BOUNCE_SIGNER, subscriber_id=b.subscriber_id, edition_id=other.id
-        )
+        unsent = verp_of(b, other.id)
     copy_not_ours = report_file("rfc3464-hard.eml", rcpt=c.to_email)  # returned headers, no token of ours
-    forged_link = "https://digest.example/unsubscribe/" + TokenSigner(["not ours"]).sign(LinkToken(1, 1))
+    forged_link = "https://digest.example/unsubscribe/" + TokenSigner(["not ours"]).sign(LinkToken(1, 1, KEY))
     report = run(
         world,
         tmp_path,
@@ -492,6 +567,52 @@ def test_someone_who_left_meanwhile_keeps_their_status(world: World, tmp_path: P
     assert (report.hard, report.suppressed) == (1, 0)
     assert status_of(world, m.to_email) == SubscriberStatus.UNSUBSCRIBED
     assert [e.kind for e in events(world, m.to_email)] == ["bounce"]
+
+
+@pytest.mark.parametrize("who", ["another address", "the same address"])
+def test_a_bounce_of_a_deleted_subscriber_does_not_touch_the_next_one_with_its_id(
+    world: World, tmp_path: Path, who: str
+) -> None:
+    gone = sent(world)[-1]
+    assert gone.unsubscribe_url is not None
+    old_verp = verp_of(gone)
+    newcomer = "newcomer@example.org" if who == "another address" else gone.to_email
+    with session_scope(world.engine) as session:
+        remove_subscriber(gone.to_email, session=session)
+    with session_scope(world.engine) as session:
+        # SQLite gives a deleted last row's id to the next one (tests/hostile/test_web.py shows it
+        # through add_subscriber); PostgreSQL only when told, as a restore or a reset sequence would.
+        session.add(
+            Subscriber(id=gone.subscriber_id, email=newcomer, created_at=world.now, updated_at=world.now)
+        )
+    # Today's edition goes to the newcomer too: the ledger holds (that id, that edition) again.
+    [again] = sent(world)
+    assert (again.subscriber_id, again.edition_id, again.to_email) == (
+        gone.subscriber_id,
+        gone.edition_id,
+        newcomer,
+    )
+    report = run(
+        world,
+        tmp_path,
+        # The return path alone (the returned copy carries someone else's link) ...
+        report_file("exim-unknown-user.eml", rcpt=gone.to_email, verp=old_verp),
+        # ... and the returned copy's unsubscribe link alone.
+        report_file("qmail-no-mailbox.eml", rcpt=gone.to_email, unsub=gone.unsubscribe_url),
+    )
+    assert (report.read, report.hard, report.soft, report.suppressed) == (2, 0, 0, 0)
+    assert sorted(line.rsplit(" (", 1)[1] for line in report.unmatched) == [
+        "return-path token does not verify)",
+        "unsubscribe token of the returned copy names no subscriber or edition we have)",
+    ]
+    assert status_of(world, newcomer) == SubscriberStatus.ACTIVE
+    assert events(world, newcomer) == []
+    # The newcomer's own bounce still counts.
+    raw = report_file("exim-unknown-user.eml", rcpt=newcomer, verp=verp_of(again)).replace(
+        b"Message-Id: <E1tQabc", b"Message-Id: <E1tQabd"
+    )
+    assert run(world, tmp_path / "own", raw).suppressed == 1
+    assert status_of(world, newcomer) == SubscriberStatus.BOUNCED
 
 
 # --- the command --------------------------------------------------------------------------------------

@@ -1,13 +1,15 @@
 """Bounce mail applied: `digest bounces` reads the bounce mailbox and changes subscribers.
 
 Each report (read by `bounces.parse_report`) is applied only to a delivery the ledger recorded:
-found by a return-path token that verifies, else by the unsubscribe token in the returned copy's
-List-Unsubscribe, else (a report with no copy of the original at all) by a failed address we sent
-to in the last RECENT days. A token that does not verify, a copy that is not ours, an address we
-did not mail: counted unmatched, nothing changes. A hard failure suppresses the reader at once, as
-a SendGrid bounce does (`webhooks.apply_action`); soft ones when DIGEST_SOFT_BOUNCE_LIMIT editions
-in a row bounced. Each message is marked seen after its commit, and a report is applied once
-(its fingerprint is the event's external id), so a rerun after a crash counts nothing twice.
+found by a return-path token that verifies against its subscriber's row, else by the unsubscribe
+token in the returned copy's List-Unsubscribe (of that very row, as the web app checks it), else
+(a report with no copy of the original at all) by a failed address we sent to in the last RECENT
+days. A token that does not verify (forged, damaged, or made for a deleted subscriber whose row id
+a new one has), a copy that is not ours, an address we did not mail: counted unmatched, nothing
+changes. A hard failure suppresses the reader at once, as a SendGrid bounce does
+(`webhooks.apply_action`); soft ones when DIGEST_SOFT_BOUNCE_LIMIT editions in a row bounced.
+Each message is marked seen after its commit, and a report is applied once (its fingerprint is
+the event's external id), so a rerun after a crash counts nothing twice.
 """
 
 import logging
@@ -18,13 +20,13 @@ from datetime import datetime, timedelta
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
-from digest.bounces import MAX_BYTES, Failure, Report, Severity, bounce_signer, parse_report
+from digest.bounces import MAX_BYTES, Failure, Report, ReturnPathSigner, Severity, bounce_signer, parse_report
 from digest.config import Settings, signing_keys
 from digest.db.engine import session_scope
 from digest.db.models import Delivery, DeliveryStatus, Edition, Subscriber, SubscriberEvent, SubscriberStatus
 from digest.errors import SubscriberError, TokenError
 from digest.subscribers import normalize_email
-from digest.tokens import TokenSigner
+from digest.tokens import TokenSigner, subscriber_for
 from digest.unsubscribe_mail import Mailbox
 from digest.webhooks import Action, apply_action
 
@@ -80,7 +82,7 @@ def apply_report(
     report: BounceReport,
     *,
     engine: sa.Engine,
-    signers: tuple[TokenSigner, TokenSigner],
+    signers: tuple[ReturnPathSigner, TokenSigner],
     soft_limit: int,
     now: datetime,
 ) -> None:
@@ -102,29 +104,38 @@ def apply_report(
 
 
 def _matches(
-    parsed: Report, *, signers: tuple[TokenSigner, TokenSigner], session: Session, now: datetime
+    parsed: Report, *, signers: tuple[ReturnPathSigner, TokenSigner], session: Session, now: datetime
 ) -> tuple[list[_Match], str]:
     """The deliveries a report is about, or none and why."""
     bad = ""
-    for tokens, signer, what in (
-        (parsed.verp_tokens, signers[0], "return-path token"),
-        (parsed.link_tokens, signers[1], "unsubscribe token of the returned copy"),
-    ):
-        for token in tokens:
-            try:
-                link = signer.verify(token)
-            except TokenError:
-                bad = bad or f"{what} does not verify"
-                continue
-            subscriber = session.get(Subscriber, link.subscriber_id)
-            if subscriber is None or link.edition_id is None:
-                return [], f"{what} names no subscriber or edition we have"
-            if _delivery(link.subscriber_id, link.edition_id, session=session) is None:
-                return [], f"{what} names a delivery the ledger has not sent"
-            return [_Match(subscriber, link.edition_id, _failure_for(subscriber.email, parsed.failures))], ""
+    for value in parsed.verp_tokens:
+        try:
+            token = signers[0].read(value)
+        except TokenError:
+            bad = bad or "return-path token does not verify"
+            continue
+        subscriber = session.get(Subscriber, token.subscriber_id)
+        # The MAC covers the row's token_key: forged, damaged, and made for a deleted subscriber
+        # whose id a new one has (issue 12) look alike, and none of them names anyone.
+        if subscriber is None or not signers[0].verify(token, subscriber.token_key):
+            bad = bad or "return-path token does not verify"
+            continue
+        return _matched(subscriber, token.edition_id, parsed, "return-path token", session=session)
+    for value in parsed.link_tokens:
+        try:
+            link = signers[1].verify(value)
+        except TokenError:
+            bad = bad or "unsubscribe token of the returned copy does not verify"
+            continue
+        subscriber = subscriber_for(link, session=session)  # the web app's rule: this very row
+        if subscriber is None or link.edition_id is None:
+            return [], "unsubscribe token of the returned copy names no subscriber or edition we have"
+        return _matched(
+            subscriber, link.edition_id, parsed, "unsubscribe token of the returned copy", session=session
+        )
     if bad:
-        # Forged or damaged (a relay that changed the return path's case, say): the report's own
-        # addresses are not trusted either, or a forged report could suppress anyone we mail.
+        # Forged or damaged: the report's own addresses are not trusted either, or a forged
+        # report could suppress anyone we mail.
         return [], bad
     if parsed.has_copy:
         return [], "the returned copy is not one of our messages"
@@ -134,6 +145,16 @@ def _matches(
         if found is not None and failure.severity is not Severity.DELAYED:
             matches.append(_Match(found[0], found[1], failure))
     return matches, f"no token, and no address we sent to in the last {RECENT.days} days"
+
+
+def _matched(
+    subscriber: Subscriber, edition_id: int, parsed: Report, what: str, *, session: Session
+) -> tuple[list[_Match], str]:
+    """The delivery a token names, if the ledger sent it."""
+    assert subscriber.id is not None
+    if _delivery(subscriber.id, edition_id, session=session) is None:
+        return [], f"{what} names a delivery the ledger has not sent"
+    return [_Match(subscriber, edition_id, _failure_for(subscriber.email, parsed.failures))], ""
 
 
 def _failure_for(email: str, failures: Sequence[Failure]) -> Failure:

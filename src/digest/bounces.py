@@ -3,8 +3,9 @@
 Relays other than SendGrid (SES, Postmark, Mailgun, a company's own Postfix) accept a message and
 report a failed delivery afterwards, by mail to the message's envelope sender: a DSN (RFC 3464,
 `multipart/report; report-type=delivery-status`) or an MTA's own text (Exim, qmail). VERP puts a
-signed token naming (subscriber, edition) in that sender, `bounces+TOKEN@domain`, so a report
-names its reader even when its body is odd or names a forwarding address.
+short token naming (subscriber, edition) in that sender, `bounces+TOKEN@domain`, with a MAC over
+them and the subscriber's token_key, so a report names its reader even when its body is odd or
+names a forwarding address.
 
 Pure: bytes in, a Report out. Reports are hostile: read bounded in size, and every line cut to
 RFC 5322's 998 octets before flufl.bounce's heuristic detectors see it (their regular expressions
@@ -13,8 +14,10 @@ go quadratic on long lines). Hard or soft comes from the DSN's per-recipient Act
 applies a Report to the subscribers.
 """
 
+import base64
 import enum
 import hashlib
+import hmac
 import logging
 import re
 from collections.abc import Iterator, Sequence
@@ -26,8 +29,7 @@ from email.utils import getaddresses
 import flufl.bounce
 
 from digest.config import Settings, signing_keys
-from digest.errors import SettingsError
-from digest.tokens import LinkToken, TokenSigner
+from digest.errors import SettingsError, TokenError
 
 log = logging.getLogger(__name__)
 
@@ -50,16 +52,94 @@ _RECIPIENT_HEADERS = ("Delivered-To", "X-Original-To", "Envelope-To", "X-Envelop
 # --- VERP ----------------------------------------------------------------------------------------
 
 
-def bounce_signer(settings: Settings) -> TokenSigner:
-    """The signer of return-path tokens (its own purpose: an unsubscribe token is not one)."""
-    return TokenSigner(signing_keys(settings), purpose="bounce")
+# The token is `<subscriber id>-<edition id>-<MAC>`: ids in base 36, the MAC in base 32, all in
+# lower case, so a relay that changes the case of the local part (RFC 5321 §2.4 lets only the
+# receiving host interpret it, but some do) does not break it: it is read lower-cased. The MAC
+# covers the ids and the subscriber's token_key (issue 12), so a bounce of a deleted subscriber
+# never suppresses a new one under the reused row id; an itsdangerous-signed JSON with the
+# 32-character key would not fit the 64 octets. 64 bits of MAC: each guess costs a forger a mail.
+MAX_ID = 2**63 - 1  # SQL's BIGINT: a token claiming a larger id is not even looked up
+_ID = r"(0|[1-9a-z][0-9a-z]{0,12})"  # base 36, canonical; 13 digits hold MAX_ID
+MAC_BYTES = 8
+MAC_CHARS = 13  # base 32 of 8 bytes, padding dropped
+_RETURN_TOKEN = re.compile(rf"{_ID}-{_ID}-([a-z2-7]{{{MAC_CHARS}}})")
+_BASE36 = "0123456789abcdefghijklmnopqrstuvwxyz"
 
 
-def return_path(bounce_address: str, *, signer: TokenSigner, subscriber_id: int, edition_id: int) -> str:
+def _base36(number: int) -> str:
+    digits = ""
+    while True:
+        number, digit = divmod(number, 36)
+        digits = _BASE36[digit] + digits
+        if not number:
+            return digits
+
+
+@dataclass(frozen=True, slots=True)
+class ReturnToken:
+    """What a return-path token claims; it proves nothing until checked against the subscriber's row."""
+
+    subscriber_id: int
+    edition_id: int
+    mac: str
+
+
+class ReturnPathSigner:
+    """Makes and checks return-path tokens; the last key signs and any key verifies (rotation)."""
+
+    def __init__(self, keys: Sequence[str]) -> None:
+        if not keys:
+            raise TokenError("no secret key to sign return paths with")
+        self._keys = [k.encode() for k in keys]
+
+    @staticmethod
+    def _mac(secret: bytes, subscriber_id: int, edition_id: int, token_key: str) -> str:
+        # "digest.bounce" keeps these MACs apart from any other use of the secret key.
+        data = f"digest.bounce\0{subscriber_id}\0{edition_id}\0{token_key}".encode()
+        digest = hmac.new(secret, data, hashlib.sha256).digest()[:MAC_BYTES]
+        return base64.b32encode(digest).decode("ascii").rstrip("=").lower()
+
+    def sign(self, subscriber_id: int, edition_id: int, token_key: str) -> str:
+        """The token for one message: `<base36 subscriber>-<base36 edition>-<mac>`."""
+        if not (0 <= subscriber_id <= MAX_ID and 0 <= edition_id <= MAX_ID):
+            raise TokenError(f"ids out of range for a return path: {subscriber_id}, {edition_id}")
+        mac = self._mac(self._keys[-1], subscriber_id, edition_id, token_key)
+        return f"{_base36(subscriber_id)}-{_base36(edition_id)}-{mac}"
+
+    @staticmethod
+    def read(value: str) -> ReturnToken:
+        """The ids a token claims (any case), or TokenError when it is not shaped like one."""
+        match = _RETURN_TOKEN.fullmatch(value.lower())
+        if match is None:
+            raise TokenError("this return-path token is malformed")
+        subscriber_id, edition_id = int(match.group(1), 36), int(match.group(2), 36)
+        if subscriber_id > MAX_ID or edition_id > MAX_ID:
+            raise TokenError("this return-path token names an id out of range")
+        return ReturnToken(subscriber_id, edition_id, match.group(3))
+
+    def verify(self, token: ReturnToken, token_key: str) -> bool:
+        """Whether `token` was made by one of our keys for the subscriber whose key is `token_key`."""
+        # Every key is tried, so the time taken says nothing about which one failed.
+        found = False
+        for secret in self._keys:
+            expected = self._mac(secret, token.subscriber_id, token.edition_id, token_key)
+            found |= hmac.compare_digest(expected, token.mac)
+        return found
+
+
+def bounce_signer(settings: Settings) -> ReturnPathSigner:
+    """The signer of return-path tokens, with the keys that sign and verify links."""
+    return ReturnPathSigner(signing_keys(settings))
+
+
+def return_path(
+    bounce_address: str, *, signer: ReturnPathSigner, subscriber_id: int, edition_id: int, token_key: str
+) -> str:
     """The VERP envelope sender of one message: `bounces+TOKEN@domain` for DIGEST_BOUNCE_ADDRESS."""
     local, domain = bounce_address.rsplit("@", 1)
-    # The token is base64url with one "." between two non-empty halves: a valid dot-atom.
-    local_part = f"{local}+{signer.sign(LinkToken(subscriber_id, edition_id))}"
+    # Letters, digits and "-": a valid dot-atom. At most 13+1+13+1+13 = 41 characters (ids up to
+    # MAX_ID), so the 12-character base the setting allows always fits 64 octets.
+    local_part = f"{local}+{signer.sign(subscriber_id, edition_id, token_key)}"
     if len(local_part.encode()) > LOCAL_PART_MAX:
         raise SettingsError(
             f"DIGEST_BOUNCE_ADDRESS: {local_part!r} is longer than the {LOCAL_PART_MAX} octets "
@@ -76,9 +156,9 @@ def verp_tokens(msg: Message, bounce_address: str) -> list[str]:
         values = [str(v)[:MAX_LINE] for v in (msg.get_all(header) or [])[:10]]
         for _, address in getaddresses(values):
             user, _, host = address.rpartition("@")
-            # Case kept: the token is case-sensitive (RFC 5321 §2.4 lets only us interpret it).
+            # Lower-cased: a relay may have changed its case, and the token is made in lower case.
             if host.lower() == domain and user.lower().startswith(local + "+"):
-                token = user[len(local) + 1 :]
+                token = user[len(local) + 1 :].lower()
                 if token and token not in found:
                     found.append(token)
     return found

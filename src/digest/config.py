@@ -143,8 +143,8 @@ class Settings(BaseSettings):
     @field_validator("bounce_address")
     @classmethod
     def _verp_base(cls, value: str | None) -> str | None:
-        # The token takes up to ~48 of the 64 octets RFC 5321 §4.5.3.1.1 allows a local part
-        # (ids below 10 million), so the base keeps to 12 plain characters and has no "+" itself.
+        # "+TOKEN" takes at most 42 of the 64 octets RFC 5321 §4.5.3.1.1 allows a local part
+        # (bounces.return_path), so the base keeps to 12 plain characters and has no "+" itself.
         if value is not None and not re.match(
             r"^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,11}@[^@\s+]+\.[^@\s+]+$", value
         ):
