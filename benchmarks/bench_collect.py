@@ -24,6 +24,8 @@ from email.utils import format_datetime
 from pathlib import Path
 from xml.sax.saxutils import escape
 
+from digest.clock import FixedClock
+
 HOSTS = 40
 NOW = datetime(2026, 11, 25, 7, 0, tzinfo=UTC)
 NAMES = [
@@ -217,7 +219,9 @@ def main() -> int:
                 profiler.enable()
             before = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
             started = time.perf_counter()
-            results = pipeline.collect(newsletter, engine=engine, now=NOW, parse_workers=args.workers)
+            results = pipeline.collect(
+                newsletter, engine=engine, clock=FixedClock(NOW), parse_workers=args.workers
+            )
             first = time.perf_counter() - started
             after = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
             cpu = [
@@ -234,7 +238,10 @@ def main() -> int:
             failed = [r for r in results if r.status == "failed"]
             started = time.perf_counter()
             again = pipeline.collect(
-                newsletter, engine=engine, now=NOW + timedelta(hours=1), parse_workers=args.workers
+                newsletter,
+                engine=engine,
+                clock=FixedClock(NOW + timedelta(hours=1)),
+                parse_workers=args.workers,
             )
             second = time.perf_counter() - started
             engine.dispose()

@@ -20,6 +20,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -31,6 +32,7 @@ from bench_send import NOW, seed_subscribers  # noqa: E402
 from smtp_sink import ProcessSink  # noqa: E402
 
 from digest import editions, fanout, pipeline  # noqa: E402
+from digest.clock import FixedClock, system_clock  # noqa: E402
 from digest.config import load_newsletter, load_settings  # noqa: E402
 from digest.db.engine import open_database, session_scope  # noqa: E402
 from digest.deliver.transports import make_transport  # noqa: E402
@@ -124,19 +126,19 @@ def run(count: int, workers: int, workdir: Path, options: list[str]) -> float:
         )
         newsletter = load_newsletter(settings.config)
         engine = open_database(url)
-        pipeline.collect(newsletter, engine=engine, now=NOW)
+        pipeline.collect(newsletter, engine=engine, clock=FixedClock(NOW))
         seed_subscribers(engine, count)
         with session_scope(engine) as session:
-            editions.build_edition(newsletter, session=session, edition_date=NOW.date(), now=NOW)
+            editions.build_edition(newsletter, session=session, edition_date=NOW.date(), now=NOW, zone=UTC)
         if workers == 0:  # the bar: everything in this process, no broker
             start = time.perf_counter()
             single = pipeline.send_edition(
                 settings,
                 newsletter,
                 engine=engine,
-                transport=make_transport(settings, clock=pipeline.utc_now),
+                transport=make_transport(settings, clock=system_clock),
                 edition_date=NOW.date(),
-                clock=pipeline.utc_now,
+                clock=system_clock,
             )
             seconds = time.perf_counter() - start
             engine.dispose()
@@ -152,7 +154,7 @@ def run(count: int, workers: int, workdir: Path, options: list[str]) -> float:
                 newsletter,
                 engine=engine,
                 edition_date=NOW.date(),
-                clock=pipeline.utc_now,
+                clock=system_clock,
                 enqueue=celery_enqueue(app, settings),
                 sleep=time.sleep,
                 poll_seconds=0.05,

@@ -27,6 +27,7 @@ from bench_collect import NOW, expected_stories, newsletter_file  # noqa: E402
 from bench_distributed import BROKER, available, own_schema, started_workers  # noqa: E402
 
 from digest import pipeline  # noqa: E402
+from digest.clock import FixedClock  # noqa: E402
 from digest.config import load_newsletter, load_settings  # noqa: E402
 from digest.db.engine import open_database  # noqa: E402
 
@@ -49,11 +50,11 @@ def run(ports: dict[str, int], feeds: int, pool: list[str], folder: Path) -> dic
         newsletter = load_newsletter(config)
         with started_workers(env, folder, 2, *pool):
             started = time.perf_counter()
-            results = pipeline.collect(newsletter, engine=engine, now=NOW, settings=settings)
+            results = pipeline.collect(newsletter, engine=engine, clock=FixedClock(NOW), settings=settings)
             first = time.perf_counter() - started
             started = time.perf_counter()
             later = NOW + timedelta(hours=1)
-            again = pipeline.collect(newsletter, engine=engine, now=later, settings=settings)
+            again = pipeline.collect(newsletter, engine=engine, clock=FixedClock(later), settings=settings)
             second = time.perf_counter() - started
         with engine.connect() as conn:
             stories = conn.exec_driver_sql("SELECT count(*) FROM story").scalar_one()

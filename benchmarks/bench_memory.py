@@ -23,6 +23,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC
 from pathlib import Path
 from typing import NamedTuple
 
@@ -88,7 +89,9 @@ def peak_of_send(count: int, url: str) -> Peak:
         with fresh_database(url, workdir) as database_url:
             settings, newsletter, engine = setup(workdir, count, database_url)
             with session_scope(engine) as session:  # the edition, frozen with the benchmark's clock
-                editions.build_edition(newsletter, session=session, edition_date=NOW.date(), now=NOW)  # type: ignore[arg-type]
+                editions.build_edition(
+                    newsletter, session=session, edition_date=NOW.date(), now=NOW, zone=UTC
+                )  # type: ignore[arg-type]
             engine.dispose()
             with ProcessSink() as sink:
                 env = {

@@ -83,7 +83,11 @@ def per_segment(edition: Edition, subscribers: int) -> tuple[float, float, int]:
     start = time.perf_counter()
     rendered = [
         render.render_digest(
-            env, NEWSLETTER, for_subscriber(edition, seg), archive_url="https://news.example.org/archive/x"
+            env,
+            NEWSLETTER,
+            for_subscriber(edition, seg),
+            archive_url="https://news.example.org/archive/x",
+            zone=UTC,
         )
         for seg in SEGMENTS
     ]
@@ -109,7 +113,11 @@ def per_subscriber_compile(edition: Edition, sample: int) -> float:
     sources = []
     for seg in SEGMENTS:
         digest = render.render_digest(
-            env, NEWSLETTER, for_subscriber(edition, seg), archive_url="https://news.example.org/archive/x"
+            env,
+            NEWSLETTER,
+            for_subscriber(edition, seg),
+            archive_url="https://news.example.org/archive/x",
+            zone=UTC,
         )
         sources.append((BodyTemplate.split(digest.mjml, nonce=_nonce(digest.mjml), escape=True), digest))
     start = time.perf_counter()

@@ -32,6 +32,7 @@ import make_feeds  # noqa: E402
 from smtp_sink import ProcessSink  # noqa: E402
 
 from digest import pipeline  # noqa: E402
+from digest.clock import FixedClock  # noqa: E402
 from digest.config import load_newsletter, load_settings  # noqa: E402
 from digest.db.engine import open_database, session_scope  # noqa: E402
 from digest.db.models import Delivery, Subscriber  # noqa: E402
@@ -62,7 +63,7 @@ def setup(workdir: Path, count: int, database_url: str | None = None) -> tuple[o
     )
     newsletter = load_newsletter(settings.config)
     engine = open_database(settings.database_url)
-    pipeline.collect(newsletter, engine=engine, now=NOW)
+    pipeline.collect(newsletter, engine=engine, clock=FixedClock(NOW))
     seed_subscribers(engine, count)
     return settings, newsletter, engine
 
@@ -135,7 +136,7 @@ def main() -> None:
     try:
         settings, newsletter, engine = setup(workdir, count)
         with session_scope(engine) as session:
-            pipeline.build_edition(newsletter, session=session, edition_date=NOW.date(), now=NOW)  # type: ignore[arg-type]
+            pipeline.build_edition(newsletter, session=session, edition_date=NOW.date(), now=NOW, zone=UTC)  # type: ignore[arg-type]
         preview = pipeline.preview(
             settings,
             newsletter,

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 import pytest
 import sqlalchemy as sa
 
+from digest.clock import Clock, system_clock
 from digest.db.engine import open_database
 
 if TYPE_CHECKING:
@@ -37,6 +38,14 @@ def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 def now() -> datetime:
     """The fixed clock of every test."""
     return NOW
+
+
+@pytest.fixture
+def wall_clock() -> Clock:
+    """The real clock, handed in explicitly: only for tests that drive a real scheduler (APScheduler
+    fires its jobs on the wall clock) in this process or another one. Every date such a test
+    compares is read from this one clock, so it passes on any day (`.ci/run` moves the clock)."""
+    return system_clock
 
 
 def _postgres_url() -> str | None:

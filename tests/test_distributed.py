@@ -27,6 +27,7 @@ from digest.config import load_settings
 from digest.db.engine import session_scope
 from digest.db.models import Delivery, DeliveryStatus, Subscriber
 from digest.errors import SettingsError
+from tests.cli_helpers import ClockedRunner
 from tests.deliver.builders import Handler, smtp_server
 from tests.world import SECRET, World, make_world
 
@@ -239,7 +240,9 @@ def world_2000(engine: sa.Engine, db_url: str, demo_dir: Path, now: datetime) ->
             ],
         )
         # Freeze the edition with the test's clock; the workers' and sender's clocks are real.
-        editions.build_edition(world.newsletter, session=session, edition_date=now.date(), now=now)
+        editions.build_edition(
+            world.newsletter, session=session, edition_date=now.date(), now=now, zone=world.settings.zone
+        )
     return world
 
 
@@ -322,11 +325,9 @@ def test_three_workers_send_each_subscriber_exactly_once(
 
 
 def test_worker_without_a_broker_says_so(tmp_path: Path) -> None:
-    from typer.testing import CliRunner
-
     from digest.cli import app
 
-    result = CliRunner().invoke(app, ["worker"])
+    result = ClockedRunner().invoke(app, ["worker"])
     assert result.exit_code == 1
     assert "DIGEST_BROKER_URL: not set" in result.output
 

@@ -16,6 +16,7 @@ import sqlalchemy as sa
 from sqlmodel import Session, select
 
 from digest import pipeline
+from digest.clock import FixedClock, RunningClock
 from digest.config import load_newsletter, load_settings
 from digest.db.engine import open_database
 from digest.db.models import Article, CollectResult, Source
@@ -71,10 +72,10 @@ def test_two_workers_collect_exactly_what_one_process_collects(
     )
     cluster = Cluster(_env(db_url, config, broker), tmp_path, pool)
     try:
-        expected = pipeline.collect(newsletter, engine=here, now=now)
+        expected = pipeline.collect(newsletter, engine=here, clock=FixedClock(now))
         server.seen.clear()
         cluster.start_workers(2)
-        results = pipeline.collect(newsletter, engine=engine, now=now, settings=settings)
+        results = pipeline.collect(newsletter, engine=engine, clock=RunningClock(now), settings=settings)
         assert results == expected
         assert snapshot(engine) == snapshot(here)
         assert [r.status for r in results].count("new") == 10
@@ -83,7 +84,7 @@ def test_two_workers_collect_exactly_what_one_process_collects(
         # The second run: validators kept, every good feed answers 304, nothing new is stored.
         server.seen.clear()
         later = now + timedelta(hours=1)
-        again = pipeline.collect(newsletter, engine=engine, now=later, settings=settings)
+        again = pipeline.collect(newsletter, engine=engine, clock=RunningClock(later), settings=settings)
         assert _paths(server) == every_path
         conditional = [s for s in server.seen if s.path.startswith("/feed/")]
         assert all(s.headers.get("if-none-match") for s in conditional)
@@ -93,7 +94,7 @@ def test_two_workers_collect_exactly_what_one_process_collects(
             "same": "unchanged",
         }
         assert sum(r.new + r.updated for r in again) == 0
-        assert again == pipeline.collect(newsletter, engine=here, now=later)
+        assert again == pipeline.collect(newsletter, engine=here, clock=FixedClock(later))
         assert snapshot(engine) == snapshot(here)
     finally:
         cluster.stop()
@@ -179,7 +180,9 @@ def test_the_per_host_limit_holds_across_workers_and_their_threads(
     cluster = Cluster(env, tmp_path, test_distributed.THREADS)  # 2 workers x 4 threads, one site
     try:
         cluster.start_workers(2)
-        results = pipeline.collect(load_newsletter(config), engine=engine, now=now, settings=settings)
+        results = pipeline.collect(
+            load_newsletter(config), engine=engine, clock=RunningClock(now), settings=settings
+        )
     finally:
         cluster.stop()
     assert [r.status for r in results].count("new") == 6

@@ -6,6 +6,7 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from digest import pipeline
+from digest.clock import FixedClock
 from digest.config import Newsletter, load_newsletter, load_settings
 from digest.db.engine import session_scope
 from digest.deliver.memory import MemoryTransport
@@ -71,7 +72,7 @@ def test_a_carried_story_is_not_sent_again_even_when_another_outlet_reports_it(
     _reader(newsletter, engine, now)
     _feed(tmp_path, "wire", _story(1, now - timedelta(hours=2)))
     _feed(tmp_path, "post")
-    pipeline.collect(newsletter, engine=engine, now=now - timedelta(hours=1))
+    pipeline.collect(newsletter, engine=engine, clock=FixedClock(now - timedelta(hours=1)))
     assert _titles(_send(tmp_path, newsletter, engine, now)) == {"Story 1"}
 
     later = now + timedelta(days=1)
@@ -93,7 +94,7 @@ def test_a_carried_story_is_not_sent_again_even_when_another_outlet_reports_it(
             published=later - timedelta(hours=4),
         ),
     )
-    pipeline.collect(newsletter, engine=engine, now=later - timedelta(hours=1))
+    pipeline.collect(newsletter, engine=engine, clock=FixedClock(later - timedelta(hours=1)))
     assert _titles(_send(tmp_path, newsletter, engine, later)) == {"Story 2"}
 
 
@@ -104,12 +105,12 @@ def test_a_story_collected_while_an_edition_was_being_built_goes_in_the_next(
     _reader(newsletter, engine, now)
     _feed(tmp_path, "wire", _story(1, now - timedelta(hours=3)))
     _feed(tmp_path, "post")
-    pipeline.collect(newsletter, engine=engine, now=now - timedelta(hours=2))
+    pipeline.collect(newsletter, engine=engine, clock=FixedClock(now - timedelta(hours=2)))
     _feed(tmp_path, "post", Item("Story 5: chip maker opens lab", "https://post.example/5"))
     # An hourly collect that started a minute before the edition and committed after it was built:
     # its stories' first-seen time is before the edition, but the edition did not carry them.
     assert _titles(_send(tmp_path, newsletter, engine, now)) == {"Story 1"}
-    pipeline.collect(newsletter, engine=engine, now=now - timedelta(minutes=1))
+    pipeline.collect(newsletter, engine=engine, clock=FixedClock(now - timedelta(minutes=1)))
     later = now + timedelta(days=1)
     assert _titles(_send(tmp_path, newsletter, engine, later)) == {"Story 5"}
 
@@ -121,7 +122,7 @@ def test_stories_over_the_cap_wait_for_the_next_edition(
     _reader(newsletter, engine, now)
     _feed(tmp_path, "wire", *(_story(n, now - timedelta(hours=n)) for n in (1, 2, 3)))
     _feed(tmp_path, "post")
-    pipeline.collect(newsletter, engine=engine, now=now - timedelta(hours=1))
+    pipeline.collect(newsletter, engine=engine, clock=FixedClock(now - timedelta(hours=1)))
     assert _titles(_send(tmp_path, newsletter, engine, now)) == {"Story 1", "Story 2"}
     later = now + timedelta(days=1)
     assert _titles(_send(tmp_path, newsletter, engine, later)) == {"Story 3"}
@@ -141,7 +142,7 @@ def test_every_story_between_two_editions_is_in_the_second_exactly_once(
             at = edition_at - timedelta(hours=hour)
             stories.append(_story(len(stories) + 1, at - timedelta(minutes=30)))
             _feed(tmp_path, "wire", *stories)
-            pipeline.collect(newsletter, engine=engine, now=at)
+            pipeline.collect(newsletter, engine=engine, clock=FixedClock(at))
         sent += _send(tmp_path, newsletter, engine, edition_at)
     titles = [line.split(":")[0] for line in sent]
     assert sorted(titles) == sorted(f"Story {n}" for n in range(1, 13))

@@ -108,7 +108,7 @@ def test_running_twice_sends_nothing_twice(demo_env: Path) -> None:
     first = sorted(p.name for p in demo_env.rglob("*.eml"))
     second = runner.invoke(app, ["run"])
     assert second.exit_code == 0, second.output
-    assert "sent 0" in second.output
+    assert "already sent to 4; nothing left to send" in second.output  # not "sent 0"
     assert sorted(p.name for p in demo_env.rglob("*.eml")) == first
 
 

@@ -22,7 +22,9 @@ def test_ranges_are_consecutive_batches_of_the_matching_ids(
 ) -> None:
     world = make_world(engine, demo_dir, now, 11)
     with session_scope(engine) as session:
-        row, _ = editions.build_edition(world.newsletter, session=session, edition_date=now.date(), now=now)
+        row, _ = editions.build_edition(
+            world.newsletter, session=session, edition_date=now.date(), now=now, zone=world.settings.zone
+        )
         ledger.ensure_deliveries(row.id or 0, session=session, now=now)
     with session_scope(engine) as session:
         ids = list(session.exec(select(Delivery.id).order_by(col(Delivery.id))))

@@ -66,7 +66,7 @@ def test_only_the_latest_editions_copies_are_kept(tmp_path: Path) -> None:
         for chosen in (frozenset(), frozenset(samples.TOPICS[:1])):
             _, rendered = renderer.digest_for(edition, chosen)
             contents[edition.date, chosen] = renderer.content_for(rendered)
-    kept = {day for day, _ in renderer._cache}
+    kept = {day for day, _, _ in renderer._cache}
     assert kept == {e.date for e in days[-personalize.KEEP_EDITIONS :]}
     assert len(renderer._contents) == 2 * personalize.KEEP_EDITIONS
     # a copy still in the cache keeps its content (one key per copy); a forgotten one renders again
@@ -75,4 +75,4 @@ def test_only_the_latest_editions_copies_are_kept(tmp_path: Path) -> None:
     assert renderer.content_for(rendered) is contents[latest.date, frozenset()]
     _, again = renderer.digest_for(days[0], frozenset())
     assert again.html == renderer.digest_for(days[0], frozenset())[1].html
-    assert {day for day, _ in renderer._cache} == {days[0].date, *(e.date for e in days[-2:])}
+    assert {day for day, _, _ in renderer._cache} == {days[0].date, *(e.date for e in days[-2:])}

@@ -7,6 +7,7 @@ import sqlalchemy as sa
 from sqlmodel import Session, select
 
 from digest import pipeline
+from digest.clock import FixedClock
 from digest.config import load_newsletter, load_settings
 from digest.db.engine import session_scope
 from digest.db.models import Delivery, DeliveryStatus, Subscriber, SubscriberEvent, SubscriberStatus
@@ -16,7 +17,7 @@ from digest.subscribers import add_subscriber
 
 def _setup(demo_dir: Path, engine: sa.Engine, now: datetime, *people: tuple[str, list[str]]) -> None:
     newsletter = load_newsletter(demo_dir / "digest.toml")
-    pipeline.collect(newsletter, engine=engine, now=now)
+    pipeline.collect(newsletter, engine=engine, clock=FixedClock(now))
     with session_scope(engine) as session:
         for email, topics in people:
             add_subscriber(

@@ -8,7 +8,7 @@ import sys
 import threading
 import time as timing
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +17,7 @@ import sqlalchemy as sa
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from sqlmodel import Session, col, select
 
+from digest.clock import Clock
 from digest.db.models import Delivery, SchedulerLease, ScheduleRun
 from digest.lease import Lease, current_holder
 from digest.scheduler import JOBS_TABLE, BackgroundRunner, Runner
@@ -84,10 +85,12 @@ def runs(engine: sa.Engine, job: str) -> list[ScheduleRun]:
 
 
 def test_jobs_persist_and_a_missed_run_is_caught_up_once(
-    engine: sa.Engine, tmp_path: Path, db_url: str
+    engine: sa.Engine, tmp_path: Path, db_url: str, wall_clock: Clock
 ) -> None:
     cfg = settings(tmp_path, db_url, scheduler_lease_seconds=10)
-    first = BackgroundRunner(Runner(cfg, newsletter(), engine=engine, owner="first")).start()
+    first = BackgroundRunner(
+        Runner(cfg, newsletter(), engine=engine, clock=wall_clock, owner="first")
+    ).start()
     wait_for(lambda: [r for r in runs(engine, "dispatch") if r.status == "ok"], what="a dispatch run")
     first.stop()
     store = SQLAlchemyJobStore(engine=engine, tablename=JOBS_TABLE)
@@ -95,11 +98,13 @@ def test_jobs_persist_and_a_missed_run_is_caught_up_once(
     assert sorted(jobs) == ["collect", "dispatch", "expire"]
     # pretend the machine was off for three collection periods
     collect = jobs["collect"]
-    collect.next_run_time = datetime.now(UTC) - timedelta(hours=3)
+    collect.next_run_time = wall_clock() - timedelta(hours=3)
     store.update_job(collect)
     assert runs(engine, "collect") == []
 
-    second = BackgroundRunner(Runner(cfg, newsletter(), engine=engine, owner="second")).start()
+    second = BackgroundRunner(
+        Runner(cfg, newsletter(), engine=engine, clock=wall_clock, owner="second")
+    ).start()
     wait_for(lambda: runs(engine, "collect"), what="the missed collection")
     wait_for(lambda: len(runs(engine, "dispatch")) == 2, what="the takeover dispatch")
     second.stop()
@@ -149,10 +154,12 @@ def processes() -> Iterator[list[Process]]:
         p.kill()
 
 
-def scheduler_env(tmp_path: Path, db_url: str, smtp_port: int, **extra: str) -> dict[str, str]:
+def scheduler_env(tmp_path: Path, db_url: str, smtp_port: int, now: datetime, **extra: str) -> dict[str, str]:
+    """A `digest schedule` process's environment, sending a minute before `now` (the wall clock's:
+    the process reads that one) so that its first dispatch sends."""
     config = tmp_path / "digest.toml"
     config.write_text(NEWSLETTER_TOML)
-    due = datetime.now(UTC) - timedelta(minutes=1)  # due a minute ago: the first dispatch sends
+    due = now - timedelta(minutes=1)
     env = {k: v for k, v in os.environ.items() if not k.startswith("DIGEST_")}
     env.update(
         {
@@ -178,14 +185,14 @@ def statuses(engine: sa.Engine) -> list[tuple[str, int]]:
 
 
 def test_two_schedulers_send_each_edition_once(
-    engine: sa.Engine, tmp_path: Path, db_url: str, processes: list[Process]
+    engine: sa.Engine, tmp_path: Path, db_url: str, processes: list[Process], wall_clock: Clock
 ) -> None:
-    now = datetime.now(UTC)
+    now = wall_clock()
     add_subscribers(engine, now, ["UTC"] * 5)
     add_story(engine, now - timedelta(hours=1), 1)
     inbox = Inbox()
     with smtp_server(inbox) as port:
-        env = scheduler_env(tmp_path, db_url, port)
+        env = scheduler_env(tmp_path, db_url, port, now)
         processes.extend([Process(env, tmp_path / "a.log"), Process(env, tmp_path / "b.log")])
         inbox.wait(5, timeout=60)
         wait_for(lambda: statuses(engine) == [("sent", 1)] * 5, what="five sent rows")
@@ -223,14 +230,19 @@ class BlockingInbox(Inbox):
 
 @pytest.mark.parametrize("command", [("schedule",), ("serve", "--port", "0")], ids=["schedule", "serve"])
 def test_sigterm_finishes_and_records_the_batch_in_hand(
-    engine: sa.Engine, tmp_path: Path, db_url: str, processes: list[Process], command: tuple[str, ...]
+    engine: sa.Engine,
+    tmp_path: Path,
+    db_url: str,
+    processes: list[Process],
+    wall_clock: Clock,
+    command: tuple[str, ...],
 ) -> None:
-    now = datetime.now(UTC)
+    now = wall_clock()
     add_subscribers(engine, now, ["UTC"] * 4)
     add_story(engine, now - timedelta(hours=1), 1)
     inbox = BlockingInbox()
     with smtp_server(inbox) as port:
-        env = scheduler_env(tmp_path, db_url, port, DIGEST_SEND_BATCH_SIZE="2")
+        env = scheduler_env(tmp_path, db_url, port, now, DIGEST_SEND_BATCH_SIZE="2")
         first = Process(env, tmp_path / "first.log", command)
         processes.append(first)
         assert inbox.arrived.wait(timeout=60), first.text()
@@ -261,14 +273,14 @@ def test_sigterm_finishes_and_records_the_batch_in_hand(
 
 
 def test_a_standby_takes_over_from_a_killed_leader_without_sending_twice(
-    engine: sa.Engine, tmp_path: Path, db_url: str, processes: list[Process]
+    engine: sa.Engine, tmp_path: Path, db_url: str, processes: list[Process], wall_clock: Clock
 ) -> None:
-    now = datetime.now(UTC)
+    now = wall_clock()
     add_subscribers(engine, now, ["UTC"] * 4)
     add_story(engine, now - timedelta(hours=1), 1)
     inbox = BlockingInbox()
     with smtp_server(inbox) as port:
-        env = scheduler_env(tmp_path, db_url, port, DIGEST_SEND_BATCH_SIZE="2")
+        env = scheduler_env(tmp_path, db_url, port, now, DIGEST_SEND_BATCH_SIZE="2")
         leader = Process(env, tmp_path / "leader.log")
         processes.append(leader)
         assert inbox.arrived.wait(timeout=60), leader.text()

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pytest
 from sqlmodel import select
-from typer.testing import CliRunner
 
 from digest.cli import app
 from digest.db.engine import session_scope
@@ -15,6 +14,7 @@ from digest.deliver.memory import MemoryTransport
 from digest.errors import SettingsError
 from digest.tokens import TokenSigner
 from digest.unsubscribe_mail import MaildirMailbox, open_mailbox, process_requests
+from tests.cli_helpers import ClockedRunner
 from tests.world import SECRET, World
 
 
@@ -66,7 +66,7 @@ def test_the_command_reads_the_configured_maildir(
     monkeypatch.setenv("DIGEST_DATABASE_URL", world.engine.url.render_as_string(hide_password=False))
     monkeypatch.setenv("DIGEST_SECRET_KEY", SECRET)
     monkeypatch.setenv("DIGEST_UNSUBSCRIBE_MAILBOX", f"maildir:{tmp_path / 'Maildir'}")
-    result = CliRunner().invoke(app, ["unsubscribe-mail"])
+    result = ClockedRunner().invoke(app, ["unsubscribe-mail"])
     assert result.exit_code == 0, result.output
     assert "read 1, unsubscribed 1" in result.output
     assert statuses(world)[world.emails[0]] == SubscriberStatus.UNSUBSCRIBED

@@ -7,6 +7,7 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from digest import pipeline
+from digest.clock import FixedClock
 from digest.config import Newsletter, Settings, load_newsletter, load_settings
 from digest.db.engine import session_scope
 from digest.subscribers import add_subscriber
@@ -49,7 +50,7 @@ def make_world(engine: sa.Engine, demo_dir: Path, now: datetime, count: int, **s
     }
     s = load_settings(**{**defaults, **settings})  # a test's own values win, secret_key=None too
     newsletter = load_newsletter(config)
-    pipeline.collect(newsletter, engine=engine, now=now)
+    pipeline.collect(newsletter, engine=engine, clock=FixedClock(now))
     emails = [f"reader{i:03d}@example.com" for i in range(1, count + 1)]
     with session_scope(engine) as session:
         for email in emails:

@@ -5,6 +5,7 @@ one clock and hand `now` (or the clock, where something waits) to what they call
 `FixedClock` through the same door, so no test depends on the real date.
 """
 
+import time
 from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta, tzinfo
 
@@ -35,6 +36,23 @@ class FixedClock:
     def set(self, when: datetime) -> None:
         """Jump to `when` (timezone-aware)."""
         self.now = when.astimezone(UTC)
+
+
+class RunningClock:
+    """A clock that starts at a given time and runs at the real pace (the monotonic clock).
+
+    For tests that wait on real processes or servers (a timeout must expire) while every date
+    they see stays independent of the real calendar.
+    """
+
+    def __init__(self, start: datetime) -> None:
+        if start.tzinfo is None:
+            raise ValueError("RunningClock needs a timezone-aware datetime")
+        self.start = start.astimezone(UTC)
+        self._origin = time.monotonic()
+
+    def __call__(self) -> datetime:
+        return self.start + timedelta(seconds=time.monotonic() - self._origin)
 
 
 def local_date(zone: tzinfo, now: datetime) -> date:

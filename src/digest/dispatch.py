@@ -19,6 +19,7 @@ import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
 from digest import pipeline
+from digest.clock import Clock
 from digest.config import Newsletter, Settings
 from digest.db import queries
 from digest.db.engine import session_scope
@@ -155,6 +156,33 @@ def skip_stale(
     return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
 
+def next_send(
+    zone: str, *, settings: Settings, now: datetime, session: Session
+) -> tuple[date, datetime, bool]:
+    """The edition the scheduler will send `zone` next, when it is due, and whether it is overdue.
+
+    What `dispatch` will do, not only the calendar: the newest edition already due if the zone's
+    readers are still waiting for it and it is not stale (the next dispatch sends it), else the
+    next date due that they do not all have yet (a manual `digest send` may have sent it early).
+    """
+    audience = zone_audience(zone, settings.timezone)
+    lateness = timedelta(hours=settings.max_lateness_hours)
+
+    def waiting(day: date) -> bool:
+        edition = queries.edition_for(day, session=session)
+        return has_work(edition.id if edition is not None else None, audience, session=session)
+
+    day, due = latest_due(zone, settings.send_time, now)
+    if now - due <= lateness and waiting(day):
+        return day, due, True
+    day, due = next_due(zone, settings.send_time, now)
+    # Editions are built on their date, or ahead by hand: only a few of them can exist ahead.
+    while queries.edition_for(day, session=session) is not None and not waiting(day):
+        day += timedelta(days=1)
+        due = due_at(zone, day, settings.send_time)
+    return day, due, False
+
+
 # --- the run log ----------------------------------------------------------------------------
 
 
@@ -255,7 +283,7 @@ def dispatch(
     newsletter: Newsletter,
     *,
     engine: sa.Engine,
-    clock: pipeline.Clock,
+    clock: Clock,
     transport_factory: Callable[[], Transport],
     owner: str,
     collect: Callable[[], object] | None = None,
@@ -348,7 +376,7 @@ def _send_zone(
     p: ZonePlan,
     *,
     engine: sa.Engine,
-    clock: pipeline.Clock,
+    clock: Clock,
     transport: Transport,
     owner: str,
     should_stop: Callable[[], bool] | None,

@@ -21,6 +21,7 @@ from celery.exceptions import Reject
 from kombu.exceptions import KombuError, OperationalError
 
 from digest import pipeline
+from digest.clock import Clock, system_clock
 from digest.config import Newsletter, Settings, load_newsletter
 from digest.db.engine import open_database
 from digest.deliver import claims
@@ -50,9 +51,12 @@ class WorkerState:
     opened here is opened once under a lock, and send tasks take turns (`send_turn`), so that
     DIGEST_SEND_CONCURRENCY connections and DIGEST_SEND_RATE hold per worker process, as they do
     for one `digest send`, while the collect tasks (waiting on feeds) run side by side.
+
+    A worker process is a door: `clock` is its one clock, handed to every task it runs.
     """
 
     settings: Settings
+    clock: Clock = system_clock
     _engine: sa.Engine | None = None
     _newsletter: Newsletter | None = None
     _renderer: Renderer | None = field(default=None, repr=False)
@@ -121,11 +125,11 @@ class WorkerState:
             settings,
             self.newsletter(),
             engine=self.engine(),
-            lanes=make_lanes(settings, clock=pipeline.utc_now),
+            lanes=make_lanes(settings, clock=self.clock),
             edition_id=edition_id,
             batch=claims.Batch(first_id, last_id),
             owner=claims.worker_name(),
-            clock=pipeline.utc_now,
+            clock=self.clock,
             renderer=self.renderer(),
             audience=zone_audience(zone, settings.timezone) if zone else None,
         )
@@ -142,7 +146,7 @@ class WorkerState:
             task,
             engine=self.engine(),
             options=FetchOptions.from_settings(self.settings),
-            clock=pipeline.utc_now,
+            clock=self.clock,
         )
 
 
@@ -296,7 +300,7 @@ def send_edition(
     *,
     engine: sa.Engine,
     edition_date: date,
-    clock: pipeline.Clock,
+    clock: Clock,
     zone: str | None = None,
     audience: sa.ColumnElement[bool] | None = None,
     resend_unknown: bool = False,
@@ -325,7 +329,7 @@ def collect(
     *,
     engine: sa.Engine,
     now: datetime,
-    clock: pipeline.Clock,
+    clock: Clock,
     on_fetched: Callable[[str, str | None], None] | None = None,
 ) -> list[SourceResult]:
     """`digest collect` in distributed mode: one task per source for the workers, stored here."""

@@ -3,7 +3,7 @@
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta, tzinfo
 
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
@@ -75,13 +75,21 @@ def _match(
 
 
 def _lead(record: queries.StoryRecord) -> list[tuple[Article, Source]]:
-    """The story's own article first; the other outlets follow in order of publication."""
+    """The story's own article first (when it is in the window); the others by publication."""
     return sorted(record.articles, key=lambda pair: pair[0].url != record.story.url)
 
 
 def _story_items(
     newsletter: Newsletter, matched: Iterable[tuple[queries.StoryRecord, topics.TopicMatch]]
 ) -> list[compose.StoryItem]:
+    # Which date of a story (a cluster of articles) counts: an edition takes a story when one of
+    # its articles was published in the window, and shows only those articles (the records hold
+    # no others). Not the story's earliest date: a fresh report that clustered with an archive
+    # entry of the same event (a new source's backlog, collected the same hour) would be dropped
+    # as old and its news lost. Not its latest: the archive entries would then ride along, and an
+    # entry older than the window never enters an edition, not even as "also reported by". The
+    # story is shown with its own first article if that is in the window, else its earliest one
+    # that is, and that article's time.
     source_cfg = {s.name: s for s in newsletter.sources}
     items = []
     for record, match in matched:
@@ -89,6 +97,7 @@ def _story_items(
             continue
         articles = _lead(record)
         article = articles[0][0]
+        own = article.url == record.story.url  # else the story's first article is outside the window
         seen: set[str] = set()
         refs = []
         for a, s in articles:
@@ -99,10 +108,10 @@ def _story_items(
         items.append(
             compose.StoryItem(
                 id=record.story.id,
-                title=record.story.title,
-                url=record.story.url,
+                title=record.story.title if own else article.title,
+                url=article.url,
                 summary_html=article.summary_html,
-                published=record.story.published_at,
+                published=article.published_at,
                 sources=tuple(refs),
                 topic=match.topic,
                 reason=match.reason,
@@ -126,12 +135,12 @@ class TopicExplanation:
 
 
 def explain_topics(
-    newsletter: Newsletter, *, engine: sa.Engine, edition_date: date, now: datetime
+    newsletter: Newsletter, *, engine: sa.Engine, edition_date: date, now: datetime, zone: tzinfo
 ) -> list[TopicExplanation]:
     """Every story waiting for the edition of a date: its topic, why, and whether it makes the cut."""
     with session_scope(engine) as session:
-        since = _window_start(newsletter, session, edition_date, now)
-        records = queries.unsent_stories(session=session, since=since)
+        window = edition_window(newsletter, session=session, edition_date=edition_date, now=now, zone=zone)
+        records = queries.unsent_stories(session=session, start=window.start, end=window.end)
     # The same stories and topic decisions as the draft: read and matched once, not twice.
     matched = _match(newsletter, records)
     items = {(i.id, i.topic): i for i in _story_items(newsletter, matched)}  # a split story: one per topic
@@ -155,27 +164,51 @@ def explain_topics(
     return sorted(rows, key=lambda r: (order.get(r.topic or "", len(order)), not r.in_edition, -r.score))
 
 
-def _window_start(newsletter: Newsletter, session: Session, edition_date: date, now: datetime) -> datetime:
-    """First-seen time from which uncarried stories are candidates for an edition built `now`.
+@dataclass(frozen=True, slots=True)
+class Window:
+    """The publication times an edition covers, `start` and `end` included (aware UTC)."""
 
-    Not the previous edition's build time: a collect that started before that build and committed
-    after it has stories first seen earlier that the previous edition never saw, and stories over
-    the previous edition's caps wait for this one. So the window reaches back as far as the previous
-    edition's own did; stories it carried are excluded by EditionStory, never by time.
+    start: datetime
+    end: datetime
+
+
+def cutoff(edition_date: date, *, built_at: datetime, zone: tzinfo) -> datetime:
+    """Where the window of the edition of `edition_date` ends if it is built at `built_at`.
+
+    The moment it is built (nothing published later can be in it), but never after its date ends
+    in the newsletter's time zone: a backdated or late edition holds its own day's news, and
+    what came after waits for the next edition.
+    """
+    day_end = datetime.combine(edition_date + timedelta(days=1), time(0), tzinfo=zone)
+    return min(built_at, day_end.astimezone(UTC))
+
+
+def edition_window(
+    newsletter: Newsletter, *, session: Session, edition_date: date, now: datetime, zone: tzinfo
+) -> Window:
+    """The window of the edition of `edition_date`, built `now` (README: "The window of an edition").
+
+    It reaches `lookback_hours` back from the previous edition's cut-off, not from its own: an
+    entry collected after that edition was frozen (an hourly collect, a feed that was down) and a
+    story over its caps get one more edition. Stories it carried are excluded by EditionStory,
+    never by time. The same function serves preview, send, run, the scheduler's catch-up and a
+    backdated `--date`, so they agree.
     """
     lookback = timedelta(hours=newsletter.newsletter.lookback_hours)
+    end = cutoff(edition_date, built_at=now, zone=zone)
+    start = end - lookback
     previous = queries.latest_edition_before(edition_date, session=session)
-    start = min(previous.built_at - lookback, now - lookback) if previous else now - lookback
-    return max(start, now - MAX_CATCH_UP)  # after long downtime, older news is stale: let it go
+    if previous is not None:
+        start = min(start, cutoff(previous.date, built_at=previous.built_at, zone=zone) - lookback)
+    return Window(max(start, end - MAX_CATCH_UP), end)  # after long downtime, older news is stale
 
 
 def compose_draft(
-    newsletter: Newsletter, *, session: Session, edition_date: date, now: datetime
+    newsletter: Newsletter, *, session: Session, edition_date: date, now: datetime, zone: tzinfo
 ) -> compose.Edition:
     """What the edition of `edition_date` would contain if it were built now (nothing is saved)."""
-    records = queries.unsent_stories(
-        session=session, since=_window_start(newsletter, session, edition_date, now)
-    )
+    window = edition_window(newsletter, session=session, edition_date=edition_date, now=now, zone=zone)
+    records = queries.unsent_stories(session=session, start=window.start, end=window.end)
     items = _story_items(newsletter, _match(newsletter, records))
     return _compose(newsletter, items, edition_date=edition_date, now=now)
 
@@ -196,23 +229,27 @@ def _compose(
 
 
 def edition_or_draft(
-    newsletter: Newsletter, *, session: Session, edition_date: date, now: datetime
+    newsletter: Newsletter, *, session: Session, edition_date: date, now: datetime, zone: tzinfo
 ) -> tuple[compose.Edition, EditionRow | None]:
     """The frozen edition of a date if built, else a draft of it (the row is None then)."""
     row = queries.edition_for(edition_date, session=session)
     if row is not None:
         return compose.Edition.from_json(row.content_json), row
-    return compose_draft(newsletter, session=session, edition_date=edition_date, now=now), None
+    draft = compose_draft(newsletter, session=session, edition_date=edition_date, now=now, zone=zone)
+    return draft, None
 
 
 def build_edition(
-    newsletter: Newsletter, *, session: Session, edition_date: date, now: datetime
+    newsletter: Newsletter, *, session: Session, edition_date: date, now: datetime, zone: tzinfo
 ) -> tuple[EditionRow, compose.Edition]:
-    """The edition of a date: built and frozen on first call, the same content ever after."""
+    """The edition of a date: built and frozen on first call, the same content ever after.
+
+    `zone` is the newsletter's time zone (DIGEST_TIMEZONE), where edition dates are counted.
+    """
     row = queries.edition_for(edition_date, session=session)
     if row is not None:
         return row, compose.Edition.from_json(row.content_json)
-    edition = compose_draft(newsletter, session=session, edition_date=edition_date, now=now)
+    edition = compose_draft(newsletter, session=session, edition_date=edition_date, now=now, zone=zone)
     row = EditionRow(
         date=edition_date,
         subject=render.subject_for(newsletter.newsletter, edition),

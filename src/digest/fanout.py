@@ -17,6 +17,7 @@ import sqlalchemy as sa
 from sqlmodel import Session, col
 
 from digest import pipeline
+from digest.clock import Clock
 from digest.config import Newsletter, Settings
 from digest.db.engine import session_scope
 from digest.db.models import Delivery, DeliveryStatus, Subscriber
@@ -117,7 +118,7 @@ def send_distributed(
     *,
     engine: sa.Engine,
     edition_date: date,
-    clock: pipeline.Clock,
+    clock: Clock,
     enqueue: Enqueue,
     sleep: Callable[[float], None],
     zone: str | None = None,
@@ -149,9 +150,11 @@ def send_distributed(
                 session=session,
                 edition_date=edition_date,
                 now=started,
+                zone=settings.zone,
                 audience=audience,
                 resend_unknown=resend_unknown,
             )
+            already = ledger.counts(edition_id, session=session, audience=audience)[DeliveryStatus.SENT]
         with session_scope(engine) as session:  # a template error stops us before anything is queued
             renderer.prepare(edition, active_topic_sets(session=session))
             outstanding = _outstanding(edition_id, started, audience)
@@ -200,6 +203,7 @@ def send_distributed(
         retry=report["retry"],
         skipped=report["skipped"],
         unknown=report["unknown"],
+        already=already,
     )
 
 

@@ -7,6 +7,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Protocol
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import jinja2
 from sqlmodel import Session, select
@@ -53,15 +54,20 @@ KEEP_EDITIONS = 3  # dates whose rendered copies a long-running process keeps
 
 @dataclass
 class Renderer:
-    """Renders each distinct (edition, topic set) once and fills it per reader."""
+    """Renders each distinct (edition, topic set, time zone) once and fills it per reader.
+
+    Story times are shown in the reader's time zone, so a copy is rendered per zone among its
+    readers, not per reader: a reader costs a dictionary lookup, whatever their zone.
+    """
 
     settings: Settings
     newsletter: Newsletter
     env: jinja2.Environment
     signer: TokenSigner
-    _cache: dict[tuple[date, frozenset[str]], tuple[compose.Edition, render.RenderedDigest]] = field(
+    _cache: dict[tuple[date, frozenset[str], str], tuple[compose.Edition, render.RenderedDigest]] = field(
         default_factory=dict
     )
+    _zones: dict[str | None, ZoneInfo] = field(default_factory=dict, repr=False)
     _contents: dict[int, tuple[render.RenderedDigest, MessageContent]] = field(default_factory=dict)
     _used: dict[date, None] = field(default_factory=dict)  # dates cached, least recently used first
     # A threads-pool worker shares one renderer between its tasks: without the lock two tasks
@@ -69,11 +75,13 @@ class Renderer:
     _lock: threading.RLock = field(default_factory=threading.RLock, repr=False, compare=False)
 
     def digest_for(
-        self, edition: compose.Edition, chosen: frozenset[str]
+        self, edition: compose.Edition, chosen: frozenset[str], timezone: str | None = None
     ) -> tuple[compose.Edition, render.RenderedDigest]:
-        """The subscriber's copy of the edition, rendered (cached per topic set)."""
+        """The subscriber's copy of the edition, rendered with story times in `timezone` (None:
+        the newsletter's DIGEST_TIMEZONE); cached per topic set and zone."""
         copy = compose.for_subscriber(edition, chosen)
-        key = (edition.date, copy.topic_names)
+        zone = self.zone(timezone)
+        key = (edition.date, copy.topic_names, zone.key)
         with self._lock:
             self._used.pop(edition.date, None)
             self._used[edition.date] = None  # the most recently used date goes last
@@ -84,10 +92,23 @@ class Renderer:
                     self.newsletter.newsletter,
                     copy,
                     archive_url=self.archive_url(edition.date),
+                    zone=zone,
                 )
                 render.check_slots(rendered)
                 hit = self._cache[key] = (copy, rendered)
                 self._forget_old_editions()
+        return hit
+
+    def zone(self, name: str | None) -> ZoneInfo:
+        """A reader's time zone by name: the newsletter's for None, or for a name zoneinfo does not
+        know (hand-edited in the database; the scheduler logs those and leaves their readers out)."""
+        hit = self._zones.get(name)
+        if hit is None:
+            try:
+                hit = ZoneInfo(name) if name else self.settings.zone
+            except (ZoneInfoNotFoundError, ValueError):
+                hit = self.settings.zone
+            self._zones[name] = hit
         return hit
 
     def _forget_old_editions(self) -> None:
@@ -109,11 +130,12 @@ class Renderer:
             del self._contents[ident]
 
     def prepare(self, edition: compose.Edition, topic_sets: Iterable[frozenset[str]]) -> int:
-        """Render the full edition and every given topic set's copy now; the number of copies."""
+        """Render the full edition and every given topic set's copy now (in the newsletter's time
+        zone: a template error shows up in any one); the number of copies of the edition so far."""
         for chosen in [frozenset(), *topic_sets]:
             self.digest_for(edition, chosen)
         with self._lock:
-            return sum(1 for day, _ in self._cache if day == edition.date)
+            return sum(1 for day, _, _ in self._cache if day == edition.date)
 
     def archive_url(self, day: date) -> str:
         """Public web copy of an edition."""

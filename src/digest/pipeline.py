@@ -7,16 +7,18 @@ app call these functions and nothing deeper.
 import logging
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta, tzinfo
 
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
 from digest import compose, render
+from digest.clock import Clock
 from digest.config import Newsletter, Settings
 from digest.db import queries
 from digest.db.engine import session_scope
 from digest.db.models import (
+    Delivery,
     DeliveryStatus,
     Subscriber,
     SubscriberStatus,
@@ -38,16 +40,10 @@ from digest.subscribers import get_subscriber, record_event, resume_paused, topi
 
 log = logging.getLogger(__name__)
 
-Clock = Callable[[], datetime]
 BATCH_SIZE = 500
 # A report lists this many failures; the rest are counted (every error is in the ledger), so a
 # send that fails for all of 100,000 readers does not hold 100,000 strings.
 FAILURES_KEPT = 20
-
-
-def utc_now() -> datetime:
-    """The real clock (entry points pass it in; tests pass a fixed one)."""
-    return datetime.now(UTC)
 
 
 def today(settings: Settings, now: datetime) -> date:
@@ -62,21 +58,23 @@ def collect(
     newsletter: Newsletter,
     *,
     engine: sa.Engine,
-    now: datetime,
+    clock: Clock,
     settings: Settings | None = None,
     on_fetched: Callable[[str, str | None], None] | None = None,
     parse_workers: int | None = None,
 ) -> list[SourceResult]:
     """Fetch every source and store new articles as stories (fetch options from `settings`).
 
-    With DIGEST_BROKER_URL set, `digest worker` processes fetch and parse one source per task
-    and this process stores what they found (issue 7); the stories come out the same.
+    Articles are stamped with `clock()` read once at the start (their first-seen time). With
+    DIGEST_BROKER_URL set, `digest worker` processes fetch and parse one source per task and
+    this process stores what they found (issue 7), waiting on `clock`; the stories come out the same.
     """
+    now = clock()
     if settings is not None and settings.broker_url is not None:
         from digest import distributed  # imports Celery: only in distributed mode
 
         return distributed.collect(
-            settings, newsletter, engine=engine, now=now, clock=utc_now, on_fetched=on_fetched
+            settings, newsletter, engine=engine, now=now, clock=clock, on_fetched=on_fetched
         )
     options = FetchOptions.from_settings(settings) if settings is not None else FetchOptions()
     with session_scope(engine) as session:
@@ -105,6 +103,12 @@ class SendReport:
     skipped: int = 0
     unknown: int = 0
     failures: tuple[str, ...] = ()  # "address: error", the first FAILURES_KEPT of failed + retry
+    already: int = 0  # readers (of the audience) who had this edition before this send
+
+    @property
+    def nothing_new(self) -> bool:
+        """True when this send had nothing to do because everyone already had the edition."""
+        return bool(self.already) and not (self.sent or self.failed or self.retry or self.skipped)
 
     @property
     def needs_attention(self) -> bool:
@@ -118,13 +122,14 @@ def open_edition(
     session: Session,
     edition_date: date,
     now: datetime,
+    zone: tzinfo,
     audience: sa.ColumnElement[bool] | None,
     resend_unknown: bool,
 ) -> tuple[int, compose.Edition]:
     """Ready an edition for sending: build or load it, end finished pauses, put back the unknown
     rows if asked, and give every reader in the audience a delivery row. The caller has already
     settled the rows a crash left in flight (how depends on one process or many workers)."""
-    row, edition = build_edition(newsletter, session=session, edition_date=edition_date, now=now)
+    row, edition = build_edition(newsletter, session=session, edition_date=edition_date, now=now, zone=zone)
     assert row.id is not None
     resume_paused(session=session, now=now)
     if resend_unknown:
@@ -227,9 +232,11 @@ def send_edition(
                 session=session,
                 edition_date=edition_date,
                 now=now,
+                zone=settings.zone,
                 audience=audience,
                 resend_unknown=resend_unknown,
             )
+            already = ledger.counts(edition_id, session=session, audience=audience)[DeliveryStatus.SENT]
         # Render every distinct copy before the first claim: a template error stops the send with
         # nothing claimed (issue 4), whichever topic set would have hit it.
         with session_scope(engine) as session:
@@ -253,7 +260,9 @@ def send_edition(
             if edition_row is not None and edition_row.sent_at is None:
                 edition_row.sent_at = clock()
                 session.add(edition_row)
-    return journal.report(edition_date, edition.story_count, unknown=counts[DeliveryStatus.UNKNOWN])
+    return journal.report(
+        edition_date, edition.story_count, unknown=counts[DeliveryStatus.UNKNOWN], already=already
+    )
 
 
 def _send_rows(
@@ -380,7 +389,7 @@ def _messages(
                 chosen = topic_sets.get(row.topics)
                 if chosen is None:
                     chosen = topic_sets[row.topics] = frozenset(t for t in row.topics.split("\n") if t)
-                copy, rendered = renderer.digest_for(edition, chosen)
+                copy, rendered = renderer.digest_for(edition, chosen, row.timezone)
                 if copy.story_count == 0:
                     skipped.setdefault("no new stories in their topics", []).append(row.delivery_id)
                     continue
@@ -413,7 +422,9 @@ class _Journal:
     skipped: int = 0
     failures: list[str] = field(default_factory=list)  # the first FAILURES_KEPT
 
-    def report(self, edition_date: date, story_count: int, *, unknown: int = 0) -> SendReport:
+    def report(
+        self, edition_date: date, story_count: int, *, unknown: int = 0, already: int = 0
+    ) -> SendReport:
         """The tally as a send's report."""
         return SendReport(
             edition_date=edition_date,
@@ -424,6 +435,7 @@ class _Journal:
             skipped=self.skipped,
             unknown=unknown,
             failures=tuple(self.failures),
+            already=already,
         )
 
     def step(self, done: Sequence[Call], claim: Sequence[OutgoingMessage]) -> None:
@@ -513,12 +525,14 @@ def preview(
     """Render a date's edition for one subscriber (or a sample reader) without sending."""
     renderer = renderer or make_renderer(settings, newsletter)
     with session_scope(engine) as session:
-        edition, row = edition_or_draft(newsletter, session=session, edition_date=edition_date, now=now)
+        edition, row = edition_or_draft(
+            newsletter, session=session, edition_date=edition_date, now=now, zone=settings.zone
+        )
         edition_id = row.id if row is not None else None
         subscriber = (
             get_subscriber(subscriber_email, session=session) if subscriber_email else SAMPLE_SUBSCRIBER
         )
-    copy, rendered = renderer.digest_for(edition, topics_of(subscriber))
+    copy, rendered = renderer.digest_for(edition, topics_of(subscriber), subscriber.timezone)
     message = renderer.message(rendered, subscriber=subscriber, delivery_id=0, edition_id=edition_id or 0)
     return Preview(edition=copy, rendered=rendered, message=message, built=row is not None)
 
@@ -532,41 +546,78 @@ def dry_run(
     clock: Clock,
     batch_size: int | None = None,
 ) -> SendReport:
-    """Build every active subscriber's message, to the bytes, and count; nothing is sent or saved.
+    """Count what `digest send` would do now, building each message to the bytes; nothing is sent
+    or saved.
 
-    Subscribers are read `batch_size` at a time (default DIGEST_SEND_BATCH_SIZE) and each message
-    is dropped once built, so a dry run of a long list stays as small as a send.
+    The same readers as a real send: those who already have the edition are counted as already
+    sent (or unknown, after a crash) and not built; a row waiting for a reader who unsubscribed,
+    bounced or paused since is counted as skipped; an active reader (or one whose pause has ended:
+    the send resumes them first) with no row yet or one to send or retry gets a message, unless
+    nothing is left for their topics. Readers are read `batch_size` at a time (default
+    DIGEST_SEND_BATCH_SIZE) and each message is dropped once built, so it stays as small as a send.
     """
     renderer = make_renderer(settings, newsletter)
     encoder = MessageEncoder()
     size = batch_size or settings.send_batch_size
     now = clock()
     with session_scope(engine) as session:
-        edition, _ = edition_or_draft(newsletter, session=session, edition_date=edition_date, now=now)
+        edition, row = edition_or_draft(
+            newsletter, session=session, edition_date=edition_date, now=now, zone=settings.zone
+        )
+        edition_id = (row.id or 0) if row is not None else 0  # 0: no edition, so no delivery rows
+        counts = ledger.counts(edition_id, session=session)
+    active_now = sa.or_(
+        col(Subscriber.status) == SubscriberStatus.ACTIVE,
+        sa.and_(col(Subscriber.status) == SubscriberStatus.PAUSED, col(Subscriber.paused_until) <= now),
+    )
     built = skipped = 0
     after_id = 0
     while True:
         with session_scope(engine) as session:
-            page = list(
-                session.exec(
-                    select(Subscriber)
-                    .where(Subscriber.status == SubscriberStatus.ACTIVE, col(Subscriber.id) > after_id)
-                    .order_by(col(Subscriber.id))
-                    .limit(size)
+            page = session.exec(
+                select(Subscriber, col(Delivery.status))
+                .outerjoin(
+                    Delivery,
+                    sa.and_(
+                        col(Delivery.subscriber_id) == col(Subscriber.id),
+                        col(Delivery.edition_id) == edition_id,
+                    ),
                 )
-            )
+                .where(col(Subscriber.id) > after_id)
+                .where(
+                    sa.or_(
+                        col(Delivery.status).in_(ledger.SENDABLE),
+                        sa.and_(col(Delivery.id).is_(None), active_now),
+                    )
+                )
+                .order_by(col(Subscriber.id))
+                .limit(size)
+            ).all()
         if not page:
             break
-        for subscriber in page:
-            copy, rendered = renderer.digest_for(edition, topics_of(subscriber))
+        for subscriber, _ in page:
+            after_id = subscriber.id or 0
+            resumed = subscriber.status == SubscriberStatus.PAUSED and (
+                subscriber.paused_until is not None and subscriber.paused_until <= now
+            )
+            if subscriber.status != SubscriberStatus.ACTIVE and not resumed:
+                skipped += 1  # unsubscribed, bounced or paused after the edition was built
+                continue
+            copy, rendered = renderer.digest_for(edition, topics_of(subscriber), subscriber.timezone)
             if copy.story_count == 0:
                 skipped += 1
                 continue
-            message = renderer.message(rendered, subscriber=subscriber, delivery_id=0, edition_id=0)
+            message = renderer.message(rendered, subscriber=subscriber, delivery_id=0, edition_id=edition_id)
             encoder.to_bytes(message, now=now)
             built += 1
-        after_id = page[-1].id or 0
-    return SendReport(edition_date, edition.story_count, sent=built, skipped=skipped)
+    return SendReport(
+        edition_date,
+        edition.story_count,
+        sent=built,
+        skipped=skipped,
+        unknown=counts[DeliveryStatus.UNKNOWN] + counts[DeliveryStatus.SENDING],
+        already=counts[DeliveryStatus.SENT],
+    )
 
 
 def archive_html(

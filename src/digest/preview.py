@@ -17,6 +17,7 @@ from fastapi import FastAPI
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 
 from digest import editions, pipeline, render
+from digest.clock import Clock, system_clock
 from digest.config import Newsletter, Settings
 from digest.db import queries
 from digest.db.engine import session_scope
@@ -50,7 +51,7 @@ def templates_fingerprint(user_dir: Path | None) -> str:
 
 
 def recent_editions(
-    settings: Settings, newsletter: Newsletter, *, engine: sa.Engine, clock: pipeline.Clock
+    settings: Settings, newsletter: Newsletter, *, engine: sa.Engine, clock: Clock
 ) -> list[EditionRow]:
     """Today's edition (built or a draft) and the most recent ones before it, newest first."""
     now = clock()
@@ -61,7 +62,9 @@ def recent_editions(
             for e in queries.recent_editions(session=session, limit=RECENT)
         ]
         if all(r.date != today for r in rows):
-            draft = editions.compose_draft(newsletter, session=session, edition_date=today, now=now)
+            draft = editions.compose_draft(
+                newsletter, session=session, edition_date=today, now=now, zone=settings.zone
+            )
             subject = render.subject_for(newsletter.newsletter, draft)
             rows.insert(0, EditionRow(today, subject, draft.story_count, "draft"))
     return sorted(rows, key=lambda r: r.date, reverse=True)
@@ -72,7 +75,7 @@ def create_preview_app(
     newsletter: Newsletter,
     *,
     engine: sa.Engine,
-    clock: pipeline.Clock = pipeline.utc_now,
+    clock: Clock = system_clock,
 ) -> FastAPI:
     """The preview web app for one newsletter and database (bind it to localhost only)."""
     app = FastAPI(title=f"{newsletter.newsletter.title} (preview)", docs_url=None, redoc_url=None)

@@ -11,7 +11,7 @@ import secrets
 import traceback
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, tzinfo
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -110,7 +110,7 @@ class _StoryView:
     sources: tuple[Any, ...]
 
 
-def _story_view(story: StoryItem) -> _StoryView:
+def _story_view(story: StoryItem, zone: tzinfo) -> _StoryView:
     # Sanitized at collection already; again here because stored content outlives code versions
     # and the summary is the one piece of feed HTML an email carries (cheap: once per copy).
     summary_html = sanitize_html(story.summary_html)
@@ -128,17 +128,17 @@ def _story_view(story: StoryItem) -> _StoryView:
         url=web_url(story.url) or "",
         summary=Markup(summary_html) if keep_html else Markup(html.escape(text)),
         summary_text=text,
-        published_label=format_published(story.published),
+        published_label=format_published(story.published, zone),
         sources=tuple(replace(s, url=web_url(s.url) or "") for s in story.sources),
     )
 
 
-def _section_view(section: TopicSection) -> dict[str, Any]:
+def _section_view(section: TopicSection, zone: tzinfo) -> dict[str, Any]:
     anchor = "topic-" + re.sub(r"[^a-z0-9]+", "-", section.name.lower()).strip("-")
     return {
         "name": section.name,
         "anchor": anchor,
-        "stories": [_story_view(s) for s in section.stories],
+        "stories": [_story_view(s, zone) for s in section.stories],
     }
 
 
@@ -162,12 +162,13 @@ def preheader_for(edition: Edition) -> str:
 
 
 def template_context(
-    newsletter: NewsletterInfo, edition: Edition, *, archive_url: str, nonce: str
+    newsletter: NewsletterInfo, edition: Edition, *, archive_url: str, nonce: str, zone: tzinfo
 ) -> dict[str, Any]:
-    """The variables every template receives (documented in templates/README.md)."""
+    """The variables every template receives (documented in templates/README.md); story times
+    are shown in `zone`, the reader's time zone."""
     return {
         "newsletter": newsletter,
-        "edition": {"date": edition.date, "topics": [_section_view(t) for t in edition.topics]},
+        "edition": {"date": edition.date, "topics": [_section_view(t, zone) for t in edition.topics]},
         "edition_date_long": edition.date.strftime("%A, %B %-d, %Y"),
         "story_count": edition.story_count,
         "preheader": preheader_for(edition),
@@ -183,10 +184,12 @@ def render_digest(
     edition: Edition,
     *,
     archive_url: str,
+    zone: tzinfo,
 ) -> RenderedDigest:
-    """Render and compile one distinct digest; TemplateError names the template and line."""
+    """Render and compile one distinct digest, its story times in `zone` (the readers' time zone);
+    TemplateError names the template and line."""
     nonce = secrets.token_hex(8)
-    context = template_context(newsletter, edition, archive_url=archive_url, nonce=nonce)
+    context = template_context(newsletter, edition, archive_url=archive_url, nonce=nonce, zone=zone)
     mjml_source = _render(env, HTML_TEMPLATE, context)
     text = _render(env, TEXT_TEMPLATE, context)
     compiled = compile_mjml(env, mjml_source)
@@ -296,6 +299,7 @@ def check_slots(rendered: RenderedDigest, required: Sequence[str] = ("unsubscrib
             raise TemplateError(f"{part} template does not use {', '.join('slot.' + m for m in missing)}")
 
 
-def format_published(value: datetime) -> str:
-    """How a story's time reads in a card."""
-    return value.strftime("%H:%M UTC, %b %-d")
+def format_published(value: datetime, zone: tzinfo) -> str:
+    """How a story's time reads in a card, in the reader's time zone: "10:25 CET, Nov 25"."""
+    local = value.astimezone(zone)
+    return local.strftime("%H:%M ") + (local.tzname() or "UTC") + local.strftime(", %b %-d")

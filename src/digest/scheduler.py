@@ -21,6 +21,7 @@ from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 from digest import dispatch, optin, pipeline
+from digest.clock import Clock, system_clock
 from digest.config import Newsletter, Settings
 from digest.db.engine import session_scope
 from digest.db.models import SchedulerLease, ScheduleRun
@@ -60,7 +61,13 @@ def triggers(settings: Settings) -> dict[str, CronTrigger | IntervalTrigger]:
 
 
 class Runner:
-    """One scheduler instance: waits for the lease, runs the jobs while it holds it, stops cleanly."""
+    """One scheduler instance: waits for the lease, runs the jobs while it holds it, stops cleanly.
+
+    A door: `clock` is the one clock of this scheduler, read for every decision (the lease, what is
+    due, first-seen times) and handed down. APScheduler itself wakes the jobs on the wall clock, so
+    a Runner that runs APScheduler (`run`) is given the real clock; a test or a simulation that
+    steps time calls `run_job` on a leading Runner instead.
+    """
 
     def __init__(
         self,
@@ -68,7 +75,7 @@ class Runner:
         newsletter: Newsletter,
         *,
         engine: sa.Engine,
-        clock: pipeline.Clock = pipeline.utc_now,
+        clock: Clock = system_clock,
         transport_factory: Callable[[], Transport] | None = None,
         owner: str | None = None,
     ) -> None:
@@ -152,7 +159,7 @@ class Runner:
                 misfire_grace_time=lateness if job_id == "dispatch" else None,
             )
         # Taking over (first start, restart, failover): look for anything due right away.
-        scheduler.modify_job("dispatch", next_run_time=datetime.now(UTC))
+        scheduler.modify_job("dispatch", next_run_time=now)
         self.leading = True
         self._scheduler = scheduler
         scheduler.resume()
@@ -188,7 +195,7 @@ class Runner:
 
     def _collect(self) -> str:
         results = pipeline.collect(
-            self.newsletter, engine=self.engine, now=self.clock(), settings=self.settings
+            self.newsletter, engine=self.engine, clock=self.clock, settings=self.settings
         )
         failed = [r.name for r in results if r.status == "failed"]
         malformed = [r.name for r in results if r.status == "malformed"]
@@ -244,7 +251,7 @@ class BackgroundRunner:
 
 
 def start_background(
-    settings: Settings, newsletter: Newsletter, *, engine: sa.Engine, clock: pipeline.Clock
+    settings: Settings, newsletter: Newsletter, *, engine: sa.Engine, clock: Clock
 ) -> BackgroundRunner:
     """A running scheduler in a background thread (for `digest serve`); signals stop it cleanly."""
     runner = Runner(settings, newsletter, engine=engine, clock=clock)
@@ -271,9 +278,7 @@ def stop_on_signals(runner: Runner) -> None:
     signal.signal(signal.SIGINT, on_signal)
 
 
-def run_blocking(
-    settings: Settings, newsletter: Newsletter, *, engine: sa.Engine, clock: pipeline.Clock
-) -> None:
+def run_blocking(settings: Settings, newsletter: Newsletter, *, engine: sa.Engine, clock: Clock) -> None:
     """Run the scheduler in the foreground until SIGTERM or Ctrl-C (for `digest schedule`)."""
     runner = Runner(settings, newsletter, engine=engine, clock=clock)
     stop_on_signals(runner)
@@ -285,12 +290,13 @@ def run_blocking(
 
 @dataclass(frozen=True, slots=True)
 class ZoneNext:
-    """A time zone's readers and their next edition."""
+    """A time zone's readers and the next edition the scheduler will send them."""
 
     zone: str
     subscribers: int
     edition_date: date
     due_at: datetime
+    overdue: bool = False  # due already and not sent yet: it goes out at the next dispatch
 
 
 @dataclass(frozen=True, slots=True)
@@ -312,7 +318,10 @@ def status(settings: Settings, *, engine: sa.Engine, now: datetime, runs: int = 
     with session_scope(engine) as session:
         zones = dispatch.known_zones(dispatch.active_zones(session=session, default_zone=settings.timezone))
         recent = dispatch.recent_runs(session=session, limit=runs)
-    upcoming = [ZoneNext(z, n, *dispatch.next_due(z, settings.send_time, now)) for z, n in zones.items()]
+        upcoming = [
+            ZoneNext(zone, count, *dispatch.next_send(zone, settings=settings, now=now, session=session))
+            for zone, count in zones.items()
+        ]
     return Status(
         holder=current_holder(engine, now),
         jobs=jobs,

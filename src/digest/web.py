@@ -10,6 +10,7 @@ from fastapi import BackgroundTasks, FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
 
 from digest import optin, pipeline, webhooks
+from digest.clock import Clock, system_clock
 from digest.config import Newsletter, Settings
 from digest.db.engine import session_scope
 from digest.db.models import Subscriber, SubscriberStatus
@@ -40,7 +41,7 @@ def create_app(
     newsletter: Newsletter,
     *,
     engine: sa.Engine,
-    clock: pipeline.Clock = pipeline.utc_now,
+    clock: Clock = system_clock,
     transport_factory: Callable[[], Transport] | None = None,
 ) -> FastAPI:
     """The web app for one newsletter and database."""

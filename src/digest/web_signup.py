@@ -9,7 +9,8 @@ import sqlalchemy as sa
 from fastapi import BackgroundTasks, FastAPI, Request
 from fastapi.responses import HTMLResponse
 
-from digest import optin, pipeline
+from digest import optin
+from digest.clock import Clock
 from digest.config import Newsletter, Settings, resolve_secret_key
 from digest.db.engine import session_scope
 from digest.db.models import Subscriber
@@ -27,7 +28,7 @@ def add_signup_routes(
     *,
     engine: sa.Engine,
     env: jinja2.Environment,
-    clock: pipeline.Clock,
+    clock: Clock,
     transport_factory: Callable[[], Transport],
 ) -> Callable[[Subscriber, BackgroundTasks], None]:
     """GET/POST /subscribe and GET/POST /confirm/{token} on `app`; returns the function that

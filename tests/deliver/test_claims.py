@@ -28,7 +28,9 @@ pytestmark = pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
 def world(engine: sa.Engine, db_url: str, demo_dir: Path, now: datetime) -> World:
     w = make_world(engine, demo_dir, now, 25, send_batch_size=4)
     with session_scope(engine) as session:
-        editions.build_edition(w.newsletter, session=session, edition_date=now.date(), now=now)
+        editions.build_edition(
+            w.newsletter, session=session, edition_date=now.date(), now=now, zone=w.settings.zone
+        )
     return w
 
 

@@ -4,12 +4,12 @@ import re
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
 from digest import pipeline
 from digest.cli import app
 from digest.config import Settings
 from digest.db.engine import session_scope
+from tests.cli_helpers import ClockedRunner
 from tests.deliver.builders import Handler, smtp_server
 from tests.world import SECRET, World
 
@@ -21,7 +21,11 @@ def env(world: World, monkeypatch: pytest.MonkeyPatch) -> World:
     """The world's settings as environment variables, with its edition frozen by the fixed clock."""
     with session_scope(world.engine) as session:
         pipeline.build_edition(
-            world.newsletter, session=session, edition_date=world.now.date(), now=world.now
+            world.newsletter,
+            session=session,
+            edition_date=world.now.date(),
+            now=world.now,
+            zone=world.settings.zone,
         )
     monkeypatch.setenv("DIGEST_CONFIG", str(world.settings.config))
     monkeypatch.setenv("DIGEST_DATABASE_URL", world.engine.url.render_as_string(hide_password=False))
@@ -38,16 +42,17 @@ def test_a_bounce_exits_3_and_names_the_address(env: World, monkeypatch: pytest.
         monkeypatch.setenv("DIGEST_SMTP_HOST", "127.0.0.1")
         monkeypatch.setenv("DIGEST_SMTP_PORT", str(server.port))
         monkeypatch.setenv("DIGEST_BASE_URL", "https://digest.example")
-        result = CliRunner().invoke(app, ["send", "--date", env.now.date().isoformat()])
+        result = ClockedRunner().invoke(app, ["send", "--date", env.now.date().isoformat()])
     assert result.exit_code == 3, result.output
     assert "sent 11, failed 1" in result.output
     assert f"failed: {bad}: 550 5.1.1 no such user" in result.output
     assert "warning" not in result.output
     assert len(handler.received) == 11
-    again = CliRunner().invoke(app, ["send", "--date", env.now.date().isoformat()])
+    again = ClockedRunner().invoke(app, ["send", "--date", env.now.date().isoformat()])
     assert again.exit_code == 0, again.output  # nothing left to do: the bounce is settled
-    assert "sent 0" in again.output
-    stats = CliRunner().invoke(app, ["stats", "--date", env.now.date().isoformat()])
+    assert "edition 2026-11-25: already sent to 11; nothing left to send" in again.output
+    assert "sent 0" not in again.output
+    stats = ClockedRunner().invoke(app, ["stats", "--date", env.now.date().isoformat()])
     assert stats.exit_code == 0, stats.output
     flat = " ".join(stats.output.replace("│", " ").split())
     # stories, recipients, sent, failed, retry, unknown, skipped, unsubscribes, rate
@@ -62,23 +67,23 @@ def test_failures_past_the_listed_ones_are_counted(env: World, monkeypatch: pyte
         monkeypatch.setenv("DIGEST_SMTP_HOST", "127.0.0.1")
         monkeypatch.setenv("DIGEST_SMTP_PORT", str(server.port))
         monkeypatch.setenv("DIGEST_BASE_URL", "https://digest.example")
-        result = CliRunner().invoke(app, ["send", "--date", env.now.date().isoformat()])
+        result = ClockedRunner().invoke(app, ["send", "--date", env.now.date().isoformat()])
     assert result.exit_code == 3, result.output
     assert result.output.count("failed: ") == 1
     assert "... and 2 more" in result.output
 
 
 def test_a_dry_run_counts_and_sends_nothing(env: World) -> None:
-    result = CliRunner().invoke(app, ["send", "--dry-run", "--date", env.now.date().isoformat()])
+    result = ClockedRunner().invoke(app, ["send", "--dry-run", "--date", env.now.date().isoformat()])
     assert result.exit_code == 0, result.output
     assert "would send 12, skip 0" in result.output
-    again = CliRunner().invoke(app, ["send", "--dry-run", "--date", env.now.date().isoformat()])
+    again = ClockedRunner().invoke(app, ["send", "--dry-run", "--date", env.now.date().isoformat()])
     assert "would send 12, skip 0" in again.output  # nothing was recorded as sent
 
 
 def test_a_plain_http_base_url_is_warned_about(env: World, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DIGEST_BASE_URL", "http://news.example.com")
-    result = CliRunner().invoke(app, ["send", "--date", env.now.date().isoformat()])
+    result = ClockedRunner().invoke(app, ["send", "--date", env.now.date().isoformat()])
     assert result.exit_code == 0, result.output
     assert "warning: DIGEST_BASE_URL=http://news.example.com is not https" in " ".join(result.output.split())
     assert "sent 12" in result.output

@@ -98,7 +98,7 @@ def hostile_edition() -> Edition:
 
 def render_sample(env: jinja2.Environment, sample: Edition | None = None) -> render.RenderedDigest:
     """Render `sample` (default: the 6-story edition) with the sample newsletter."""
-    return render.render_digest(env, NEWSLETTER, sample or edition(), archive_url=ARCHIVE_URL)
+    return render.render_digest(env, NEWSLETTER, sample or edition(), archive_url=ARCHIVE_URL, zone=UTC)
 
 
 def fill(rendered: render.RenderedDigest, reader: dict[str, str] | None = None) -> tuple[str, str]:

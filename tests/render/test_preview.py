@@ -13,6 +13,7 @@ import sqlalchemy as sa
 
 from digest import pipeline
 from digest.cli import app, common, daily
+from digest.clock import FixedClock
 from digest.config import load_newsletter, load_settings
 from digest.db.engine import session_scope
 from digest.preview import create_preview_app, templates_fingerprint
@@ -44,7 +45,7 @@ def demo_env(
     }
     settings = load_settings(config=demo_dir / "digest.toml", database_url=db_url, var_dir=tmp_path / "var")
     newsletter = load_newsletter(settings.config)
-    pipeline.collect(newsletter, engine=engine, now=now)
+    pipeline.collect(newsletter, engine=engine, clock=FixedClock(now))
     with session_scope(engine) as session:
         add_subscriber(
             "rita@example.com",
@@ -138,7 +139,7 @@ def test_preview_server_shows_editions_and_reloads_on_template_change(
         templates_dir=mine,
     )
     newsletter = load_newsletter(settings.config)
-    pipeline.collect(newsletter, engine=engine, now=now)
+    pipeline.collect(newsletter, engine=engine, clock=FixedClock(now))
     app_ = create_preview_app(settings, newsletter, engine=engine, clock=lambda: now)
     with serve(app_) as base, httpx.Client(base_url=base) as client:
         index = client.get("/")

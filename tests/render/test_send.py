@@ -11,6 +11,7 @@ import sqlalchemy as sa
 from sqlmodel import select
 
 from digest import pipeline
+from digest.clock import FixedClock
 from digest.config import Newsletter, Settings, load_newsletter, load_settings
 from digest.db.engine import session_scope
 from digest.db.models import Delivery, DeliveryStatus, Subscriber
@@ -45,7 +46,7 @@ def subscribe(engine: sa.Engine, newsletter: Newsletter, now: datetime) -> None:
 
 def send(settings: Settings, newsletter: Newsletter, engine: sa.Engine, now: datetime) -> MemoryTransport:
     transport = MemoryTransport()
-    pipeline.collect(newsletter, engine=engine, now=now)
+    pipeline.collect(newsletter, engine=engine, clock=FixedClock(now))
     pipeline.send_edition(
         settings,
         newsletter,

@@ -8,6 +8,7 @@ import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
 from digest import pipeline
+from digest.clock import FixedClock
 from digest.config import Newsletter, load_newsletter
 from digest.db.models import Article, Source, Story
 from digest.sources import workers as workers_module
@@ -39,17 +40,17 @@ def test_a_broken_feed_is_recorded_and_the_others_collected(
     newsletter = _newsletter(tmp_path, "good", "broken", "missing")
     _feed(tmp_path, "good", rss([Item("Robot news", "https://g.example/1")]))
     _feed(tmp_path, "broken", b"<html>this is not a feed</html>")
-    results = {r.name: r for r in pipeline.collect(newsletter, engine=engine, now=now)}
+    results = {r.name: r for r in pipeline.collect(newsletter, engine=engine, clock=FixedClock(now))}
     assert (results["good"].status, results["good"].new) == ("new", 1)
     assert results["broken"].status == "failed" and "source 'broken'" in (results["broken"].error or "")
     assert results["missing"].status == "failed" and "cannot read" in (results["missing"].error or "")
     for _ in range(2):
-        pipeline.collect(newsletter, engine=engine, now=now)
+        pipeline.collect(newsletter, engine=engine, clock=FixedClock(now))
     _, _, sources = _rows(engine)
     assert sources["broken"].failure_streak == 3 and sources["good"].failure_streak == 0
     assert sources["broken"].last_error_at == now and sources["good"].last_success_at == now
     _feed(tmp_path, "broken", rss([Item("Fixed", "https://b.example/1")]))
-    pipeline.collect(newsletter, engine=engine, now=now + timedelta(hours=1))
+    pipeline.collect(newsletter, engine=engine, clock=FixedClock(now + timedelta(hours=1)))
     _, _, sources = _rows(engine)
     assert sources["broken"].failure_streak == 0
     assert sources["broken"].last_error  # the last error stays visible after recovery
@@ -61,10 +62,10 @@ def test_recollecting_never_duplicates_and_tracking_variants_are_one_article(
     newsletter = _newsletter(tmp_path, "a", "b")
     _feed(tmp_path, "a", rss([Item("Robot one", "https://e.example/1?utm_source=a", guid="x1")]))
     _feed(tmp_path, "b", atom([Item("Robot one", "https://E.example/1#top", guid="y1")]))
-    pipeline.collect(newsletter, engine=engine, now=now)
+    pipeline.collect(newsletter, engine=engine, clock=FixedClock(now))
     # The same entry again, now with a new ID but the same canonical URL, and an edited title.
     _feed(tmp_path, "a", rss([Item("Robot one (updated)", "https://e.example/1?fbclid=9", guid="x2")]))
-    results = pipeline.collect(newsletter, engine=engine, now=now + timedelta(hours=1))
+    results = pipeline.collect(newsletter, engine=engine, clock=FixedClock(now + timedelta(hours=1)))
     articles, stories, _ = _rows(engine)
     assert [a.url for a in articles] == ["https://e.example/1"]
     assert len(stories) == 1
@@ -77,9 +78,9 @@ def test_an_entry_that_moved_to_a_new_url_but_kept_its_id_is_the_same_article(
 ) -> None:
     newsletter = _newsletter(tmp_path, "a")
     _feed(tmp_path, "a", rss([Item("Robot", "https://e.example/old/1", guid="id-1")]))
-    pipeline.collect(newsletter, engine=engine, now=now)
+    pipeline.collect(newsletter, engine=engine, clock=FixedClock(now))
     _feed(tmp_path, "a", rss([Item("Robot", "https://e.example/new/1", guid="id-1")]))
-    assert pipeline.collect(newsletter, engine=engine, now=now)[0].new == 0
+    assert pipeline.collect(newsletter, engine=engine, clock=FixedClock(now))[0].new == 0
     assert len(_rows(engine)[0]) == 1
 
 
@@ -131,7 +132,7 @@ def test_the_same_event_from_three_feeds_becomes_one_story_with_three_sources(
             ]
         ),
     )
-    pipeline.collect(newsletter, engine=engine, now=now)
+    pipeline.collect(newsletter, engine=engine, clock=FixedClock(now))
     # A later run: one more outlet reports the recall; it joins the existing story.
     write(
         tmp_path / "feeds" / "herald.xml",
@@ -145,7 +146,7 @@ def test_the_same_event_from_three_feeds_becomes_one_story_with_three_sources(
             ]
         ),
     )
-    pipeline.collect(newsletter, engine=engine, now=now + timedelta(hours=2))
+    pipeline.collect(newsletter, engine=engine, clock=FixedClock(now + timedelta(hours=2)))
     articles, stories, sources = _rows(engine)
     by_story: dict[int | None, set[str]] = {}
     names = {s.id: n for n, s in sources.items()}
@@ -170,7 +171,7 @@ def test_dates_in_the_future_are_clamped_and_missing_dates_take_first_seen(
             ]
         ),
     )
-    pipeline.collect(newsletter, engine=engine, now=now)
+    pipeline.collect(newsletter, engine=engine, clock=FixedClock(now))
     articles, _, _ = _rows(engine)
     assert [a.published_at for a in articles] == [now, now, now - timedelta(days=1)]
 
@@ -191,7 +192,7 @@ def test_parsing_in_worker_processes_gives_the_same_result(
     for name, titles in zip(names, events, strict=True):
         _feed(tmp_path, name, rss([Item(t, f"https://{name}.example/{j}") for j, t in enumerate(titles)]))
     _feed(tmp_path, "bad", b"garbage")
-    results = pipeline.collect(newsletter, engine=engine, now=now, parse_workers=2)
+    results = pipeline.collect(newsletter, engine=engine, clock=FixedClock(now), parse_workers=2)
     assert [(r.name, r.status, r.new) for r in results] == [
         *((n, "new", 2) for n in names),
         ("bad", "failed", 0),

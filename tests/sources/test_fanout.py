@@ -14,6 +14,7 @@ import sqlalchemy as sa
 from sqlmodel import Session, select
 
 from digest import pipeline
+from digest.clock import FixedClock
 from digest.config import Newsletter, load_newsletter, load_settings
 from digest.db.engine import open_database, session_scope
 from digest.db.models import CollectResult, Source
@@ -92,7 +93,7 @@ def test_through_the_queue_stores_exactly_what_an_in_process_collect_stores(
 ) -> None:
     here = open_database(f"sqlite:///{tmp_path / 'here.db'}")
     try:
-        expected = pipeline.collect(newsletter, engine=here, now=now)
+        expected = pipeline.collect(newsletter, engine=here, clock=FixedClock(now))
         server.seen.clear()
         arrived: list[tuple[str, str | None]] = []
         results = _collect(

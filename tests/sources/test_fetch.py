@@ -11,6 +11,7 @@ import pytest
 import sqlalchemy as sa
 
 from digest import pipeline
+from digest.clock import FixedClock
 from digest.config import load_newsletter, load_settings
 from digest.errors import SourceError
 from digest.sources.fetch import FetchOptions, FetchRequest, fetch_all, make_client
@@ -181,8 +182,8 @@ def test_collect_keeps_validators_and_counts_a_304_as_unchanged(
     path = tmp_path / "digest.toml"
     path.write_text(newsletter_toml({"Remote": server.url("/feed")}))
     newsletter = load_newsletter(path)
-    first = pipeline.collect(newsletter, engine=engine, now=now)
+    first = pipeline.collect(newsletter, engine=engine, clock=FixedClock(now))
     assert (first[0].status, first[0].new) == ("new", 1)
-    second = pipeline.collect(newsletter, engine=engine, now=now)
+    second = pipeline.collect(newsletter, engine=engine, clock=FixedClock(now))
     assert (second[0].status, second[0].new) == ("unchanged", 0)
     assert server.seen[1].headers["if-none-match"] == '"a"'

@@ -82,7 +82,7 @@ def collect() -> None:
 def _collect(settings: Settings, newsletter: Newsletter, engine: sa.Engine) -> list[SourceResult]:
     """Collect with a progress bar while fetching, when stdout is a terminal."""
     if not out.is_terminal or not newsletter.sources:
-        return pipeline.collect(newsletter, engine=engine, now=current_time(), settings=settings)
+        return pipeline.collect(newsletter, engine=engine, clock=current_clock(), settings=settings)
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     columns = (TextColumn("fetching"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
@@ -93,7 +93,7 @@ def _collect(settings: Settings, newsletter: Newsletter, engine: sa.Engine) -> l
             bar.update(task, advance=1, last=f"{name}: failed" if error else name)
 
         return pipeline.collect(
-            newsletter, engine=engine, now=current_time(), settings=settings, on_fetched=advance
+            newsletter, engine=engine, clock=current_clock(), settings=settings, on_fetched=advance
         )
 
 
@@ -221,10 +221,18 @@ def _send(
 
 
 def _print_send(report: pipeline.SendReport) -> None:
+    if report.nothing_new:  # run again: say so, rather than "sent 0"
+        out.print(
+            f"edition {report.edition_date}: already sent to {report.already}; nothing left to send"
+            + (f" (unknown {report.unknown}: see --resend-unknown)" if report.unknown else ""),
+            soft_wrap=True,
+        )
+        return
     out.print(
         f"edition {report.edition_date}: {report.story_count} stories; sent {report.sent}, "
         f"failed {report.failed}, to retry {report.retry}, skipped {report.skipped}, "
-        f"unknown {report.unknown}",
+        f"unknown {report.unknown}"
+        + (f"; already sent to {report.already} before" if report.already else ""),
         soft_wrap=True,
     )
     for line in report.failures:
@@ -239,7 +247,13 @@ def _print_send(report: pipeline.SendReport) -> None:
 def send(
     date_: DateOpt = None,
     dry_run: Annotated[
-        bool, typer.Option("--dry-run", help="Render and count; send and save nothing.")
+        bool,
+        typer.Option(
+            "--dry-run",
+            help="Count what a send would do now (readers who already have it are not sent again; "
+            "unsubscribed and bounced readers are left out), building every message; send and save "
+            "nothing.",
+        ),
     ] = False,
     resend_unknown: Annotated[
         bool,
@@ -264,7 +278,16 @@ def send(
             edition_date=edition_date,
             clock=current_clock(),
         )
-        out.print(f"dry run: {report.story_count} stories; would send {report.sent}, skip {report.skipped}")
+        out.print(
+            f"dry run: {report.story_count} stories; would send {report.sent}, skip {report.skipped}"
+            + (f"; already sent to {report.already}" if report.already else "")
+            + (
+                f"; unknown {report.unknown} (sent again only with --resend-unknown)"
+                if report.unknown
+                else ""
+            ),
+            soft_wrap=True,
+        )
         return
     _warn(settings)
     report = _send(settings, newsletter, engine, edition_date, resend_unknown=resend_unknown)

@@ -230,6 +230,9 @@ def status(
     sources that need looking at (failing or malformed) and the latest edition's progress, per
     worker in distributed mode.
 
+    A zone's next send is the edition the scheduler will send it next: one its readers already
+    have (a manual `digest send`) is not listed again, and one due but not sent yet is overdue.
+
     Example: digest status --runs 20
     """
     from digest.scheduler import status as scheduler_status
@@ -266,7 +269,11 @@ def status(
     for z in report.zones:
         local = z.due_at.astimezone(ZoneInfo(z.zone))
         zones.add_row(
-            z.zone, str(z.subscribers), str(z.edition_date), f"{local:%m-%d %H:%M}", f"{z.due_at:%m-%d %H:%M}"
+            z.zone,
+            str(z.subscribers),
+            str(z.edition_date),
+            f"{local:%m-%d %H:%M}" + (" (overdue: next dispatch)" if z.overdue else ""),
+            f"{z.due_at:%m-%d %H:%M}",
         )
     out.print(zones)
     out.print("Last runs (UTC):" if report.runs else "Last runs: none yet")
@@ -318,7 +325,11 @@ def topics(date_: DateOpt = None) -> None:
     settings, newsletter = _setup()
     engine = _engine(settings)
     rows = explain_topics(
-        newsletter, engine=engine, edition_date=_edition_date(settings, date_), now=current_time()
+        newsletter,
+        engine=engine,
+        edition_date=_edition_date(settings, date_),
+        now=current_time(),
+        zone=settings.zone,
     )
     table = Table("topic", "story", "sources", "why", "also", "in edition", title=f"{len(rows)} stories")
     for r in rows:

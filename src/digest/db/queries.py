@@ -4,6 +4,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from datetime import date, datetime
 
+import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
 from digest.db.models import Article, Edition, EditionStory, Source, Story
@@ -14,15 +15,23 @@ class StoryRecord:
     """A stored story with its articles' sources, ready for topic matching and composing."""
 
     story: Story
-    articles: tuple[tuple[Article, Source], ...]  # first reported first
+    articles: tuple[tuple[Article, Source], ...]  # first published first
 
 
-def unsent_stories(*, session: Session, since: datetime) -> list[StoryRecord]:
-    """Stories first seen since `since` that no edition has carried yet."""
+def unsent_stories(*, session: Session, start: datetime, end: datetime) -> list[StoryRecord]:
+    """Stories no edition has carried that have an article published from `start` to `end`
+    (both included), each with only those articles, first published first.
+
+    An article's publication time is its feed's date, clamped to when digest first saw it, or
+    that first-seen time when the feed gave none (sources/collect.py). Which articles of a story
+    count is the caller's rule (editions.py); this reads what it asks for in two queries.
+    """
+    published = sa.and_(col(Article.published_at) >= start, col(Article.published_at) <= end)
+    in_window = select(Article.story_id).where(published)
     in_editions = select(EditionStory.story_id)
     stories = session.exec(
         select(Story)
-        .where(Story.first_seen_at >= since)
+        .where(col(Story.id).in_(in_window))
         .where(col(Story.id).not_in(in_editions))
         .order_by(col(Story.id))
     ).all()
@@ -31,7 +40,7 @@ def unsent_stories(*, session: Session, since: datetime) -> list[StoryRecord]:
     for article, source in session.exec(
         select(Article, Source)
         .join(Source, col(Article.source_id) == col(Source.id))
-        .where(col(Article.story_id).in_(ids))
+        .where(col(Article.story_id).in_(ids), published)
         .order_by(col(Article.published_at), col(Article.id))
     ):
         assert article.story_id is not None

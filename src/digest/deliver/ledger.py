@@ -76,6 +76,7 @@ class PendingRow(NamedTuple):
     topics: str
     status: str
     token_key: str  # signed into the reader's links (issue 12)
+    timezone: str | None  # the reader's, for the story times (None: the newsletter's)
 
 
 def sendable_rows(
@@ -101,6 +102,7 @@ def sendable_rows(
             col(Subscriber.topics),
             col(Subscriber.status),
             col(Subscriber.token_key),
+            col(Subscriber.timezone),
         )
         .join(Subscriber, col(Delivery.subscriber_id) == col(Subscriber.id))
         .where(col(Delivery.edition_id) == edition_id, col(Delivery.status).in_(SENDABLE))
@@ -267,11 +269,12 @@ class LedgerCounts:
         return self.by_status.get(status.value, 0)
 
 
-def counts(edition_id: int, *, session: Session) -> LedgerCounts:
-    """Rows of an edition by status."""
-    rows = session.exec(
-        select(Delivery.status, sa.func.count())
-        .where(Delivery.edition_id == edition_id)
-        .group_by(Delivery.status)
-    ).all()
+def counts(
+    edition_id: int, *, session: Session, audience: sa.ColumnElement[bool] | None = None
+) -> LedgerCounts:
+    """Rows of an edition by status (of the readers in `audience`, e.g. one time zone, if given)."""
+    query = select(Delivery.status, sa.func.count()).where(Delivery.edition_id == edition_id)
+    if audience is not None:
+        query = query.join(Subscriber, col(Delivery.subscriber_id) == col(Subscriber.id)).where(audience)
+    rows = session.exec(query.group_by(Delivery.status)).all()
     return LedgerCounts({str(status): int(n) for status, n in rows})
