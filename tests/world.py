@@ -4,6 +4,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+import pytest
 import sqlalchemy as sa
 
 from digest import pipeline
@@ -56,3 +57,12 @@ def make_world(engine: sa.Engine, demo_dir: Path, now: datetime, count: int, **s
         for email in emails:
             add_subscriber(email, session=session, now=now, known_topics=newsletter.topic_names)
     return World(s, newsletter, engine, now, emails)
+
+
+def use_in_cli(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Point the CLI's settings (environment variables) at this world."""
+    monkeypatch.setenv("DIGEST_CONFIG", str(world.settings.config))
+    monkeypatch.setenv("DIGEST_DATABASE_URL", world.engine.url.render_as_string(hide_password=False))
+    monkeypatch.setenv("DIGEST_SECRET_KEY", SECRET)
+    monkeypatch.setenv("DIGEST_VAR_DIR", str(world.settings.var_dir))
+    monkeypatch.setenv("DIGEST_OUTBOX_DIR", str(world.settings.outbox_dir))

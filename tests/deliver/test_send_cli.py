@@ -11,7 +11,7 @@ from digest.config import Settings
 from digest.db.engine import session_scope
 from tests.cli_helpers import ClockedRunner
 from tests.deliver.builders import Handler, smtp_server
-from tests.world import SECRET, World
+from tests.world import World, use_in_cli
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -27,11 +27,7 @@ def env(world: World, monkeypatch: pytest.MonkeyPatch) -> World:
             now=world.now,
             zone=world.settings.zone,
         )
-    monkeypatch.setenv("DIGEST_CONFIG", str(world.settings.config))
-    monkeypatch.setenv("DIGEST_DATABASE_URL", world.engine.url.render_as_string(hide_password=False))
-    monkeypatch.setenv("DIGEST_SECRET_KEY", SECRET)
-    monkeypatch.setenv("DIGEST_VAR_DIR", str(world.settings.var_dir))
-    monkeypatch.setenv("DIGEST_OUTBOX_DIR", str(world.settings.outbox_dir))
+    use_in_cli(world, monkeypatch)
     return world
 
 

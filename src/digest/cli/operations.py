@@ -269,13 +269,17 @@ def status(
     for z in report.zones:
         local = z.due_at.astimezone(ZoneInfo(z.zone))
         zones.add_row(
-            z.zone,
-            str(z.subscribers),
-            str(z.edition_date),
-            f"{local:%m-%d %H:%M}" + (" (overdue: next dispatch)" if z.overdue else ""),
-            f"{z.due_at:%m-%d %H:%M}",
+            z.zone, str(z.subscribers), str(z.edition_date), f"{local:%m-%d %H:%M}", f"{z.due_at:%m-%d %H:%M}"
         )
     out.print(zones)
+    for z in report.zones:
+        if z.overdue:
+            out.print(
+                f"overdue: edition {z.edition_date} for {z.zone} was due {z.due_at:%m-%d %H:%M} UTC; "
+                "the next dispatch sends it",
+                highlight=False,
+                soft_wrap=True,
+            )
     out.print("Last runs (UTC):" if report.runs else "Last runs: none yet")
     for r in report.runs:
         what = f"{r.job} {r.key}" if r.key != r.job else r.job
