@@ -8,7 +8,7 @@ title = "My Daily Brief"
 from_email = "news@example.com"
 from_name = "My Daily Brief"
 postal_address = "1 Example Street, Springfield"   # printed in every footer (CAN-SPAM)
-lookback_hours = 24
+lookback_hours = 24            # how far back an edition looks (README: "The window of an edition")
 # reply_to = "editor@example.com"
 # catch_all_topic = "More news"    # where stories matching no topic go; "" drops them
 
