@@ -28,6 +28,8 @@ def make_transport(settings: Settings, *, clock: Callable[[], datetime]) -> Tran
             settings.sendgrid_api_key.get_secret_value(),
             host=settings.sendgrid_host,
             timeout=settings.sendgrid_timeout,
+            # the door's clock, for X-RateLimit-Reset (a Unix time): real in production
+            wall_clock=lambda: clock().timestamp(),
         )
     return FileTransport(settings.outbox_dir, clock=clock)
 
