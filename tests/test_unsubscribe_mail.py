@@ -83,7 +83,7 @@ def test_the_command_lists_forged_requests_it_did_not_act_on(
     monkeypatch.setenv("DIGEST_SECRET_KEY", SECRET)
     monkeypatch.setenv("DIGEST_UNSUBSCRIBE_MAILBOX", f"maildir:{tmp_path / 'Maildir'}")
     monkeypatch.setenv("DIGEST_UNSUBSCRIBE_AUTHSERV_ID", "mail.digest.example")
-    result = CliRunner().invoke(app, ["unsubscribe-mail"])
+    result = ClockedRunner().invoke(app, ["unsubscribe-mail"])
     assert result.exit_code == 0, result.output
     assert "read 1, unsubscribed 0, already out 0, unmatched 0, refused 1" in result.output
     assert f"not acted on (failed authentication): {world.emails[1]}: spf=fail" in result.output
