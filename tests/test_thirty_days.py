@@ -267,7 +267,6 @@ def _zone(address: str) -> str:
     return {**READERS, JOINER[0]: JOINER[1]}[address] or NEWSLETTER_ZONE
 
 
-@pytest.mark.parametrize("db_url", ["sqlite", "postgresql"], indirect=True)
 def test_thirty_days_of_editions(
     engine: sa.Engine, db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
