@@ -49,12 +49,12 @@ unit: $(STAMP)
 ## thread-safe variant (the tests run SMTP, HTTP and scheduler threads); monotonic time stays
 ## real, so timed waits keep their length (with it faked, 0.9.10 leaves Python's lock waits
 ## unbounded); tests/moved_clock/sitecustomize.py works around its EINVAL on Python's sleeps.
-## Servers keep the real time: PostgreSQL and Redis, and the programs tests start themselves
-## (tests/conftest.py outside_env).
+## Servers keep the real time: PostgreSQL and Redis, and the chromium and redis-server that tests
+## start themselves (tests/moved_clock/bin runs them without libfaketime).
 MOVED_CLOCK ?= +400d
 test-moved-clock: $(STAMP)
 	@command -v faketime >/dev/null || { echo "test-moved-clock needs faketime (apt-get install faketime)" >&2; exit 1; }
-	FAKETIME_DONT_FAKE_MONOTONIC=1 PYTHONPATH=$(CURDIR)/tests/moved_clock \
+	FAKETIME_DONT_FAKE_MONOTONIC=1 PYTHONPATH=$(CURDIR)/tests/moved_clock PATH=$(CURDIR)/tests/moved_clock/bin:$$PATH \
 		faketime -m -f "$(MOVED_CLOCK)" $(BIN)/pytest -q
 
 ## bench: every benchmark in benchmarks/, one table (QUICK=1: small counts, a smoke run)

@@ -25,19 +25,6 @@ KEEP_ENV = frozenset({"DIGEST_TEST_DATABASE_URL", "DIGEST_REQUIRE_POSTGRES", "DI
 sys.path.insert(0, str(DEMO))  # make_feeds.py, the demo feed writer
 
 
-def outside_env(base: dict[str, str] | None = None) -> dict[str, str]:
-    """The environment for a program that is not ours (a server or a browser a test starts):
-    without libfaketime, which `make test-moved-clock` preloads into every process it starts.
-    Such programs keep the real time, as the shared PostgreSQL and Redis do; redis-server and
-    Chromium do not even run under libfaketime 0.9.10."""
-    env = dict(os.environ if base is None else base)
-    preload = [p for p in env.get("LD_PRELOAD", "").split() if "faketime" not in p]
-    env = {k: v for k, v in env.items() if not k.startswith("FAKETIME") and k != "LD_PRELOAD"}
-    if preload:
-        env["LD_PRELOAD"] = " ".join(preload)
-    return env
-
-
 @pytest.fixture(autouse=True)
 def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Run every test in its own folder with no DIGEST_* setting leaking in from outside."""

@@ -28,7 +28,6 @@ from digest.db.engine import session_scope
 from digest.db.models import Delivery, DeliveryStatus, Subscriber
 from digest.errors import SettingsError
 from tests.cli_helpers import ClockedRunner
-from tests.conftest import outside_env
 from tests.deliver.builders import Handler, smtp_server
 from tests.world import SECRET, World, make_world
 
@@ -401,7 +400,6 @@ def _start_redis(port: int, tmp_path: Path) -> subprocess.Popen[bytes]:
         cwd=tmp_path,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
-        env=outside_env(),  # a server keeps the real time
     )
     import redis
 

@@ -8,7 +8,6 @@ from pathlib import Path
 import jinja2
 
 from digest.compose import Edition, TopicSection
-from tests.conftest import outside_env
 from tests.render import samples
 from tests.render.tools import require
 
@@ -56,7 +55,6 @@ def measure(email_html: str, workdir: Path) -> dict[int, tuple[int, int]]:
         text=True,
         timeout=120,
         check=True,
-        env=outside_env(),
     )
     probe = re.search(r'data-probe="([^"]*)"', result.stdout)
     assert probe is not None, result.stderr[-2000:]
