@@ -39,7 +39,7 @@ class FixedClock:
 
 
 class RunningClock:
-    """A clock that starts at a given time and runs at the real pace (the monotonic clock).
+    """A clock whose first reading is `start` and which then runs at the real pace (monotonic).
 
     For tests that wait on real processes or servers (a timeout must expire) while every date
     they see stays independent of the real calendar.
@@ -49,10 +49,13 @@ class RunningClock:
         if start.tzinfo is None:
             raise ValueError("RunningClock needs a timezone-aware datetime")
         self.start = start.astimezone(UTC)
-        self._origin = time.monotonic()
+        self._origin: float | None = None
 
     def __call__(self) -> datetime:
-        return self.start + timedelta(seconds=time.monotonic() - self._origin)
+        now = time.monotonic()
+        if self._origin is None:
+            self._origin = now
+        return self.start + timedelta(seconds=now - self._origin)
 
 
 def local_date(zone: tzinfo, now: datetime) -> date:
