@@ -9,6 +9,7 @@ import sqlalchemy as sa
 from sqlmodel import Session, select
 
 from digest import pipeline
+from digest.clock import FixedClock
 from digest.config import Newsletter, load_newsletter, load_settings
 from digest.db.engine import session_scope
 from digest.db.models import EditionStory, Story
@@ -99,7 +100,7 @@ def test_two_record_headlines_are_two_stories_each_under_its_topic(
     tmp_path: Path, engine: sa.Engine, now: datetime
 ) -> None:
     newsletter = _setup(tmp_path, engine, now)
-    pipeline.collect(newsletter, engine=engine, now=now - timedelta(hours=1))
+    pipeline.collect(newsletter, engine=engine, clock=FixedClock(now - timedelta(hours=1)))
     with Session(engine) as session:
         titles = {s.title for s in session.exec(select(Story))}
     assert {BIKE, SOLAR} <= titles

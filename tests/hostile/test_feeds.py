@@ -18,6 +18,7 @@ from sqlmodel import Session, select
 
 from digest import pipeline
 from digest.cli import app
+from digest.clock import FixedClock
 from digest.compose import SourceRef, TopicSection
 from digest.config import Newsletter, load_newsletter, load_settings
 from digest.db.engine import session_scope
@@ -226,7 +227,7 @@ def test_script_links_are_dropped_and_never_reach_the_email_or_the_archive(
     with hostile_server() as hostile:
         newsletter = _newsletter(tmp_path, _script_feeds(hostile, now))
         with caplog.at_level(logging.INFO, logger="digest.sources.parse"):
-            results = pipeline.collect(newsletter, engine=engine, now=now)
+            results = pipeline.collect(newsletter, engine=engine, clock=FixedClock(now))
     assert {r.name: (r.status, r.entries) for r in results} == {
         "Scripts": ("new", 1),
         "Json": ("unchanged", 0),

@@ -515,7 +515,11 @@ def test_the_cli_says_a_stop_in_one_line_and_exits_1(world: World, monkeypatch: 
 
     with session_scope(world.engine) as session:
         pipeline.build_edition(
-            world.newsletter, session=session, edition_date=world.now.date(), now=world.now
+            world.newsletter,
+            session=session,
+            edition_date=world.now.date(),
+            now=world.now,
+            zone=world.settings.zone,
         )
     env = {
         "DIGEST_CONFIG": str(world.settings.config),

@@ -214,7 +214,7 @@ def test_articles_keep_their_story_terms_and_older_rows_without_them_still_match
     )
     _feed(tmp_path, "wire", rss([recall]))
     _feed(tmp_path, "post", rss([]))
-    pipeline.collect(newsletter, engine=engine, now=now)
+    pipeline.collect(newsletter, engine=engine, clock=FixedClock(now))
     articles, _, _ = _rows(engine)
     assert articles[0].story_terms == terms(
         StoryDoc(recall.title, "Voltra said a brake sensor can fail in the cold.")
@@ -229,11 +229,11 @@ def test_articles_keep_their_story_terms_and_older_rows_without_them_still_match
         "post",
         rss([Item("Brake flaw forces Voltra to recall 120k sedans", "https://post.example/1")]),
     )
-    pipeline.collect(newsletter, engine=engine, now=now + timedelta(hours=1))
+    pipeline.collect(newsletter, engine=engine, clock=FixedClock(now + timedelta(hours=1)))
     articles, stories, _ = _rows(engine)
     assert len(articles) == 2 and len(stories) == 1 and articles[1].story_terms
     # An entry edited in place gets new terms with its new title.
     _feed(tmp_path, "post", rss([Item("Voltra widens sedan recall", "https://post.example/1")]))
-    pipeline.collect(newsletter, engine=engine, now=now + timedelta(hours=2))
+    pipeline.collect(newsletter, engine=engine, clock=FixedClock(now + timedelta(hours=2)))
     articles, _, _ = _rows(engine)
     assert articles[1].story_terms == terms(StoryDoc("Voltra widens sedan recall"))

@@ -282,7 +282,7 @@ def test_a_malformed_feed_through_the_workers_is_reported_as_in_one_process(
     newsletter = load_newsletter(path)
     here = open_database(f"sqlite:///{tmp_path / 'here.db'}")
     try:
-        expected = pipeline.collect(newsletter, engine=here, now=now)
+        expected = pipeline.collect(newsletter, engine=here, clock=FixedClock(now))
         results = _collect(newsletter, engine, now, Queue(engine, now, inline=True), FakeTime(now))
         assert snapshot(engine) == snapshot(here)
     finally:
