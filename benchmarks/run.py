@@ -7,7 +7,9 @@ Usage: python benchmarks/run.py [--quick] [--readme] [bench_name ...]
             "Benchmarks" section (refused with --quick, or when a benchmark failed)
 
 Contract for a benchmark script: run standalone, print what it likes, and print one line per
-result of the form `BENCH {"benchmark": ..., "metric": ..., "value": ..., "unit": ..., "note": ...}`.
+result of the form `BENCH {"benchmark": ..., "metric": ..., "value": ..., "unit": ..., "note": ...}`,
+optionally with "peer" (the figure it is read against: a peer tool's, or the floor of doing the
+same work as simply as possible), "target" (text, e.g. "<= 3.0 s") and "met" (true or false).
 The table goes to stdout and to benchmarks/results/latest.md.
 """
 
@@ -30,6 +32,9 @@ END = "<!-- bench:end -->"
 
 # Small counts for --quick, per script (scripts not named run with their defaults).
 QUICK_ARGS = {
+    "bench_cli_collect": ["--feeds", "40", "--entries", "10", "--latency", "0.05", "--runs", "3"],
+    "bench_cli_collect_many": ["--feeds", "200", "--entries", "5", "--latency", "0.05"],
+    "bench_cli_send": ["--count", "2000"],
     "bench_collect": ["--feeds", "40", "--entries", "10", "--latency", "0.05"],
     "bench_clustering": ["--articles", "5000"],
     "bench_render": ["--subscribers", "5000", "--baseline-sample", "50"],
@@ -42,12 +47,16 @@ QUICK_ARGS = {
 
 # Areas in the order of the pipeline; a benchmark not listed here comes last, by name.
 AREAS = {
-    "collect": "Collection",
+    "cli startup": "Start-up of a command (whole process)",
+    "cli collect": "Collect as the user runs it (whole `digest collect` process)",
+    "cli collect many": "Collect of 1,000 feeds (whole process)",
+    "collect": "Collection (in process)",
     "feedparser fixtures": "Collection: feed parsing robustness",
     "clustering": "Story clustering",
     "threads": "Story continuity (follow-ups)",
     "render": "Rendering",
     "send": "Sending",
+    "cli send": "Send through the file outbox (whole `digest send` process)",
     "memory": "Memory of a send",
     "distributed": "Distributed send",
     "distributed collect": "Distributed collect",
@@ -96,9 +105,21 @@ def format_value(value: object, unit: str = "") -> str:
     return f"{text} {unit}".strip()
 
 
-def table_rows(results: Iterable[dict[str, Any]]) -> list[tuple[str, str, str, str]]:
-    """(area, measure, value, note) rows, grouped by area in pipeline order; the area only on
-    its first row."""
+Row = tuple[str, str, str, str, str, str]  # area, measure, value, peer or floor, target, note
+
+
+def target_text(result: dict[str, Any]) -> str:
+    """The target of a result, with whether it is met when the benchmark said."""
+    target = str(result.get("target") or "")
+    met = result.get("met")
+    if target and isinstance(met, bool):
+        return f"{target}: {'met' if met else 'NOT met'}"
+    return target
+
+
+def table_rows(results: Iterable[dict[str, Any]]) -> list[Row]:
+    """(area, measure, value, peer or floor, target, note) rows, grouped by area in pipeline
+    order; the area only on its first row."""
     order = list(AREAS)
     results = list(results)
     groups = sorted(
@@ -111,7 +132,8 @@ def table_rows(results: Iterable[dict[str, Any]]) -> list[tuple[str, str, str, s
         for r in results:
             if r["benchmark"] == bench:
                 value = format_value(r["value"], str(r.get("unit") or ""))
-                rows.append((area, str(r["metric"]), value, str(r.get("note") or "")))
+                peer, target = str(r.get("peer") or ""), target_text(r)
+                rows.append((area, str(r["metric"]), value, peer, target, str(r.get("note") or "")))
                 area = ""
     return rows
 
@@ -126,31 +148,37 @@ def heading(when: datetime, loads: Sequence[str], quick: bool) -> str:
     )
 
 
-def markdown_table(rows: Sequence[tuple[str, str, str, str]]) -> str:
+def markdown_table(rows: Sequence[Row]) -> str:
     """The rows as a Markdown table (the area in bold where a group starts)."""
 
     def cell(text: str) -> str:
         return text.replace("|", "\\|")
 
-    lines = ["| area | measure | value | note |", "|---|---|--:|---|"]
-    for area, metric, value, note in rows:
+    lines = ["| area | measure | value | peer or floor | target | note |", "|---|---|--:|---|---|---|"]
+    for area, metric, value, peer, target, note in rows:
         lines.append(
-            f"| {f'**{cell(area)}**' if area else ''} | {cell(metric)} | {cell(value)} | {cell(note)} |"
+            f"| {f'**{cell(area)}**' if area else ''} | {cell(metric)} | {cell(value)} "
+            f"| {cell(peer)} | {cell(target)} | {cell(note)} |"
         )
     return "\n".join(lines) + "\n"
 
 
-def text_table(rows: Sequence[tuple[str, str, str, str]]) -> str:
-    """The rows as aligned plain text for the terminal: a heading per area, notes indented below."""
-    width = max((len(metric) for _, metric, _, _ in rows), default=0)
-    value_width = max((len(value) for _, _, value, _ in rows), default=0)
+def text_table(rows: Sequence[Row]) -> str:
+    """The rows as aligned plain text for the terminal: a heading per area; the peer or floor,
+    the target and the note indented below each figure."""
+    width = max((len(row[1]) for row in rows), default=0)
+    value_width = max((len(row[2]) for row in rows), default=0)
     lines = []
-    for area, metric, value, note in rows:
+    for area, metric, value, peer, target, note in rows:
         if area:
             lines.append(f"\n{area}")
         lines.append(f"  {metric:<{width}}  {value:>{value_width}}")
-        if note:
-            lines.append(f"  {'':<{width}}  {'':>{value_width}}  ({note})")
+        against = "; ".join(
+            part for part in (f"against {peer}" if peer else "", f"target {target}" if target else "") if part
+        )
+        for extra in (against, note):
+            if extra:
+                lines.append(f"  {'':<{width}}  {'':>{value_width}}  ({extra})")
     return "\n".join(lines).lstrip("\n") + "\n"
 
 

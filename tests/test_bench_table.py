@@ -17,6 +17,8 @@ BENCH {"benchmark": "collect", "metric": "first collect", "value": 1.234, "unit"
 BENCH {"benchmark": "render", "metric": "speed-up vs an MJML compile per reader", "value": 2371.6, "unit": "x", "note": ""}
 BENCH {"benchmark": "send", "metric": "SendGrid API calls", "value": 100, "unit": "calls", "note": "4 topic sets"}
 BENCH {"benchmark": "custom", "metric": "stories", "value": 9876, "unit": ""}
+BENCH {"benchmark": "cli collect", "metric": "first digest collect, piped", "value": 5.2, "unit": "s", "peer": "rss2email 3.14: 51.0 s", "target": "<= 3.0 s", "met": false, "note": "200 feeds"}
+BENCH {"benchmark": "cli startup", "metric": "digest --help", "value": 0.21, "unit": "s", "peer": "python -c pass: 0.012 s", "target": "<= 0.3 s", "met": true}
 not a bench line BENCH {}
 """  # noqa: E501
 
@@ -32,7 +34,7 @@ def run() -> ModuleType:
 
 def test_bench_lines_are_parsed_and_other_output_ignored(run: ModuleType) -> None:
     results = run.parse_bench(SAMPLE)
-    assert len(results) == 6
+    assert len(results) == 8
     assert results[0]["value"] == 3314
 
 
@@ -56,7 +58,9 @@ def test_values_read_in_their_units(run: ModuleType, value: object, unit: str, t
 def test_rows_are_grouped_by_area_in_pipeline_order(run: ModuleType) -> None:
     rows = run.table_rows(run.parse_bench(SAMPLE))
     assert [area for area, *_ in rows if area] == [
-        "Collection",
+        "Start-up of a command (whole process)",
+        "Collect as the user runs it (whole `digest collect` process)",
+        "Collection (in process)",
         "Rendering",
         "Sending",
         "Memory of a send",
@@ -64,18 +68,29 @@ def test_rows_are_grouped_by_area_in_pipeline_order(run: ModuleType) -> None:
     ]
     sending = [r for r in rows if r[1] in ("digest send, smtp: messages per second", "SendGrid API calls")]
     assert sending == [
-        ("Sending", "digest send, smtp: messages per second", "3,314 msg/s", "65% of the bare loop"),
-        ("", "SendGrid API calls", "100 calls", "4 topic sets"),
+        ("Sending", "digest send, smtp: messages per second", "3,314 msg/s", "", "", "65% of the bare loop"),
+        ("", "SendGrid API calls", "100 calls", "", "", "4 topic sets"),
     ]
 
 
 def test_markdown_table_has_one_row_per_result_and_escapes_pipes(run: ModuleType) -> None:
     table = run.markdown_table(run.table_rows(run.parse_bench(SAMPLE)))
     lines = table.splitlines()
-    assert lines[0] == "| area | measure | value | note |"
-    assert len(lines) == 2 + 6
-    assert "| **Memory of a send** | peak, 100,000 subscribers | 107 MiB | a \\| b |" in lines
-    assert all(line.count("|") - line.count("\\|") == 5 for line in lines)
+    assert lines[0] == "| area | measure | value | peer or floor | target | note |"
+    assert len(lines) == 2 + 8
+    assert "| **Memory of a send** | peak, 100,000 subscribers | 107 MiB |  |  | a \\| b |" in lines
+    assert all(line.count("|") - line.count("\\|") == 7 for line in lines)
+
+
+def test_each_figure_stands_beside_its_peer_or_floor_and_its_target(run: ModuleType) -> None:
+    rows = run.table_rows(run.parse_bench(SAMPLE))
+    assert ("", "digest --help", "0.21 s", "python -c pass: 0.012 s", "<= 0.3 s: met", "")[1:] in [
+        row[1:] for row in rows
+    ]
+    collect = next(row for row in rows if row[1] == "first digest collect, piped")
+    assert collect[2:5] == ("5.20 s", "rss2email 3.14: 51.0 s", "<= 3.0 s: NOT met")
+    text = run.text_table(rows)
+    assert "(against rss2email 3.14: 51.0 s; target <= 3.0 s: NOT met)" in text
 
 
 def test_heading_names_the_machine_date_and_load(run: ModuleType) -> None:
