@@ -134,14 +134,20 @@ def entries_of(feed: int, count: int, now: datetime) -> list[Entry]:
     found = []
     for n in range(count):
         if rnd.random() < 0.1:
-            event = rnd.randrange(max(30, count * 3))  # shared: other feeds draw the same numbers
+            # An event other feeds report too (they draw the same numbers): its subject, a figure and
+            # a few distinctive words in the title and the lead, the rest in this feed's own words.
+            event = rnd.randrange(max(30, count * 3))
             said = random.Random(event)
-            subject, key = said.choice(NAMES), _words(said, 4)
-            own = " ".join(_words(rnd, 3))
-            title = f"{subject} {' '.join(key[:2])} {rnd.choice(TOPIC_WORDS)} {own} {key[2]} {key[3]}"
+            subject, figure, key = said.choice(NAMES), said.randrange(2, 98), said.sample(VOCAB[2000:], 6)
+            picked = rnd.sample(key, 4)
+            title = (
+                f"{subject} {picked[0]} {picked[1]} {rnd.choice(TOPIC_WORDS)} {_words(rnd, 1)[0]} {picked[2]}"
+            )
+            lead = f"{subject} {' '.join(rnd.sample(key, 5))} {figure} percent {' '.join(_words(rnd, 4))}."
         else:
             own = " ".join(_words(rnd, rnd.randint(5, 9)))
             title = f"{rnd.choice(NAMES)} {rnd.choice(TOPIC_WORDS)} {own}"
+            lead = _sentence(rnd, rnd.randint(6, 12))
         published = now - timedelta(minutes=n * 20 + rnd.randrange(20))
         slug = "-".join(title.lower().split()[:6])
         found.append(
@@ -152,7 +158,7 @@ def entries_of(feed: int, count: int, now: datetime) -> list[Entry]:
                 published=published,
                 author=rnd.choice(PEOPLE),
                 categories=tuple(rnd.sample(TOPIC_WORDS, 2)),
-                summary_html=summary_html(rnd, site, _sentence(rnd, rnd.randint(6, 12))),
+                summary_html=summary_html(rnd, site, lead),
             )
         )
     return found
