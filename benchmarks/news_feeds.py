@@ -332,6 +332,8 @@ class FeedServer:
         if self.process is not None:
             self.process.terminate()
             self.process.wait()
+            if self.process.stdout is not None:
+                self.process.stdout.close()
 
     @property
     def urls(self) -> list[str]:
