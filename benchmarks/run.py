@@ -49,7 +49,7 @@ QUICK_ARGS = {
 AREAS = {
     "cli startup": "Start-up of a command (whole process)",
     "cli collect": "Collect as the user runs it (whole `digest collect` process)",
-    "cli collect many": "Collect of 1,000 feeds (whole process)",
+    "cli collect many": "Collect of many small feeds (whole process)",
     "collect": "Collection (in process)",
     "feedparser fixtures": "Collection: feed parsing robustness",
     "clustering": "Story clustering",
