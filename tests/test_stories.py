@@ -64,7 +64,7 @@ def test_clustering_precision_and_recall() -> None:
     precision, recall = precision_recall(
         [keys[i] == keys[j] for i, j in pairs], [labels[i] == labels[j] for i, j in pairs]
     )
-    assert precision >= 0.99 and recall >= 0.88, (precision, recall)
+    assert precision >= 0.99 and recall >= 0.90, (precision, recall)  # issue 11's target
 
 
 def test_no_two_subjects_of_one_headline_pattern_are_merged() -> None:
@@ -131,6 +131,17 @@ def test_template_headlines_need_their_subjects_to_agree() -> None:
         StoryDoc("Airbag flaw: Marun calls back 80k SUVs", "Marun owners should visit a dealer.", "Herald"),
     ]
     assert cluster([*EVERYDAY, *docs], [])[-3:] == [-5, -6, -5]
+
+
+def test_a_headline_pattern_with_two_names_in_its_titles_tells_two_events() -> None:
+    # "X fined 40 million euros": the same figure and words, but neither article mentions the other's
+    # subject, so they are two events however close their scores (issue 11).
+    cartly = StoryDoc("Cartly fined 40 million euros over data breach", "No password was set.", "Herald")
+    streamly = StoryDoc("Streamly fined 40 million euros over cancellation", "Nobody could quit.", "Screen")
+    again = StoryDoc("Watchdog hits Cartly with a 40m euro penalty", "Cartly kept records unlocked.", "Tech")
+    # At a threshold far below the rule's, so that only the subject rule keeps them apart.
+    keys = cluster([*EVERYDAY, cartly, streamly, again], [], threshold=0.05)[-3:]
+    assert keys[0] == keys[2] != keys[1]
 
 
 def test_numbers_are_compared_as_numbers_and_must_agree() -> None:

@@ -224,6 +224,15 @@ def score_pairs(batch: Batch) -> Pairs:
     titled = is_number & ((flags & IN_TITLE) > 0)
     title_numbers = _matrix(rows[titled], cols[titled], ones[titled], shape)
     has_title_numbers = np.diff(title_numbers.indptr) > 0
+    # The names of titles ("Streamly fined ..." / "Cartly fined ..."): the subject of a template headline.
+    title_named = s.name[cols] & ~s.calendar[cols] & ((flags & IN_TITLE) > 0)
+    title_names = _matrix(rows[title_named], cols[title_named], ones[title_named], shape)
+    has_title_names = np.diff(title_names.indptr) > 0
+    # Where each article mentions any title's name, anywhere (a mention in the lede counts).
+    mentions = np.zeros(shape[1], dtype=np.bool_)
+    mentions[cols[title_named]] = True
+    mentioned = mentions[cols]
+    name_mentions = _matrix(rows[mentioned], cols[mentioned], ones[mentioned], shape)
 
     def score_block(new_rows: Ints) -> tuple[Ints, Ints, Floats]:
         # Candidates: pairs sharing a rare term, each once (a new article with an earlier one).
@@ -249,6 +258,13 @@ def score_pairs(batch: Batch) -> Pairs:
         )
         keep = np.ones(a.size, dtype=np.bool_)
         keep[both[disagree]] = False
+        # Subjects must agree too: where both titles name something and neither article mentions
+        # a name of the other's title, one headline pattern tells two subjects' events (issue 11).
+        both = np.flatnonzero(has_title_names[a] & has_title_names[b])
+        strangers = (_dots(title_names, a[both], name_mentions, b[both]) == 0) & (
+            _dots(title_names, b[both], name_mentions, a[both]) == 0
+        )
+        keep[both[strangers]] = False
         return s.articles[b[keep]], s.articles[a[keep]], score[keep]
 
     new_rows = np.searchsorted(s.articles, np.arange(batch.first_new, n))

@@ -50,7 +50,7 @@ from dataclasses import dataclass
 # subject's follow-ups (a chip plant announced, then delayed); the same events furthest apart are
 # paraphrases sharing only the subject ("Storm Lena cuts power to 200,000 homes", "Hundreds of
 # thousands without electricity as Lena batters the coast").
-THRESHOLD = 0.20
+THRESHOLD = 0.18
 SAME_TITLE = 2.0  # the score of two articles with one normalized title: above any cosine
 SINGLE_ANCHOR = 0.7  # the cosine's weight when two articles share only one name or number
 NO_ANCHOR = 0.5  # ... when they share none and at most one of them names something
@@ -228,7 +228,7 @@ def terms(doc: StoryDoc) -> bytes:
         for term, flag in _tokens(text):
             old = counts.get(term, 0)
             tf = min((old & TF_MASK) + 1, TF_MASK)
-            counts[term] = (old & ~TF_MASK) | flag | (where if flag & NUMBER else 0) | tf
+            counts[term] = (old & ~TF_MASK) | flag | where | tf
     title = normalize_title(doc.title)
     packed = [term_hash("\x00" + title) << 8 if title else 0]
     packed.extend(term_hash(term) << 8 | flags for term, flags in counts.items())
