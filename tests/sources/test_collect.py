@@ -1,6 +1,9 @@
 """Collecting into the database: health per source, one article per URL, stories across feeds."""
 
+import logging
+import threading
 from datetime import datetime, timedelta
+from multiprocessing import get_all_start_methods
 from pathlib import Path
 
 import pytest
@@ -201,6 +204,37 @@ def test_parsing_in_worker_processes_gives_the_same_result(
     assert len(articles) == 8 and len(stories) == 7  # the two Voltra recall reports are one story
     recall = {a.story_id for a in articles if "Voltra" in a.title}
     assert len(recall) == 1
+
+
+def test_workers_are_forked_before_a_progress_bar_starts_its_thread(
+    tmp_path: Path, engine: sa.Engine, now: datetime, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Rich's bar starts a refresh thread from the first `on_fetched`; the workers came before it
+    (forked, not spawned: a spawned worker imports everything again), even when the first source
+    to answer brings nothing to parse (file sources answer in order: the missing one first)."""
+    if "fork" not in get_all_start_methods():
+        pytest.skip("no fork on this platform")
+    names = [f"f{i}" for i in range(3)]
+    newsletter = _newsletter(tmp_path, "missing", *names)
+    for name in names:
+        _feed(tmp_path, name, rss([Item(f"{name} news", f"https://{name}.example/1")]))
+    stop = threading.Event()
+    threads: list[threading.Thread] = []
+
+    def on_fetched(name: str, error: str | None) -> None:
+        if not threads:  # as Rich's Progress.start() does
+            threads.append(threading.Thread(target=stop.wait, daemon=True))
+            threads[0].start()
+
+    caplog.set_level(logging.INFO, logger="digest.sources.collect")
+    try:
+        results = pipeline.collect(
+            newsletter, engine=engine, clock=FixedClock(now), parse_workers=2, on_fetched=on_fetched
+        )
+    finally:
+        stop.set()
+    assert [r.status for r in results] == ["failed", "new", "new", "new"] and threads
+    assert "workers=2 started_by=fork" in caplog.text
 
 
 def test_articles_keep_their_story_terms_and_older_rows_without_them_still_match(

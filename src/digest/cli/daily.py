@@ -86,15 +86,23 @@ def _collect(settings: Settings, newsletter: Newsletter, engine: sa.Engine) -> l
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     columns = (TextColumn("fetching"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, TextColumn("{task.fields[last]}"), console=out, transient=True) as bar:
-        task = bar.add_task("fetch", total=len(newsletter.sources), last="")
+    bar = Progress(*columns, TextColumn("{task.fields[last]}"), console=out, transient=True)
+    task = bar.add_task("fetch", total=len(newsletter.sources), last="")
 
-        def advance(name: str, error: str | None) -> None:
-            bar.update(task, advance=1, last=f"{name}: failed" if error else name)
+    def advance(name: str, error: str | None) -> None:
+        # Started on the first fetched source, after collect has forked its workers: Rich's
+        # refresh thread would otherwise make them spawned (see sources/workers.py).
+        if not bar.live.is_started:
+            bar.start()
+        bar.update(task, advance=1, last=f"{name}: failed" if error else name)
 
+    try:
         return pipeline.collect(
             newsletter, engine=engine, clock=current_clock(), settings=settings, on_fetched=advance
         )
+    finally:
+        if bar.live.is_started:
+            bar.stop()
 
 
 def _print_collect(results: list[SourceResult]) -> None:

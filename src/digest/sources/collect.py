@@ -95,7 +95,8 @@ def collect(
 ) -> list[SourceResult]:
     """Fetch, parse and store every source; a failing source is recorded and the rest go on.
 
-    `on_fetched(name, error)` is called as each source's fetch ends (for a progress bar).
+    `on_fetched(name, error)` is called as each source's fetch ends (for a progress bar); the worker
+    processes, if any, are started before its first call, so it may start threads.
     `parse_workers`: processes that parse feeds; None picks by the number of sources and CPUs.
     """
     options = options or FetchOptions()
@@ -110,6 +111,7 @@ def collect(
     workers = Workers(parse_workers)
     started = time.perf_counter()
     try:
+        workers.start()
         outcomes = asyncio.run(_fetch_and_parse(requests, options, workers, on_fetched))
         fetched_at = time.perf_counter()
         results = store_outcomes(
@@ -118,11 +120,12 @@ def collect(
     finally:
         workers.close()
     log.info(
-        "collect sources=%d fetch_and_parse=%.2fs store=%.2fs workers=%d",
+        "collect sources=%d fetch_and_parse=%.2fs store=%.2fs workers=%d started_by=%s",
         len(requests),
         fetched_at - started,
         time.perf_counter() - fetched_at,
         parse_workers,
+        workers.method,
     )
     return results
 

@@ -60,6 +60,26 @@ class Workers:
         self.workers = workers
         self.parsers: ProcessPoolExecutor | None = None
         self.scientist: ProcessPoolExecutor | None = None
+        self.method: str | None = None  # how the processes were started, once they are
+        self._warm = False
+
+    def start(self) -> None:
+        """Start the worker processes now, if there are to be any.
+
+        collect calls this before its first fetch, so the processes are forked while this is still
+        the only thread: a progress bar started from `on_fetched` (Rich's refresh thread) comes
+        after them and cannot make them spawned (each spawned worker imports everything again,
+        ~1 s of CPU). With fork, a pool forks all its processes on its first submit; the no-op
+        submits below are those first submits.
+        """
+        if self.workers <= 0 or self.parsers is not None:
+            return
+        self.method = start_method()
+        context = get_context(self.method)
+        self.scientist = ProcessPoolExecutor(1, mp_context=context)
+        self.scientist.submit(int)
+        self.parsers = ProcessPoolExecutor(self.workers, mp_context=context)
+        self.parsers.submit(int)
 
     def parse(
         self, loop: asyncio.AbstractEventLoop, name: str, fetched: Fetched
@@ -73,11 +93,11 @@ class Workers:
             except SourceError as e:
                 future.set_exception(e)
             return future
-        if self.parsers is None:
-            context = get_context(start_method())
-            self.scientist = ProcessPoolExecutor(1, mp_context=context)
+        self.start()
+        assert self.parsers is not None and self.scientist is not None
+        if not self._warm:  # numpy is loaded only when there is something to cluster
+            self._warm = True
             self.scientist.submit(warm_up)
-            self.parsers = ProcessPoolExecutor(self.workers, mp_context=context)
         args = (name, fetched.body, fetched.url, fetched.headers)
         return loop.run_in_executor(self.parsers, parse_with_terms, *args)
 
