@@ -1,7 +1,7 @@
 """Pure: pick and order what one edition, and one subscriber's copy of it, contains."""
 
 import json
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from datetime import date, datetime
 from typing import Any
@@ -18,6 +18,22 @@ class SourceRef:
 
 
 @dataclass(frozen=True, slots=True)
+class ThreadRef:
+    """Another edition's story of the same thread, for an "Earlier:" or "Later:" line (issue 16)."""
+
+    story_id: int
+    day: date  # the date of the edition that carried it: its archive page
+    title: str
+    topic: str  # the topic it was carried under
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "ThreadRef":
+        """Inverse of `asdict`."""
+        day = date.fromisoformat(data["day"])
+        return cls(int(data["story_id"]), day, str(data["title"]), str(data["topic"]))
+
+
+@dataclass(frozen=True, slots=True)
 class StoryItem:
     """A story as the digest shows it."""
 
@@ -30,6 +46,10 @@ class StoryItem:
     topic: str
     reason: str = ""
     weight: float = 1.0  # the best weight among the sources that reported it
+    # Earlier stories of its thread, newest first (frozen with the edition); later ones are only
+    # known once they exist and are added for the archive page, never stored with the edition.
+    earlier: tuple[ThreadRef, ...] = ()
+    later: tuple[ThreadRef, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +98,9 @@ class Edition:
                                 **s,
                                 "published": datetime.fromisoformat(s["published"]),
                                 "sources": tuple(SourceRef(**r) for r in s["sources"]),
+                                # editions frozen before issue 16 have no links
+                                "earlier": tuple(ThreadRef.from_json(r) for r in s.get("earlier", ())),
+                                "later": tuple(ThreadRef.from_json(r) for r in s.get("later", ())),
                             }
                         )
                         for s in t["stories"]
@@ -129,7 +152,37 @@ def compose_edition(
 
 
 def for_subscriber(edition: Edition, topics: Collection[str]) -> Edition:
-    """The subscriber's copy: only their chosen topics (all when they chose none)."""
+    """The subscriber's copy: only their chosen topics (all when they chose none).
+
+    An "Earlier:" link to a story of a topic they did not choose is dropped too (issue 16): a
+    link never brings a topic they left out into their email, not even as one line.
+    """
     if not topics:
         return edition
-    return replace(edition, topics=tuple(t for t in edition.topics if t.name in topics))
+    return replace(
+        edition,
+        topics=tuple(
+            replace(t, stories=tuple(_links_within(s, topics) for s in t.stories))
+            for t in edition.topics
+            if t.name in topics
+        ),
+    )
+
+
+def _links_within(story: StoryItem, topics: Collection[str]) -> StoryItem:
+    if all(link.topic in topics for link in story.earlier):
+        return story
+    return replace(story, earlier=tuple(link for link in story.earlier if link.topic in topics))
+
+
+def with_later(edition: Edition, later: Mapping[int, Sequence[ThreadRef]]) -> Edition:
+    """The edition with each story's later follow-ups, for its archive page (issue 16)."""
+    if not later:
+        return edition
+    return replace(
+        edition,
+        topics=tuple(
+            replace(t, stories=tuple(replace(s, later=tuple(later.get(s.id, ()))) for s in t.stories))
+            for t in edition.topics
+        ),
+    )

@@ -130,6 +130,9 @@ class Settings(BaseSettings):
     fetch_per_host: int = Field(default=2, ge=1, le=16)
     fetch_concurrency: int = Field(default=100, ge=1, le=1024)
     source_failure_alert: int = Field(default=3, ge=1)
+    # Story continuity (issue 16): how many days back a new story looks for the earlier coverage
+    # it continues (its "Earlier:" links); 0 turns the links off.
+    thread_horizon_days: int = Field(default=14, ge=0, le=90)
 
     @field_validator("timezone")
     @classmethod

@@ -8,7 +8,7 @@ from datetime import UTC, date, datetime, time, timedelta, tzinfo
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
-from digest import compose, render, topics
+from digest import compose, followups, render, topics
 from digest.config import Newsletter
 from digest.db import queries
 from digest.db.engine import session_scope
@@ -20,6 +20,7 @@ from digest.db.models import (
 )
 from digest.db.models import Edition as EditionRow
 from digest.sources.clean import plain_text
+from digest.threads import HORIZON_DAYS
 
 log = logging.getLogger(__name__)
 
@@ -206,7 +207,8 @@ def edition_window(
 def compose_draft(
     newsletter: Newsletter, *, session: Session, edition_date: date, now: datetime, zone: tzinfo
 ) -> compose.Edition:
-    """What the edition of `edition_date` would contain if it were built now (nothing is saved)."""
+    """What the edition of `edition_date` would contain if it were built now (nothing is saved),
+    without its links to earlier editions (`followups.link_edition` adds them)."""
     window = edition_window(newsletter, session=session, edition_date=edition_date, now=now, zone=zone)
     records = queries.unsent_stories(session=session, start=window.start, end=window.end)
     items = _story_items(newsletter, _match(newsletter, records))
@@ -229,27 +231,43 @@ def _compose(
 
 
 def edition_or_draft(
-    newsletter: Newsletter, *, session: Session, edition_date: date, now: datetime, zone: tzinfo
+    newsletter: Newsletter,
+    *,
+    session: Session,
+    edition_date: date,
+    now: datetime,
+    zone: tzinfo,
+    horizon_days: int = HORIZON_DAYS,
 ) -> tuple[compose.Edition, EditionRow | None]:
-    """The frozen edition of a date if built, else a draft of it (the row is None then)."""
+    """The frozen edition of a date if built, else a draft of it with its follow-ups' earlier
+    links (the row is None then)."""
     row = queries.edition_for(edition_date, session=session)
     if row is not None:
         return compose.Edition.from_json(row.content_json), row
     draft = compose_draft(newsletter, session=session, edition_date=edition_date, now=now, zone=zone)
+    draft = followups.link_edition(draft, session=session, horizon_days=horizon_days)
     return draft, None
 
 
 def build_edition(
-    newsletter: Newsletter, *, session: Session, edition_date: date, now: datetime, zone: tzinfo
+    newsletter: Newsletter,
+    *,
+    session: Session,
+    edition_date: date,
+    now: datetime,
+    zone: tzinfo,
+    horizon_days: int = HORIZON_DAYS,
 ) -> tuple[EditionRow, compose.Edition]:
     """The edition of a date: built and frozen on first call, the same content ever after.
 
-    `zone` is the newsletter's time zone (DIGEST_TIMEZONE), where edition dates are counted.
+    `zone` is the newsletter's time zone (DIGEST_TIMEZONE), where edition dates are counted;
+    `horizon_days` (DIGEST_THREAD_HORIZON_DAYS) how far back its follow-ups look (issue 16).
     """
     row = queries.edition_for(edition_date, session=session)
     if row is not None:
         return row, compose.Edition.from_json(row.content_json)
     edition = compose_draft(newsletter, session=session, edition_date=edition_date, now=now, zone=zone)
+    edition = followups.link_edition(edition, session=session, horizon_days=horizon_days)
     row = EditionRow(
         date=edition_date,
         subject=render.subject_for(newsletter.newsletter, edition),
@@ -278,5 +296,6 @@ def build_edition(
             story = stories[item.id]
             story.topic, story.topic_reason = item.topic, item.reason
             session.add(story)
+    followups.store_links(row, edition, session=session)
     log.info("edition built date=%s stories=%d", edition_date, edition.story_count)
     return row, edition

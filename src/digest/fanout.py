@@ -153,6 +153,7 @@ def send_distributed(
                 zone=settings.zone,
                 audience=audience,
                 resend_unknown=resend_unknown,
+                horizon_days=settings.thread_horizon_days,
             )
             already = ledger.counts(edition_id, session=session, audience=audience)[DeliveryStatus.SENT]
         with session_scope(engine) as session:  # a template error stops us before anything is queued

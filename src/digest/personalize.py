@@ -50,6 +50,14 @@ class Reader(Protocol):
 
 
 KEEP_EDITIONS = 3  # dates whose rendered copies a long-running process keeps
+KEEP_ARCHIVE_PAGES = 32  # archive pages the web app keeps rendered
+# What tells two copies of one edition apart: the topics shown, and the topics of the "Earlier:"
+# links kept (a link is kept when its topic is chosen).
+_Content = tuple[frozenset[str], frozenset[str]]
+
+
+def _linked_topics(copy: compose.Edition) -> frozenset[str]:
+    return frozenset(link.topic for t in copy.topics for s in t.stories for link in s.earlier)
 
 
 @dataclass
@@ -64,9 +72,11 @@ class Renderer:
     newsletter: Newsletter
     env: jinja2.Environment
     signer: TokenSigner
-    _cache: dict[tuple[date, frozenset[str], str], tuple[compose.Edition, render.RenderedDigest]] = field(
+    _cache: dict[tuple[date, _Content, str], tuple[compose.Edition, render.RenderedDigest]] = field(
         default_factory=dict
     )
+    _copies: dict[tuple[date, frozenset[str]], tuple[compose.Edition, _Content]] = field(default_factory=dict)
+    _archives: dict[tuple[date, object], render.RenderedDigest] = field(default_factory=dict)
     _zones: dict[str | None, ZoneInfo] = field(default_factory=dict, repr=False)
     _contents: dict[int, tuple[render.RenderedDigest, MessageContent]] = field(default_factory=dict)
     _used: dict[date, None] = field(default_factory=dict)  # dates cached, least recently used first
@@ -79,25 +89,49 @@ class Renderer:
     ) -> tuple[compose.Edition, render.RenderedDigest]:
         """The subscriber's copy of the edition, rendered with story times in `timezone` (None:
         the newsletter's DIGEST_TIMEZONE); cached per topic set and zone."""
-        copy = compose.for_subscriber(edition, chosen)
         zone = self.zone(timezone)
-        key = (edition.date, copy.topic_names, zone.key)
         with self._lock:
             self._used.pop(edition.date, None)
             self._used[edition.date] = None  # the most recently used date goes last
+            picked = self._copies.get((edition.date, chosen))
+            if picked is None:
+                copy = compose.for_subscriber(edition, chosen)
+                # Topic sets that give the same stories and keep the same "Earlier:" links (issue
+                # 16: only to topics the reader chose) share one rendered copy.
+                content = (copy.topic_names, _linked_topics(copy))
+                picked = self._copies[(edition.date, chosen)] = (copy, content)
+            copy, content = picked
+            key = (edition.date, content, zone.key)
             hit = self._cache.get(key)
             if hit is None:
-                rendered = render.render_digest(
-                    self.env,
-                    self.newsletter.newsletter,
-                    copy,
-                    archive_url=self.archive_url(edition.date),
-                    zone=zone,
-                )
-                render.check_slots(rendered)
+                rendered = self._render(copy, zone)
                 hit = self._cache[key] = (copy, rendered)
                 self._forget_old_editions()
         return hit
+
+    def archive_for(self, edition: compose.Edition) -> render.RenderedDigest:
+        """The whole edition as its public archive page shows it, with the "Later:" lines it has
+        now (compose.with_later); rendered again only when those change."""
+        key = (edition.date, tuple((s.id, s.later) for t in edition.topics for s in t.stories if s.later))
+        with self._lock:
+            hit = self._archives.pop(key, None)
+            if hit is None:
+                hit = self._render(edition, self.settings.zone)
+            self._archives[key] = hit  # the most recently used goes last
+            while len(self._archives) > KEEP_ARCHIVE_PAGES:
+                del self._archives[next(iter(self._archives))]
+        return hit
+
+    def _render(self, copy: compose.Edition, zone: ZoneInfo) -> render.RenderedDigest:
+        rendered = render.render_digest(
+            self.env,
+            self.newsletter.newsletter,
+            copy,
+            archive_url=self.archive_url(copy.date),
+            zone=zone,
+        )
+        render.check_slots(rendered)
+        return rendered
 
     def zone(self, name: str | None) -> ZoneInfo:
         """A reader's time zone by name: the newsletter's for None, or for a name zoneinfo does not
@@ -125,6 +159,8 @@ class Renderer:
             del self._used[day]
         for key in [k for k in self._cache if k[0] in stale]:
             del self._cache[key]
+        for picked in [k for k in self._copies if k[0] in stale]:
+            del self._copies[picked]
         alive = {id(rendered) for _, rendered in self._cache.values()}
         for ident in [i for i in self._contents if i not in alive]:
             del self._contents[ident]

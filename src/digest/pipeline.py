@@ -12,7 +12,7 @@ from datetime import UTC, date, datetime, timedelta, tzinfo
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
-from digest import compose, render
+from digest import compose, followups, render
 from digest.clock import Clock
 from digest.config import Newsletter, Settings
 from digest.db import queries
@@ -37,6 +37,7 @@ from digest.sources.collect import SourceResult
 from digest.sources.collect import collect as collect_sources
 from digest.sources.fetch import FetchOptions
 from digest.subscribers import get_subscriber, record_event, resume_paused, topics_of
+from digest.threads import HORIZON_DAYS
 
 log = logging.getLogger(__name__)
 
@@ -125,11 +126,14 @@ def open_edition(
     zone: tzinfo,
     audience: sa.ColumnElement[bool] | None,
     resend_unknown: bool,
+    horizon_days: int = HORIZON_DAYS,
 ) -> tuple[int, compose.Edition]:
     """Ready an edition for sending: build or load it, end finished pauses, put back the unknown
     rows if asked, and give every reader in the audience a delivery row. The caller has already
     settled the rows a crash left in flight (how depends on one process or many workers)."""
-    row, edition = build_edition(newsletter, session=session, edition_date=edition_date, now=now, zone=zone)
+    row, edition = build_edition(
+        newsletter, session=session, edition_date=edition_date, now=now, zone=zone, horizon_days=horizon_days
+    )
     assert row.id is not None
     resume_paused(session=session, now=now)
     if resend_unknown:
@@ -235,6 +239,7 @@ def send_edition(
                 zone=settings.zone,
                 audience=audience,
                 resend_unknown=resend_unknown,
+                horizon_days=settings.thread_horizon_days,
             )
             already = ledger.counts(edition_id, session=session, audience=audience)[DeliveryStatus.SENT]
         # Render every distinct copy before the first claim: a template error stops the send with
@@ -503,6 +508,19 @@ class Preview:
         return to_bytes(self.message, now=now)
 
 
+def _edition_or_draft(
+    settings: Settings, newsletter: Newsletter, *, session: Session, day: date, now: datetime
+) -> tuple[compose.Edition, EditionRow | None]:
+    return edition_or_draft(
+        newsletter,
+        session=session,
+        edition_date=day,
+        now=now,
+        zone=settings.zone,
+        horizon_days=settings.thread_horizon_days,
+    )
+
+
 SAMPLE_SUBSCRIBER = Subscriber(
     id=0,
     email="reader@example.com",
@@ -525,9 +543,7 @@ def preview(
     """Render a date's edition for one subscriber (or a sample reader) without sending."""
     renderer = renderer or make_renderer(settings, newsletter)
     with session_scope(engine) as session:
-        edition, row = edition_or_draft(
-            newsletter, session=session, edition_date=edition_date, now=now, zone=settings.zone
-        )
+        edition, row = _edition_or_draft(settings, newsletter, session=session, day=edition_date, now=now)
         edition_id = row.id if row is not None else None
         subscriber = (
             get_subscriber(subscriber_email, session=session) if subscriber_email else SAMPLE_SUBSCRIBER
@@ -561,9 +577,7 @@ def dry_run(
     size = batch_size or settings.send_batch_size
     now = clock()
     with session_scope(engine) as session:
-        edition, row = edition_or_draft(
-            newsletter, session=session, edition_date=edition_date, now=now, zone=settings.zone
-        )
+        edition, row = _edition_or_draft(settings, newsletter, session=session, day=edition_date, now=now)
         edition_id = (row.id or 0) if row is not None else 0  # 0: no edition, so no delivery rows
         counts = ledger.counts(edition_id, session=session)
     active_now = sa.or_(
@@ -623,10 +637,12 @@ def dry_run(
 def archive_html(
     settings: Settings, newsletter: Newsletter, *, engine: sa.Engine, day: date, renderer: Renderer
 ) -> str | None:
-    """A sent edition as a public web page: every topic, no personal data, no working token."""
+    """A sent edition as a public web page: every topic, no personal data, no working token, and
+    under each story the later follow-ups sent since (issue 16)."""
     with session_scope(engine) as session:
         sent = queries.edition_for(day, session=session)
-    if sent is None or sent.sent_at is None or sent.story_count == 0:
-        return None  # an edition with no stories was sent to nobody
-    _, rendered = renderer.digest_for(compose.Edition.from_json(sent.content_json), frozenset())
-    return rendered.html.fill(render.archive_values(settings.base_url))
+        if sent is None or sent.sent_at is None or sent.story_count == 0:
+            return None  # an edition with no stories was sent to nobody
+        edition = compose.Edition.from_json(sent.content_json)
+        edition = compose.with_later(edition, followups.later_refs(edition, session=session))
+    return renderer.archive_for(edition).html.fill(render.archive_values(settings.base_url))

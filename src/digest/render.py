@@ -21,7 +21,7 @@ import mjml
 from markupsafe import Markup
 
 from digest import mjml_check
-from digest.compose import Edition, StoryItem, TopicSection
+from digest.compose import Edition, StoryItem, ThreadRef
 from digest.config import NewsletterInfo
 from digest.errors import TemplateError
 from digest.sources.clean import sanitize_html, web_url
@@ -101,6 +101,13 @@ class RenderedDigest:
 
 
 @dataclass(frozen=True, slots=True)
+class _ThreadView:
+    title: str
+    date_label: str  # "Nov 24": the edition that carried it
+    url: str  # its edition's public archive page, at the story
+
+
+@dataclass(frozen=True, slots=True)
 class _StoryView:
     title: str
     url: str
@@ -108,9 +115,30 @@ class _StoryView:
     summary_text: str
     published_label: str
     sources: tuple[Any, ...]
+    anchor: str  # "story-42" on the card that carries the story, "" on a repeat of a split story
+    earlier: tuple[_ThreadView, ...]
+    later: tuple[_ThreadView, ...]
 
 
-def _story_view(story: StoryItem, zone: tzinfo) -> _StoryView:
+def story_anchor(story_id: int) -> str:
+    """The HTML id of a story's card on its archive page (stable: the story's id) (issue 16)."""
+    return f"story-{story_id}"
+
+
+def _thread_views(refs: Sequence[ThreadRef], archive_root: str) -> tuple[_ThreadView, ...]:
+    # Always the public archive page, never a reader's own copy (issue 16): the link works for
+    # a reader who did not get that edition (joined later, paused, other topics then).
+    return tuple(
+        _ThreadView(
+            title=r.title,
+            date_label=r.day.strftime("%b %-d"),
+            url=f"{archive_root}/{r.day.isoformat()}#{story_anchor(r.story_id)}",
+        )
+        for r in refs
+    )
+
+
+def _story_view(story: StoryItem, zone: tzinfo, *, anchor: str = "", archive_root: str = "") -> _StoryView:
     # Sanitized at collection already; again here because stored content outlives code versions
     # and the summary is the one piece of feed HTML an email carries (cheap: once per copy).
     summary_html = sanitize_html(story.summary_html)
@@ -130,16 +158,29 @@ def _story_view(story: StoryItem, zone: tzinfo) -> _StoryView:
         summary_text=text,
         published_label=format_published(story.published, zone),
         sources=tuple(replace(s, url=web_url(s.url) or "") for s in story.sources),
+        anchor=anchor,
+        earlier=_thread_views(story.earlier, archive_root),
+        later=_thread_views(story.later, archive_root),
     )
 
 
-def _section_view(section: TopicSection, zone: tzinfo) -> dict[str, Any]:
-    anchor = "topic-" + re.sub(r"[^a-z0-9]+", "-", section.name.lower()).strip("-")
-    return {
-        "name": section.name,
-        "anchor": anchor,
-        "stories": [_story_view(s, zone) for s in section.stories],
-    }
+def _section_views(edition: Edition, zone: tzinfo, archive_root: str) -> list[dict[str, Any]]:
+    anchored: set[int] = set()  # a story split by topic is anchored where first shown
+    sections = []
+    for section in edition.topics:
+        stories = []
+        for story in section.stories:
+            anchor = "" if story.id in anchored else story_anchor(story.id)
+            anchored.add(story.id)
+            stories.append(_story_view(story, zone, anchor=anchor, archive_root=archive_root))
+        sections.append(
+            {
+                "name": section.name,
+                "anchor": "topic-" + re.sub(r"[^a-z0-9]+", "-", section.name.lower()).strip("-"),
+                "stories": stories,
+            }
+        )
+    return sections
 
 
 def subject_for(newsletter: NewsletterInfo, edition: Edition) -> str:
@@ -166,9 +207,10 @@ def template_context(
 ) -> dict[str, Any]:
     """The variables every template receives (documented in templates/README.md); story times
     are shown in `zone`, the reader's time zone."""
+    archive_root = archive_url.rsplit("/", 1)[0]  # archive_url is ARCHIVE_ROOT/YYYY-MM-DD
     return {
         "newsletter": newsletter,
-        "edition": {"date": edition.date, "topics": [_section_view(t, zone) for t in edition.topics]},
+        "edition": {"date": edition.date, "topics": _section_views(edition, zone, archive_root)},
         "edition_date_long": edition.date.strftime("%A, %B %-d, %Y"),
         "story_count": edition.story_count,
         "preheader": preheader_for(edition),

@@ -1,11 +1,12 @@
 """Fixed inputs for render tests: a builder for editions of any size, and hostile feed text."""
 
+from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 
 import jinja2
 
 from digest import render
-from digest.compose import Edition, SourceRef, StoryItem, TopicSection
+from digest.compose import Edition, SourceRef, StoryItem, ThreadRef, TopicSection
 from digest.config import NewsletterInfo
 
 DAY = date(2026, 11, 25)
@@ -62,12 +63,21 @@ def story(
     )
 
 
+# Story 1 follows up two earlier stories (issue 16): its card ends with an "Earlier:" line.
+EARLIER = (
+    ThreadRef(901, DAY - timedelta(days=1), "Makers sign a deal on next-generation parts", "EV industry"),
+    ThreadRef(802, DAY - timedelta(days=3), "Makers in talks over next-generation parts", "EV industry"),
+)
+
+
 def edition(count: int = 6, *, topics: tuple[str, ...] = TOPICS[:3]) -> Edition:
-    """`count` stories spread over `topics` in order; every third story has three sources."""
+    """`count` stories spread over `topics` in order; every third story has three sources; the
+    first follows up two earlier stories."""
     by_topic: dict[str, list[StoryItem]] = {t: [] for t in topics}
     for n in range(1, count + 1):
         topic = topics[(n - 1) % len(topics)]
-        by_topic[topic].append(story(n, topic=topic, sources=3 if n % 3 == 0 else 1))
+        item = story(n, topic=topic, sources=3 if n % 3 == 0 else 1)
+        by_topic[topic].append(replace(item, earlier=EARLIER) if n == 1 else item)
     return Edition(
         date=DAY,
         title=NEWSLETTER.title,

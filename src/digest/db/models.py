@@ -177,6 +177,25 @@ class EditionStory(SQLModel, table=True):
     position: int
 
 
+class StoryLink(SQLModel, table=True):
+    """A follow-up (issue 16): a story a later edition carried continues one an earlier edition
+    carried. Written once, when the later edition is frozen; never merges the two stories."""
+
+    __table_args__ = (sa.Index("ix_storylink_earlier_date", "earlier_date"),)
+
+    later_story_id: int = Field(foreign_key="story.id", primary_key=True)
+    earlier_story_id: int = Field(foreign_key="story.id", primary_key=True, index=True)
+    later_edition_id: int = Field(foreign_key="edition.id", index=True)
+    earlier_edition_id: int = Field(foreign_key="edition.id", index=True)
+    later_date: dt.date
+    earlier_date: dt.date
+    later_title: str  # as the editions showed them (a story split by topic shows its part's title)
+    earlier_title: str
+    later_topic: str
+    earlier_topic: str
+    rank: int = 0  # 0 for the newest earlier story of the later one
+
+
 class Delivery(SQLModel, table=True):
     """The ledger: one row per (edition, subscriber), the only record of what was sent."""
 
