@@ -17,6 +17,7 @@ from sqlmodel import Session
 
 from digest.db.models import Subscriber, SubscriberEvent, SubscriberStatus
 from digest.errors import SubscriberError
+from digest.subscriber_formats import ExportFormat, detect_format
 from digest.subscribers import (
     NO_CONSENT,
     ROW_FIELDS,
@@ -35,6 +36,8 @@ from digest.subscribers import (
 CSV_COLUMNS = ("email", "name", "topics", "timezone")
 CONSENT_COLUMNS = ("consent_source", "consent_at", "consent_ip", "confirmed_at", "confirmed_ip")
 EXPORT_COLUMNS = (*CSV_COLUMNS, "status", *CONSENT_COLUMNS)
+# digest's own columns, read as they are; other services' exports: subscriber_formats.
+NATIVE = ExportFormat("digest", (), frozenset(EXPORT_COLUMNS), lambda row, _source: dict(row))
 
 # A line of a subscriber list is a few hundred characters; 64 Ki leaves room for columns we
 # ignore (a CRM's notes) and bounds what one line can cost. Longer lines are refused by number
@@ -74,6 +77,7 @@ class ImportReport:
     invalid: tuple[str, ...] = field(default_factory=tuple)  # the first MAX_LISTED
     ignored_columns: tuple[str, ...] = ()
     invalid_count: int = 0
+    format: str = "digest"  # whose export the file was (issue 14: Mailchimp, Ghost, ...)
 
 
 def _sniff_delimiter(header: str) -> str:
@@ -180,12 +184,14 @@ class CsvFile:
             self.header = tuple(h.strip().lower() for h in _cells(text, self._delimiter))
         except SubscriberError as e:
             raise SubscriberError(f"{path}:{number}: {e}") from e
-        if "email" not in self.header:
+        self.format = detect_format(self.header, NATIVE)
+        if self.format.email_column(self.header) is None:
             raise SubscriberError(
                 f"{path}:1: header must have an 'email' column "
                 f"(got {shown(', '.join(self.header)) if self.header else 'nothing'})"
             )
-        self.ignored = tuple(h for h in self.header if h not in EXPORT_COLUMNS)
+        self.ignored = self.format.unused(self.header)
+        self._source = f"import:{path.name} ({self.format.name})"
 
     def rows(self, known_topics: Sequence[str]) -> Iterator[CsvRow | str]:
         """Each data line, in order, as a valid row or a "file:line: reason" message."""
@@ -203,7 +209,7 @@ class CsvFile:
                         "(quote a value that contains the delimiter)"
                     )
                 values = dict(zip(self.header, map(unescape_cell, cells), strict=False))
-                yield _parse_row(values, known_topics, number)
+                yield _parse_row(self.format.translate(values, self._source), known_topics, number)
             except SubscriberError as e:
                 yield f"{self.path}:{number}: {e}"
 
@@ -397,7 +403,14 @@ def import_csv(
             f"({str(e.orig).splitlines()[0]}); nothing imported: run it again"
         ) from e
     return ImportReport(
-        writer.added, writer.updated, tuple(writer.kept_out), duplicates, tuple(invalid), table.ignored, count
+        writer.added,
+        writer.updated,
+        tuple(writer.kept_out),
+        duplicates,
+        tuple(invalid),
+        table.ignored,
+        count,
+        table.format.name,
     )
 
 

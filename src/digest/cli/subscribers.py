@@ -83,6 +83,9 @@ def subscribers_import(
 ) -> None:
     """Import subscribers from CSV; a file with bad rows is rejected whole unless --skip-invalid.
 
+    Reads digest's own columns and the exports of Mailchimp, Substack, Buttondown, listmonk and
+    Ghost, recognised by their header (which column maps to what: subscribers/README.md).
+
     Example: digest subscribers import subscribers/example.csv
     """
     settings, newsletter = _setup()
@@ -102,6 +105,8 @@ def subscribers_import(
             resubscribe=resubscribe,
             on_invalid=skipped if skip_invalid else None,
         )
+    if report.format != "digest":
+        out.print(f"read as a {report.format} export (columns: subscribers/README.md)")
     out.print(
         f"added {report.added}, updated {report.updated}, merged duplicates {report.duplicates}"
         + (f", skipped invalid {report.invalid_count}" if report.invalid_count else "")
@@ -110,7 +115,7 @@ def subscribers_import(
         err.print(f"kept out (no consent): {line}", markup=False, highlight=False)
     if report.ignored_columns:
         columns = ", ".join(report.ignored_columns)
-        err.print(f"ignored unknown column(s): {columns}", markup=False, highlight=False)
+        err.print(f"columns not imported: {columns}", markup=False, highlight=False)
 
 
 @subscribers_app.command("export")
