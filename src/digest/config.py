@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from email_validator import EmailNotValidError, validate_email
 from pydantic import (
     AliasChoices,
     BaseModel,
@@ -100,6 +101,15 @@ class Settings(BaseSettings):
     bounce_mailbox: str | None = None  # maildir:/path or imaps://user@host[:port]/FOLDER
     bounce_mailbox_password: SecretStr | None = None
     soft_bounce_limit: int = Field(default=3, ge=1, le=100)
+    # Before a send (issue 14): addresses that get every real edition (inbox monitoring), outside
+    # the subscriber counts; the editor's page token; an editor's approval before scheduled sends.
+    seed_addresses: str | None = None  # comma-separated
+    admin_token: SecretStr | None = None
+    require_approval: bool = False
+    # By when the approval must come: a local time "HH:MM" on the edition's date, or minutes after
+    # the send time ("120"); then the edition is sent or skipped as DIGEST_APPROVAL_FALLBACK says.
+    approval_deadline: str = Field(default="120", pattern=r"^(\d{1,4}|([01]?\d|2[0-3]):[0-5]\d)$")
+    approval_fallback: Literal["skip", "send"] = "skip"
     send_rate: float | None = Field(default=None, gt=0)  # messages per second, all lanes together
     send_concurrency: int = Field(default=1, ge=1, le=32)  # parallel connections or requests
     sendgrid_timeout: float = Field(default=30.0, gt=0)
@@ -155,6 +165,27 @@ class Settings(BaseSettings):
                 f"{value!r} is not like bounces@news.example.com: a local part of at most 12 letters, "
                 "digits, '.', '_' or '-' (no '+': digest adds +TOKEN to it)"
             )
+        return value
+
+    @field_validator("seed_addresses")
+    @classmethod
+    def _seeds(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        seeds = []
+        for i, address in enumerate((a.strip() for a in value.split(",")), 1):
+            try:
+                seeds.append(validate_email(address, check_deliverability=False).normalized)
+            except EmailNotValidError as e:
+                raise ValueError(f"address {i} ({address!r}) is not an email address: {e}") from e
+        return ",".join(dict.fromkeys(seeds))
+
+    @field_validator("admin_token")
+    @classmethod
+    def _strong_admin_token(cls, value: SecretStr | None) -> SecretStr | None:
+        weakness = value is not None and secret_weakness(value.get_secret_value())
+        if weakness:
+            raise ValueError(f"{weakness}; make one with: {MAKE_A_KEY}")
         return value
 
     @field_validator("base_url", "sendgrid_host")
@@ -216,6 +247,11 @@ class Settings(BaseSettings):
                     "unset DIGEST_BROKER_URL to send from this process"
                 )
         return self
+
+    @property
+    def seeds(self) -> tuple[str, ...]:
+        """DIGEST_SEED_ADDRESSES as validated addresses, in order, each once."""
+        return tuple(a.strip() for a in (self.seed_addresses or "").split(",") if a.strip())
 
     @property
     def zone(self) -> ZoneInfo:

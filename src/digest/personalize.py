@@ -13,6 +13,7 @@ import jinja2
 from sqlmodel import Session, select
 
 from digest import compose, render
+from digest.bounces import ReturnPathSigner, bounce_signer, return_path
 from digest.config import Newsletter, Settings, signing_keys
 from digest.db.models import (
     Subscriber,
@@ -72,6 +73,8 @@ class Renderer:
     newsletter: Newsletter
     env: jinja2.Environment
     signer: TokenSigner
+    # Signs each reader's VERP return path when DIGEST_BOUNCE_ADDRESS is set (issue 14).
+    verp: ReturnPathSigner | None = None
     _cache: dict[tuple[date, _Content, str], tuple[compose.Edition, render.RenderedDigest]] = field(
         default_factory=dict
     )
@@ -234,6 +237,20 @@ class Renderer:
                 unsubscribe_mailto(mailbox, unsubscribe_url.rsplit("/", 1)[1]) if mailbox else None
             ),
             token_key=subscriber.token_key,
+            return_path=self.return_path(subscriber, edition_id),
+        )
+
+    def return_path(self, subscriber: Reader, edition_id: int) -> str | None:
+        """The reader's VERP envelope sender for an edition, or None without DIGEST_BOUNCE_ADDRESS."""
+        address = self.settings.bounce_address
+        if address is None or self.verp is None or not subscriber.id:
+            return None  # the sample reader (id 0) of a preview or a test send has no bounces to read
+        return return_path(
+            address,
+            signer=self.verp,
+            subscriber_id=subscriber.id,
+            edition_id=edition_id,
+            token_key=subscriber.token_key,
         )
 
 
@@ -254,6 +271,7 @@ def make_renderer(settings: Settings, newsletter: Newsletter) -> Renderer:
         newsletter=newsletter,
         env=env,
         signer=TokenSigner(signing_keys(settings)),
+        verp=bounce_signer(settings) if settings.bounce_address else None,
     )
 
 

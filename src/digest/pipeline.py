@@ -6,7 +6,7 @@ app call these functions and nothing deeper.
 
 import logging
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta, tzinfo
 
 import sqlalchemy as sa
@@ -28,6 +28,7 @@ from digest.deliver import claims, ledger
 from digest.deliver.base import OutgoingMessage, SendResult, Transport
 from digest.deliver.lock import send_lock
 from digest.deliver.message import MessageEncoder, to_bytes
+from digest.deliver.proofs import NO_SEEDS, SeedReport, send_seed_copies
 from digest.deliver.sender import Call, RateLimiter, batches, dispatch
 from digest.deliver.transports import make_transport
 from digest.editions import build_edition, edition_or_draft
@@ -105,6 +106,7 @@ class SendReport:
     unknown: int = 0
     failures: tuple[str, ...] = ()  # "address: error", the first FAILURES_KEPT of failed + retry
     already: int = 0  # readers (of the audience) who had this edition before this send
+    seeds: SeedReport = NO_SEEDS  # copies for DIGEST_SEED_ADDRESSES, outside the counts above
 
     @property
     def nothing_new(self) -> bool:
@@ -162,7 +164,7 @@ def send(
     if settings.broker_url is not None:
         from digest import distributed  # imports Celery: only in distributed mode
 
-        return distributed.send_edition(
+        report = distributed.send_edition(
             settings,
             newsletter,
             engine=engine,
@@ -173,6 +175,14 @@ def send(
             resend_unknown=resend_unknown,
             should_stop=should_stop,
         )
+        seeds = send_seed_copies(
+            settings,
+            engine=engine,
+            renderer=make_renderer(settings, newsletter),
+            edition_date=edition_date,
+            clock=clock,
+        )
+        return replace(report, seeds=seeds)
     return send_edition(
         settings,
         newsletter,
@@ -265,8 +275,16 @@ def send_edition(
             if edition_row is not None and edition_row.sent_at is None:
                 edition_row.sent_at = clock()
                 session.add(edition_row)
+    # After the readers, so the seeds never delay them; their failure never stops the send.
+    seeds = send_seed_copies(
+        settings, engine=engine, renderer=renderer, edition_date=edition_date, clock=clock
+    )
     return journal.report(
-        edition_date, edition.story_count, unknown=counts[DeliveryStatus.UNKNOWN], already=already
+        edition_date,
+        edition.story_count,
+        unknown=counts[DeliveryStatus.UNKNOWN],
+        already=already,
+        seeds=seeds,
     )
 
 
@@ -428,7 +446,13 @@ class _Journal:
     failures: list[str] = field(default_factory=list)  # the first FAILURES_KEPT
 
     def report(
-        self, edition_date: date, story_count: int, *, unknown: int = 0, already: int = 0
+        self,
+        edition_date: date,
+        story_count: int,
+        *,
+        unknown: int = 0,
+        already: int = 0,
+        seeds: SeedReport = NO_SEEDS,
     ) -> SendReport:
         """The tally as a send's report."""
         return SendReport(
@@ -441,6 +465,7 @@ class _Journal:
             unknown=unknown,
             failures=tuple(self.failures),
             already=already,
+            seeds=seeds,
         )
 
     def step(self, done: Sequence[Call], claim: Sequence[OutgoingMessage]) -> None:

@@ -11,6 +11,7 @@ import typer
 from rich.table import Table
 
 from digest import pipeline
+from digest.cli import desk
 from digest.cli.common import (
     DateOpt,
     _edition_date,
@@ -267,17 +268,39 @@ def send(
         bool,
         typer.Option("--resend-unknown", help="Also send messages whose fate a crash left unknown."),
     ] = False,
+    test: Annotated[
+        str | None,
+        typer.Option(
+            "--test",
+            help="Send only to these addresses (comma-separated), subject marked [Test]: the draft "
+            "if not frozen yet; nothing is recorded and the real send is not touched.",
+        ),
+    ] = None,
+    as_: Annotated[
+        str | None,
+        typer.Option(
+            "--as",
+            help="With --test: that subscriber's copy (address or id): their name, topics and "
+            "links, which act for them.",
+        ),
+    ] = None,
 ) -> None:
     """Send the edition of a date to every subscriber who has not received it.
 
     Exit status (for cron): 0 all done; 1 an error stopped the send (nothing is lost: run it
     again); 3 some recipients failed, wait for a retry, or are unknown after a crash.
+    DIGEST_SEED_ADDRESSES get each edition once, outside the counts.
 
     Example: digest send --date 2026-11-25
+
+    Example: digest send --test me@example.com --as reader@example.com
     """
     settings, newsletter = _setup()
     engine = _engine(settings)
     edition_date = _edition_date(settings, date_)
+    if test is not None or as_ is not None:
+        desk.test_send(settings, newsletter, engine, edition_date, to=test, as_reader=as_)
+        return
     if dry_run:
         report = pipeline.dry_run(
             settings,
@@ -300,6 +323,7 @@ def send(
     _warn(settings)
     report = _send(settings, newsletter, engine, edition_date, resend_unknown=resend_unknown)
     _print_send(report)
+    desk.print_seeds(report.seeds)
     if report.needs_attention:
         raise typer.Exit(3)
 

@@ -219,6 +219,41 @@ class Delivery(SQLModel, table=True):
     updated_at: datetime = _ts(nullable=False)
 
 
+class SeedCopy(SQLModel, table=True):
+    """A copy of an edition for a DIGEST_SEED_ADDRESSES address (inbox monitoring, issue 14).
+
+    Outside the ledger and the subscriber counts; one row per (edition, address), claimed
+    (`sending`, committed) before the transport call, so an address gets an edition at most once.
+    """
+
+    __table_args__ = (sa.UniqueConstraint("edition_id", "address", name="uq_seed_copy"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    edition_id: int = Field(foreign_key="edition.id", index=True)
+    address: str = Field(max_length=320)
+    status: str = Field(max_length=16)  # sending, sent or failed (a failed one is tried again)
+    error: str | None = None
+    updated_at: datetime = _ts(nullable=False)
+
+
+class EditionDecision(SQLModel, table=True):
+    """One decision of the editor's desk about the draft of a date (issue 14), in order.
+
+    `action` is drop, pin or move (a story, to `topic`), split (a merged story, done at once to the
+    stories and kept here as the record), note (the editor's note; the latest counts) or approve.
+    Applied by compose.apply_decisions while the edition is a draft; frozen into it when built.
+    """
+
+    id: int | None = Field(default=None, primary_key=True)
+    edition_date: dt.date = Field(index=True)
+    action: str = Field(max_length=16)
+    story_id: int | None = None
+    topic: str | None = None
+    note: str | None = None
+    actor: str = Field(default="cli", max_length=16)  # cli or web
+    created_at: datetime = _ts(nullable=False)
+
+
 class SubscriberEvent(SQLModel, table=True):
     """Every change to a subscriber: what, how, when, from which edition's link, and by what agent."""
 

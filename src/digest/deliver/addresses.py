@@ -11,9 +11,10 @@ row 2: it used to stop the whole send with UnicodeEncodeError and leave the row 
 import functools
 
 import idna
+from email_validator import EmailNotValidError, validate_email
 
-from digest.deliver.headers import checked_address
-from digest.errors import UnsendableAddress
+from digest.deliver.headers import checked_address, clean
+from digest.errors import DeliveryError, UnsendableAddress
 
 
 @functools.lru_cache(maxsize=1024)
@@ -56,3 +57,21 @@ def header_address(email: str) -> str:
         return relay_address(email, smtputf8=False)[0]
     except UnsendableAddress:
         return relay_address(email, smtputf8=True)[0]
+
+
+def address_list(text: str, *, what: str) -> tuple[str, ...]:
+    """Comma-separated addresses typed by the operator (`--test a@x,b@y`), validated and
+    normalised as subscribers' are, each once; DeliveryError names `what` and the bad one."""
+    found: list[str] = []
+    for i, raw in enumerate((a.strip() for a in text.split(",")), 1):
+        if not raw:
+            continue
+        try:
+            found.append(validate_email(raw, check_deliverability=False).normalized)
+        except EmailNotValidError as e:
+            raise DeliveryError(
+                f"{what}: address {i} ({clean(raw, 80)!r}) is not an email address: {e}"
+            ) from e
+    if not found:
+        raise DeliveryError(f"{what}: no address given (a comma-separated list, e.g. me@example.com)")
+    return tuple(dict.fromkeys(found))

@@ -42,6 +42,9 @@ class OutgoingMessage:
     unsubscribe_url: str | None  # None only for mail that is not list mail (sign-up confirmation)
     unsubscribe_mailto: str | None = None  # a full mailto: URL carrying the token, or None
     token_key: str | None = None  # the reader's link key: webhook events name the very row (issue 12)
+    # The envelope sender (SMTP MAIL FROM), where relays mail their bounce reports: a VERP address
+    # naming this reader and edition (bounces.return_path, issue 14); None: the From address.
+    return_path: str | None = None
 
     @property
     def subject(self) -> str:

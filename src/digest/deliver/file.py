@@ -6,6 +6,7 @@ from datetime import datetime
 from pathlib import Path
 
 from digest.deliver.base import OutgoingMessage, SendResult
+from digest.deliver.headers import checked_address
 from digest.deliver.message import MessageEncoder
 from digest.errors import UnsendableAddress
 
@@ -46,7 +47,11 @@ class FileTransport:
                     path.parent.mkdir(parents=True, exist_ok=True)
                     self._dirs.add(path.parent)
                 tmp = path.with_suffix(".tmp")
-                tmp.write_bytes(self.encoder.to_bytes(message, now=now))
+                data = self.encoder.to_bytes(message, now=now)
+                if message.return_path:
+                    # As the final delivery server records the envelope sender (RFC 5321 §4.4).
+                    data = f"Return-Path: <{checked_address(message.return_path)}>\r\n".encode() + data
+                tmp.write_bytes(data)
                 tmp.replace(path)
                 results.append(SendResult(message.delivery_id, ok=True, provider_id=str(path)))
             except OSError as e:

@@ -9,6 +9,12 @@ request, the key or the account, not the readers (issue 12 row 1): it stops the 
 every reader queued, except a 400 whose errors name personalizations, which fails those readers
 alone and sends the others. Addresses go in ASCII (IDNA domains); a reader whose address has a
 non-ASCII local part fails alone (this transport does not rely on SMTPUTF8 past the API).
+
+A message's VERP return path (OutgoingMessage.return_path, issue 14) is not sent: the v3 mail
+send body has no envelope-sender field (checked against tsg_mail_v3.json: `from`, `reply_to`,
+`headers` and the personalizations, nothing for MAIL FROM). SendGrid sends from its own
+return-path domain (yours with domain authentication) and reports bounces through the Event
+Webhook, which `/webhooks/sendgrid` applies; DIGEST_BOUNCE_ADDRESS is for the other relays.
 """
 
 import html

@@ -282,11 +282,13 @@ class SmtpTransport:
         except UnsendableAddress as e:
             log.warning("smtp cannot send subscriber=%s reason=%s", message.to_email, e)
             return SendResult(message.delivery_id, ok=False, permanent=True, error=str(e), attempts=attempt)
-        sender = message.content.from_email
+        # MAIL FROM is the return path: bounce reports come back to it (VERP, issue 14).
+        sender = message.return_path or message.content.from_email
         try:
             sender, sender_utf8 = relay_address(sender, smtputf8=smtputf8)
         except UnsendableAddress as e:
-            raise self._config_error(f"the newsletter's from_email cannot be sent: {e}") from e
+            what = "return path" if message.return_path else "newsletter's from_email"
+            raise self._config_error(f"the {what} cannot be sent: {e}") from e
         # RFC 6531 §3.4: a message with UTF-8 headers goes with SMTPUTF8 (and 8-bit MIME)
         options = ["SMTPUTF8", "BODY=8BITMIME"] if rcpt_utf8 or sender_utf8 else []
         data = self.encoder.to_bytes(message, now=self.clock(), to_email=rcpt)
