@@ -172,48 +172,72 @@ def _number(digits: str, scale: float) -> str:
 
 def _title_case(text: str) -> bool:
     """Whether capitals say nothing here ("Voltra Recalls 120,000 Sedans", or all in capitals)."""
-    words = _LONG_WORD.findall(text)
-    return len(words) >= 2 and 5 * sum(w[0].isupper() for w in words) >= 3 * len(words)
+    initials = "".join([w[0] for w in _LONG_WORD.findall(text)])
+    return len(initials) >= 2 and 5 * sum(map(str.isupper, initials)) >= 3 * len(initials)
 
 
-def _tokens(text: str) -> list[tuple[str, int]]:
-    """(term, flags) for every term of a text, in order."""
+# What a word token says, whatever its place: (its term's hash shifted left by 8 bits, or None for
+# a stop word or a single letter; whether it starts in lower case; whether it is all capitals).
+# Cached: news reuses its words, and looking one up costs a tenth of working it out (issue 15).
+_WordInfo = tuple[int | None, bool, bool]
+_WORDS: dict[str, _WordInfo] = {}
+_WORDS_MAX = 200_000
+
+
+def _word(token: str) -> _WordInfo:
+    lower = token.lower()
+    is_term = len(token) > 1 and lower not in STOP_WORDS and lower not in _UNIT_WORDS
+    info = (term_hash(_stem(lower)) << 8 if is_term else None, token[0].islower(), token.isupper())
+    if len(_WORDS) >= _WORDS_MAX:
+        _WORDS.clear()
+    _WORDS[token] = info
+    return info
+
+
+def _count_terms(text: str, where: int, counts: dict[int, int]) -> None:
+    """Add every term of a text to `counts`: the term's shifted hash -> its low byte (see terms)."""
     text = _fold(text)
     informative = not _title_case(text)
-    found: list[tuple[str, int]] = []
+    shouting = text.isupper()
     tokens = _TOKEN.findall(text)
+    words = _WORDS
     start = True  # at the start of a sentence a capital says nothing
     skip = False
     for i, token in enumerate(tokens):
         if skip:
             skip = False
             continue
-        if token in ".!?:;":
-            start = True
-            continue
-        if token[0].isdigit():
-            digits, suffix = _NUMBER.fullmatch(token).groups()  # type: ignore[union-attr]
-            scale = _SCALES.get(suffix.lower(), 0.0) if suffix else 1.0
-            following = tokens[i + 1].lower() if i + 1 < len(tokens) else ""
-            if not scale:
-                found.append((token.lower(), 0))  # "200MP", "5G", "44.6C": a model or a unit, not a count
-            else:
-                if not suffix and following in _SCALE_WORDS:
-                    scale, skip = _SCALE_WORDS[following], True
-                found.append((_number(digits, scale), NUMBER))
-            start = False
-            continue
-        lower = token.lower()
-        if len(token) > 1 and lower not in STOP_WORDS and lower not in _UNIT_WORDS:
-            if token[0].islower():
+        info = words.get(token)
+        if info is None:
+            if token in ".!?:;":
+                start = True
+                continue
+            if token[0].isdigit():
+                digits, suffix = _NUMBER.fullmatch(token).groups()  # type: ignore[union-attr]
+                scale = _SCALES.get(suffix.lower(), 0.0) if suffix else 1.0
+                following = tokens[i + 1].lower() if i + 1 < len(tokens) else ""
+                if not scale:  # "200MP", "5G", "44.6C": a model or a unit, not a count
+                    key, flag = term_hash(token.lower()) << 8, 0
+                else:
+                    if not suffix and following in _SCALE_WORDS:
+                        scale, skip = _SCALE_WORDS[following], True
+                    key, flag = term_hash(_number(digits, scale)) << 8, NUMBER
+                old = counts.get(key, 0) | flag | where
+                counts[key] = old + 1 if old & TF_MASK != TF_MASK else old
+                start = False
+                continue
+            info = _word(token)
+        key_, lower_start, capitals = info
+        if key_ is not None:
+            if lower_start:
                 flag = LOWER
-            elif informative and (not start or (token.isupper() and not text.isupper())):
+            elif informative and (not start or (capitals and not shouting)):
                 flag = CAPITALIZED
             else:
                 flag = 0
-            found.append((_stem(lower), flag))
+            old = counts.get(key_, 0) | flag | where
+            counts[key_] = old + 1 if old & TF_MASK != TF_MASK else old  # up to 15
         start = False
-    return found
 
 
 def terms(doc: StoryDoc) -> bytes:
@@ -223,15 +247,12 @@ def terms(doc: StoryDoc) -> bytes:
     and lede use the term (up to 15) and how they write it (the flags above). Costs ~40 us an
     article, so parse workers compute it and the database keeps it with the article.
     """
-    counts: dict[str, int] = {}
-    for text, where in ((doc.title, IN_TITLE), (doc.text[:SUMMARY_CHARS], 0)):
-        for term, flag in _tokens(text):
-            old = counts.get(term, 0)
-            tf = min((old & TF_MASK) + 1, TF_MASK)
-            counts[term] = (old & ~TF_MASK) | flag | where | tf
+    counts: dict[int, int] = {}
+    _count_terms(doc.title, IN_TITLE, counts)
+    _count_terms(doc.text[:SUMMARY_CHARS], 0, counts)
     title = normalize_title(doc.title)
     packed = [term_hash("\x00" + title) << 8 if title else 0]
-    packed.extend(term_hash(term) << 8 | flags for term, flags in counts.items())
+    packed.extend([key | low for key, low in counts.items()])
     return struct.pack(f"<{len(packed)}Q", *packed)
 
 

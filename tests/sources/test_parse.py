@@ -304,3 +304,16 @@ def test_summary_links_keep_only_http_and_https(href: str) -> None:
         '<a rel="noopener noreferrer">x</a> <a href="https://e.example/ok" rel="noopener noreferrer">ok</a>'
     )
     assert sanitize_html('<a href="/ok">ok</a>') == '<a rel="noopener noreferrer">ok</a>'  # no base: no link
+
+
+def test_summary_links_are_read_as_a_browser_reads_them() -> None:
+    """nh3 judges links with the WHATWG parser: a backslash is a slash in an http(s) URL."""
+    rel = 'rel="noopener noreferrer"'
+    clean = sanitize_html('<a href="\\\\evil.example\\x">x</a>', base_url="https://e.example/a/b")
+    assert clean == f'<a href="https://evil.example/x" {rel}>x</a>'
+    # A base the browser could not parse resolves nothing: relative links go, absolute ones stay.
+    both = '<a href="/x">x</a> <a href="https://ok.example/">ok</a>'
+    assert (
+        sanitize_html(both, base_url="http://a b/")
+        == f'<a {rel}>x</a> <a href="https://ok.example/" {rel}>ok</a>'
+    )

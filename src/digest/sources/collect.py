@@ -297,7 +297,9 @@ def _articles_by_guid(
 
 
 def _doc(title: str, summary_html: str, source: str, terms: bytes | None = None) -> StoryDoc:
-    return StoryDoc(title=title, text=summary_text(summary_html), source=source, terms=terms)
+    # The text is read only to compute terms: not extracted again when a parse worker did it.
+    text = summary_text(summary_html) if terms is None else ""
+    return StoryDoc(title=title, text=text, source=source, terms=terms)
 
 
 def _terms_of(doc: StoryDoc) -> bytes:
