@@ -19,12 +19,16 @@ demo: $(STAMP)
 	@$(BIN)/python examples/demo/make_feeds.py --out examples/demo/feeds
 	@echo "==> importing the demo subscribers (subscribers/example.csv) into var/demo/digest.db"
 	@$(DEMO_ENV) $(BIN)/digest subscribers import subscribers/example.csv
+	@echo "==> collect, then the daily job of the two days before today (a story thread runs over them)"
+	@$(DEMO_ENV) $(BIN)/digest collect
+	@$(DEMO_ENV) $(BIN)/python examples/demo/earlier_days.py
 	@echo "==> the daily job: digest run (collect, then send through the file outbox)"
 	@$(DEMO_ENV) $(BIN)/digest run || test $$? -eq 3
 	@$(DEMO_ENV) $(BIN)/digest preview --output var/demo/preview.html
 	@echo
-	@echo "Done. Messages (one .eml per subscriber): $(CURDIR)/var/demo/outbox/"
+	@echo "Done. Messages (one .eml per subscriber and edition): $(CURDIR)/var/demo/outbox/"
 	@echo "HTML preview of today's edition:          $(CURDIR)/var/demo/preview.html"
+	@echo "  (its Ford and Xiaomi story has an 'Earlier:' line: the deal and the talks of the two days before)"
 	@echo "Run 'make demo' again: nothing is sent twice. 'make serve-demo' serves unsubscribe and the archive."
 
 ## serve-demo: the web app (unsubscribe, preferences, archive) over the demo database

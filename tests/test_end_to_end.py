@@ -64,7 +64,7 @@ def test_run_delivers_one_message_per_subscriber_with_their_topics(demo_env: Pat
     assert "Hi Ana," in text and "Hi Ana," in html
 
     # The same story from two outlets is shown once, with "also reported by".
-    assert html.count("Ford and Xiaomi in talks over an EV partnership") == 1
+    assert html.count("Ford and Xiaomi will build their joint EVs at Ford") == 1
     assert "Also reported by" in html
 
     # Ben chose EV industry only.

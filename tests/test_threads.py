@@ -96,6 +96,22 @@ def test_an_unrelated_similar_headline_is_not_a_follow_up() -> None:
     assert verdict(TALKS, SAME_COMPANY_OTHER_MATTER) is Relation.UNRELATED  # same company, other matter
 
 
+def test_a_new_headline_must_carry_the_thread_not_only_its_name() -> None:
+    # Shares Halden, Qinbo's partner, and "electric van" words in the lede, but the headline
+    # speaks of another matter: the same company, not the same thread.
+    results = (
+        "Halden Motors posts record profit as pickup sales climb",
+        "The carmaker, which is also working on an electric van with Qinbo, beat forecasts.",
+    )
+    assert verdict(TALKS, results) is Relation.UNRELATED
+    assert verdict(DEAL, FACTORY) is Relation.CONTINUES  # "van" and "venture" carry the thread
+
+
+def test_an_acronym_in_the_plural_is_the_same_name() -> None:
+    assert profile("Makers ship more EVs").codes == profile("Makers ship more EV").codes == {"ev"}
+    assert "evs" not in profile("Makers ship more EVs").caps
+
+
 def test_a_three_day_thread_links_each_story_to_the_earlier_ones_newest_first() -> None:
     talks, deal, factory = story(1, 2, TALKS), story(2, 1, DEAL), story(3, 0, FACTORY)
     fillers = [story(10 + n, 1 + n % 2, s, "other") for n, s in enumerate(FILLER)]
