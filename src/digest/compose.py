@@ -67,6 +67,7 @@ class Edition:
     date: date
     title: str
     topics: tuple[TopicSection, ...]
+    note: str = ""  # the editor's note, shown at the top (issue 14)
 
     @property
     def story_count(self) -> int:
@@ -80,7 +81,10 @@ class Edition:
 
     def to_json(self) -> str:
         """Serialize (the `digest preview --format json` shape plus summaries and reasons)."""
-        return json.dumps(asdict(self), default=_json_default, ensure_ascii=False)
+        data = asdict(self)
+        if not self.note:
+            del data["note"]  # editions without one keep the JSON they always had
+        return json.dumps(data, default=_json_default, ensure_ascii=False)
 
     @classmethod
     def from_json(cls, text: str) -> "Edition":
@@ -108,6 +112,7 @@ class Edition:
                 )
                 for t in data["topics"]
             ),
+            note=data.get("note", ""),
         )
 
 
@@ -127,6 +132,37 @@ def score(story: StoryItem, *, now: datetime) -> float:
     return (1 + len(story.sources)) * story.weight * decay
 
 
+@dataclass(frozen=True, slots=True)
+class Decisions:
+    """What the editor decided about one draft (issue 14), as plain data.
+
+    `dropped` stories are left out; `moved` ones go under another topic; `pinned` ones come first
+    in their topic (the latest pin first) and are kept whatever the caps; `note` is shown at the top.
+    """
+
+    dropped: frozenset[int] = frozenset()
+    pinned: tuple[int, ...] = ()
+    moved: tuple[tuple[int, str], ...] = ()
+    note: str = ""
+
+
+NO_DECISIONS = Decisions()
+
+
+def apply_decisions(stories: Sequence[StoryItem], decisions: Decisions) -> list[StoryItem]:
+    """The candidate stories with the editor's drops and moves applied."""
+    moved = dict(decisions.moved)
+    kept = []
+    for story in stories:
+        if story.id in decisions.dropped:
+            continue
+        topic = moved.get(story.id)
+        if topic is not None and topic != story.topic:
+            story = replace(story, topic=topic, reason=f"moved here by the editor (was {story.topic})")
+        kept.append(story)
+    return kept
+
+
 def compose_edition(
     *,
     edition_date: date,
@@ -136,19 +172,24 @@ def compose_edition(
     now: datetime,
     max_per_topic: int,
     max_total: int,
+    decisions: Decisions = NO_DECISIONS,
 ) -> Edition:
-    """Group stories by topic (in `topic_order`), rank them, and apply the caps."""
-    ranked = sorted(stories, key=lambda s: (-score(s, now=now), s.id))
+    """Group stories by topic (in `topic_order`), rank them, and apply the caps; the editor's
+    `decisions` first (pinned stories lead their topic and are kept over the caps)."""
+    stories = apply_decisions(stories, decisions)
+    pins = {story_id: rank for rank, story_id in enumerate(decisions.pinned)}
+    ranked = sorted(stories, key=lambda s: (pins.get(s.id, len(pins)), -score(s, now=now), s.id))
     by_topic: dict[str, list[StoryItem]] = {name: [] for name in topic_order}
     total = 0
     for story in ranked:
         bucket = by_topic.get(story.topic)
-        if bucket is None or len(bucket) >= max_per_topic or total >= max_total:
+        pinned = story.id in pins
+        if bucket is None or (not pinned and (len(bucket) >= max_per_topic or total >= max_total)):
             continue
         bucket.append(story)
         total += 1
     sections = tuple(TopicSection(name, tuple(items)) for name, items in by_topic.items() if items)
-    return Edition(date=edition_date, title=title, topics=sections)
+    return Edition(date=edition_date, title=title, topics=sections, note=decisions.note)
 
 
 def for_subscriber(edition: Edition, topics: Collection[str]) -> Edition:

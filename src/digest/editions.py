@@ -14,6 +14,7 @@ from digest.db import queries
 from digest.db.engine import session_scope
 from digest.db.models import (
     Article,
+    EditionDecision,
     EditionStory,
     Source,
     Story,
@@ -142,10 +143,13 @@ def explain_topics(
     with session_scope(engine) as session:
         window = edition_window(newsletter, session=session, edition_date=edition_date, now=now, zone=zone)
         records = queries.unsent_stories(session=session, start=window.start, end=window.end)
+        decisions = editor_decisions(newsletter, queries.decisions_for(edition_date, session=session))
     # The same stories and topic decisions as the draft: read and matched once, not twice.
     matched = _match(newsletter, records)
     items = {(i.id, i.topic): i for i in _story_items(newsletter, matched)}  # a split story: one per topic
-    draft = _compose(newsletter, list(items.values()), edition_date=edition_date, now=now)
+    draft = _compose(
+        newsletter, list(items.values()), edition_date=edition_date, now=now, decisions=decisions
+    )
     carried = {(s.id, s.topic) for t in draft.topics for s in t.stories}
     rows = []
     for record, match in matched:
@@ -207,16 +211,54 @@ def edition_window(
 def compose_draft(
     newsletter: Newsletter, *, session: Session, edition_date: date, now: datetime, zone: tzinfo
 ) -> compose.Edition:
-    """What the edition of `edition_date` would contain if it were built now (nothing is saved),
-    without its links to earlier editions (`followups.link_edition` adds them)."""
+    """What the edition of `edition_date` would contain if it were built now, with the editor's
+    decisions so far (nothing is saved), without its links to earlier editions
+    (`followups.link_edition` adds them)."""
+    items = candidates(newsletter, session=session, edition_date=edition_date, now=now, zone=zone)
+    decisions = editor_decisions(newsletter, queries.decisions_for(edition_date, session=session))
+    return _compose(newsletter, items, edition_date=edition_date, now=now, decisions=decisions)
+
+
+def candidates(
+    newsletter: Newsletter, *, session: Session, edition_date: date, now: datetime, zone: tzinfo
+) -> list[compose.StoryItem]:
+    """Every story waiting for the edition of a date with its topic and reason, before the
+    editor's decisions and the caps (the editor's desk lists them)."""
     window = edition_window(newsletter, session=session, edition_date=edition_date, now=now, zone=zone)
     records = queries.unsent_stories(session=session, start=window.start, end=window.end)
-    items = _story_items(newsletter, _match(newsletter, records))
-    return _compose(newsletter, items, edition_date=edition_date, now=now)
+    return _story_items(newsletter, _match(newsletter, records))
+
+
+def editor_decisions(newsletter: Newsletter, log_: Iterable[EditionDecision]) -> compose.Decisions:
+    """The editor's decision log folded into what holds now: a later decision about a story
+    overrides an earlier one; a move to a topic no longer configured is ignored."""
+    dropped: set[int] = set()
+    pinned: list[int] = []
+    moved: dict[int, str] = {}
+    note = ""
+    for d in log_:
+        story = d.story_id or 0
+        if d.action == "note":
+            note = d.note or ""
+        elif d.action == "drop":
+            dropped.add(story)
+            pinned = [p for p in pinned if p != story]
+        elif d.action == "pin":
+            pinned = [story, *(p for p in pinned if p != story)]  # the latest pin leads
+            dropped.discard(story)
+        elif d.action == "move" and d.topic in newsletter.topic_names:
+            moved[story] = d.topic
+            dropped.discard(story)
+    return compose.Decisions(frozenset(dropped), tuple(pinned), tuple(moved.items()), note)
 
 
 def _compose(
-    newsletter: Newsletter, items: Sequence[compose.StoryItem], *, edition_date: date, now: datetime
+    newsletter: Newsletter,
+    items: Sequence[compose.StoryItem],
+    *,
+    edition_date: date,
+    now: datetime,
+    decisions: compose.Decisions = compose.NO_DECISIONS,
 ) -> compose.Edition:
     info = newsletter.newsletter
     return compose.compose_edition(
@@ -227,6 +269,7 @@ def _compose(
         now=now,
         max_per_topic=info.max_stories_per_topic,
         max_total=info.max_stories,
+        decisions=decisions,
     )
 
 

@@ -58,3 +58,7 @@ class UnsendableAddress(DeliveryError):
 
     def __init__(self, message: str) -> None:
         super().__init__(message, permanent=True)
+
+
+class EditorError(DigestError):
+    """Raised when an editor's decision cannot apply: a frozen edition, an unknown story or topic."""

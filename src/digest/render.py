@@ -210,7 +210,11 @@ def template_context(
     archive_root = archive_url.rsplit("/", 1)[0]  # archive_url is ARCHIVE_ROOT/YYYY-MM-DD
     return {
         "newsletter": newsletter,
-        "edition": {"date": edition.date, "topics": _section_views(edition, zone, archive_root)},
+        "edition": {
+            "date": edition.date,
+            "topics": _section_views(edition, zone, archive_root),
+            "note": edition.note,  # the editor's note (issue 14), "" for none
+        },
         "edition_date_long": edition.date.strftime("%A, %B %-d, %Y"),
         "story_count": edition.story_count,
         "preheader": preheader_for(edition),

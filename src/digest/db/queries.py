@@ -7,7 +7,7 @@ from datetime import date, datetime
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
-from digest.db.models import Article, Edition, EditionStory, Source, Story
+from digest.db.models import Article, Edition, EditionDecision, EditionStory, Source, Story
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,5 +77,16 @@ def sent_editions(*, session: Session) -> list[Edition]:
             select(Edition)
             .where(col(Edition.sent_at).is_not(None), col(Edition.story_count) > 0)
             .order_by(col(Edition.date).desc())
+        )
+    )
+
+
+def decisions_for(day: date, *, session: Session) -> list[EditionDecision]:
+    """The editor's decisions about the edition of a date, in the order they were made (issue 14)."""
+    return list(
+        session.exec(
+            select(EditionDecision)
+            .where(EditionDecision.edition_date == day)
+            .order_by(col(EditionDecision.id))
         )
     )
