@@ -68,7 +68,7 @@ def test_a_bad_setting_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
     result = runner.invoke(app, ["subscribers", "list"])
     assert result.exit_code == 1
     assert result.output.strip().splitlines() == [
-        "error: DIGEST_SMTP_PORT: Input should be a valid integer, unable to parse string as an integer"
+        "error: DIGEST_SMTP_PORT: must be a whole number (got 'seventy')"
     ]
 
 

@@ -96,7 +96,7 @@ def test_errors_name_the_key_and_the_line(tmp_path: Path) -> None:
     path.write_text(GOOD.format(topic="Nope"))
     with pytest.raises(ConfigError) as info:
         load_newsletter(path)
-    assert str(info.value) == f"{path}:16: sources[1].topic: unknown topic 'Nope'"
+    assert str(info.value) == f"{path}:16: sources #2 topic: unknown topic 'Nope'"
 
 
 def test_a_wrong_type_is_located(tmp_path: Path) -> None:

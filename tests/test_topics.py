@@ -72,7 +72,7 @@ def test_an_empty_keyword_is_refused_with_the_file_and_line(tmp_path: Path) -> N
         '[newsletter]\ntitle = "T"\nfrom_email = "a@b.example"\npostal_address = "x"\n'
         '[[topics]]\nname = "EV"\nkeywords = ["EV", " "]\n'
     )
-    with pytest.raises(ConfigError, match=r"digest.toml:\d+: topics\[0\].keywords: a keyword is empty"):
+    with pytest.raises(ConfigError, match=r"digest.toml:\d+: topics #1 keywords: a keyword is empty"):
         load_newsletter(path)
 
 

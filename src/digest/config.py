@@ -7,6 +7,7 @@ import re
 import secrets
 import tomllib
 from collections import Counter
+from collections.abc import Mapping
 from datetime import time
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -25,6 +26,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from digest.config_messages import find_line, known_names, misspelled_settings, place, plain_message
 from digest.errors import ConfigError, SettingsError
 
 log = logging.getLogger(__name__)
@@ -153,6 +155,21 @@ class Settings(BaseSettings):
             raise ValueError(f"unknown time zone {value!r} (use an IANA name like Europe/Paris)") from e
         return value
 
+    @field_validator("database_url")
+    @classmethod
+    def _database_driver(cls, value: str) -> str:
+        # Heroku, Render, Fly and `psql` write postgres:// or postgresql:// URLs; SQLAlchemy reads
+        # those as the psycopg2 driver, which digest does not install: it uses psycopg 3.
+        scheme, sep, rest = value.partition("://")
+        if sep and scheme.lower() in {"postgres", "postgresql"}:
+            return f"postgresql+psycopg://{rest}"
+        if sep and scheme.lower().startswith(("postgres+", "postgresql+")) and scheme != "postgresql+psycopg":
+            raise ValueError(
+                f"uses the {scheme.split('+', 1)[1]} driver; digest talks to PostgreSQL through psycopg 3: "
+                f"write postgresql+psycopg://{rest.rsplit('@', 1)[-1]}"
+            )
+        return value
+
     @field_validator("bounce_address")
     @classmethod
     def _verp_base(cls, value: str | None) -> str | None:
@@ -266,10 +283,15 @@ def load_settings(**overrides: Any) -> Settings:
     except ValidationError as e:
         err = e.errors()[0]
         field = str(err["loc"][0]) if err["loc"] else ""
-        message = err["msg"].removeprefix("Value error, ")
+        message = plain_message(err)
         if not field:  # model-level checks already name the variable
             raise SettingsError(message) from e
         raise SettingsError(f"{_env_name(field)}: {message}") from e
+
+
+def settings_warnings(environ: Mapping[str, str], env_file: Path = Path(".env")) -> list[str]:
+    """Names in the environment or .env that look like settings but are none (typos, mostly)."""
+    return misspelled_settings(environ, env_file, [_env_name(f) for f in Settings.model_fields])
 
 
 def signing_keys(settings: Settings) -> list[str]:
@@ -456,33 +478,6 @@ def _located(loc: tuple[str | int, ...], message: str) -> _LocatedError:
     return _LocatedError(loc, message)
 
 
-def find_line(text: str, loc: tuple[str | int, ...]) -> int | None:
-    """Best-effort line number (1-based) of a key path like ("sources", 2, "url") in TOML text."""
-    lines = text.splitlines()
-    start = 0
-    table: list[str] = []
-    for part in loc:
-        if isinstance(part, int):
-            header = re.compile(rf"^\s*\[\[\s*{re.escape('.'.join(table))}\s*\]\]")
-            hits = [i for i, line in enumerate(lines) if header.match(line)]
-            if part >= len(hits):
-                return None
-            start = hits[part]
-            continue
-        table.append(part)
-        key = re.compile(rf"^\s*{re.escape(part)}\s*=")
-        header = re.compile(rf"^\s*\[{{1,2}}\s*{re.escape('.'.join(table))}\s*\]{{1,2}}")
-        for i in range(start, len(lines)):
-            if i > start and lines[i].lstrip().startswith("[") and not header.match(lines[i]):
-                break
-            if key.match(lines[i]) or header.match(lines[i]):
-                start = i
-                break
-        else:
-            return start + 1 if start else None
-    return start + 1
-
-
 def load_newsletter(path: Path) -> Newsletter:
     """Read and validate digest.toml; errors name the file, the key and the line."""
     try:
@@ -498,13 +493,18 @@ def load_newsletter(path: Path) -> Newsletter:
     try:
         return Newsletter.model_validate({**data, "base_dir": path.resolve().parent})
     except ValidationError as e:
-        err = e.errors()[0]
+        # An unknown key first: a misspelt required key is also reported missing, and the
+        # misspelling is what to fix.
+        err = min(e.errors(), key=lambda x: x["type"] != "extra_forbidden")
         loc: tuple[str | int, ...] = tuple(err["loc"])
-        message = err["msg"].removeprefix("Value error, ")
         cause = err.get("ctx", {}).get("error")
         if isinstance(cause, _LocatedError):
             loc = cause.loc
-        key = ".".join(f"[{p}]" if isinstance(p, int) else p for p in loc).replace(".[", "[")
-        line = find_line(text, loc)
+        known, kind = known_names(Newsletter, loc)
+        if err["type"] == "extra_forbidden":  # the message names the unknown key itself
+            message, loc = plain_message(err, known, kind), loc[:-1]
+        else:
+            message = plain_message(err)
+        line = find_line(text, tuple(err["loc"]) if err["type"] == "extra_forbidden" else loc)
         where = f"{path}:{line}" if line else str(path)
-        raise ConfigError(f"{where}: {key or 'file'}: {message}") from e
+        raise ConfigError(f"{where}: {place(loc) + ': ' if loc else ''}{message}") from e

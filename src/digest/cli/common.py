@@ -2,6 +2,7 @@
 
 import functools
 import logging
+import os
 import sys
 from collections.abc import Callable
 from contextvars import ContextVar
@@ -16,7 +17,14 @@ from rich.markup import escape
 
 from digest import pipeline
 from digest.clock import Clock, system_clock
-from digest.config import Newsletter, Settings, load_newsletter, load_settings, startup_warnings
+from digest.config import (
+    Newsletter,
+    Settings,
+    load_newsletter,
+    load_settings,
+    settings_warnings,
+    startup_warnings,
+)
 from digest.db.engine import open_database
 from digest.errors import DigestError
 
@@ -127,3 +135,5 @@ def _root(
         stream=sys.stderr,
     )
     _door.set(ctx.obj if isinstance(ctx.obj, Door) else Door())
+    for line in settings_warnings(os.environ):  # a misspelt DIGEST_* name is otherwise ignored
+        err.print(f"[yellow]warning:[/] {escape(line)}", highlight=False, soft_wrap=True)
