@@ -1,5 +1,9 @@
 """The CLI contract: every command has help with an example; user errors are one line."""
 
+import os
+import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -98,3 +102,54 @@ def test_unsubscribe_mail_without_a_mailbox_names_the_setting() -> None:
     result = runner.invoke(app, ["unsubscribe-mail"])
     assert result.exit_code == 1
     assert "DIGEST_UNSUBSCRIBE_MAILBOX: not set" in result.output
+
+
+def test_a_broken_user_template_is_named_by_its_file_and_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Issue 14: this read "error: template None:43: Expected an expression".
+    assert runner.invoke(app, ["init"]).exit_code == 0
+    (tmp_path / "templates").mkdir()
+    broken = "".join(f"{{#- line {n} #}}\n" for n in range(1, 43)) + "<mjml>{{ }}</mjml>\n"
+    (tmp_path / "templates" / "digest.mjml.j2").write_text(broken)
+    monkeypatch.setenv("DIGEST_TEMPLATES_DIR", "templates")
+    result = runner.invoke(app, ["preview"])
+    assert result.exit_code == 1
+    assert result.output.startswith("error: template templates/digest.mjml.j2:43: Expected an expression")
+
+
+def test_an_mjml_error_in_a_user_template_names_its_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert runner.invoke(app, ["init"]).exit_code == 0
+    (tmp_path / "templates").mkdir()
+    (tmp_path / "templates" / "digest.mjml.j2").write_text(
+        "<mjml>\n<mj-bodyy>{{ slot.unsubscribe_url }}\n</mj-bodyy></mjml>\n"
+    )
+    monkeypatch.setenv("DIGEST_TEMPLATES_DIR", "templates")
+    result = runner.invoke(app, ["preview"])
+    assert result.exit_code == 1
+    assert "templates/digest.mjml.j2" in result.output and "MJML does not compile" in result.output
+
+
+def test_log_warnings_read_as_plain_lines_unless_verbose(tmp_path: Path) -> None:
+    # A user template MJML accepts but digest's check flags (an attribute MJML ignores) logs a
+    # warning. A real process: the CLI sets up logging itself, which pytest's capture would hide.
+    assert runner.invoke(app, ["init"]).exit_code == 0
+    (tmp_path / "templates" / "partials").mkdir(parents=True)
+    footer = (Path(__file__).parents[1] / "templates" / "partials" / "footer.mjml.j2").read_text()
+    (tmp_path / "templates" / "partials" / "footer.mjml.j2").write_text(
+        footer.replace("<mj-text ", '<mj-text paddng="1" ', 1)
+    )
+    env = {**os.environ, "DIGEST_TEMPLATES_DIR": "templates"}
+
+    def warning_line(*args: str) -> str:
+        done = subprocess.run(
+            [sys.executable, "-m", "digest", *args, "preview"], cwd=tmp_path, env=env,
+            capture_output=True, text=True, timeout=120, check=True,
+        )  # fmt: skip
+        return next(ln for ln in done.stderr.splitlines() if "paddng" in ln)
+
+    assert warning_line().startswith("warning: template check: templates/partials/footer.mjml.j2:")
+    loud = warning_line("-v")
+    assert re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ WARNING digest\.", loud), loud

@@ -293,8 +293,9 @@ def template_tree(env: jinja2.Environment, root: str) -> list[str]:
             continue
         seen.append(name)
         assert env.loader is not None
-        source, _, _ = env.loader.get_source(env, name)
-        for ref in jinja2.meta.find_referenced_templates(env.parse(source)):
+        source, filename, _ = env.loader.get_source(env, name)
+        # name and filename: a syntax error then names the file and line (issue 14), not "None:43".
+        for ref in jinja2.meta.find_referenced_templates(env.parse(source, name, filename)):
             if ref is not None and ref not in seen:
                 todo.append(ref)
     return seen

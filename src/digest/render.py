@@ -268,14 +268,23 @@ def _mjml_failure(env: jinja2.Environment, source: str, error: ValueError) -> st
         # Unbalanced tags break the parse; an unknown attribute alone does not.
         problems.sort(key=lambda p: "close" not in p.message)
         return f"template {problems[0]}; MJML does not compile: {error}"
-    where = HTML_TEMPLATE
+    where = _template_file(env, HTML_TEMPLATE)
     match = _MJML_POSITION.search(str(error))
     if match:
         start = int(match.group(1))
         line = source.count("\n", 0, start) + 1
         excerpt = source.splitlines()[line - 1].strip() if source else ""
-        where = f"{HTML_TEMPLATE} (rendered MJML line {line}: {excerpt[:80]!r})"
+        where = f"{where} (rendered MJML line {line}: {excerpt[:80]!r})"
     return f"template {where}: MJML does not compile: {error}"
+
+
+def _template_file(env: jinja2.Environment, name: str) -> str:
+    """The file a template name is read from (the user's folder or the bundled one), for errors."""
+    try:
+        assert env.loader is not None
+        return env.loader.get_source(env, name)[1] or name
+    except jinja2.TemplateNotFound:
+        return name
 
 
 def check_environment(env: jinja2.Environment) -> list[mjml_check.Problem]:

@@ -124,16 +124,26 @@ DateOpt = Annotated[
 ]
 
 
+class _PlainFormatter(logging.Formatter):
+    """`warning: message`, as the CLI writes its own warnings."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        """The record as one plain line (a traceback, if any, follows it)."""
+        line = f"{record.levelname.lower()}: {record.getMessage()}"
+        return f"{line}\n{self.formatException(record.exc_info)}" if record.exc_info else line
+
+
 @app.callback()
 def _root(
     ctx: typer.Context,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log each step.")] = False,
 ) -> None:
-    logging.basicConfig(
-        level=logging.INFO if verbose else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    handler = logging.StreamHandler(sys.stderr)
+    if verbose:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    else:  # a warning reads like the CLI's own lines, no time stamp or module (issue 14)
+        handler.setFormatter(_PlainFormatter())
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, handlers=[handler])
     _door.set(ctx.obj if isinstance(ctx.obj, Door) else Door())
     for line in settings_warnings(os.environ):  # a misspelt DIGEST_* name is otherwise ignored
         err.print(f"[yellow]warning:[/] {escape(line)}", highlight=False, soft_wrap=True)
