@@ -1,6 +1,7 @@
 """send_edition: exactly once, skips, bounces, retries, crashes, lanes and the rate limit."""
 
 from collections import Counter
+from collections.abc import Sequence
 
 import pytest
 from sqlmodel import select
@@ -8,6 +9,7 @@ from sqlmodel import select
 from digest.db.engine import session_scope
 from digest.db.models import Delivery, DeliveryStatus, Subscriber, SubscriberEvent, SubscriberStatus
 from digest.deliver.base import OutgoingMessage, SendResult
+from digest.deliver.file import FileTransport
 from digest.deliver.lock import send_lock
 from digest.deliver.memory import MemoryTransport
 from digest.deliver.sender import RateLimiter
@@ -134,6 +136,31 @@ def test_a_batch_transport_crash_leaves_at_most_one_call_unknown(world: World) -
     with pytest.raises(Crash):
         world.send(crashing)
     assert statuses(world) == {"sent": 5, "sending": 5, "pending": 2}
+
+
+def test_a_crash_inside_a_file_outbox_call_never_leaves_a_reader_two_files(world: World) -> None:
+    """The file outbox writes up to 100 files per call (two commits, not two hundred): a crash
+    mid-call leaves that call's rows unknown, and resending them rewrites the same files."""
+    assert FileTransport.max_batch == 100
+
+    class CrashMidCall(FileTransport):
+        def send(self, messages: Sequence[OutgoingMessage]) -> list[SendResult]:
+            if any(world.settings.outbox_dir.rglob("*.eml")):
+                super().send(messages[:2])  # two of this call's files are written, then the crash
+                raise Crash
+            return super().send(messages)
+
+    crashing = CrashMidCall(world.settings.outbox_dir, clock=lambda: world.now)
+    crashing.max_batch = 5
+    with pytest.raises(Crash):
+        world.send(crashing)
+    assert statuses(world) == {"sent": 5, "sending": 5, "pending": 2}
+    report = world.send(
+        FileTransport(world.settings.outbox_dir, clock=lambda: world.now), resend_unknown=True
+    )
+    assert report.sent == 7 and statuses(world) == {"sent": 12}
+    files = sorted(p.name for p in world.settings.outbox_dir.rglob("*.eml"))
+    assert len(files) == 12 and sorted(f.split("-", 1)[1][: -len(".eml")] for f in files) == world.emails
 
 
 def test_parallel_lanes_send_everyone_once(world: World) -> None:

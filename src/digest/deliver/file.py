@@ -1,6 +1,8 @@
 """The file transport: one .eml per message, the exact bytes SMTP would send."""
 
 import logging
+import os
+import re
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -12,12 +14,18 @@ from digest.errors import UnsendableAddress
 
 log = logging.getLogger(__name__)
 
+_PLAIN = re.compile(r"[A-Za-z0-9@._-]+")  # an address that needs no character replaced in its name
+
 
 class FileTransport:
     """Writes `<outbox>/edition-<id>/<delivery id>-<address>.eml` atomically (write, then rename)."""
 
     name = "file"
-    max_batch = 1  # like SMTP: a crash leaves at most one message unknown
+    # The ledger marks a call's rows `sending` in one commit and records their answers in the
+    # next: a call of 100 files costs two commits, not two hundred (issue 15). A crash leaves at
+    # most 100 messages unknown, and resending them rewrites the same files (stable names): the
+    # outbox never holds a message twice.
+    max_batch = 100
 
     def __init__(
         self, outbox: Path, *, clock: Callable[[], datetime], encoder: MessageEncoder | None = None
@@ -25,12 +33,20 @@ class FileTransport:
         self.outbox = outbox
         self.clock = clock
         self.encoder = encoder or MessageEncoder()
-        self._dirs: set[Path] = set()
+        self._dirs: set[str] = set()
 
     def path_for(self, message: OutgoingMessage) -> Path:
         """Where a message is written; stable, so a resend overwrites rather than duplicates."""
-        safe = "".join(c if c.isalnum() or c in "@._-" else "_" for c in message.to_email)
-        return self.outbox / f"edition-{message.edition_id}" / f"{message.delivery_id:08d}-{safe}.eml"
+        return Path(self._path(message))
+
+    def _path(self, message: OutgoingMessage) -> str:
+        email = message.to_email
+        safe = (
+            email
+            if _PLAIN.fullmatch(email)
+            else "".join(c if c.isalnum() or c in "@._-" else "_" for c in email)
+        )
+        return f"{self.outbox}/edition-{message.edition_id}/{message.delivery_id:08d}-{safe}.eml"
 
     def send(self, messages: Sequence[OutgoingMessage]) -> list[SendResult]:
         """Write each message; an OS error or an unusable address fails that message only.
@@ -41,19 +57,21 @@ class FileTransport:
         results = []
         now = self.clock()
         for message in messages:
-            path = self.path_for(message)
+            path = self._path(message)
             try:
-                if path.parent not in self._dirs:
-                    path.parent.mkdir(parents=True, exist_ok=True)
-                    self._dirs.add(path.parent)
-                tmp = path.with_suffix(".tmp")
+                folder = os.path.dirname(path)
+                if folder not in self._dirs:
+                    os.makedirs(folder, exist_ok=True)
+                    self._dirs.add(folder)
                 data = self.encoder.to_bytes(message, now=now)
                 if message.return_path:
                     # As the final delivery server records the envelope sender (RFC 5321 §4.4).
                     data = f"Return-Path: <{checked_address(message.return_path)}>\r\n".encode() + data
-                tmp.write_bytes(data)
-                tmp.replace(path)
-                results.append(SendResult(message.delivery_id, ok=True, provider_id=str(path)))
+                tmp = path[: -len(".eml")] + ".tmp"
+                with open(tmp, "wb") as fh:
+                    fh.write(data)
+                os.replace(tmp, path)
+                results.append(SendResult(message.delivery_id, ok=True, provider_id=path))
             except OSError as e:
                 log.warning("outbox write failed subscriber=%s error=%s", message.to_email, e)
                 results.append(SendResult(message.delivery_id, ok=False, error=f"{path}: {e}"))
