@@ -21,6 +21,7 @@ from digest.clock import Clock, system_clock
 from digest.config import Newsletter, Settings
 from digest.db import queries
 from digest.db.engine import session_scope
+from digest.desk_page import AdminGate, desk_router
 from digest.errors import DigestError
 
 RECENT = 14
@@ -157,6 +158,10 @@ def create_preview_app(
         except DigestError as e:
             return PlainTextResponse(str(e), status_code=500)
         return Response(data, media_type="message/rfc822")
+
+    app.include_router(desk_router(settings, newsletter, engine=engine, clock=clock))
+    if settings.admin_token is not None:
+        app.add_middleware(AdminGate, token=settings.admin_token.get_secret_value())
 
     @app.get("/version")
     def version() -> JSONResponse:

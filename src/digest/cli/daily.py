@@ -144,10 +144,15 @@ def preview(
         typer.Option(
             "--serve",
             help="Start a local preview server: recent editions at 375 and 700 px beside the text "
-            "part, reloading when a template changes.",
+            "part, reloading when a template changes, and the editor's desk at /desk.",
         ),
     ] = False,
-    host: Annotated[str, typer.Option("--host", help="With --serve: interface to listen on.")] = "127.0.0.1",
+    host: Annotated[
+        str,
+        typer.Option(
+            "--host", help="With --serve: interface to listen on (not 127.0.0.1: needs DIGEST_ADMIN_TOKEN)."
+        ),
+    ] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", help="With --serve: port to listen on.")] = 8025,
 ) -> None:
     """Render exactly what a subscriber would receive for a date, without sending.
@@ -198,10 +203,15 @@ def _serve_preview(
 ) -> None:
     import uvicorn
 
+    from digest.desk_page import check_bind
     from digest.preview import create_preview_app
 
+    check_bind(host, settings)
     url = f"http://{host}:{port}/"
     err.print(f"preview server on {url} (Ctrl-C to stop); edit a template and the page reloads")
+    err.print(
+        f"editor's desk on {url}desk" + (" (sign in with DIGEST_ADMIN_TOKEN)" if settings.admin_token else "")
+    )
     if open_browser:
         webbrowser.open(url)
     app = create_preview_app(settings, newsletter, engine=engine, clock=current_clock())
