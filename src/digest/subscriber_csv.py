@@ -15,6 +15,7 @@ from typing import Any, TextIO
 import sqlalchemy as sa
 from sqlmodel import Session
 
+from digest.db.bulk import insert_rows
 from digest.db.models import Subscriber, SubscriberEvent, SubscriberStatus
 from digest.errors import SubscriberError
 from digest.subscriber_formats import ExportFormat, detect_format
@@ -337,7 +338,7 @@ class _Writer:
         if new:
             # Plain executemany, then the ids by address: RETURNING with rows in order would make
             # SQLAlchemy insert one row per statement on SQLite (its RETURNING order is undefined).
-            self.session.execute(sa.insert(t), new)
+            insert_rows(self.session.connection(), t, new)
             made = self.session.execute(
                 sa.select(t.c.email, t.c.id).where(t.c.email.in_([v["email"] for v in new]))
             )

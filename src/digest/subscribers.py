@@ -73,12 +73,40 @@ def clean_name(name: str) -> str:
     return check_text(name, "name", NAME_MAX_LENGTH)
 
 
+# An ASCII local part email_validator accepts as it is (RFC 5322 dot-atom, at most 64 octets):
+# such an address is valid exactly when its domain is, and reads as local part @ that domain's
+# normalized form. A list of 200,000 readers has a few thousand domains: validating each domain
+# once and the local part by this pattern costs a tenth of a full validation per row (issue 15).
+_PLAIN_LOCAL = re.compile(r"[a-zA-Z0-9_!#$%&'*+\-/=?^`{|}~]+(?:\.[a-zA-Z0-9_!#$%&'*+\-/=?^`{|}~]+)*")
+_LOCAL_MAX, _ADDRESS_MAX = 64, 254  # octets (RFC 5321 §4.5.3.1), as email_validator counts them
+
+
+@functools.lru_cache(maxsize=10_000)
+def _valid_domain(domain: str) -> str | None:
+    """The normalized form of an ASCII domain email_validator accepts, else None."""
+    try:
+        return validate_email(f"a@{domain}", check_deliverability=False).domain
+    except EmailNotValidError:
+        return None
+
+
 def normalize_email(address: str) -> str:
     """A validated, normalized address (syntax only, no DNS); SubscriberError says why not."""
+    address = address.strip()
+    local, at, domain = address.rpartition("@")
+    if (
+        at
+        and address.isascii()
+        and len(address) <= _ADDRESS_MAX
+        and len(local) <= _LOCAL_MAX
+        and _PLAIN_LOCAL.fullmatch(local)
+        and (normalized := _valid_domain(domain)) is not None
+    ):
+        return f"{local}@{normalized}".lower()
     try:
-        info = validate_email(address.strip(), check_deliverability=False)
+        info = validate_email(address, check_deliverability=False)
     except EmailNotValidError as e:
-        raise SubscriberError(f"{shown(address.strip())}: {e}") from e
+        raise SubscriberError(f"{shown(address)}: {e}") from e
     # Lower-case all of it: local parts are case-sensitive in theory (RFC 5321 §2.4) but not at
     # any real mailbox provider, and "Ana@x" and "ana@x" must be one subscriber, not two.
     return info.normalized.lower()
