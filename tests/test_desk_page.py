@@ -142,6 +142,10 @@ def test_a_post_without_the_pages_token_changes_nothing_and_pages_carry_the_csp(
         )
         assert bad.status_code == 409 and "story 999999 is not waiting" in bad.text
         assert client.get("/desk/not-a-date").status_code == 400
+        assert "The scheduler waits" not in page.text
+    with serve(desk_app(world, require_approval=True, approval_deadline="09:30")) as base:
+        gated = httpx.get(f"{base}/desk/{DAY}").text
+        assert "The scheduler waits for it until 2026-11-25 09:30 UTC; then the edition is skipped." in gated
     after = desk.show(world.newsletter, engine=world.engine, edition_date=NOW.date(), now=NOW, zone=UTC)
     assert after.decisions == 0
 

@@ -23,7 +23,7 @@ import sqlalchemy as sa
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from digest import desk, pipeline, render
+from digest import approval, desk, pipeline, render
 from digest.clock import Clock
 from digest.config import Newsletter, Settings
 from digest.db import queries
@@ -104,6 +104,11 @@ def desk_router(settings: Settings, newsletter: Newsletter, *, engine: sa.Engine
                 edition_stats(e, session=session)
                 for e in queries.recent_editions(session=session, limit=RECENT_STATS)
             ]
+            gate = (
+                approval.verdict(settings, day, session=session, now=now)
+                if settings.require_approval
+                else None
+            )
         by_topic: dict[str, list[desk.DeskStory]] = {name: [] for name in newsletter.topic_names}
         left_out = []
         for story in state.stories:
@@ -122,6 +127,8 @@ def desk_router(settings: Settings, newsletter: Newsletter, *, engine: sa.Engine
             left_out=left_out,
             health=health,
             stats=stats,
+            gate=gate,
+            fallback=settings.approval_fallback,
             csrf=csrf,
             done=done,
             error=error,

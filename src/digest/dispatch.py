@@ -18,7 +18,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
-from digest import pipeline
+from digest import approval, pipeline
 from digest.clock import Clock
 from digest.config import Newsletter, Settings
 from digest.db import queries
@@ -315,6 +315,26 @@ def dispatch(
             if skip is not None:
                 results.append(skip)
             continue
+        if settings.require_approval:  # issue 14: wait for the editor, until the deadline
+            with session_scope(engine) as session:
+                gate = approval.verdict(settings, p.edition_date, session=session, now=now)
+            if gate.action == "wait":
+                log.info("%s: %s", p.key, gate.reason)
+                continue
+            if gate.action == "skip":
+                skip = _skip_zone(
+                    engine,
+                    p,
+                    edition_id,
+                    audience,
+                    settings=settings,
+                    owner=owner,
+                    now=now,
+                    reason=gate.reason,
+                )
+                if skip is not None:
+                    results.append(skip)
+                continue
         if edition_id is None and collect is not None and not collected:
             collect()  # fresh stories just before the edition is frozen
             collected = True
@@ -343,8 +363,9 @@ def _skip_zone(
     settings: Settings,
     owner: str,
     now: datetime,
+    reason: str | None = None,
 ) -> ZoneResult | None:
-    reason = (
+    reason = reason or (
         f"stale: edition {p.edition_date} for {p.zone} was due at {p.due_at:%Y-%m-%d %H:%M} UTC, "
         f"{p.late.total_seconds() / 3600:.1f} h ago (limit {settings.max_lateness_hours:g} h)"
     )

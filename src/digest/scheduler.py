@@ -9,7 +9,7 @@ import logging
 import signal
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from types import FrameType
 
@@ -20,7 +20,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
-from digest import dispatch, optin, pipeline
+from digest import approval, dispatch, optin, pipeline
 from digest.clock import Clock, system_clock
 from digest.config import Newsletter, Settings
 from digest.db.engine import session_scope
@@ -307,6 +307,8 @@ class Status:
     jobs: list[tuple[str, datetime | None]]  # job id, next run (None: paused or not scheduled)
     zones: list[ZoneNext]
     runs: list[ScheduleRun]
+    # DIGEST_REQUIRE_APPROVAL (issue 14): the next editions still waiting for it, one line each
+    approvals: list[str] = field(default_factory=list)
 
 
 def status(settings: Settings, *, engine: sa.Engine, now: datetime, runs: int = 10) -> Status:
@@ -322,11 +324,18 @@ def status(settings: Settings, *, engine: sa.Engine, now: datetime, runs: int = 
             ZoneNext(zone, count, *dispatch.next_send(zone, settings=settings, now=now, session=session))
             for zone, count in zones.items()
         ]
+        approvals = [
+            gate.reason
+            for day in sorted({z.edition_date for z in upcoming})
+            if settings.require_approval
+            and not (gate := approval.verdict(settings, day, session=session, now=now)).approved
+        ]
     return Status(
         holder=current_holder(engine, now),
         jobs=jobs,
         zones=sorted(upcoming, key=lambda z: (z.due_at, z.zone)),
         runs=recent,
+        approvals=approvals,
     )
 
 

@@ -280,6 +280,8 @@ def status(
                 highlight=False,
                 soft_wrap=True,
             )
+    for line in report.approvals:
+        out.print(f"waiting: {line}", highlight=False, soft_wrap=True)
     out.print("Last runs (UTC):" if report.runs else "Last runs: none yet")
     for r in report.runs:
         what = f"{r.job} {r.key}" if r.key != r.job else r.job
