@@ -222,3 +222,23 @@ def test_a_test_send_shows_the_desks_draft(
     (path,) = (world.settings.outbox_dir / "test").glob("edition-*/*.eml")
     message = message_from_bytes(path.read_bytes(), policy=policy.default)
     assert "Seen in the test copy" in message.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+
+
+def test_the_readme_first_screen_shows_the_operators_day_with_commands_that_exist() -> None:
+    from tests.conftest import ROOT
+
+    first_screen = "\n".join((ROOT / "README.md").read_text().splitlines()[:25])
+    day = [
+        "digest preview --serve",
+        "digest send --test",
+        "digest edition approve",
+        "digest send",
+        "digest stats",
+    ]
+    for command in day:
+        assert command in first_screen, command
+        words = command.split()[1:]
+        result = ClockedRunner().invoke(app, [w for w in words if not w.startswith("--")] + ["--help"])
+        assert result.exit_code == 0, command
+        for flag in (w for w in words if w.startswith("--")):
+            assert flag in result.output, command
