@@ -20,10 +20,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from digest import render  # noqa: E402
 from digest.compose import Edition, SourceRef, StoryItem, TopicSection, for_subscriber  # noqa: E402
 from digest.config import NewsletterInfo  # noqa: E402
-from digest.render import BodyTemplate  # noqa: E402
+from digest.render.email import (  # noqa: E402
+    BodyTemplate,
+    compile_mjml,
+    make_environment,
+    personal_values,
+    render_digest,
+)
 
 TOPICS = ("EV industry", "Robotics", "Smartphones", "Space", "More news")
 SEGMENTS = (frozenset(), frozenset({"EV industry", "Robotics"}))  # everything / two topics
@@ -69,7 +74,7 @@ def forty_story_edition() -> Edition:
 def reader_values(i: int) -> dict[str, str]:
     """Personal slot values for reader number i (tokens are stand-ins of realistic length)."""
     token = f"{i:08d}.Wz{i:x}LCAxXQ.aGVsbG8td29ybGQtc2lnbmF0dXJl"
-    return render.personal_values(
+    return personal_values(
         email=f"reader{i}@example.com",
         name=f"Reader {i}",
         unsubscribe_url=f"https://news.example.org/unsubscribe/{token}",
@@ -79,10 +84,10 @@ def reader_values(i: int) -> dict[str, str]:
 
 def per_segment(edition: Edition, subscribers: int) -> tuple[float, float, int]:
     """(seconds to render each segment once, seconds to fill every reader's bodies, bytes)."""
-    env = render.make_environment()
+    env = make_environment()
     start = time.perf_counter()
     rendered = [
-        render.render_digest(
+        render_digest(
             env,
             NEWSLETTER,
             for_subscriber(edition, seg),
@@ -109,10 +114,10 @@ def per_subscriber_compile(edition: Edition, sample: int) -> float:
     The Jinja pass is done once per segment, as in digest, so only the MJML compile is repeated:
     the most favourable version of the per-subscriber approach.
     """
-    env = render.make_environment()
+    env = make_environment()
     sources = []
     for seg in SEGMENTS:
-        digest = render.render_digest(
+        digest = render_digest(
             env,
             NEWSLETTER,
             for_subscriber(edition, seg),
@@ -124,7 +129,7 @@ def per_subscriber_compile(edition: Edition, sample: int) -> float:
     for i in range(sample):
         mjml_template, digest = sources[i % 2]
         v = reader_values(i)
-        render.compile_mjml(env, mjml_template.fill(v))
+        compile_mjml(env, mjml_template.fill(v))
         digest.text.fill(v)
     return (time.perf_counter() - start) / sample
 

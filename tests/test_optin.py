@@ -280,7 +280,7 @@ def test_healthz_is_503_when_the_database_does_not_answer(tmp_path: Path, now: d
 def test_the_confirmation_message_is_not_spam(tmp_path: Path, now: datetime) -> None:
     from digest.deliver.message import to_bytes
     from digest.optin import confirmation_message
-    from digest.render import make_environment
+    from digest.render.email import make_environment
     from tests.render.test_spam import spam_score
 
     reader = Subscriber(id=3, email="reader@example.com", created_at=now, updated_at=now)

@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from digest import personalize, render
+from digest import personalize
 from digest.config import Newsletter, TopicConfig, load_settings
 from digest.personalize import Renderer, make_renderer
+from digest.render.email import RenderedDigest, render_digest
 from tests.render import samples
 
 
@@ -31,7 +32,7 @@ def test_threads_asking_for_one_copy_at_once_render_it_once_and_share_its_conten
 ) -> None:
     renderer = _renderer(tmp_path)
     edition = samples.edition(6, topics=samples.TOPICS)
-    real_render = render.render_digest
+    real_render = render_digest
     renders: list[int] = []
     other_got: list[object] = []
 
@@ -41,14 +42,14 @@ def test_threads_asking_for_one_copy_at_once_render_it_once_and_share_its_conten
 
     other = threading.Thread(target=ask_from_another_thread)
 
-    def render_while_another_task_asks(*args: object, **kwargs: object) -> render.RenderedDigest:
+    def render_while_another_task_asks(*args: object, **kwargs: object) -> RenderedDigest:
         renders.append(threading.get_ident())
         if len(renders) == 1:  # a second task wants the same copy while this one is rendering
             other.start()
             other.join(timeout=0.2)  # bounded: with the lock it waits for this render to finish
         return real_render(*args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(render, "render_digest", render_while_another_task_asks)
+    monkeypatch.setattr(personalize, "render_digest", render_while_another_task_asks)
     _, rendered = renderer.digest_for(edition, frozenset())
     mine = renderer.content_for(rendered)
     other.join(timeout=30)

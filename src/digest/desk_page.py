@@ -23,12 +23,13 @@ import sqlalchemy as sa
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from digest import approval, desk, pipeline, render
+from digest import approval, desk, pipeline
 from digest.clock import Clock
 from digest.config import Newsletter, Settings
 from digest.db import queries
 from digest.db.engine import session_scope
 from digest.errors import DigestError, EditorError
+from digest.render.email import make_environment
 from digest.sources.health import source_health
 from digest.stats import edition_stats
 from digest.web_guard import ASGIApp, Receive, Scope, Send, page_response
@@ -86,7 +87,7 @@ def desk_router(settings: Settings, newsletter: Newsletter, *, engine: sa.Engine
     admin = settings.admin_token.get_secret_value() if settings.admin_token else None
 
     def page(template: str, status: int = 200, **context: Any) -> HTMLResponse:
-        env = render.make_environment(settings.templates_dir)
+        env = make_environment(settings.templates_dir)
         return page_response(env, template, status, newsletter=newsletter.newsletter, **context)
 
     def day_of(value: str) -> date:

@@ -8,7 +8,7 @@ from datetime import UTC, date, datetime, time, timedelta, tzinfo
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
-from digest import compose, followups, render, topics
+from digest import compose, followups, topics
 from digest.config import Newsletter
 from digest.db import queries
 from digest.db.engine import session_scope
@@ -20,6 +20,7 @@ from digest.db.models import (
     Story,
 )
 from digest.db.models import Edition as EditionRow
+from digest.render.email import subject_for
 from digest.sources.clean import plain_text
 from digest.threads import HORIZON_DAYS
 
@@ -313,7 +314,7 @@ def build_edition(
     edition = followups.link_edition(edition, session=session, horizon_days=horizon_days)
     row = EditionRow(
         date=edition_date,
-        subject=render.subject_for(newsletter.newsletter, edition),
+        subject=subject_for(newsletter.newsletter, edition),
         content_json=edition.to_json(),
         story_count=edition.story_count,
         built_at=now,

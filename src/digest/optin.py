@@ -21,7 +21,7 @@ from digest.db.models import Delivery, Subscriber, SubscriberEvent, SubscriberSt
 from digest.deliver.base import MessageContent, OutgoingMessage, Transport
 from digest.deliver.message import new_message_id
 from digest.errors import SubscriberError, TemplateError, TokenError
-from digest.render import BodyTemplate
+from digest.render.email import BodyTemplate
 from digest.subscribers import (
     Via,
     check_timezone,

@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import jinja2
 from sqlmodel import Session, select
 
-from digest import compose, render
+from digest import compose
 from digest.bounces import ReturnPathSigner, bounce_signer, return_path
 from digest.config import Newsletter, Settings, signing_keys
 from digest.db.models import (
@@ -21,6 +21,14 @@ from digest.db.models import (
 )
 from digest.deliver.base import MessageContent, OutgoingMessage
 from digest.deliver.message import new_message_id, unsubscribe_mailto
+from digest.render.email import (
+    RenderedDigest,
+    check_environment,
+    check_slots,
+    make_environment,
+    personal_values,
+    render_digest,
+)
 from digest.tokens import LinkToken, TokenSigner
 
 log = logging.getLogger(__name__)
@@ -75,13 +83,13 @@ class Renderer:
     signer: TokenSigner
     # Signs each reader's VERP return path when DIGEST_BOUNCE_ADDRESS is set (issue 14).
     verp: ReturnPathSigner | None = None
-    _cache: dict[tuple[date, _Content, str], tuple[compose.Edition, render.RenderedDigest]] = field(
+    _cache: dict[tuple[date, _Content, str], tuple[compose.Edition, RenderedDigest]] = field(
         default_factory=dict
     )
     _copies: dict[tuple[date, frozenset[str]], tuple[compose.Edition, _Content]] = field(default_factory=dict)
-    _archives: dict[tuple[date, object], render.RenderedDigest] = field(default_factory=dict)
+    _archives: dict[tuple[date, object], RenderedDigest] = field(default_factory=dict)
     _zones: dict[str | None, ZoneInfo] = field(default_factory=dict, repr=False)
-    _contents: dict[int, tuple[render.RenderedDigest, MessageContent]] = field(default_factory=dict)
+    _contents: dict[int, tuple[RenderedDigest, MessageContent]] = field(default_factory=dict)
     _used: dict[date, None] = field(default_factory=dict)  # dates cached, least recently used first
     # A threads-pool worker shares one renderer between its tasks: without the lock two tasks
     # could render one copy twice and give its messages two MessageContent keys.
@@ -89,7 +97,7 @@ class Renderer:
 
     def digest_for(
         self, edition: compose.Edition, chosen: frozenset[str], timezone: str | None = None
-    ) -> tuple[compose.Edition, render.RenderedDigest]:
+    ) -> tuple[compose.Edition, RenderedDigest]:
         """The subscriber's copy of the edition, rendered with story times in `timezone` (None:
         the newsletter's DIGEST_TIMEZONE); cached per topic set and zone."""
         zone = self.zone(timezone)
@@ -112,7 +120,7 @@ class Renderer:
                 self._forget_old_editions()
         return hit
 
-    def archive_for(self, edition: compose.Edition) -> render.RenderedDigest:
+    def archive_for(self, edition: compose.Edition) -> RenderedDigest:
         """The whole edition as its public archive page shows it, with the "Later:" lines it has
         now (compose.with_later); rendered again only when those change."""
         key = (edition.date, tuple((s.id, s.later) for t in edition.topics for s in t.stories if s.later))
@@ -125,15 +133,15 @@ class Renderer:
                 del self._archives[next(iter(self._archives))]
         return hit
 
-    def _render(self, copy: compose.Edition, zone: ZoneInfo) -> render.RenderedDigest:
-        rendered = render.render_digest(
+    def _render(self, copy: compose.Edition, zone: ZoneInfo) -> RenderedDigest:
+        rendered = render_digest(
             self.env,
             self.newsletter.newsletter,
             copy,
             archive_url=self.archive_url(copy.date),
             zone=zone,
         )
-        render.check_slots(rendered)
+        check_slots(rendered)
         return rendered
 
     def zone(self, name: str | None) -> ZoneInfo:
@@ -187,7 +195,7 @@ class Renderer:
         base = self.settings.base_url
         return f"{base}/unsubscribe/{token}", f"{base}/preferences/{token}"
 
-    def content_for(self, rendered: render.RenderedDigest) -> MessageContent:
+    def content_for(self, rendered: RenderedDigest) -> MessageContent:
         """The shared part of every message of one rendered digest (made once, reused)."""
         with self._lock:
             hit = self._contents.get(id(rendered))
@@ -208,7 +216,7 @@ class Renderer:
 
     def message(
         self,
-        rendered: render.RenderedDigest,
+        rendered: RenderedDigest,
         *,
         subscriber: Reader,
         delivery_id: int,
@@ -225,7 +233,7 @@ class Renderer:
             to_email=subscriber.email,
             to_name=subscriber.name,
             content=self.content_for(rendered),
-            values=render.personal_values(
+            values=personal_values(
                 email=subscriber.email,
                 name=subscriber.name,
                 unsubscribe_url=unsubscribe_url,
@@ -261,10 +269,10 @@ def _list_id(title: str, domain: str) -> str:
 
 def make_renderer(settings: Settings, newsletter: Newsletter) -> Renderer:
     """A renderer with the configured templates and link signer."""
-    env = render.make_environment(settings.templates_dir)
+    env = make_environment(settings.templates_dir)
     if settings.templates_dir is not None:
         # mjml-python drops unknown tags and attributes silently: say so for the user's templates.
-        for problem in render.check_environment(env):
+        for problem in check_environment(env):
             log.warning("template check: %s", problem)
     return Renderer(
         settings=settings,

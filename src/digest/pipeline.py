@@ -12,7 +12,7 @@ from datetime import UTC, date, datetime, timedelta, tzinfo
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
-from digest import compose, followups, render
+from digest import compose, followups
 from digest.clock import Clock
 from digest.config import Newsletter, Settings
 from digest.db import queries
@@ -34,6 +34,7 @@ from digest.deliver.transports import make_transport
 from digest.editions import build_edition, edition_or_draft
 from digest.errors import DeliveryError
 from digest.personalize import Renderer, active_topic_sets, make_renderer
+from digest.render.email import RenderedDigest, archive_values
 from digest.sources.collect import SourceResult
 from digest.sources.collect import collect as collect_sources
 from digest.sources.fetch import FetchOptions
@@ -524,7 +525,7 @@ class Preview:
     """Exactly what one reader would receive for a date, not sent."""
 
     edition: compose.Edition
-    rendered: render.RenderedDigest
+    rendered: RenderedDigest
     message: OutgoingMessage
     built: bool  # False: a draft, the edition is not frozen yet
 
@@ -670,4 +671,4 @@ def archive_html(
             return None  # an edition with no stories was sent to nobody
         edition = compose.Edition.from_json(sent.content_json)
         edition = compose.with_later(edition, followups.later_refs(edition, session=session))
-    return renderer.archive_for(edition).html.fill(render.archive_values(settings.base_url))
+    return renderer.archive_for(edition).html.fill(archive_values(settings.base_url))

@@ -16,13 +16,14 @@ import sqlalchemy as sa
 from fastapi import FastAPI
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 
-from digest import editions, pipeline, render
+from digest import editions, pipeline
 from digest.clock import Clock, system_clock
 from digest.config import Newsletter, Settings
 from digest.db import queries
 from digest.db.engine import session_scope
 from digest.desk_page import AdminGate, desk_router
 from digest.errors import DigestError
+from digest.render.email import bundled_templates_dir, make_environment, subject_for
 
 RECENT = 14
 WIDTHS = (375, 700)
@@ -41,7 +42,7 @@ class EditionRow:
 def templates_fingerprint(user_dir: Path | None) -> str:
     """Changes whenever a template file is added, removed or edited."""
     digest = hashlib.sha256()
-    for folder in (user_dir, render.bundled_templates_dir()):
+    for folder in (user_dir, bundled_templates_dir()):
         if folder is None or not folder.is_dir():
             continue
         for path in sorted(folder.rglob("*")):
@@ -66,7 +67,7 @@ def recent_editions(
             draft = editions.compose_draft(
                 newsletter, session=session, edition_date=today, now=now, zone=settings.zone
             )
-            subject = render.subject_for(newsletter.newsletter, draft)
+            subject = subject_for(newsletter.newsletter, draft)
             rows.insert(0, EditionRow(today, subject, draft.story_count, "draft"))
     return sorted(rows, key=lambda r: r.date, reverse=True)
 
@@ -83,7 +84,7 @@ def create_preview_app(
     info = newsletter.newsletter
 
     def page(template: str, status: int = 200, **context: object) -> HTMLResponse:
-        env = render.make_environment(settings.templates_dir)
+        env = make_environment(settings.templates_dir)
         body = env.get_template(template).render(
             newsletter=info, version=templates_fingerprint(settings.templates_dir), **context
         )

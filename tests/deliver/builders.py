@@ -14,7 +14,7 @@ from typing import Any
 from aiosmtpd.controller import Controller
 
 from digest.deliver.base import MessageContent, OutgoingMessage
-from digest.render import BodyTemplate, personal_values
+from digest.render.email import BodyTemplate, personal_values
 
 LONG_LINE = "A line far longer than seventy-six characters, so quoted-printable has to fold it " * 3
 

@@ -25,7 +25,7 @@ from digest.db.engine import session_scope
 from digest.db.models import Article, Source, Story
 from digest.deliver.memory import MemoryTransport
 from digest.errors import SourceError
-from digest.render import make_environment
+from digest.render.email import make_environment
 from digest.sources.collect import SourceResult, collect
 from digest.sources.fetch import (
     FetchOptions,

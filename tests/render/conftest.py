@@ -3,10 +3,10 @@
 import jinja2
 import pytest
 
-from digest import render
+from digest.render.email import make_environment
 
 
 @pytest.fixture
 def env() -> jinja2.Environment:
     """The bundled templates."""
-    return render.make_environment()
+    return make_environment()

@@ -5,9 +5,9 @@ from datetime import UTC, date, datetime, timedelta
 
 import jinja2
 
-from digest import render
 from digest.compose import Edition, SourceRef, StoryItem, ThreadRef, TopicSection
 from digest.config import NewsletterInfo
+from digest.render.email import RenderedDigest, personal_values, render_digest
 
 DAY = date(2026, 11, 25)
 BASE_URL = "https://news.example.org"
@@ -106,12 +106,12 @@ def hostile_edition() -> Edition:
     return Edition(date=DAY, title=NEWSLETTER.title, topics=(TopicSection("EV industry", (evil,)),))
 
 
-def render_sample(env: jinja2.Environment, sample: Edition | None = None) -> render.RenderedDigest:
+def render_sample(env: jinja2.Environment, sample: Edition | None = None) -> RenderedDigest:
     """Render `sample` (default: the 6-story edition) with the sample newsletter."""
-    return render.render_digest(env, NEWSLETTER, sample or edition(), archive_url=ARCHIVE_URL, zone=UTC)
+    return render_digest(env, NEWSLETTER, sample or edition(), archive_url=ARCHIVE_URL, zone=UTC)
 
 
-def fill(rendered: render.RenderedDigest, reader: dict[str, str] | None = None) -> tuple[str, str]:
+def fill(rendered: RenderedDigest, reader: dict[str, str] | None = None) -> tuple[str, str]:
     """(html, text) filled for the sample reader."""
-    values = render.personal_values(**(reader or READER))
+    values = personal_values(**(reader or READER))
     return rendered.html.fill(values), rendered.text.fill(values)

@@ -6,10 +6,10 @@ from datetime import timedelta
 
 import jinja2
 
-from digest import render
 from digest.compose import Edition, ThreadRef, TopicSection, for_subscriber, with_later
 from digest.config import Newsletter, TopicConfig, load_settings
 from digest.personalize import Renderer, make_renderer
+from digest.render.email import personal_values
 from tests.render import samples
 from tests.render.htmlscan import scan
 
@@ -99,4 +99,4 @@ def _renderer() -> Renderer:
 
 
 def _values() -> dict[str, str]:
-    return render.personal_values(**samples.READER)
+    return personal_values(**samples.READER)

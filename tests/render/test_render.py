@@ -6,8 +6,8 @@ from pathlib import Path
 import jinja2
 import pytest
 
-from digest import render
 from digest.compose import Edition, TopicSection, for_subscriber
+from digest.render.email import SLOTS
 from tests.render import samples
 from tests.render.htmlscan import scan
 
@@ -164,8 +164,8 @@ def test_personal_values_are_escaped_in_html_not_in_text(env: jinja2.Environment
 
 def test_each_reader_costs_a_join_not_a_render(env: jinja2.Environment) -> None:
     rendered = samples.render_sample(env)
-    assert set(rendered.html.slots) == set(render.SLOTS)
-    assert set(rendered.text.slots) == set(render.SLOTS)
+    assert set(rendered.html.slots) == set(SLOTS)
+    assert set(rendered.text.slots) == set(SLOTS)
     a, _ = samples.fill(rendered)
     b, _ = samples.fill(rendered, {**samples.READER, "email": "ben@example.com", "name": "Ben"})
     assert a != b

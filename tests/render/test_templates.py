@@ -6,15 +6,22 @@ from pathlib import Path
 import jinja2
 import pytest
 
-from digest import mjml_check, render
+from digest import mjml_check
 from digest.errors import TemplateError
+from digest.render.email import (
+    HTML_TEMPLATE,
+    bundled_templates_dir,
+    check_slots,
+    compile_mjml,
+    make_environment,
+)
 from tests.render import samples
 
-BUNDLED = render.bundled_templates_dir()
+BUNDLED = bundled_templates_dir()
 
 
 def test_bundled_templates_use_only_known_mjml(env: jinja2.Environment) -> None:
-    tree = mjml_check.template_tree(env, render.HTML_TEMPLATE)
+    tree = mjml_check.template_tree(env, HTML_TEMPLATE)
     assert set(tree) == {
         "digest.mjml.j2",
         "partials/header.mjml.j2",
@@ -22,7 +29,7 @@ def test_bundled_templates_use_only_known_mjml(env: jinja2.Environment) -> None:
         "partials/story.mjml.j2",
         "partials/footer.mjml.j2",
     }
-    assert [str(p) for p in mjml_check.check_templates(env, render.HTML_TEMPLATE)] == []
+    assert [str(p) for p in mjml_check.check_templates(env, HTML_TEMPLATE)] == []
 
 
 def test_rendered_mjml_uses_only_known_mjml(env: jinja2.Environment) -> None:
@@ -90,7 +97,7 @@ def _user_env(tmp_path: Path, files: dict[str, str]) -> jinja2.Environment:
         path = tmp_path / "mine" / name
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
-    return render.make_environment(tmp_path / "mine")
+    return make_environment(tmp_path / "mine")
 
 
 def _copy_with(name: str, old: str, new: str) -> str:
@@ -111,7 +118,7 @@ def test_override_one_partial_and_fall_back_for_the_rest(tmp_path: Path) -> None
 
 def test_templates_dir_must_exist(tmp_path: Path) -> None:
     with pytest.raises(TemplateError, match=r"DIGEST_TEMPLATES_DIR: '.*nowhere' is not a folder"):
-        render.make_environment(tmp_path / "nowhere")
+        make_environment(tmp_path / "nowhere")
 
 
 def test_jinja_syntax_error_names_file_and_line(tmp_path: Path) -> None:
@@ -161,7 +168,7 @@ def test_mjml_failure_without_a_lint_finding_points_at_the_rendered_line(
     env: jinja2.Environment,
 ) -> None:
     with pytest.raises(TemplateError) as caught:
-        render.compile_mjml(env, "<mjml>\n<mj-bodyy>\n</mj-bodyy></mjml>")
+        compile_mjml(env, "<mjml>\n<mj-bodyy>\n</mj-bodyy></mjml>")
     assert "MJML does not compile" in str(caught.value)
     assert "rendered MJML line 2: '<mj-bodyy>'" in str(caught.value)
 
@@ -170,7 +177,7 @@ def test_template_that_drops_the_unsubscribe_link_is_refused(tmp_path: Path) -> 
     text = _copy_with("digest.txt.j2", "Unsubscribe: {{ slot.unsubscribe_url }}", "")
     env = _user_env(tmp_path, {"digest.txt.j2": text})
     with pytest.raises(TemplateError, match=r"text template does not use slot\.unsubscribe_url"):
-        render.check_slots(samples.render_sample(env))
+        check_slots(samples.render_sample(env))
 
 
 def test_type_error_in_template_code_names_file_and_line(tmp_path: Path) -> None:

@@ -4,7 +4,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from digest.render import BodyTemplate
+from digest.render.email import BodyTemplate
 
 ONE_CLICK = "List-Unsubscribe=One-Click"  # the exact List-Unsubscribe-Post value (RFC 8058 §3.1)
 

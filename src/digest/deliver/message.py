@@ -20,7 +20,7 @@ from email.utils import format_datetime, make_msgid
 from digest.deliver.addresses import header_address
 from digest.deliver.base import ONE_CLICK, MessageContent, OutgoingMessage
 from digest.deliver.headers import MAX_SUBJECT, address_header, checked_address, clean
-from digest.render import BodyTemplate
+from digest.render.email import BodyTemplate
 
 CRLF = b"\r\n"
 SOFT_BREAK = b"=\r\n"

@@ -25,7 +25,7 @@ from datetime import date, datetime
 import sqlalchemy as sa
 from sqlmodel import col, select
 
-from digest import compose, render
+from digest import compose
 from digest.config import Newsletter, Settings
 from digest.db.engine import session_scope
 from digest.db.models import Edition as EditionRow
@@ -37,6 +37,7 @@ from digest.deliver.transports import make_transport
 from digest.editions import edition_or_draft
 from digest.errors import DeliveryError, SubscriberError
 from digest.personalize import Renderer
+from digest.render.email import RenderedDigest, archive_values
 from digest.subscribers import get_subscriber, topics_of
 
 log = logging.getLogger(__name__)
@@ -81,7 +82,7 @@ def outside_transport(settings: Settings, *, clock: Callable[[], datetime], fold
 
 def generic_copy(
     renderer: Renderer,
-    rendered: render.RenderedDigest,
+    rendered: RenderedDigest,
     *,
     to: str,
     number: int,
@@ -94,7 +95,7 @@ def generic_copy(
         content = dataclasses.replace(
             content, key=content.key + "-test", subject=subject_prefix + content.subject
         )
-    values = {**render.archive_values(renderer.settings.base_url), "email": to}
+    values = {**archive_values(renderer.settings.base_url), "email": to}
     return OutgoingMessage(
         delivery_id=number,
         subscriber_id=0,

@@ -34,7 +34,7 @@ from digest.deliver.base import ONE_CLICK, MessageContent, OutgoingMessage, Send
 from digest.deliver.headers import MAX_SUBJECT, clean, display_name
 from digest.deliver.smtp import backoff
 from digest.errors import TransportUnavailable, UnsendableAddress
-from digest.render import BodyTemplate
+from digest.render.email import BodyTemplate
 
 log = logging.getLogger(__name__)
 

@@ -42,7 +42,7 @@ def bundled_templates_dir() -> Path:
     packaged = Path(str(resources.files("digest"))) / "templates"
     if packaged.is_dir():
         return packaged
-    return Path(__file__).resolve().parents[2] / "templates"
+    return Path(__file__).resolve().parents[3] / "templates"
 
 
 def make_environment(user_dir: Path | None = None) -> jinja2.Environment:
