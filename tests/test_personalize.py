@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from digest import personalize
 from digest.config import Newsletter, TopicConfig, load_settings
-from digest.personalize import Renderer, make_renderer
+from digest.render import copies
+from digest.render.copies import Renderer, make_renderer
 from digest.render.email import RenderedDigest, render_digest
 from tests.render import samples
 
@@ -49,7 +49,7 @@ def test_threads_asking_for_one_copy_at_once_render_it_once_and_share_its_conten
             other.join(timeout=0.2)  # bounded: with the lock it waits for this render to finish
         return real_render(*args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(personalize, "render_digest", render_while_another_task_asks)
+    monkeypatch.setattr(copies, "render_digest", render_while_another_task_asks)
     _, rendered = renderer.digest_for(edition, frozenset())
     mine = renderer.content_for(rendered)
     other.join(timeout=30)
@@ -68,8 +68,8 @@ def test_only_the_latest_editions_copies_are_kept(tmp_path: Path) -> None:
             _, rendered = renderer.digest_for(edition, chosen)
             contents[edition.date, chosen] = renderer.content_for(rendered)
     kept = {day for day, _, _ in renderer._cache}
-    assert kept == {e.date for e in days[-personalize.KEEP_EDITIONS :]}
-    assert len(renderer._contents) == 2 * personalize.KEEP_EDITIONS
+    assert kept == {e.date for e in days[-copies.KEEP_EDITIONS :]}
+    assert len(renderer._contents) == 2 * copies.KEEP_EDITIONS
     # a copy still in the cache keeps its content (one key per copy); a forgotten one renders again
     latest = days[-1]
     _, rendered = renderer.digest_for(latest, frozenset())

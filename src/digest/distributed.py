@@ -28,7 +28,7 @@ from digest.deliver import claims
 from digest.deliver.transports import make_lanes
 from digest.errors import DeliveryError, DigestError, SettingsError, SourceError
 from digest.fanout import Enqueue, send_distributed
-from digest.personalize import Renderer, make_renderer
+from digest.render.copies import Renderer, make_renderer
 from digest.sources import fanout as collect_fanout
 from digest.sources.collect import SourceResult
 from digest.sources.fetch import FetchOptions

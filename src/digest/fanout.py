@@ -25,7 +25,7 @@ from digest.db.models import Edition as EditionRow
 from digest.deliver import claims, ledger
 from digest.deliver.lock import send_lock
 from digest.errors import DeliveryError
-from digest.personalize import Renderer, active_topic_sets, make_renderer
+from digest.render.copies import Renderer, active_topic_sets, make_renderer
 
 log = logging.getLogger(__name__)
 

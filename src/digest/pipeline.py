@@ -33,7 +33,7 @@ from digest.deliver.sender import Call, RateLimiter, batches, dispatch
 from digest.deliver.transports import make_transport
 from digest.editions import build_edition, edition_or_draft
 from digest.errors import DeliveryError
-from digest.personalize import Renderer, active_topic_sets, make_renderer
+from digest.render.copies import Renderer, active_topic_sets, make_renderer
 from digest.render.email import RenderedDigest, archive_values
 from digest.sources.collect import SourceResult
 from digest.sources.collect import collect as collect_sources

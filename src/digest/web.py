@@ -18,7 +18,7 @@ from digest.db.queries import existing_edition_id, sent_editions
 from digest.deliver.base import Transport
 from digest.deliver.transports import make_transport
 from digest.errors import SubscriberError, TokenError, WebhookError
-from digest.personalize import make_renderer
+from digest.render.copies import make_renderer
 from digest.scheduler import health as scheduler_health
 from digest.subscribers import (
     PAUSE_CHOICES_WEEKS,

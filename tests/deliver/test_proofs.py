@@ -21,7 +21,7 @@ from digest.deliver.memory import MemoryTransport
 from digest.deliver.proofs import TestSend, send_test
 from digest.deliver.smtp import SmtpTransport
 from digest.errors import DeliveryError
-from digest.personalize import make_renderer
+from digest.render.copies import make_renderer
 from digest.subscribers import add_subscriber
 from tests.cli_helpers import ClockedRunner
 from tests.hostile.relay import Relay, hostile_relay

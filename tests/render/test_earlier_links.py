@@ -8,7 +8,7 @@ import jinja2
 
 from digest.compose import Edition, ThreadRef, TopicSection, for_subscriber, with_later
 from digest.config import Newsletter, TopicConfig, load_settings
-from digest.personalize import Renderer, make_renderer
+from digest.render.copies import Renderer, make_renderer
 from digest.render.email import personal_values
 from tests.render import samples
 from tests.render.htmlscan import scan

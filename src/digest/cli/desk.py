@@ -23,7 +23,7 @@ from digest.config import Newsletter, Settings
 from digest.deliver.addresses import address_list
 from digest.deliver.proofs import SeedReport, send_test
 from digest.errors import DigestError
-from digest.personalize import make_renderer
+from digest.render.copies import make_renderer
 
 
 def test_send(

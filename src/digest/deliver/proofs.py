@@ -36,7 +36,7 @@ from digest.deliver.message import new_message_id
 from digest.deliver.transports import make_transport
 from digest.editions import edition_or_draft
 from digest.errors import DeliveryError, SubscriberError
-from digest.personalize import Renderer
+from digest.render.copies import Renderer
 from digest.render.email import RenderedDigest, archive_values
 from digest.subscribers import get_subscriber, topics_of
 
