@@ -6,8 +6,8 @@ from pathlib import Path
 import jinja2
 import pytest
 
-from digest import mjml_check
 from digest.errors import TemplateError
+from digest.render import mjml_check
 from digest.render.email import (
     HTML_TEMPLATE,
     bundled_templates_dir,

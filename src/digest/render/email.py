@@ -20,10 +20,10 @@ import jinja2
 import mjml
 from markupsafe import Markup
 
-from digest import mjml_check
 from digest.compose import Edition, StoryItem, ThreadRef
 from digest.config import NewsletterInfo
 from digest.errors import TemplateError
+from digest.render import mjml_check
 from digest.sources.clean import sanitize_html, web_url
 
 HTML_TEMPLATE = "digest.mjml.j2"
