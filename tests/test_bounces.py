@@ -37,7 +37,7 @@ from digest.deliver.base import OutgoingMessage
 from digest.deliver.memory import MemoryTransport
 from digest.errors import SettingsError, TokenError
 from digest.stats import edition_stats
-from digest.subscribers import remove_subscriber
+from digest.subscribers.roster import remove_subscriber
 from digest.tokens import LinkToken, TokenSigner
 from digest.unsubscribe_mail import ImapMailbox, MaildirMailbox, MailRequest
 from tests.cli_helpers import ClockedRunner

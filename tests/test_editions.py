@@ -10,7 +10,7 @@ from digest.clock import FixedClock
 from digest.config import Newsletter, load_newsletter, load_settings
 from digest.db.engine import session_scope
 from digest.deliver.memory import MemoryTransport
-from digest.subscribers import add_subscriber
+from digest.subscribers.roster import add_subscriber
 from tests.feedbuilder import Item, newsletter_toml, rss, write
 
 TOPICS = '[[topics]]\nname = "Tech"\nkeywords = ["robot", "chip", "phone"]\n'

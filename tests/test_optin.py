@@ -17,7 +17,7 @@ from digest.config import Settings, resolve_secret_key
 from digest.db.engine import session_scope
 from digest.db.models import Subscriber, SubscriberEvent, SubscriberStatus
 from digest.optin import expire_pending
-from digest.subscribers import add_subscriber, unsubscribe
+from digest.subscribers.roster import add_subscriber, unsubscribe
 from digest.tokens import LinkToken, TokenSigner
 from digest.web import create_app
 from tests.schedule_helpers import Clock, newsletter, settings

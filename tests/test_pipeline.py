@@ -12,7 +12,7 @@ from digest.config import load_newsletter, load_settings
 from digest.db.engine import session_scope
 from digest.db.models import Delivery, DeliveryStatus, Subscriber, SubscriberEvent, SubscriberStatus
 from digest.deliver.memory import MemoryTransport
-from digest.subscribers import add_subscriber
+from digest.subscribers.roster import add_subscriber
 
 
 def _setup(demo_dir: Path, engine: sa.Engine, now: datetime, *people: tuple[str, list[str]]) -> None:

@@ -17,7 +17,7 @@ from digest.deliver.memory import MemoryTransport
 from digest.sources.collect import store_entries, sync_sources
 from digest.sources.parse import parse_feed
 from digest.stories import KnownArticle, StoryDoc
-from digest.subscribers import add_subscriber
+from digest.subscribers.roster import add_subscriber
 from tests.feedbuilder import Item, rss, write
 
 TOML = """[newsletter]

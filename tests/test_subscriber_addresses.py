@@ -5,7 +5,7 @@ import pytest
 from email_validator import EmailNotValidError, validate_email
 
 from digest.errors import SubscriberError
-from digest.subscribers import normalize_email
+from digest.subscribers.roster import normalize_email
 
 ADDRESSES = [
     "ana@example.com",

@@ -8,12 +8,13 @@ import pytest
 import sqlalchemy as sa
 from sqlmodel import Session, select
 
-from digest import subscriber_csv, subscribers
+from digest import subscriber_csv
 from digest.db.engine import session_scope
 from digest.db.models import Subscriber, SubscriberEvent, SubscriberStatus
 from digest.errors import SubscriberError
 from digest.subscriber_csv import export_rows, import_csv, open_csv, write_csv
-from digest.subscribers import (
+from digest.subscribers import roster
+from digest.subscribers.roster import (
     CsvRow,
     add_subscriber,
     normalize_email,
@@ -322,7 +323,7 @@ def test_a_file_without_a_column_leaves_that_field_alone(
 def test_pauses_that_ended_are_resumed_a_batch_at_a_time(
     engine: sa.Engine, now: datetime, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(subscribers, "RESUME_BATCH", 3)
+    monkeypatch.setattr(roster, "RESUME_BATCH", 3)
     with session_scope(engine) as session:
         for i in range(10):  # 7 whose pause ended (more than two batches), 3 still paused
             s = add_subscriber(f"p{i}@example.com", session=session, now=now, known_topics=TOPICS)

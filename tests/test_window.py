@@ -15,7 +15,7 @@ from digest.cli import app
 from digest.clock import FixedClock
 from digest.db.engine import session_scope
 from digest.db.models import Article, Edition, Story
-from digest.subscribers import add_subscriber
+from digest.subscribers.roster import add_subscriber
 from tests.cli_helpers import ClockedRunner
 from tests.feedbuilder import Item, newsletter_toml, rss, write
 

@@ -11,7 +11,7 @@ from digest import pipeline
 from digest.clock import FixedClock
 from digest.config import Newsletter, Settings, load_newsletter, load_settings
 from digest.db.engine import session_scope
-from digest.subscribers import add_subscriber
+from digest.subscribers.roster import add_subscriber
 
 SECRET = "test-secret-key-0123456789abcdef"
 

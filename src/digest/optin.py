@@ -22,7 +22,7 @@ from digest.deliver.base import MessageContent, OutgoingMessage, Transport
 from digest.deliver.message import new_message_id
 from digest.errors import SubscriberError, TemplateError, TokenError
 from digest.render.email import BodyTemplate
-from digest.subscribers import (
+from digest.subscribers.roster import (
     Via,
     check_timezone,
     check_topics,

@@ -38,7 +38,7 @@ from digest.render.email import RenderedDigest, archive_values
 from digest.sources.collect import SourceResult
 from digest.sources.collect import collect as collect_sources
 from digest.sources.fetch import FetchOptions
-from digest.subscribers import get_subscriber, record_event, resume_paused, topics_of
+from digest.subscribers.roster import get_subscriber, record_event, resume_paused, topics_of
 from digest.threads import HORIZON_DAYS
 
 log = logging.getLogger(__name__)

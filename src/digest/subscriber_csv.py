@@ -19,7 +19,7 @@ from digest.db.bulk import insert_rows
 from digest.db.models import Subscriber, SubscriberEvent, SubscriberStatus
 from digest.errors import SubscriberError
 from digest.subscriber_formats import ExportFormat, detect_format
-from digest.subscribers import (
+from digest.subscribers.roster import (
     NO_CONSENT,
     ROW_FIELDS,
     Consent,

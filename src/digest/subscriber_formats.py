@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from digest.errors import SubscriberError
-from digest.subscribers import shown
+from digest.subscribers.roster import shown
 
 Row = Mapping[str, str]
 Translate = Callable[[Row, str], dict[str, str]]

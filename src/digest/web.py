@@ -20,7 +20,7 @@ from digest.deliver.transports import make_transport
 from digest.errors import SubscriberError, TokenError, WebhookError
 from digest.render.copies import make_renderer
 from digest.scheduler import health as scheduler_health
-from digest.subscribers import (
+from digest.subscribers.roster import (
     PAUSE_CHOICES_WEEKS,
     PreferenceChange,
     apply_preferences,

@@ -25,7 +25,7 @@ from sqlmodel import Session, col, select
 from digest.db.models import Delivery, DeliveryStatus, Subscriber, SubscriberEvent, SubscriberStatus
 from digest.db.queries import existing_edition_id
 from digest.errors import SubscriberError, WebhookError
-from digest.subscribers import normalize_email, record_event
+from digest.subscribers.roster import normalize_email, record_event
 from digest.tokens import key_matches
 
 log = logging.getLogger(__name__)

@@ -22,7 +22,7 @@ from digest.deliver.proofs import TestSend, send_test
 from digest.deliver.smtp import SmtpTransport
 from digest.errors import DeliveryError
 from digest.render.copies import make_renderer
-from digest.subscribers import add_subscriber
+from digest.subscribers.roster import add_subscriber
 from tests.cli_helpers import ClockedRunner
 from tests.hostile.relay import Relay, hostile_relay
 from tests.world import SECRET, World, use_in_cli

@@ -17,7 +17,7 @@ from digest.db.engine import session_scope
 from digest.db.models import Subscriber, SubscriberEvent
 from digest.errors import SubscriberError
 from digest.subscriber_csv import escape_cell, export_rows, import_csv, unescape_cell, write_csv
-from digest.subscribers import NAME_MAX_LENGTH, add_subscriber
+from digest.subscribers.roster import NAME_MAX_LENGTH, add_subscriber
 from tests.cli_helpers import ClockedRunner
 from tests.schedule_helpers import NEWSLETTER_TOML
 

@@ -37,7 +37,7 @@ from digest.sources.fetch import (
     redirect_refusal,
 )
 from digest.sources.model import Fetched
-from digest.subscribers import add_subscriber
+from digest.subscribers.roster import add_subscriber
 from digest.web import create_app
 from tests.cli_helpers import ClockedRunner, use_newsletter
 from tests.feedbuilder import Item, atom, newsletter_toml, rss

@@ -31,7 +31,7 @@ from digest.deliver.message import to_bytes
 from digest.deliver.sendgrid import SendGridTransport
 from digest.deliver.smtp import SmtpTransport
 from digest.errors import ConfigError, TransportUnavailable
-from digest.subscribers import add_subscriber
+from digest.subscribers.roster import add_subscriber
 from tests.deliver.builders import content, message, parse, self_signed
 from tests.deliver.sendgrid_server import Script, sendgrid_server
 from tests.hostile.relay import DISCONNECT, STALL, banner_server, hostile_relay

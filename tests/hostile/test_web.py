@@ -40,7 +40,7 @@ from digest.deliver.memory import MemoryTransport
 from digest.deliver.sendgrid import personalization
 from digest.errors import SettingsError
 from digest.optin import expire_pending
-from digest.subscribers import add_subscriber, remove_subscriber
+from digest.subscribers.roster import add_subscriber, remove_subscriber
 from digest.tokens import TokenSigner
 from digest.unsubscribe_mail import MaildirMailbox, process_requests
 from digest.web import create_app

@@ -17,7 +17,7 @@ from digest.clock import FixedClock
 from digest.config import load_newsletter, load_settings
 from digest.db.engine import session_scope
 from digest.preview import create_preview_app, templates_fingerprint
-from digest.subscribers import add_subscriber
+from digest.subscribers.roster import add_subscriber
 from tests.cli_helpers import ClockedRunner
 from tests.render.htmlscan import scan
 from tests.web_helpers import serve

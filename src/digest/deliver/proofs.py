@@ -38,7 +38,7 @@ from digest.editions import edition_or_draft
 from digest.errors import DeliveryError, SubscriberError
 from digest.render.copies import Renderer
 from digest.render.email import RenderedDigest, archive_values
-from digest.subscribers import get_subscriber, topics_of
+from digest.subscribers.roster import get_subscriber, topics_of
 
 log = logging.getLogger(__name__)
 
