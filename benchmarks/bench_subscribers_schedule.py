@@ -35,7 +35,7 @@ from digest.config import Newsletter, load_settings  # noqa: E402
 from digest.db.engine import open_database, session_scope  # noqa: E402
 from digest.db.models import Delivery, Edition, Subscriber  # noqa: E402
 from digest.deliver.memory import MemoryTransport  # noqa: E402
-from digest.subscriber_csv import import_csv  # noqa: E402
+from digest.subscribers.csvfile import import_csv  # noqa: E402
 
 ZONES = [
     "Pacific/Honolulu", "America/Los_Angeles", "America/Denver", "America/Chicago", "America/New_York",

@@ -14,8 +14,8 @@ from digest.cli import app
 from digest.db.engine import session_scope
 from digest.db.models import Subscriber, SubscriberStatus
 from digest.errors import SubscriberError
-from digest.subscriber_csv import ImportReport, import_csv
 from digest.subscriber_formats import export_time
+from digest.subscribers.csvfile import ImportReport, import_csv
 from digest.subscribers.roster import add_subscriber
 from tests.cli_helpers import ClockedRunner
 from tests.schedule_helpers import NEWSLETTER_TOML

@@ -8,12 +8,11 @@ import pytest
 import sqlalchemy as sa
 from sqlmodel import Session, select
 
-from digest import subscriber_csv
 from digest.db.engine import session_scope
 from digest.db.models import Subscriber, SubscriberEvent, SubscriberStatus
 from digest.errors import SubscriberError
-from digest.subscriber_csv import export_rows, import_csv, open_csv, write_csv
-from digest.subscribers import roster
+from digest.subscribers import csvfile, roster
+from digest.subscribers.csvfile import export_rows, import_csv, open_csv, write_csv
 from digest.subscribers.roster import (
     CsvRow,
     add_subscriber,
@@ -160,17 +159,17 @@ def test_a_failure_midway_rolls_the_whole_import_back(
     path = write(
         tmp_path, "email,name\nold@example.com,Renamed\na@example.com,\nb@example.com,\nc@example.com,\n"
     )
-    monkeypatch.setattr(subscriber_csv, "BATCH_SIZE", 2)
-    write_batch = subscriber_csv._Writer.write
+    monkeypatch.setattr(csvfile, "BATCH_SIZE", 2)
+    write_batch = csvfile._Writer.write
     batches: list[int] = []
 
-    def crash_on_second_batch(writer: subscriber_csv._Writer, rows: list[CsvRow]) -> None:
+    def crash_on_second_batch(writer: csvfile._Writer, rows: list[CsvRow]) -> None:
         batches.append(len(rows))
         if len(batches) == 2:
             raise RuntimeError("database went away")
         write_batch(writer, rows)
 
-    monkeypatch.setattr(subscriber_csv._Writer, "write", crash_on_second_batch)
+    monkeypatch.setattr(csvfile._Writer, "write", crash_on_second_batch)
     with pytest.raises(RuntimeError), session_scope(engine) as session:
         import_csv(path, session=session, now=now, known_topics=TOPICS)
     assert batches == [2, 2]  # the first batch was written, then rolled back

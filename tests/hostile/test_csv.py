@@ -11,12 +11,12 @@ import pytest
 import sqlalchemy as sa
 from sqlmodel import Session, select
 
-from digest import subscriber_csv
 from digest.cli import app
 from digest.db.engine import session_scope
 from digest.db.models import Subscriber, SubscriberEvent
 from digest.errors import SubscriberError
-from digest.subscriber_csv import escape_cell, export_rows, import_csv, unescape_cell, write_csv
+from digest.subscribers import csvfile
+from digest.subscribers.csvfile import escape_cell, export_rows, import_csv, unescape_cell, write_csv
 from digest.subscribers.roster import NAME_MAX_LENGTH, add_subscriber
 from tests.cli_helpers import ClockedRunner
 from tests.schedule_helpers import NEWSLETTER_TOML
@@ -35,7 +35,7 @@ def names(engine: sa.Engine) -> dict[str, str]:
         return {s.email: s.name for s in session.exec(select(Subscriber))}
 
 
-def do_import(engine: sa.Engine, path: Path, now: datetime, **kwargs: bool) -> subscriber_csv.ImportReport:
+def do_import(engine: sa.Engine, path: Path, now: datetime, **kwargs: bool) -> csvfile.ImportReport:
     with session_scope(engine) as session:
         return import_csv(path, session=session, now=now, known_topics=TOPICS, **kwargs)
 
@@ -207,7 +207,7 @@ def test_an_unterminated_quote_is_named_at_its_line_and_swallows_no_row(
 def test_skip_invalid_names_every_skipped_row_after_a_200_kb_field(
     cli: ClockedRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(subscriber_csv, "MAX_LISTED", 1)  # the CLI streams them all anyway
+    monkeypatch.setattr(csvfile, "MAX_LISTED", 1)  # the CLI streams them all anyway
     (tmp_path / "list.csv").write_text(
         "email,name\n"
         "a@example.com,Ana\n"
@@ -232,7 +232,7 @@ def test_skip_invalid_names_every_skipped_row_after_a_200_kb_field(
 def test_a_rejected_file_lists_its_first_bad_rows_and_counts_the_rest(
     engine: sa.Engine, tmp_path: Path, now: datetime, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(subscriber_csv, "MAX_LISTED", 2)
+    monkeypatch.setattr(csvfile, "MAX_LISTED", 2)
     path = write(tmp_path, "email\n" + "".join(f"bad{i}\n" for i in range(5)))
     with pytest.raises(SubscriberError) as info:
         do_import(engine, path, now)
@@ -298,7 +298,7 @@ def test_add_refuses_a_nul_in_a_name(cli: ClockedRunner) -> None:
 def test_import_and_export_stream_in_batches_and_merge_duplicates_across_them(
     engine: sa.Engine, tmp_path: Path, now: datetime, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(subscriber_csv, "BATCH_SIZE", 10)
+    monkeypatch.setattr(csvfile, "BATCH_SIZE", 10)
     with session_scope(engine) as session:
         gone = add_subscriber("gone@example.com", session=session, now=now, known_topics=TOPICS)
         gone.status = "unsubscribed"  # type: ignore[assignment]
@@ -340,7 +340,7 @@ def test_import_and_export_stream_in_batches_and_merge_duplicates_across_them(
 def test_an_address_signed_up_during_an_import_fails_it_with_one_line(
     engine: sa.Engine, tmp_path: Path, now: datetime, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    apply_row = subscriber_csv.apply_row
+    apply_row = csvfile.apply_row
     signed_up: list[str] = []
 
     def sign_up_meanwhile(*args: Any, **kwargs: Any) -> Any:
@@ -350,7 +350,7 @@ def test_an_address_signed_up_during_an_import_fails_it_with_one_line(
             signed_up.append("b@example.com")
         return apply_row(*args, **kwargs)
 
-    monkeypatch.setattr(subscriber_csv, "apply_row", sign_up_meanwhile)
+    monkeypatch.setattr(csvfile, "apply_row", sign_up_meanwhile)
     path = write(tmp_path, "email,name\na@example.com,Ana\nb@example.com,Ben\n")
     with pytest.raises(SubscriberError, match=r"list\.csv: an address in the file was added by someone else"):
         do_import(engine, path, now)

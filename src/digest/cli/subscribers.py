@@ -21,7 +21,7 @@ from digest.config import load_settings
 from digest.db.engine import session_scope
 from digest.db.models import SubscriberStatus
 from digest.errors import SubscriberError
-from digest.subscriber_csv import export_rows, import_csv, write_csv
+from digest.subscribers.csvfile import export_rows, import_csv, write_csv
 from digest.subscribers.roster import (
     add_subscriber,
     get_subscriber,
