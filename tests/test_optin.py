@@ -16,7 +16,7 @@ from sqlmodel import Session, select
 from digest.config import Settings, resolve_secret_key
 from digest.db.engine import session_scope
 from digest.db.models import Subscriber, SubscriberEvent, SubscriberStatus
-from digest.optin import expire_pending
+from digest.subscribers.optin import expire_pending
 from digest.subscribers.roster import add_subscriber, unsubscribe
 from digest.tokens import LinkToken, TokenSigner
 from digest.web import create_app
@@ -279,8 +279,8 @@ def test_healthz_is_503_when_the_database_does_not_answer(tmp_path: Path, now: d
 
 def test_the_confirmation_message_is_not_spam(tmp_path: Path, now: datetime) -> None:
     from digest.deliver.message import to_bytes
-    from digest.optin import confirmation_message
     from digest.render.email import make_environment
+    from digest.subscribers.optin import confirmation_message
     from tests.render.test_spam import spam_score
 
     reader = Subscriber(id=3, email="reader@example.com", created_at=now, updated_at=now)

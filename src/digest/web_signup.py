@@ -9,13 +9,13 @@ import sqlalchemy as sa
 from fastapi import BackgroundTasks, FastAPI, Request
 from fastapi.responses import HTMLResponse
 
-from digest import optin
 from digest.clock import Clock
 from digest.config import Newsletter, Settings, resolve_secret_key
 from digest.db.engine import session_scope
 from digest.db.models import Subscriber
 from digest.deliver.base import Transport
 from digest.errors import SubscriberError, TokenError
+from digest.subscribers import optin
 from digest.web_guard import page_response
 
 log = logging.getLogger(__name__)

@@ -39,7 +39,7 @@ from digest.deliver.base import OutgoingMessage
 from digest.deliver.memory import MemoryTransport
 from digest.deliver.sendgrid import personalization
 from digest.errors import SettingsError
-from digest.optin import expire_pending
+from digest.subscribers.optin import expire_pending
 from digest.subscribers.roster import add_subscriber, remove_subscriber
 from digest.tokens import TokenSigner
 from digest.unsubscribe_mail import MaildirMailbox, process_requests
