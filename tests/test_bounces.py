@@ -38,8 +38,8 @@ from digest.deliver.memory import MemoryTransport
 from digest.errors import SettingsError, TokenError
 from digest.stats import edition_stats
 from digest.subscribers.roster import remove_subscriber
+from digest.subscribers.unsubscribe_mail import ImapMailbox, MaildirMailbox, MailRequest
 from digest.tokens import LinkToken, TokenSigner
-from digest.unsubscribe_mail import ImapMailbox, MaildirMailbox, MailRequest
 from tests.cli_helpers import ClockedRunner
 from tests.world import SECRET, World
 

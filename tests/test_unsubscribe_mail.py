@@ -12,8 +12,8 @@ from digest.db.engine import session_scope
 from digest.db.models import Subscriber, SubscriberEvent, SubscriberStatus
 from digest.deliver.memory import MemoryTransport
 from digest.errors import SettingsError
+from digest.subscribers.unsubscribe_mail import MaildirMailbox, open_mailbox, process_requests
 from digest.tokens import TokenSigner
-from digest.unsubscribe_mail import MaildirMailbox, open_mailbox, process_requests
 from tests.cli_helpers import ClockedRunner
 from tests.world import SECRET, World
 

@@ -26,8 +26,8 @@ from digest.db.engine import session_scope
 from digest.db.models import Delivery, DeliveryStatus, Edition, Subscriber, SubscriberEvent, SubscriberStatus
 from digest.errors import SubscriberError, TokenError
 from digest.subscribers.roster import normalize_email
+from digest.subscribers.unsubscribe_mail import Mailbox
 from digest.tokens import TokenSigner, subscriber_for
-from digest.unsubscribe_mail import Mailbox
 from digest.webhooks import Action, apply_action
 
 log = logging.getLogger(__name__)

@@ -41,8 +41,8 @@ from digest.deliver.sendgrid import personalization
 from digest.errors import SettingsError
 from digest.subscribers.optin import expire_pending
 from digest.subscribers.roster import add_subscriber, remove_subscriber
+from digest.subscribers.unsubscribe_mail import MaildirMailbox, process_requests
 from digest.tokens import TokenSigner
-from digest.unsubscribe_mail import MaildirMailbox, process_requests
 from digest.web import create_app
 from tests.browser import chromium
 from tests.conftest import NOW

@@ -358,8 +358,8 @@ def unsubscribe_mail() -> None:
 
     Example: digest unsubscribe-mail
     """
+    from digest.subscribers.unsubscribe_mail import open_mailbox, process_requests
     from digest.tokens import TokenSigner
-    from digest.unsubscribe_mail import open_mailbox, process_requests
 
     settings = load_settings()
     engine = _engine(settings)
@@ -398,7 +398,7 @@ def bounces() -> None:
     Example: digest bounces
     """
     from digest.bounce_mail import process_bounces
-    from digest.unsubscribe_mail import open_mailbox
+    from digest.subscribers.unsubscribe_mail import open_mailbox
 
     settings = load_settings()
     engine = _engine(settings)
