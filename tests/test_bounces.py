@@ -15,7 +15,15 @@ from email_validator import validate_email
 from sqlmodel import select
 
 from digest.bounce_mail import BounceReport, process_bounces
-from digest.bounces import (
+from digest.cli import app
+from digest.config import Settings, load_settings
+from digest.db.engine import session_scope
+from digest.db.models import Delivery, DeliveryStatus, Edition, Subscriber, SubscriberEvent, SubscriberStatus
+from digest.deliver.base import OutgoingMessage
+from digest.deliver.memory import MemoryTransport
+from digest.errors import SettingsError, TokenError
+from digest.stats import edition_stats
+from digest.subscribers.bounces import (
     MAX_BYTES,
     MAX_ID,
     Failure,
@@ -29,14 +37,6 @@ from digest.bounces import (
     status_code,
     verp_tokens,
 )
-from digest.cli import app
-from digest.config import Settings, load_settings
-from digest.db.engine import session_scope
-from digest.db.models import Delivery, DeliveryStatus, Edition, Subscriber, SubscriberEvent, SubscriberStatus
-from digest.deliver.base import OutgoingMessage
-from digest.deliver.memory import MemoryTransport
-from digest.errors import SettingsError, TokenError
-from digest.stats import edition_stats
 from digest.subscribers.roster import remove_subscriber
 from digest.subscribers.unsubscribe_mail import ImapMailbox, MaildirMailbox, MailRequest
 from digest.tokens import LinkToken, TokenSigner

@@ -20,11 +20,19 @@ from datetime import datetime, timedelta
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
-from digest.bounces import MAX_BYTES, Failure, Report, ReturnPathSigner, Severity, bounce_signer, parse_report
 from digest.config import Settings, signing_keys
 from digest.db.engine import session_scope
 from digest.db.models import Delivery, DeliveryStatus, Edition, Subscriber, SubscriberEvent, SubscriberStatus
 from digest.errors import SubscriberError, TokenError
+from digest.subscribers.bounces import (
+    MAX_BYTES,
+    Failure,
+    Report,
+    ReturnPathSigner,
+    Severity,
+    bounce_signer,
+    parse_report,
+)
 from digest.subscribers.roster import normalize_email
 from digest.subscribers.unsubscribe_mail import Mailbox
 from digest.tokens import TokenSigner, subscriber_for

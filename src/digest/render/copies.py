@@ -13,7 +13,6 @@ import jinja2
 from sqlmodel import Session, select
 
 from digest import compose
-from digest.bounces import ReturnPathSigner, bounce_signer, return_path
 from digest.config import Newsletter, Settings, signing_keys
 from digest.db.models import (
     Subscriber,
@@ -29,6 +28,7 @@ from digest.render.email import (
     personal_values,
     render_digest,
 )
+from digest.subscribers.bounces import ReturnPathSigner, bounce_signer, return_path
 from digest.tokens import LinkToken, TokenSigner
 
 log = logging.getLogger(__name__)
