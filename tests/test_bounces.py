@@ -14,7 +14,6 @@ import pytest
 from email_validator import validate_email
 from sqlmodel import select
 
-from digest.bounce_mail import BounceReport, process_bounces
 from digest.cli import app
 from digest.config import Settings, load_settings
 from digest.db.engine import session_scope
@@ -23,6 +22,7 @@ from digest.deliver.base import OutgoingMessage
 from digest.deliver.memory import MemoryTransport
 from digest.errors import SettingsError, TokenError
 from digest.stats import edition_stats
+from digest.subscribers.bounce_mail import BounceReport, process_bounces
 from digest.subscribers.bounces import (
     MAX_BYTES,
     MAX_ID,

@@ -397,7 +397,7 @@ def bounces() -> None:
 
     Example: digest bounces
     """
-    from digest.bounce_mail import process_bounces
+    from digest.subscribers.bounce_mail import process_bounces
     from digest.subscribers.unsubscribe_mail import open_mailbox
 
     settings = load_settings()
