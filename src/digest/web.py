@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from fastapi import BackgroundTasks, FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
 
-from digest import pipeline, webhooks
+from digest import pipeline
 from digest.clock import Clock, system_clock
 from digest.config import Newsletter, Settings
 from digest.db.engine import session_scope
@@ -20,7 +20,7 @@ from digest.deliver.transports import make_transport
 from digest.errors import SubscriberError, TokenError, WebhookError
 from digest.render.copies import make_renderer
 from digest.scheduler import health as scheduler_health
-from digest.subscribers import optin
+from digest.subscribers import optin, webhooks
 from digest.subscribers.roster import (
     PAUSE_CHOICES_WEEKS,
     PreferenceChange,

@@ -12,7 +12,7 @@ from typing import Any
 import jinja2
 from fastapi.responses import HTMLResponse
 
-from digest.webhooks import MAX_BODY as WEBHOOK_MAX_BODY
+from digest.subscribers.webhooks import MAX_BODY as WEBHOOK_MAX_BODY
 
 log = logging.getLogger(__name__)
 

@@ -30,7 +30,6 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from itsdangerous import URLSafeSerializer
 from sqlmodel import select as query
 
-from digest import webhooks
 from digest.config import load_settings, resolve_secret_key
 from digest.db import engine as db_engine
 from digest.db.engine import session_scope
@@ -39,6 +38,7 @@ from digest.deliver.base import OutgoingMessage
 from digest.deliver.memory import MemoryTransport
 from digest.deliver.sendgrid import personalization
 from digest.errors import SettingsError
+from digest.subscribers import webhooks
 from digest.subscribers.optin import expire_pending
 from digest.subscribers.roster import add_subscriber, remove_subscriber
 from digest.subscribers.unsubscribe_mail import MaildirMailbox, process_requests

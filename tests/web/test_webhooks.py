@@ -16,8 +16,8 @@ from digest.db.engine import session_scope
 from digest.db.models import Delivery, DeliveryStatus, Subscriber, SubscriberEvent, SubscriberStatus
 from digest.deliver.memory import MemoryTransport
 from digest.stats import edition_stats
+from digest.subscribers.webhooks import SIGNATURE_HEADER, TIMESTAMP_HEADER
 from digest.web import create_app
-from digest.webhooks import SIGNATURE_HEADER, TIMESTAMP_HEADER
 from tests.world import World
 
 

@@ -35,8 +35,8 @@ from digest.subscribers.bounces import (
 )
 from digest.subscribers.roster import normalize_email
 from digest.subscribers.unsubscribe_mail import Mailbox
+from digest.subscribers.webhooks import Action, apply_action
 from digest.tokens import TokenSigner, subscriber_for
-from digest.webhooks import Action, apply_action
 
 log = logging.getLogger(__name__)
 
