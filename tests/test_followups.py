@@ -17,7 +17,7 @@ from digest.db.models import Story, StoryLink
 from digest.deliver.base import OutgoingMessage
 from digest.deliver.memory import MemoryTransport
 from digest.subscribers.roster import add_subscriber
-from digest.web import create_app
+from digest.web.app import create_app
 from tests.browser import chromium
 from tests.world import World, make_world
 

@@ -19,7 +19,7 @@ from digest.db.models import Subscriber, SubscriberEvent, SubscriberStatus
 from digest.subscribers.optin import expire_pending
 from digest.subscribers.roster import add_subscriber, unsubscribe
 from digest.tokens import LinkToken, TokenSigner
-from digest.web import create_app
+from digest.web.app import create_app
 from tests.schedule_helpers import Clock, newsletter, settings
 from tests.web_helpers import Inbox, SignalingTransport, serve, smtp_server
 

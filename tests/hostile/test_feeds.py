@@ -38,7 +38,7 @@ from digest.sources.fetch import (
 )
 from digest.sources.model import Fetched
 from digest.subscribers.roster import add_subscriber
-from digest.web import create_app
+from digest.web.app import create_app
 from tests.cli_helpers import ClockedRunner, use_newsletter
 from tests.feedbuilder import Item, atom, newsletter_toml, rss
 from tests.hostile.feedserver import HostileFeeds, hostile_server

@@ -43,7 +43,7 @@ from digest.subscribers.optin import expire_pending
 from digest.subscribers.roster import add_subscriber, remove_subscriber
 from digest.subscribers.unsubscribe_mail import MaildirMailbox, process_requests
 from digest.tokens import TokenSigner
-from digest.web import create_app
+from digest.web.app import create_app
 from tests.browser import chromium
 from tests.conftest import NOW
 from tests.render.tools import require
@@ -496,7 +496,7 @@ def test_a_signed_webhook_with_deeply_nested_json_gets_a_short_400(
     assert len(answer.content) < 200
     assert "nested" in answer.json()["error"]
     assert not [r for r in caplog.records if r.exc_info or "Traceback" in r.getMessage()]
-    assert [r.getMessage() for r in caplog.records if r.name == "digest.web"] == [
+    assert [r.getMessage() for r in caplog.records if r.name == "digest.web.app"] == [
         f"sendgrid webhook refused: {answer.json()['error']}"
     ]
 

@@ -18,7 +18,7 @@ from digest.db.models import Delivery, DeliveryStatus, Subscriber
 from digest.deliver.memory import MemoryTransport
 from digest.errors import TemplateError
 from digest.subscribers.roster import add_subscriber
-from digest.web import create_app
+from digest.web.app import create_app
 from tests.render.htmlscan import scan
 from tests.web_helpers import serve
 

@@ -14,7 +14,7 @@ from digest.db.models import Subscriber, SubscriberEvent, SubscriberStatus
 from digest.deliver.memory import MemoryTransport
 from digest.stats import edition_stats
 from digest.tokens import LinkToken, TokenSigner
-from digest.web import create_app
+from digest.web.app import create_app
 from tests.world import SECRET, World
 
 SCANNER_UA = "Mozilla/5.0 (compatible; SafeLinks scanner)"

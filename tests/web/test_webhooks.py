@@ -17,7 +17,7 @@ from digest.db.models import Delivery, DeliveryStatus, Subscriber, SubscriberEve
 from digest.deliver.memory import MemoryTransport
 from digest.stats import edition_stats
 from digest.subscribers.webhooks import SIGNATURE_HEADER, TIMESTAMP_HEADER
-from digest.web import create_app
+from digest.web.app import create_app
 from tests.world import World
 
 

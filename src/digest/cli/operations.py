@@ -149,7 +149,7 @@ def serve(
     import uvicorn
 
     from digest.scheduler import start_background
-    from digest.web import create_app
+    from digest.web.app import create_app
 
     settings, newsletter = _setup()
     _warn(settings)
