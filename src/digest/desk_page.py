@@ -32,7 +32,7 @@ from digest.errors import DigestError, EditorError
 from digest.render.email import make_environment
 from digest.sources.health import source_health
 from digest.stats import edition_stats
-from digest.web_guard import ASGIApp, Receive, Scope, Send, page_response
+from digest.web.guard import ASGIApp, Receive, Scope, Send, page_response
 
 log = logging.getLogger(__name__)
 

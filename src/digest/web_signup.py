@@ -16,7 +16,7 @@ from digest.db.models import Subscriber
 from digest.deliver.base import Transport
 from digest.errors import SubscriberError, TokenError
 from digest.subscribers import optin
-from digest.web_guard import page_response
+from digest.web.guard import page_response
 
 log = logging.getLogger(__name__)
 
