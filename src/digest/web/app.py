@@ -32,7 +32,7 @@ from digest.subscribers.roster import (
 )
 from digest.tokens import LinkToken, subscriber_for
 from digest.web.guard import BodyLimit, SecurityHeaders, archive_response, page_response
-from digest.web_signup import add_signup_routes
+from digest.web.signup import add_signup_routes
 
 log = logging.getLogger(__name__)
 
