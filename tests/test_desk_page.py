@@ -18,7 +18,7 @@ from digest.cli import app
 from digest.clock import FixedClock
 from digest.deliver.memory import MemoryTransport
 from digest.desk_page import COOKIE
-from digest.preview import create_preview_app
+from digest.web.preview import create_preview_app
 from tests.browser import Page, chromium
 from tests.cli_helpers import ClockedRunner
 from tests.web_helpers import serve

@@ -16,8 +16,8 @@ from digest.cli import app, common, daily
 from digest.clock import FixedClock
 from digest.config import load_newsletter, load_settings
 from digest.db.engine import session_scope
-from digest.preview import create_preview_app, templates_fingerprint
 from digest.subscribers.roster import add_subscriber
+from digest.web.preview import create_preview_app, templates_fingerprint
 from tests.cli_helpers import ClockedRunner
 from tests.render.htmlscan import scan
 from tests.web_helpers import serve

@@ -204,7 +204,7 @@ def _serve_preview(
     import uvicorn
 
     from digest.desk_page import check_bind
-    from digest.preview import create_preview_app
+    from digest.web.preview import create_preview_app
 
     check_bind(host, settings)
     url = f"http://{host}:{port}/"
