@@ -148,7 +148,7 @@ def serve(
     """
     import uvicorn
 
-    from digest.scheduler import start_background
+    from digest.schedule.scheduler import start_background
     from digest.web.app import create_app
 
     settings, newsletter = _setup()
@@ -214,7 +214,7 @@ def schedule() -> None:
 
     Example: digest schedule
     """
-    from digest.scheduler import run_blocking
+    from digest.schedule.scheduler import run_blocking
 
     settings, newsletter = _setup()
     engine = _engine(settings)
@@ -235,7 +235,7 @@ def status(
 
     Example: digest status --runs 20
     """
-    from digest.scheduler import status as scheduler_status
+    from digest.schedule.scheduler import status as scheduler_status
 
     settings = load_settings()
     engine = _engine(settings)  # disposed when the command ends

@@ -19,7 +19,7 @@ from digest.deliver.base import Transport
 from digest.deliver.transports import make_transport
 from digest.errors import SubscriberError, TokenError, WebhookError
 from digest.render.copies import make_renderer
-from digest.scheduler import health as scheduler_health
+from digest.schedule.scheduler import health as scheduler_health
 from digest.subscribers import optin, webhooks
 from digest.subscribers.roster import (
     PAUSE_CHOICES_WEEKS,

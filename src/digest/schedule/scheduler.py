@@ -33,7 +33,7 @@ from digest.subscribers import optin
 
 log = logging.getLogger(__name__)
 
-JOB_FUNC = "digest.scheduler:run_job"
+JOB_FUNC = "digest.schedule.scheduler:run_job"
 JOBS_TABLE = "apscheduler_jobs"
 KEEP_RUNS = timedelta(days=30)
 
