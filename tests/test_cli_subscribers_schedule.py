@@ -70,9 +70,9 @@ def test_export_then_import_round_trip_through_the_cli(env: Path) -> None:
 def test_status_after_runs_shows_zones_and_results(env: Path) -> None:
     from datetime import UTC, datetime
 
-    from digest import dispatch
     from digest.config import load_newsletter, load_settings
     from digest.db.engine import open_database
+    from digest.schedule import dispatch
     from tests.schedule_helpers import Clock, RecordingTransport, add_story, add_subscribers
 
     settings = load_settings()

@@ -9,7 +9,7 @@ import pytest
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
-from digest import dispatch, pipeline
+from digest import pipeline
 from digest.db.models import (
     Delivery,
     DeliveryStatus,
@@ -19,6 +19,7 @@ from digest.db.models import (
     Subscriber,
     SubscriberStatus,
 )
+from digest.schedule import dispatch
 from tests.schedule_helpers import Clock, RecordingTransport, add_story, add_subscribers, newsletter, settings
 
 ZONES = ["Asia/Tokyo", "Asia/Kolkata", "Europe/Paris", "America/Los_Angeles", None]

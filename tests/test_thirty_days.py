@@ -33,12 +33,13 @@ import pytest
 import sqlalchemy as sa
 from sqlmodel import Session, select
 
-from digest import dispatch, pipeline
+from digest import pipeline
 from digest.cli import app
 from digest.clock import FixedClock
 from digest.config import Newsletter, load_newsletter
 from digest.db.engine import session_scope
 from digest.db.models import Edition, Subscriber
+from digest.schedule import dispatch
 from tests.cli_helpers import ClockedRunner
 from tests.feedbuilder import Item, atom, json_feed, rss
 from tests.httpserver import FeedServer, Reply, Seen, serving

@@ -118,7 +118,7 @@ class WorkerState:
             return self._send_batch(edition_id, first_id, last_id, zone)
 
     def _send_batch(self, edition_id: int, first_id: int, last_id: int, zone: str | None) -> dict[str, int]:
-        from digest.dispatch import zone_audience
+        from digest.schedule.dispatch import zone_audience
 
         settings = self.settings
         report = pipeline.send_batch(
