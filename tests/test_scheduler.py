@@ -19,7 +19,7 @@ from sqlmodel import Session, col, select
 
 from digest.clock import Clock
 from digest.db.models import Delivery, SchedulerLease, ScheduleRun
-from digest.lease import Lease, current_holder
+from digest.schedule.lease import Lease, current_holder
 from digest.schedule.scheduler import JOBS_TABLE, BackgroundRunner, Runner
 from tests.schedule_helpers import NEWSLETTER_TOML, add_story, add_subscribers, newsletter, settings
 from tests.web_helpers import Inbox, smtp_server

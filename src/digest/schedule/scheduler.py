@@ -28,8 +28,8 @@ from digest.db.models import SchedulerLease, ScheduleRun
 from digest.deliver.base import Transport
 from digest.deliver.transports import make_transport
 from digest.errors import DigestError
-from digest.lease import Lease, current_holder, new_owner
 from digest.schedule import dispatch
+from digest.schedule.lease import Lease, current_holder, new_owner
 from digest.subscribers import optin
 
 log = logging.getLogger(__name__)
