@@ -20,8 +20,8 @@ from digest.db.engine import session_scope
 from digest.db.models import Delivery, DeliveryStatus, Edition, Subscriber, SubscriberEvent, SubscriberStatus
 from digest.deliver.base import OutgoingMessage
 from digest.deliver.memory import MemoryTransport
+from digest.deliver.stats import edition_stats
 from digest.errors import SettingsError, TokenError
-from digest.stats import edition_stats
 from digest.subscribers.bounce_mail import BounceReport, process_bounces
 from digest.subscribers.bounces import (
     MAX_BYTES,

@@ -28,10 +28,10 @@ from digest.clock import Clock
 from digest.config import Newsletter, Settings
 from digest.db import queries
 from digest.db.engine import session_scope
+from digest.deliver.stats import edition_stats
 from digest.errors import DigestError, EditorError
 from digest.render.email import make_environment
 from digest.sources.health import source_health
-from digest.stats import edition_stats
 from digest.web.guard import ASGIApp, Receive, Scope, Send, page_response
 
 log = logging.getLogger(__name__)

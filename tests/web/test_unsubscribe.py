@@ -12,7 +12,7 @@ from digest.db import queries
 from digest.db.engine import session_scope
 from digest.db.models import Subscriber, SubscriberEvent, SubscriberStatus
 from digest.deliver.memory import MemoryTransport
-from digest.stats import edition_stats
+from digest.deliver.stats import edition_stats
 from digest.tokens import LinkToken, TokenSigner
 from digest.web.app import create_app
 from tests.world import SECRET, World

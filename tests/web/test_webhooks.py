@@ -15,7 +15,7 @@ from digest.db import queries
 from digest.db.engine import session_scope
 from digest.db.models import Delivery, DeliveryStatus, Subscriber, SubscriberEvent, SubscriberStatus
 from digest.deliver.memory import MemoryTransport
-from digest.stats import edition_stats
+from digest.deliver.stats import edition_stats
 from digest.subscribers.webhooks import SIGNATURE_HEADER, TIMESTAMP_HEADER
 from digest.web.app import create_app
 from tests.world import World

@@ -26,10 +26,10 @@ from digest.cli.common import (
 from digest.config import Settings, load_newsletter, load_settings, signing_keys
 from digest.db import queries
 from digest.db.engine import open_database, session_scope
+from digest.deliver.stats import edition_stats
 from digest.editions import explain_topics
 from digest.errors import ConfigError, DigestError
 from digest.sources.health import source_health
-from digest.stats import edition_stats
 
 
 @sources_app.command("list")
