@@ -40,7 +40,7 @@ def init(
 
     Example: digest init
     """
-    from digest.starter import write_starter_files
+    from digest.cli.starter import write_starter_files
 
     for path, created in write_starter_files(directory):
         out.print(f"{'created' if created else 'kept existing'} {path}")
