@@ -2,6 +2,7 @@
 once; SIGTERM in the middle of a send)."""
 
 import os
+import pickle
 import signal
 import subprocess
 import sys
@@ -20,7 +21,7 @@ from sqlmodel import Session, col, select
 from digest.clock import Clock
 from digest.db.models import Delivery, SchedulerLease, ScheduleRun
 from digest.schedule.lease import Lease, current_holder
-from digest.schedule.scheduler import JOBS_TABLE, BackgroundRunner, Runner
+from digest.schedule.scheduler import JOB_FUNC, JOBS_TABLE, BackgroundRunner, Runner
 from tests.schedule_helpers import NEWSLETTER_TOML, add_story, add_subscribers, newsletter, settings
 from tests.web_helpers import Inbox, smtp_server
 
@@ -111,6 +112,35 @@ def test_jobs_persist_and_a_missed_run_is_caught_up_once(
     assert [(r.owner, r.status) for r in runs(engine, "collect")] == [("second", "ok")]  # once, not 3 times
     with Session(engine) as session:
         assert session.exec(select(SchedulerLease)).all() == []  # released on stop
+
+
+def test_jobs_stored_under_the_old_function_path_are_replaced(
+    engine: sa.Engine, tmp_path: Path, db_url: str, wall_clock: Clock
+) -> None:
+    """Jobs a digest from before issue 13 stored name `digest.scheduler:run_job`, which no longer
+    imports: the scheduler replaces them instead of failing to start."""
+    cfg = settings(tmp_path, db_url, scheduler_lease_seconds=10)
+    first = BackgroundRunner(
+        Runner(cfg, newsletter(), engine=engine, clock=wall_clock, owner="first")
+    ).start()
+    wait_for(lambda: [r for r in runs(engine, "dispatch") if r.status == "ok"], what="a dispatch run")
+    first.stop()
+    table = sa.Table(JOBS_TABLE, sa.MetaData(), autoload_with=engine)
+    with engine.begin() as conn:
+        for job_id, job_state in conn.execute(sa.select(table.c.id, table.c.job_state)).all():
+            state = pickle.loads(job_state)
+            state["func"] = "digest.scheduler:run_job"
+            conn.execute(table.update().where(table.c.id == job_id).values(job_state=pickle.dumps(state)))
+
+    second = BackgroundRunner(
+        Runner(cfg, newsletter(), engine=engine, clock=wall_clock, owner="second")
+    ).start()
+    wait_for(lambda: len(runs(engine, "dispatch")) == 2, what="the takeover dispatch")
+    second.stop()
+    store = SQLAlchemyJobStore(engine=engine, tablename=JOBS_TABLE)
+    assert {job.id: job.func_ref for job in store.get_all_jobs()} == dict.fromkeys(
+        ["collect", "dispatch", "expire"], JOB_FUNC
+    )
 
 
 # --- real processes ---------------------------------------------------------------------------

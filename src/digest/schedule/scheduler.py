@@ -145,7 +145,13 @@ class Runner:
         )
         scheduler.start(paused=True)
         for job_id, trigger in triggers(self.settings).items():
-            job = scheduler.get_job(job_id)
+            try:
+                job = scheduler.get_job(job_id)
+            except LookupError:
+                # Stored by a digest whose JOB_FUNC had another path (digest.scheduler before
+                # issue 13): it cannot be loaded; add_job below replaces it.
+                log.info("scheduler %s: job %s names a function that moved; replacing it", self.owner, job_id)
+                job = None
             if job is not None and str(job.trigger) == str(trigger) and job.func_ref == JOB_FUNC:
                 continue  # keep its stored next run time: a run missed while down is caught up once
             scheduler.add_job(
