@@ -23,7 +23,7 @@ ALLOWED_ATTRIBUTES = {"a": {"href", "title"}}
 URL_SCHEMES = frozenset({"http", "https"})
 
 # Bounds at the edge (issue 12 row 18): longer text is cut with an ellipsis. A headline past
-# 300 characters is no headline; a summary is shortened again when rendered (render.py).
+# 300 characters is no headline; a summary is shortened again when rendered (render/email.py).
 TITLE_MAX = 300
 AUTHOR_MAX = 200
 TAG_MAX = 100
