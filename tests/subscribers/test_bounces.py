@@ -43,7 +43,7 @@ from digest.tokens import LinkToken, TokenSigner
 from tests.cli_helpers import ClockedRunner
 from tests.world import SECRET, World
 
-DATA = Path(__file__).parent / "data" / "bounces"
+DATA = Path(__file__).parents[1] / "data" / "bounces"
 BOUNCES = "bounces@news.example.com"
 BOUNCE_SIGNER = ReturnPathSigner([SECRET])
 KEY = "k3y0f7h3r34d3rn0b0dy3l53h4570ld"  # a subscriber's token_key, for the reports read alone
