@@ -16,6 +16,7 @@ from digest.cli import app, common, daily
 from digest.clock import FixedClock
 from digest.config import load_newsletter, load_settings
 from digest.db.engine import session_scope
+from digest.render.email import bundled_templates_dir
 from digest.subscribers.roster import add_subscriber
 from digest.web.preview import create_preview_app, templates_fingerprint
 from tests.cli_helpers import ClockedRunner
@@ -162,7 +163,7 @@ def test_preview_server_shows_editions_and_reloads_on_template_change(
         assert f'data-version="{version}"' in page.text
         # Edit a template: the fingerprint changes (the page reloads) and the new text shows.
         (mine / "digest.txt.j2").write_text(
-            (pipeline.render.bundled_templates_dir() / "digest.txt.j2")
+            (bundled_templates_dir() / "digest.txt.j2")
             .read_text()
             .replace("In this edition:", "Inside today:")
         )

@@ -17,6 +17,7 @@ from digest.db.engine import session_scope
 from digest.db.models import Delivery, DeliveryStatus, Subscriber
 from digest.deliver.memory import MemoryTransport
 from digest.errors import TemplateError
+from digest.render.email import bundled_templates_dir
 from digest.subscribers.roster import add_subscriber
 from digest.web.app import create_app
 from tests.render.htmlscan import scan
@@ -91,7 +92,7 @@ def test_template_error_in_one_copy_stops_the_send_before_any_claim(
     # A template that breaks only for one-topic copies (Ben's), not for the full edition.
     mine = tmp_path / "mine" / "partials"
     mine.mkdir(parents=True)
-    bundled = (pipeline.render.bundled_templates_dir() / "partials" / "footer.mjml.j2").read_text()
+    bundled = (bundled_templates_dir() / "partials" / "footer.mjml.j2").read_text()
     (mine / "footer.mjml.j2").write_text(
         "{% if edition.topics|length == 1 %}{{ no_such_variable }}{% endif %}\n" + bundled
     )
