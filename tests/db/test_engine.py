@@ -55,3 +55,15 @@ def test_an_unreachable_database_is_a_clear_error() -> None:
 def test_a_bad_url_names_the_setting() -> None:
     with pytest.raises(DatabaseError, match="DIGEST_DATABASE_URL"):
         open_database("not a url")
+
+
+def test_the_head_read_from_the_scripts_is_alembics() -> None:
+    """head_revision reads the migration scripts' text (no Alembic import at start-up)."""
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    from digest.db.engine import MIGRATIONS
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    assert head_revision() == ScriptDirectory.from_config(cfg).get_current_head()

@@ -8,27 +8,23 @@ from collections.abc import Callable
 from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
-import sqlalchemy as sa
 import typer
 from rich.console import Console
 from rich.markup import escape
 
-from digest import pipeline
+from digest.cli.lazy import LazyGroup
 from digest.clock import Clock, system_clock
-from digest.config import (
-    Newsletter,
-    Settings,
-    load_newsletter,
-    load_settings,
-    settings_warnings,
-    startup_warnings,
-)
-from digest.db.engine import open_database
 from digest.errors import DigestError
 
+if TYPE_CHECKING:  # imported where used: a command imports only what it needs (cli/lazy.py)
+    import sqlalchemy as sa
+
+    from digest.config import Newsletter, Settings
+
 app = typer.Typer(
+    cls=LazyGroup,
     help="digest: collect feeds, build one good daily email, send it exactly once.",
     no_args_is_help=True,
     add_completion=False,
@@ -89,28 +85,36 @@ def friendly(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-_engines: list[sa.Engine] = []
+_engines: list["sa.Engine"] = []
 
 
-def _engine(settings: Settings) -> sa.Engine:
+def _engine(settings: "Settings") -> "sa.Engine":
     """The migrated database of this command; disposed when the command ends."""
+    from digest.db.engine import open_database
+
     engine = open_database(settings.database_url)
     _engines.append(engine)
     return engine
 
 
-def _setup() -> tuple[Settings, Newsletter]:
+def _setup() -> tuple["Settings", "Newsletter"]:
+    from digest.config import load_newsletter, load_settings
+
     settings = load_settings()
     return settings, load_newsletter(settings.config)
 
 
-def _warn(settings: Settings) -> None:
+def _warn(settings: "Settings") -> None:
+    from digest.config import startup_warnings
+
     for line in startup_warnings(settings):
         err.print(f"[yellow]warning:[/] {line}", highlight=False, soft_wrap=True)
 
 
-def _edition_date(settings: Settings, value: str | None) -> date:
+def _edition_date(settings: "Settings", value: str | None) -> date:
     if value is None:
+        from digest import pipeline
+
         return pipeline.today(settings, current_time())
     try:
         return date.fromisoformat(value)
@@ -145,5 +149,7 @@ def _root(
         handler.setFormatter(_PlainFormatter())
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, handlers=[handler])
     _door.set(ctx.obj if isinstance(ctx.obj, Door) else Door())
+    from digest.config import settings_warnings
+
     for line in settings_warnings(os.environ):  # a misspelt DIGEST_* name is otherwise ignored
         err.print(f"[yellow]warning:[/] {escape(line)}", highlight=False, soft_wrap=True)

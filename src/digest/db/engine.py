@@ -1,16 +1,14 @@
 """Engines, sessions and migrations: the same code on SQLite and PostgreSQL."""
 
+import functools
 import logging
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
 from sqlmodel import Session
@@ -20,6 +18,13 @@ from digest.errors import DatabaseError
 log = logging.getLogger(__name__)
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+# The two lines of a migration script that name it and its parent (Alembic's script template).
+_REVISION = re.compile(
+    r"^(down_revision|revision)\s*(?::[^=]*)?=\s*(?:None|['\"]([^'\"]+)['\"])", re.MULTILINE
+)
+
+if TYPE_CHECKING:
+    from alembic.config import Config
 
 
 def make_engine(url: str) -> sa.Engine:
@@ -52,7 +57,9 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-def _alembic_config(engine: sa.Engine) -> Config:
+def _alembic_config(engine: sa.Engine) -> "Config":
+    from alembic.config import Config
+
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
     cfg.attributes["engine"] = engine
@@ -60,13 +67,32 @@ def _alembic_config(engine: sa.Engine) -> Config:
 
 
 def current_revision(engine: sa.Engine) -> str | None:
-    """The revision the database is at, or None for an empty database."""
+    """The revision the database is at, or None for an empty database.
+
+    Read straight from Alembic's table: every command checks it, and importing Alembic to read
+    one row costs more than the command's own work (issue 15).
+    """
     with engine.connect() as conn:
-        return MigrationContext.configure(conn).get_current_revision()
+        if not sa.inspect(conn).has_table("alembic_version"):
+            return None
+        rows = conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalars().all()
+    return rows[0] if len(rows) == 1 else None  # several heads: let Alembic sort them out
 
 
+@functools.cache
 def head_revision() -> str | None:
-    """The newest migration shipped with this version of digest."""
+    """The newest migration shipped with this version of digest (read from the scripts' text;
+    Alembic decides when the chain is not a plain line)."""
+    parents: dict[str, str | None] = {}
+    for script in (MIGRATIONS / "versions").glob("*.py"):
+        found = dict(_REVISION.findall(script.read_text(encoding="utf-8")))
+        if "revision" in found and "down_revision" in found:
+            parents[found["revision"]] = found["down_revision"] or None
+    heads = set(parents) - set(parents.values())
+    if len(heads) == 1:
+        return heads.pop()
+    from alembic.script import ScriptDirectory
+
     return ScriptDirectory.from_config(_alembic_config(sa.create_engine("sqlite://"))).get_current_head()
 
 
@@ -75,6 +101,8 @@ def upgrade(engine: sa.Engine) -> None:
     try:
         if current_revision(engine) == head_revision():
             return
+        from alembic import command  # only when there is something to migrate
+
         log.info("migrating database url=%s", engine.url.render_as_string(hide_password=True))
         command.upgrade(_alembic_config(engine), "head")
     except sa.exc.OperationalError as e:

@@ -1,0 +1,52 @@
+"""Start-up of the console script: a command imports only its own module's needs (issue 15).
+
+The root group knows every command's module and help line without importing them (cli/lazy.py);
+these tests hold that table to the commands themselves, in fresh interpreters as a user runs them.
+"""
+
+import os
+import subprocess
+import sys
+
+from digest.cli.lazy import COMMANDS
+
+LAZY = "import sys; from digest.cli import main; sys.argv[0] = 'digest'; main()"
+FULL = "import sys; import digest.cli; sys.argv[0] = 'digest'; digest.cli.app()"
+REPORT = (
+    "import sys; from digest.cli import main; sys.argv[0] = 'digest'\n"
+    "try:\n    main()\nexcept SystemExit:\n    pass\n"
+    "print('MODULES', ' '.join(sorted(m.split('.')[0] for m in sys.modules)), file=sys.stderr)"
+)
+HEAVY = {"sqlalchemy", "sqlmodel", "pydantic", "jinja2", "sendgrid", "alembic", "cryptography", "httpx"}
+
+
+def _run(code: str, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DIGEST_")}
+    env |= {"COLUMNS": "100", "NO_COLOR": "1", "TERM": "dumb"}
+    return subprocess.run(
+        [sys.executable, "-c", code, *args], capture_output=True, text=True, env=env, timeout=120
+    )
+
+
+def test_the_root_help_lists_every_command_as_the_fully_imported_cli_does() -> None:
+    lazy, full = _run(LAZY, "--help"), _run(FULL, "--help")
+    assert lazy.returncode == full.returncode == 0, lazy.stderr + full.stderr
+    assert lazy.stdout == full.stdout  # same commands, order and help lines: COMMANDS is true
+    for name in COMMANDS:
+        assert f" {name} " in lazy.stdout
+
+
+def test_digest_help_imports_no_database_settings_or_rendering_library() -> None:
+    done = _run(REPORT, "--help")
+    modules = set(done.stderr.split("MODULES", 1)[1].split())
+    assert "Usage: digest" in done.stdout
+    assert not modules & HEAVY, modules & HEAVY
+
+
+def test_a_command_is_imported_when_used_with_its_own_options_and_help() -> None:
+    done = _run(LAZY, "subscribers", "--help")
+    assert done.returncode == 0 and "import" in done.stdout and "export" in done.stdout
+    done = _run(LAZY, "subscribers", "import", "--help")
+    assert done.returncode == 0 and "--skip-invalid" in done.stdout
+    typo = _run(LAZY, "stauts")
+    assert typo.returncode == 2 and "Did you mean" in typo.stderr and "'status'" in typo.stderr
