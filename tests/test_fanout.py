@@ -1,7 +1,7 @@
 """The distributed coordinator's memory: it queues id ranges computed by the database, never
 holding every ledger id (the send itself is tested in tests/deliver/test_claims.py)."""
 
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -78,3 +78,12 @@ def test_the_coordinator_never_reads_more_than_a_batch_of_rows(
     larger = [(sql, rows) for sql, rows in reads if rows > 4]
     assert [rows for _, rows in larger] == [len(queued)], larger
     assert "GROUP BY" in larger[0][0]
+
+
+def test_the_wait_polls_sooner_when_the_last_rows_are_due_before_the_next_poll() -> None:
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    assert fanout._next_poll(None, t0, 500, 1.0) == 1.0  # no rate known yet
+    assert fanout._next_poll((t0, 1000), t0 + timedelta(seconds=1), 600, 1.0) == 1.0  # 1.5 s to go
+    assert fanout._next_poll((t0, 1000), t0 + timedelta(seconds=1), 200, 1.0) == 0.25  # 800/s: 200 in 0.25 s
+    assert fanout._next_poll((t0, 1000), t0 + timedelta(seconds=1), 1, 1.0) == fanout.MIN_POLL_SECONDS
+    assert fanout._next_poll((t0, 1000), t0 + timedelta(seconds=1), 1000, 1.0) == 1.0  # no progress

@@ -112,6 +112,23 @@ def _enqueue_all(
     return queued, refused
 
 
+MIN_POLL_SECONDS = 0.05
+
+
+def _next_poll(polled: tuple[datetime, int] | None, now: datetime, left: int, poll_seconds: float) -> float:
+    """How long to wait before counting again: `poll_seconds`, or less when the rows left should
+    be answered sooner at the rate of the last poll (issue 15: a send that ends just after a
+    poll no longer waits up to a whole second for the next one to notice)."""
+    if polled is None:
+        return poll_seconds
+    then, before = polled
+    elapsed = (now - then).total_seconds()
+    if before <= left or elapsed <= 0:
+        return poll_seconds
+    expected = left * elapsed / (before - left)  # seconds until the last row, at the recent rate
+    return min(poll_seconds, max(MIN_POLL_SECONDS, expected))
+
+
 def send_distributed(
     settings: Settings,
     newsletter: Newsletter,
@@ -163,12 +180,14 @@ def send_distributed(
             queued, refused = _enqueue_all(enqueue, edition_id, ranges, zone)
         log.info("edition=%s queued %d batch(es), %d refused by the broker", edition_date, queued, refused)
         last_sweep, last_left = clock(), -1
+        polled: tuple[datetime, int] | None = None  # the previous poll: when, and rows left then
         while True:
             with session_scope(engine) as session:
                 left = _count(session, outstanding, join=join)
             if left == 0 or (should_stop is not None and should_stop()):
                 break
             now = clock()
+            pause, polled = _next_poll(polled, now, left, poll_seconds), (now, left)
             if now - last_sweep >= lease:
                 with session_scope(engine) as session:
                     claims.expire_sending(edition_id, session=session, now=now, lease=lease)
@@ -188,7 +207,7 @@ def send_distributed(
                     )
                     _enqueue_all(enqueue, edition_id, ranges, zone)
                 last_sweep, last_left = now, left
-            sleep(poll_seconds)
+            sleep(pause)
         with session_scope(engine) as session:
             report = _report(session, edition_id, started, audience)
             if left == 0:
