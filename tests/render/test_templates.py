@@ -185,7 +185,7 @@ def test_type_error_in_template_code_names_file_and_line(tmp_path: Path) -> None
         "partials/header.mjml.j2", "{{ newsletter.title }}</h1>", '{{ story_count + "!" }}</h1>'
     )
     env = _user_env(tmp_path, {"partials/header.mjml.j2": header})
-    with pytest.raises(TemplateError, match=r"mine/partials/header\.mjml\.j2:5: TypeError"):
+    with pytest.raises(TemplateError, match=r"mine/partials/header\.mjml\.j2:7: TypeError"):
         samples.render_sample(env)
 
 

@@ -127,21 +127,23 @@ class Renderer:
         with self._lock:
             hit = self._archives.pop(key, None)
             if hit is None:
-                hit = self._render(edition, self.settings.zone)
+                hit = self._render(edition, self.settings.zone, web_copy=True)
             self._archives[key] = hit  # the most recently used goes last
             while len(self._archives) > KEEP_ARCHIVE_PAGES:
                 del self._archives[next(iter(self._archives))]
         return hit
 
-    def _render(self, copy: compose.Edition, zone: ZoneInfo) -> RenderedDigest:
+    def _render(self, copy: compose.Edition, zone: ZoneInfo, *, web_copy: bool = False) -> RenderedDigest:
         rendered = render_digest(
             self.env,
             self.newsletter.newsletter,
             copy,
             archive_url=self.archive_url(copy.date),
             zone=zone,
+            web_copy=web_copy,
         )
-        check_slots(rendered)
+        if not web_copy:  # the web copy has no personal links: it says how to subscribe instead
+            check_slots(rendered)
         return rendered
 
     def zone(self, name: str | None) -> ZoneInfo:

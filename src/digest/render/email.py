@@ -203,10 +203,17 @@ def preheader_for(edition: Edition) -> str:
 
 
 def template_context(
-    newsletter: NewsletterInfo, edition: Edition, *, archive_url: str, nonce: str, zone: tzinfo
+    newsletter: NewsletterInfo,
+    edition: Edition,
+    *,
+    archive_url: str,
+    nonce: str,
+    zone: tzinfo,
+    web_copy: bool = False,
 ) -> dict[str, Any]:
     """The variables every template receives (documented in templates/README.md); story times
-    are shown in `zone`, the reader's time zone."""
+    are shown in `zone`, the reader's time zone. `web_copy`: the public archive page, which
+    greets nobody and names no address (issue 14)."""
     archive_root = archive_url.rsplit("/", 1)[0]  # archive_url is ARCHIVE_ROOT/YYYY-MM-DD
     return {
         "newsletter": newsletter,
@@ -219,6 +226,8 @@ def template_context(
         "story_count": edition.story_count,
         "preheader": preheader_for(edition),
         "archive_url": archive_url,
+        "web_copy": web_copy,
+        "site_url": archive_root.removesuffix("/archive"),  # DIGEST_BASE_URL: /subscribe is below it
         # A fresh nonce per render: feed text cannot forge a marker it cannot guess.
         "slot": {name: Markup(f"@@slot-{nonce}:{name}@@") for name in SLOTS},
     }
@@ -231,11 +240,14 @@ def render_digest(
     *,
     archive_url: str,
     zone: tzinfo,
+    web_copy: bool = False,
 ) -> RenderedDigest:
     """Render and compile one distinct digest, its story times in `zone` (the readers' time zone);
-    TemplateError names the template and line."""
+    TemplateError names the template and line. `web_copy`: the public archive page's copy."""
     nonce = secrets.token_hex(8)
-    context = template_context(newsletter, edition, archive_url=archive_url, nonce=nonce, zone=zone)
+    context = template_context(
+        newsletter, edition, archive_url=archive_url, nonce=nonce, zone=zone, web_copy=web_copy
+    )
     mjml_source = _render(env, HTML_TEMPLATE, context)
     text = _render(env, TEXT_TEMPLATE, context)
     compiled = compile_mjml(env, mjml_source)
