@@ -100,6 +100,17 @@ class Page:
         with self.browser._changed:
             return len(self.browser.events)
 
+    def emulate(self, width: int, height: int, *, scale: float = 1, mobile: bool = True) -> None:
+        """Lay pages out as a screen `width` x `height` CSS px wide (a phone's when `mobile`)."""
+        self.browser.call(
+            "Emulation.setDeviceMetricsOverride",
+            self.session,
+            width=width,
+            height=height,
+            deviceScaleFactor=scale,
+            mobile=mobile,
+        )
+
     def open(self, url: str) -> None:
         """Load `url` and wait for its load event."""
         mark = self._mark()

@@ -20,7 +20,9 @@ if TYPE_CHECKING:
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "examples" / "demo"
 NOW = datetime(2026, 11, 25, 7, 0, tzinfo=UTC)
-KEEP_ENV = frozenset({"DIGEST_TEST_DATABASE_URL", "DIGEST_REQUIRE_POSTGRES", "DIGEST_REQUIRE_TOOLS"})
+KEEP_ENV = frozenset(
+    {"DIGEST_TEST_DATABASE_URL", "DIGEST_REQUIRE_POSTGRES", "DIGEST_REQUIRE_TOOLS", "DIGEST_TEST_SCREENSHOTS"}
+)
 
 sys.path.insert(0, str(DEMO))  # make_feeds.py, the demo feed writer
 

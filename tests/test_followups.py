@@ -180,14 +180,7 @@ def screenshot_earlier(email_html: str, shot: Path, workdir: Path, width: int = 
     page_file.write_text(email_html, encoding="utf-8")
     with chromium(workdir) as browser:
         page = browser.page()
-        browser.call(
-            "Emulation.setDeviceMetricsOverride",
-            page.session,
-            width=width,
-            height=800,
-            deviceScaleFactor=2,
-            mobile=True,
-        )
+        page.emulate(width, 800, scale=2)
         page.open(page_file.as_uri())
         box = page.evaluate(
             """(() => {

@@ -70,13 +70,14 @@ def existing_edition_id(edition_id: int | None, *, session: Session) -> int | No
     return edition_id if session.get(Edition, edition_id) is not None else None
 
 
-def sent_editions(*, session: Session) -> list[Edition]:
+def sent_editions(*, session: Session, limit: int | None = None) -> list[Edition]:
     """Editions that were sent and carried stories, newest first (the public archive)."""
     return list(
         session.exec(
             select(Edition)
             .where(col(Edition.sent_at).is_not(None), col(Edition.story_count) > 0)
             .order_by(col(Edition.date).desc())
+            .limit(limit)
         )
     )
 

@@ -32,6 +32,7 @@ from digest.subscribers.roster import (
 )
 from digest.tokens import LinkToken, subscriber_for
 from digest.web.guard import BodyLimit, SecurityHeaders, archive_response, page_response
+from digest.web.landing import add_landing_routes, with_feed_link
 from digest.web.signup import add_signup_routes
 
 log = logging.getLogger(__name__)
@@ -62,6 +63,7 @@ def create_app(
         clock=clock,
         transport_factory=transport_factory or (lambda: make_transport(settings, clock=clock)),
     )
+    add_landing_routes(app, settings, newsletter, engine=engine, env=renderer.env, clock=clock)
     key_text = settings.sendgrid_webhook_public_key
     webhook_key = webhooks.load_public_key(key_text) if key_text else None
 
@@ -288,7 +290,7 @@ def create_app(
         html = pipeline.archive_html(settings, newsletter, engine=engine, day=parsed, renderer=renderer)
         if html is None:
             return message("Not found", f"No edition was sent on {parsed}.", status=404)
-        return archive_response(html)
+        return archive_response(with_feed_link(html, info.title))
 
     @app.get("/robots.txt", response_class=PlainTextResponse)
     def robots() -> str:
