@@ -15,7 +15,7 @@ from markupsafe import escape
 
 from digest.config import Newsletter, Settings
 from digest.render.feed import FeedEntry, atom_feed
-from digest.web import create_app
+from digest.web.app import create_app
 from tests.browser import Page
 from tests.render.test_send import BASE, send, setup, subscribe
 from tests.web.layout import lay_out

@@ -18,7 +18,7 @@ from sqlmodel import Session
 from digest.db.bulk import insert_rows
 from digest.db.models import Subscriber, SubscriberEvent, SubscriberStatus
 from digest.errors import SubscriberError
-from digest.subscriber_formats import ExportFormat, detect_format
+from digest.subscribers.formats import ExportFormat, detect_format
 from digest.subscribers.roster import (
     NO_CONSENT,
     ROW_FIELDS,
@@ -37,7 +37,7 @@ from digest.subscribers.roster import (
 CSV_COLUMNS = ("email", "name", "topics", "timezone")
 CONSENT_COLUMNS = ("consent_source", "consent_at", "consent_ip", "confirmed_at", "confirmed_ip")
 EXPORT_COLUMNS = (*CSV_COLUMNS, "status", *CONSENT_COLUMNS)
-# digest's own columns, read as they are; other services' exports: subscriber_formats.
+# digest's own columns, read as they are; other services' exports: subscribers/formats.py.
 NATIVE = ExportFormat("digest", (), frozenset(EXPORT_COLUMNS), lambda row, _source: dict(row))
 
 # A line of a subscriber list is a few hundred characters; 64 Ki leaves room for columns we

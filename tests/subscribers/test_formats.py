@@ -14,13 +14,13 @@ from digest.cli import app
 from digest.db.engine import session_scope
 from digest.db.models import Subscriber, SubscriberStatus
 from digest.errors import SubscriberError
-from digest.subscriber_formats import export_time
 from digest.subscribers.csvfile import ImportReport, import_csv
+from digest.subscribers.formats import export_time
 from digest.subscribers.roster import add_subscriber
 from tests.cli_helpers import ClockedRunner
 from tests.schedule_helpers import NEWSLETTER_TOML
 
-EXPORTS = Path(__file__).parent / "data" / "exports"
+EXPORTS = Path(__file__).parents[1] / "data" / "exports"
 TOPICS = ["EV industry", "Robotics"]
 
 

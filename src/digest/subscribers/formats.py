@@ -2,7 +2,7 @@
 digest's own columns (issue 14). Which column maps to what: subscribers/README.md.
 
 A format turns one row (a dict keyed by the lower-cased header) into digest's columns: `email`,
-`name`, `timezone`, `status` and the consent columns, so the importer in `subscriber_csv`
+`name`, `timezone`, `status` and the consent columns, so the importer in `subscribers/csvfile.py`
 validates and writes every format the same way. Columns a format does not use are reported,
 never an error. Pure: no database, no clock."""
 
