@@ -12,6 +12,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
+_NOTHING = object()
+
 
 def _processor(column: sa.Column[Any], dialect: sa.Dialect) -> Callable[[Any], Any] | None:
     return column.type.bind_processor(dialect)
@@ -50,8 +52,21 @@ def insert_rows(connection: sa.Connection, table: sa.Table, rows: Sequence[dict[
         f"INSERT INTO {preparer.format_table(table)} "
         f"({', '.join(preparer.quote(name) for name in names)}) VALUES ({', '.join([mark] * len(names))})"
     )
+    # An import stamps every row with the same `now`: each column converts a value it was just
+    # given once (SQLite's datetime to text costs more than the rest of the row).
+    last: list[tuple[Any, Any]] = [(_NOTHING, None)] * len(names)
     params = []
     for row in rows:
         values = [row[key] for key in keys] + [make() for _, make in defaults]
-        params.append(tuple(v if p is None else p(v) for p, v in zip(processors, values, strict=True)))
+        converted = []
+        for i, (process, value) in enumerate(zip(processors, values, strict=True)):
+            if process is None:
+                converted.append(value)
+                continue
+            given, result = last[i]
+            if given is not value:
+                result = process(value)
+                last[i] = (value, result)
+            converted.append(result)
+        params.append(tuple(converted))
     connection.exec_driver_sql(sql, params)
