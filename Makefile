@@ -31,9 +31,11 @@ demo: $(STAMP)
 	@echo "  (its Ford and Xiaomi story has an 'Earlier:' line: the deal and the talks of the two days before)"
 	@echo "Run 'make demo' again: nothing is sent twice. 'make serve-demo' serves unsubscribe and the archive."
 
-## serve-demo: the web app (unsubscribe, preferences, archive) over the demo database
+## serve-demo: the web app (landing page, unsubscribe, preferences, archive) over the demo database;
+## another port: make serve-demo PORT=8080 (the links in pages follow it)
+PORT ?= 8000
 serve-demo: $(STAMP)
-	$(DEMO_ENV) $(BIN)/digest serve --no-scheduler
+	$(DEMO_ENV) DIGEST_BASE_URL=http://127.0.0.1:$(PORT) $(BIN)/digest serve --no-scheduler --port $(PORT)
 
 ## test: lint, type-check and the whole test suite
 test: $(STAMP) lint typecheck unit

@@ -11,6 +11,7 @@ import pytest
 import typer
 
 from digest.cli import app
+from digest.config_messages import port_mismatch
 from tests.cli_helpers import ClockedRunner
 
 runner = ClockedRunner()
@@ -153,3 +154,93 @@ def test_log_warnings_read_as_plain_lines_unless_verbose(tmp_path: Path) -> None
     assert warning_line().startswith("warning: template check: templates/partials/footer.mjml.j2:")
     loud = warning_line("-v")
     assert re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ WARNING digest\.", loud), loud
+
+
+@pytest.mark.parametrize("path", ALL_COMMANDS, ids=" ".join)
+def test_help_labels_no_flag_with_a_type(path: tuple[str, ...]) -> None:
+    # Issue 14: `digest preview --open`, not `--open <bool>`; `--topic <str>`, not `<list[str]>`.
+    result = runner.invoke(app, [*path, "--help"], env={"COLUMNS": "100"})
+    assert result.exit_code == 0
+    assert "<bool>" not in result.output and "<list[" not in result.output
+
+
+def test_init_prints_the_next_three_commands(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["init"], env={"COLUMNS": "80"})
+    assert result.exit_code == 0
+    steps = [line.strip() for line in result.output.splitlines() if line.startswith("  digest ")]
+    assert [s.split("#")[0].split()[:2] for s in steps] == [
+        ["digest", "subscribers"],
+        ["digest", "collect"],
+        ["digest", "preview"],
+    ]
+    assert all(len(line) <= 80 for line in result.output.splitlines())
+
+
+def test_run_help_explains_the_exit_status() -> None:
+    result = runner.invoke(app, ["run", "--help"], env={"COLUMNS": "100"})
+    flat = " ".join(result.output.split())
+    assert "Exit status (for cron): 0 all done; 1 an error stopped the job" in flat
+    assert "3 some recipients failed" in flat
+
+
+def test_subscribers_remove_asks_unless_yes(tmp_path: Path) -> None:
+    assert runner.invoke(app, ["init"]).exit_code == 0
+    for email in ("ana@example.com", "ben@example.com"):
+        assert runner.invoke(app, ["subscribers", "add", email]).exit_code == 0
+    kept = runner.invoke(app, ["subscribers", "remove", "ana@example.com"], input="n\n")
+    assert kept.exit_code == 1 and "nothing removed" in kept.output
+    gone = runner.invoke(app, ["subscribers", "remove", "ana@example.com"], input="y\n")
+    assert gone.exit_code == 0 and "removed ana@example.com" in gone.output
+    quiet = runner.invoke(app, ["subscribers", "remove", "ben@example.com", "--yes"])
+    assert quiet.exit_code == 0 and "Delete" not in quiet.output
+    listed = runner.invoke(app, ["subscribers", "list"])
+    assert "ana@example.com" not in listed.output and "ben@example.com" not in listed.output
+
+
+def test_a_real_send_refuses_the_starters_placeholders(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert runner.invoke(app, ["init"]).exit_code == 0
+    monkeypatch.setenv("DIGEST_TRANSPORT", "smtp")
+    monkeypatch.setenv("DIGEST_SECRET_KEY", "k3y-" + "Zx8Qw2Lm9Rt4Yp7Hs1Jd6Fg3Vb5Nc0" * 2)
+    refused = runner.invoke(app, ["send"])
+    assert refused.exit_code == 1
+    assert "newsletter.from_email is still the starter's placeholder 'news@example.com'" in refused.output
+    toml = tmp_path / "digest.toml"
+    toml.write_text(toml.read_text().replace("news@example.com", "letters@my-town.org"))
+    refused = runner.invoke(app, ["run"])
+    assert "newsletter.postal_address is still the starter's placeholder" in refused.output
+    assert runner.invoke(app, ["send", "--dry-run"]).exit_code == 0  # a dry run sends nothing
+    monkeypatch.setenv("DIGEST_TRANSPORT", "file")
+    toml.write_text(toml.read_text().replace("letters@my-town.org", "news@example.com"))
+    assert runner.invoke(app, ["send"]).exit_code == 0  # the file outbox is fine with them
+
+
+@pytest.mark.parametrize(
+    ("base_url", "port", "warned"),
+    [
+        ("http://127.0.0.1:8000", 8000, False),
+        ("http://127.0.0.1:8000", 8080, True),
+        ("http://localhost", 80, False),
+        ("https://news.example.org", 8000, False),  # behind a proxy: the usual case
+    ],
+)
+def test_serve_warns_when_its_port_differs_from_a_local_base_url(
+    base_url: str, port: int, warned: bool
+) -> None:
+    warning = port_mismatch(base_url, port)
+    assert (warning is not None) == warned
+    if warning:
+        assert warning.endswith(f"set DIGEST_BASE_URL=http://127.0.0.1:{port}")
+
+
+def test_make_serve_demo_takes_a_port() -> None:
+    root = Path(__file__).resolve().parents[1]
+    dry = subprocess.run(
+        ["make", "-n", "--no-print-directory", "-C", str(root), "serve-demo", "PORT=8123"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    command = dry.stdout.splitlines()[-1]
+    assert "DIGEST_BASE_URL=http://127.0.0.1:8123" in command and "--port 8123" in command

@@ -8,6 +8,7 @@ import types
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Union, get_args, get_origin
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel
 from pydantic_core import ErrorDetails
@@ -213,3 +214,26 @@ def misspelled_settings(environ: Mapping[str, str], env_file: Path, known: Itera
 def _suggest_env(name: str, known: Sequence[str]) -> str:
     close = difflib.get_close_matches(name.upper(), known, n=1, cutoff=0.75)
     return f" (did you mean {close[0]}?)" if close else ""
+
+
+_LOCAL_HOSTS = frozenset({"127.0.0.1", "localhost", "::1", "[::1]", "0.0.0.0"})
+
+
+def port_mismatch(base_url: str, port: int) -> str | None:
+    """A warning when `digest serve --port` differs from the port of a local DIGEST_BASE_URL: the
+    links in emails and pages would point where nothing listens. A public URL is left alone (a
+    reverse proxy on 443 in front of port 8000 is the normal case)."""
+    parsed = urlsplit(base_url)
+    if parsed.hostname is None or parsed.hostname.lower() not in _LOCAL_HOSTS:
+        return None
+    try:
+        url_port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    except ValueError:
+        return None
+    if url_port == port:
+        return None
+    fixed = parsed._replace(netloc=f"{parsed.hostname}:{port}").geturl()
+    return (
+        f"DIGEST_BASE_URL is {base_url} but digest serve listens on port {port}: links in emails "
+        f"and pages would lead to port {url_port}; set DIGEST_BASE_URL={fixed}"
+    )

@@ -90,3 +90,17 @@ def test_every_setting_is_documented_in_env_example() -> None:
     for name, field in Settings.model_fields.items():
         variable = "SENDGRID_API_KEY" if name == "sendgrid_api_key" else f"DIGEST_{name.upper()}"
         assert variable in text, f"{variable} ({field.description or name}) missing from .env.example"
+
+
+def test_send_says_where_the_outbox_put_the_messages_and_stats_fit_80_columns(env: World) -> None:
+    # Issue 14: the file outbox's folder is named; `digest stats` fits an 80-column terminal.
+    runner = ClockedRunner()
+    result = runner.invoke(app, ["send", "--date", env.now.date().isoformat()])
+    assert result.exit_code == 0, result.output
+    assert f"messages are in {env.settings.outbox_dir.resolve()}" in " ".join(result.output.split())
+    stats = runner.invoke(app, ["stats"], env={"COLUMNS": "80"})
+    assert stats.exit_code == 0, stats.output
+    lines = stats.output.splitlines()
+    assert all(len(line) <= 80 for line in lines), stats.output
+    assert "…" not in stats.output  # no header or value cut short
+    assert "readers" in stats.output and str(env.now.date()) in stats.output

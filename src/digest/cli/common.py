@@ -14,6 +14,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from digest.cli import help_labels  # noqa: F401  (flags without <bool> labels in --help)
 from digest.cli.lazy import LazyGroup
 from digest.clock import Clock, system_clock
 from digest.errors import DigestError
@@ -102,6 +103,18 @@ def _setup() -> tuple["Settings", "Newsletter"]:
 
     settings = load_settings()
     return settings, load_newsletter(settings.config)
+
+
+def _sending_setup() -> tuple["Settings", "Newsletter"]:
+    """`_setup` for a command that sends mail: the starter's placeholder sender and postal
+    address are refused for smtp and sendgrid (issue 14)."""
+    from digest.cli.starter import placeholder_problem
+
+    settings, newsletter = _setup()
+    problem = placeholder_problem(settings, newsletter)
+    if problem is not None:
+        raise DigestError(problem)
+    return settings, newsletter
 
 
 def _warn(settings: "Settings") -> None:

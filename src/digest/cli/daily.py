@@ -16,6 +16,7 @@ from digest.cli.common import (
     DateOpt,
     _edition_date,
     _engine,
+    _sending_setup,
     _setup,
     _warn,
     app,
@@ -44,6 +45,17 @@ def init(
 
     for path, created in write_starter_files(directory):
         out.print(f"{'created' if created else 'kept existing'} {path}")
+    out.print("next: edit digest.toml (title, sender, postal address, topics, sources), then")
+    for step in NEXT_STEPS:
+        out.print(f"  {step}", highlight=False)
+
+
+# What a new operator runs after `digest init` (issue 14): readers, stories, a look at the email.
+NEXT_STEPS = (
+    "digest subscribers add you@example.com   # or: subscribers import FILE",
+    "digest collect                           # fetch the sources",
+    "digest preview --open                    # the email; then: digest send",
+)
 
 
 @db_app.command("upgrade")
@@ -305,7 +317,7 @@ def send(
 
     Example: digest send --test me@example.com --as reader@example.com
     """
-    settings, newsletter = _setup()
+    settings, newsletter = _setup() if dry_run else _sending_setup()
     engine = _engine(settings)
     edition_date = _edition_date(settings, date_)
     if test is not None or as_ is not None:
@@ -333,6 +345,8 @@ def send(
     _warn(settings)
     report = _send(settings, newsletter, engine, edition_date, resend_unknown=resend_unknown)
     _print_send(report)
+    if settings.transport == "file" and settings.broker_url is None:
+        out.print(f"messages are in {settings.outbox_dir.resolve()}", soft_wrap=True)
     desk.print_seeds(report.seeds)
     if report.needs_attention:
         raise typer.Exit(3)
@@ -343,9 +357,13 @@ def send(
 def run(date_: DateOpt = None) -> None:
     """The daily job: collect every source, then send the edition.
 
+    Exit status (for cron): 0 all done; 1 an error stopped the job (nothing is lost: run it
+    again); 3 some recipients failed, wait for a retry, or are unknown after a crash. A source
+    that fails is reported in the table and does not change the status (the others are sent).
+
     Example: digest run
     """
-    settings, newsletter = _setup()
+    settings, newsletter = _sending_setup()
     engine = _engine(settings)
     results = _collect(settings, newsletter, engine)
     _print_collect(results)

@@ -7,12 +7,15 @@ from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 import typer
+from rich import box
+from rich.markup import escape
 from rich.table import Table
 
 from digest.cli.common import (
     DateOpt,
     _edition_date,
     _engine,
+    _sending_setup,
     _setup,
     _warn,
     app,
@@ -24,6 +27,7 @@ from digest.cli.common import (
     sources_app,
 )
 from digest.config import Settings, load_newsletter, load_settings, signing_keys
+from digest.config_messages import port_mismatch
 from digest.db import queries
 from digest.db.engine import open_database, session_scope
 from digest.deliver.stats import edition_stats
@@ -91,18 +95,22 @@ def stats(date_: DateOpt = None) -> None:
             else queries.recent_editions(session=session, limit=14)
         )
         rows = [edition_stats(e, session=session) for e in editions]
+    # Fits 80 columns (issue 14): no vertical rules, short headers, unsubscribes by method below.
     table = Table(
         "edition",
         "stories",
-        "recipients",
+        "readers",
         "sent",
         "failed",
         "retry",
         "unknown",
         "skipped",
-        "unsubscribes",
+        "unsubs",
         "rate",
         title="Editions",
+        box=box.SIMPLE_HEAD,
+        show_edge=False,
+        padding=(0, 0),  # the box's one-space column rule separates the columns
     )
     for s in rows:
         table.add_row(
@@ -114,10 +122,14 @@ def stats(date_: DateOpt = None) -> None:
             str(s.retry),
             str(s.unknown),
             str(s.skipped),
-            ", ".join(f"{m} {n}" for m, n in sorted(s.unsubscribes.items())) or "0",
+            str(sum(s.unsubscribes.values())),
             f"{s.unsubscribe_rate:.2%}",
         )
     out.print(table)
+    for s in rows:
+        if s.unsubscribes:
+            by_method = ", ".join(f"{m} {n}" for m, n in sorted(s.unsubscribes.items()))
+            out.print(f"Unsubscribes, edition {s.date}: {by_method}", highlight=False)
     for s in rows:  # bounces reported later (SMTP refusals, SendGrid events, bounce mail)
         if s.bounces or s.soft_bounces:
             out.print(
@@ -151,8 +163,10 @@ def serve(
     from digest.schedule.scheduler import start_background
     from digest.web.app import create_app
 
-    settings, newsletter = _setup()
+    settings, newsletter = _sending_setup()
     _warn(settings)
+    if mismatch := port_mismatch(settings.base_url, port):
+        err.print(f"[yellow]warning:[/] {escape(mismatch)}", highlight=False, soft_wrap=True)
     engine = _engine(settings)
     scheduler = (
         None if no_scheduler else start_background(settings, newsletter, engine=engine, clock=current_clock())
@@ -216,7 +230,7 @@ def schedule() -> None:
     """
     from digest.schedule.scheduler import run_blocking
 
-    settings, newsletter = _setup()
+    settings, newsletter = _sending_setup()
     engine = _engine(settings)
     run_blocking(settings, newsletter, engine=engine, clock=current_clock())
 

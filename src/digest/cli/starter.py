@@ -2,12 +2,19 @@
 
 from pathlib import Path
 
+from digest.config import Newsletter, Settings
+
+# The starter's stand-ins (issue 14): fine for a preview or the file outbox, refused for a real
+# send, where they would put a stranger's address in From: and a made-up one in the footer.
+PLACEHOLDER_SENDER = "news@example.com"
+PLACEHOLDER_POSTAL = "Your street, city and country"
+
 STARTER_TOML = """# digest newsletter file. Keys: see README.md ("The newsletter file").
 [newsletter]
 title = "My Daily Brief"
-from_email = "news@example.com"
+from_email = "news@example.com"      # your sending address (a real send refuses this placeholder)
 from_name = "My Daily Brief"
-postal_address = "1 Example Street, Springfield"   # printed in every footer (CAN-SPAM)
+postal_address = "Your street, city and country"   # printed in every footer (CAN-SPAM); required
 lookback_hours = 24            # how far back an edition looks (README: "The window of an edition")
 # reply_to = "editor@example.com"
 # catch_all_topic = "More news"    # where stories matching no topic go; "" drops them
@@ -43,3 +50,25 @@ def write_starter_files(directory: Path) -> list[tuple[Path, bool]]:
         except FileExistsError:
             results.append((path, False))
     return results
+
+
+def placeholder_problem(settings: Settings, newsletter: Newsletter) -> str | None:
+    """Why a real send (smtp, sendgrid) must not go out with the starter's stand-ins, or None."""
+    if settings.transport == "file":
+        return None
+    info = newsletter.newsletter
+    for key, value, placeholder, what in (
+        ("from_email", info.from_email, PLACEHOLDER_SENDER, "your own sending address"),
+        (
+            "postal_address",
+            info.postal_address,
+            PLACEHOLDER_POSTAL,
+            "your postal address (the law asks for it)",
+        ),
+    ):
+        if value.strip().lower() == placeholder.lower():
+            return (
+                f"{settings.config}: newsletter.{key} is still the starter's placeholder {value!r}; "
+                f"set {what} before sending with DIGEST_TRANSPORT={settings.transport}"
+            )
+    return None

@@ -171,11 +171,16 @@ def subscribers_list(
 @friendly
 def subscribers_remove(
     email: Annotated[str, typer.Argument(help="The address to delete.")],
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
 ) -> None:
-    """Delete a subscriber and their history (for data-deletion requests).
+    """Delete a subscriber and their history (for data-deletion requests); asks first unless --yes.
 
-    Example: digest subscribers remove ana@example.com
+    Example: digest subscribers remove ana@example.com --yes
     """
+    # Deleting cannot be undone and also forgets that they unsubscribed (issue 14: ask first).
+    if not yes and not typer.confirm(f"Delete {email} and their whole history? This cannot be undone"):
+        err.print("nothing removed")
+        raise typer.Exit(1)
     settings = load_settings()
     engine = _engine(settings)
     with session_scope(engine) as session:
