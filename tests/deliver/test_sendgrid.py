@@ -133,8 +133,12 @@ def test_an_unreachable_host_raises_transport_unavailable() -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         url = f"http://127.0.0.1:{s.getsockname()[1]}"
-        with pytest.raises(TransportUnavailable):
+        with pytest.raises(TransportUnavailable) as caught:
             transport(url, [], attempts=2).send(readers(1))
+    # One line in plain words, with the setting to check (issue 14), not "[Errno 111] ...".
+    assert str(caught.value) == (
+        f"SendGrid {url} unreachable: connection refused: nothing listens there (check DIGEST_SENDGRID_HOST)"
+    )
 
 
 def test_the_validator_rejects_what_sendgrid_rejects(now: datetime) -> None:

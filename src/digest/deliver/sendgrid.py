@@ -21,6 +21,8 @@ import html
 import json
 import logging
 import re
+import socket
+import ssl
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -210,7 +212,7 @@ class SendGridTransport:
                     continue  # the others, at once: the request was refused, nothing was sent
             except (TimeoutError, URLError, OSError) as e:
                 reason = getattr(e, "reason", e)
-                error = f"SendGrid {self.host} unreachable: {reason}"
+                error = f"SendGrid {self.host} unreachable: {_in_words(reason, self.client.client.timeout)}"
                 if not isinstance(reason, TimeoutError):
                     unreachable += 1
             else:
@@ -282,3 +284,19 @@ def _error_text(body: bytes | str | None) -> str:
     except (ValueError, TypeError, AttributeError):
         text = body.decode("utf-8", "replace") if isinstance(body, bytes) else str(body)
     return clean(text, 300)  # the provider's words go into one log line and the ledger
+
+
+def _in_words(reason: object, timeout: float) -> str:
+    """Why the API could not be reached, in plain words with the setting to check (issue 14:
+    not "[Errno 111] Connection refused")."""
+    if isinstance(reason, ConnectionRefusedError):
+        return "connection refused: nothing listens there (check DIGEST_SENDGRID_HOST)"
+    if isinstance(reason, socket.gaierror):
+        return "unknown host (check DIGEST_SENDGRID_HOST and this machine's DNS)"
+    if isinstance(reason, TimeoutError | socket.timeout):
+        return f"no answer within {timeout:g} s (DIGEST_SENDGRID_TIMEOUT)"
+    if isinstance(reason, ssl.SSLError):
+        return f"the TLS handshake failed ({getattr(reason, 'reason', None) or reason})"
+    if isinstance(reason, OSError) and reason.strerror:
+        return reason.strerror[0].lower() + reason.strerror[1:]
+    return str(reason)
