@@ -158,6 +158,7 @@ def send(
     resend_unknown: bool = False,
     should_stop: Callable[[], bool] | None = None,
     batch_size: int | None = None,
+    on_progress: Callable[[int], None] | None = None,
 ) -> SendReport:
     """Send an edition here (`send_edition`), or through the workers when DIGEST_BROKER_URL is
     set (issue 7), as `collect` does for sources. `zone` with its SQL `audience` narrows the send
@@ -195,6 +196,7 @@ def send(
         batch_size=batch_size,
         audience=audience,
         should_stop=should_stop,
+        on_progress=on_progress,
     )
 
 
@@ -213,6 +215,7 @@ def send_edition(
     limiter: RateLimiter | None = None,
     audience: sa.ColumnElement[bool] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    on_progress: Callable[[int], None] | None = None,
 ) -> SendReport:
     """Build (or load) the edition and send it to every active subscriber who has not had it.
 
@@ -223,7 +226,8 @@ def send_edition(
     what was done, when the server is unreachable.
 
     `audience` narrows who is sent to now (the scheduler sends one time zone at a time);
-    `should_stop` is asked before every transport call (SIGTERM: finish the call in hand, stop).
+    `should_stop` is asked before every transport call (SIGTERM: finish the call in hand, stop);
+    `on_progress` is told how many messages each finished call answered (the CLI's progress bar).
     The ledger is read `batch_size` rows at a time (default DIGEST_SEND_BATCH_SIZE), so memory
     does not grow with the number of subscribers.
     """
@@ -269,6 +273,7 @@ def send_edition(
             batch_size=batch_size or settings.send_batch_size,
             audience=audience,
             should_stop=should_stop,
+            on_progress=on_progress,
         )
         with session_scope(engine) as session:
             counts = ledger.counts(edition_id, session=session)
@@ -302,9 +307,10 @@ def _send_rows(
     batch_size: int,
     audience: sa.ColumnElement[bool] | None,
     should_stop: Callable[[], bool] | None,
+    on_progress: Callable[[int], None] | None = None,
 ) -> "_Journal":
     """The send loop shared by `send_edition` and a worker's `send_batch`; closes writer and lanes."""
-    journal = _Journal(writer=writer, clock=clock)
+    journal = _Journal(writer=writer, clock=clock, on_progress=on_progress)
     messages = _messages(
         engine,
         renderer,
@@ -445,6 +451,7 @@ class _Journal:
     retry: int = 0
     skipped: int = 0
     failures: list[str] = field(default_factory=list)  # the first FAILURES_KEPT
+    on_progress: Callable[[int], None] | None = None  # told the answers of each call (issue 14)
 
     def report(
         self,
@@ -492,6 +499,8 @@ class _Journal:
                     bounced.append((message, result))
         results = [r for _, call_results in done for r in call_results]
         claim_ids = [m.delivery_id for m in claim]
+        if results and self.on_progress is not None:
+            self.on_progress(len(results))
         if not bounced:
             self.writer.write(results, claim_ids, now=now)
             return

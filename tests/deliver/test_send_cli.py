@@ -1,12 +1,14 @@
 """`digest send` for cron: exit status, failures listed, the https warning, stats per edition."""
 
+import io
 import re
 from pathlib import Path
 
 import pytest
+from rich.console import Console
 
 from digest import pipeline
-from digest.cli import app
+from digest.cli import app, daily
 from digest.config import Settings
 from digest.db.engine import session_scope
 from tests.cli_helpers import ClockedRunner
@@ -104,3 +106,21 @@ def test_send_says_where_the_outbox_put_the_messages_and_stats_fit_80_columns(en
     assert all(len(line) <= 80 for line in lines), stats.output
     assert "…" not in stats.output  # no header or value cut short
     assert "readers" in stats.output and str(env.now.date()) in stats.output
+
+
+def test_send_shows_a_progress_bar_on_a_terminal_only(env: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Issue 14: as `collect` does; piped (cron, a file), the output is the report lines alone.
+    screen = io.StringIO()
+    monkeypatch.setattr(daily, "out", Console(file=screen, force_terminal=True, width=120))
+    result = ClockedRunner().invoke(app, ["send", "--date", env.now.date().isoformat()])
+    assert result.exit_code == 0, result.output
+    shown = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", screen.getvalue())  # the terminal's codes out
+    assert "sending" in shown and "12 sent" in shown  # the bar counted every answered message
+    assert "sent 12, failed 0" in shown
+
+
+def test_send_piped_has_no_progress_bar(env: World) -> None:
+    result = ClockedRunner().invoke(app, ["send", "--date", env.now.date().isoformat()])
+    assert result.exit_code == 0, result.output
+    assert "sending" not in result.output and "\x1b[" not in result.output
+    assert "sent 12, failed 0" in result.output

@@ -241,14 +241,32 @@ def _send(
     """Send here, or through the workers when DIGEST_BROKER_URL is set."""
     if settings.broker_url is not None:
         out.print(f"queueing edition {edition_date} for the workers on {settings.broker_queue}; waiting")
-    return pipeline.send(
-        settings,
-        newsletter,
-        engine=engine,
-        edition_date=edition_date,
-        clock=current_clock(),
-        resend_unknown=resend_unknown,
-    )
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    # The number to send is known only as the ledger is read, so the bar counts what is answered.
+    columns = (TextColumn("sending"), BarColumn(), TextColumn("{task.completed:,} sent"), TimeElapsedColumn())
+    bar = Progress(*columns, console=out, transient=True)
+    task = bar.add_task("send", total=None)
+
+    def advance(answered: int) -> None:
+        if not bar.live.is_started:  # from the first answer: warnings before it stay readable
+            bar.start()
+        bar.update(task, advance=answered)
+
+    here_on_a_terminal = settings.broker_url is None and out.is_terminal  # piped or cron: no bar
+    try:
+        return pipeline.send(
+            settings,
+            newsletter,
+            engine=engine,
+            edition_date=edition_date,
+            clock=current_clock(),
+            resend_unknown=resend_unknown,
+            on_progress=advance if here_on_a_terminal else None,
+        )
+    finally:
+        if bar.live.is_started:
+            bar.stop()
 
 
 def _print_send(report: pipeline.SendReport) -> None:
