@@ -20,6 +20,7 @@ from sqlalchemy import select as sa_select  # sqlmodel's select takes at most fo
 from sqlmodel import Session, col, select
 
 from digest.config import Newsletter
+from digest.db.bulk import insert_rows
 from digest.db.models import Article, Source, Story
 from digest.errors import SourceError
 from digest.sources.clean import strip_controls
@@ -359,8 +360,9 @@ def _store_new(
             .scalars()
         )
         story_ids = dict(zip(first_of, returned, strict=True))
-    session.connection().execute(
-        insert(Article.__table__),  # type: ignore[attr-defined]
+    insert_rows(  # one prepared INSERT, each column's conversion looked up once (db/bulk.py)
+        session.connection(),
+        Article.__table__,  # type: ignore[attr-defined]
         [
             {
                 "source_id": source.id,
