@@ -12,9 +12,10 @@ import pytest
 import sqlalchemy as sa
 
 from digest import pipeline
-from digest.cli import app, common, daily
+from digest.cli import app, daily
 from digest.clock import FixedClock
 from digest.config import load_newsletter, load_settings
+from digest.db import engine as db_engine
 from digest.db.engine import session_scope
 from digest.render.email import bundled_templates_dir
 from digest.subscribers.roster import add_subscriber
@@ -37,7 +38,8 @@ def demo_env(
 ) -> dict[str, str]:
     """Environment for the CLI: the demo newsletter, collected, with one subscriber for Robotics."""
     # The CLI opens the database itself; hand it the fixture's engine, which the fixture disposes.
-    monkeypatch.setattr(common, "open_database", lambda url: engine if url == db_url else pytest.fail(url))
+    # Patched where the CLI looks it up when a command runs (cli/common imports it inside _engine).
+    monkeypatch.setattr(db_engine, "open_database", lambda url: engine if url == db_url else pytest.fail(url))
     env = {
         "DIGEST_CONFIG": str(demo_dir / "digest.toml"),
         "DIGEST_DATABASE_URL": db_url,
