@@ -215,13 +215,16 @@ class FetchClient:
         self.resolver = options.resolver
         self.pins: dict[str, tuple[IPAddress, ...]] = {}
         self._lookups: dict[str, asyncio.Future[tuple[IPAddress, ...]]] = {}
+        # One TLS context (loading the CA bundle costs tens of ms), for the transport and its pool.
+        tls = httpx.create_ssl_context()
         transport = httpx.AsyncHTTPTransport(
-            limits=httpx.Limits(max_connections=options.concurrency, max_keepalive_connections=32)
+            verify=tls,
+            limits=httpx.Limits(max_connections=options.concurrency, max_keepalive_connections=32),
         )
         # httpx has no public hook for the network layer (encode/httpx#1319): its transport's
         # pool is rebuilt with the same settings around a backend that honours our pins.
         transport._pool = httpcore.AsyncConnectionPool(
-            ssl_context=httpx.create_ssl_context(),
+            ssl_context=tls,
             max_connections=options.concurrency,
             max_keepalive_connections=32,
             keepalive_expiry=5.0,
