@@ -242,3 +242,10 @@ def test_the_readme_first_screen_shows_the_operators_day_with_commands_that_exis
         assert result.exit_code == 0, command
         for flag in (w for w in words if w.startswith("--")):
             assert flag in result.output, command
+
+
+@pytest.mark.parametrize("command", ["show", "drop", "pin", "move", "split", "note", "approve"])
+def test_each_desk_command_has_help_with_an_example(command: str) -> None:
+    result = ClockedRunner().invoke(app, ["edition", command, "--help"])
+    assert result.exit_code == 0
+    assert f"Example: digest edition {command}" in " ".join(result.output.split())

@@ -10,6 +10,7 @@ from email.utils import parseaddr
 from pathlib import Path
 
 import pytest
+from pydantic import SecretStr
 from sqlmodel import col, func, select
 
 from digest.cli import app
@@ -24,6 +25,7 @@ from digest.errors import DeliveryError
 from digest.render.copies import make_renderer
 from digest.subscribers.roster import add_subscriber
 from tests.cli_helpers import ClockedRunner
+from tests.deliver.sendgrid_server import Script, sendgrid_server
 from tests.hostile.relay import Relay, hostile_relay
 from tests.world import SECRET, World, use_in_cli
 
@@ -345,3 +347,38 @@ def test_the_file_outbox_records_the_return_path(world: World) -> None:
     assert first.startswith(b"Return-Path: <bounces+")
     # The rest is exactly what SMTP sends: the header is only in the file.
     assert first.count(b"Return-Path:") == 1
+
+
+def test_a_test_send_and_the_seeds_through_sendgrid_are_requests_the_spec_accepts(world: World) -> None:
+    script = Script()
+    with sendgrid_server(script) as url:
+        world.settings = world.settings.model_copy(
+            update={
+                "transport": "sendgrid",
+                "sendgrid_host": url,
+                "sendgrid_api_key": SecretStr("SG.test-key-for-the-local-server"),
+                "seed_addresses": "inbox@seeds.example",
+            }
+        )
+        result = send_test(
+            world.settings,
+            world.newsletter,
+            engine=world.engine,
+            renderer=make_renderer(world.settings, world.newsletter),
+            edition_date=world.now.date(),
+            to=["editor@example.org", "second@example.net"],
+            clock=lambda: world.now,
+        )
+        assert [r.ok for r in result.results] == [True, True]
+        assert ledger_and_events(world) == (0, 0, 0)
+        report = world.send(MemoryTransport())  # the readers through memory; the seeds through SendGrid
+    assert report.seeds.sent == 1
+    assert script.violations == []
+    test_request, seed_request = script.requests
+    assert test_request["subject"].startswith("[Test] ")
+    assert [p["to"][0]["email"] for p in test_request["personalizations"]] == [
+        "editor@example.org",
+        "second@example.net",
+    ]
+    assert not seed_request["subject"].startswith("[Test]")
+    assert [p["to"][0]["email"] for p in seed_request["personalizations"]] == ["inbox@seeds.example"]
