@@ -10,11 +10,11 @@ import pytest
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
-from digest import approval, desk
+from digest import desk
 from digest.cli import app
 from digest.db.models import Edition, ScheduleRun
 from digest.errors import SettingsError
-from digest.schedule import dispatch
+from digest.schedule import approval, dispatch
 from tests.cli_helpers import ClockedRunner
 from tests.schedule_helpers import (
     NEWSLETTER_TOML,

@@ -1,6 +1,6 @@
 """The editor's page (issue 14), served by the real preview app: driven by clicking in headless
 Chromium, results checked in the frozen edition and the sent email; CSRF, CSP and the admin token
-checked over HTTP. Set SCREENSHOT_DIR to keep the 375 px and 1280 px screenshots."""
+checked over HTTP. Set DIGEST_TEST_SCREENSHOTS to keep the 375 px and 1280 px screenshots."""
 
 import base64
 import json
@@ -17,7 +17,7 @@ from digest import desk
 from digest.cli import app
 from digest.clock import FixedClock
 from digest.deliver.memory import MemoryTransport
-from digest.desk_page import COOKIE
+from digest.web.desk import COOKIE
 from digest.web.preview import create_preview_app
 from tests.browser import Page, chromium
 from tests.cli_helpers import ClockedRunner
@@ -101,7 +101,7 @@ def test_the_editor_works_the_draft_by_clicking_and_the_edition_and_email_show_i
         assert page.evaluate("document.querySelectorAll('button.drop').length") == 0  # the desk is closed
         refusals = [line for line in page.console() if "Content Security Policy" in line]
         assert refusals == []
-    keep = os.environ.get("SCREENSHOT_DIR")
+    keep = os.environ.get("DIGEST_TEST_SCREENSHOTS")
     if keep:
         for w in (375, 1280):
             shutil.copy(shots / f"editor-desk-{w}.png", Path(keep) / f"editor-desk-{w}.png")

@@ -215,7 +215,7 @@ def _serve_preview(
 ) -> None:
     import uvicorn
 
-    from digest.desk_page import check_bind
+    from digest.web.desk import check_bind
     from digest.web.preview import create_preview_app
 
     check_bind(host, settings)

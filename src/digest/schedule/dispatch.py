@@ -18,7 +18,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
-from digest import approval, pipeline
+from digest import pipeline
 from digest.clock import Clock
 from digest.config import Newsletter, Settings
 from digest.db import queries
@@ -27,6 +27,7 @@ from digest.db.models import Delivery, DeliveryStatus, ScheduleRun, Subscriber, 
 from digest.deliver import ledger
 from digest.deliver.base import Transport
 from digest.errors import DigestError
+from digest.schedule import approval
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
-from digest import approval, pipeline
+from digest import pipeline
 from digest.clock import Clock, system_clock
 from digest.config import Newsletter, Settings
 from digest.db.engine import session_scope
@@ -28,7 +28,7 @@ from digest.db.models import SchedulerLease, ScheduleRun
 from digest.deliver.base import Transport
 from digest.deliver.transports import make_transport
 from digest.errors import DigestError
-from digest.schedule import dispatch
+from digest.schedule import approval, dispatch
 from digest.schedule.lease import Lease, current_holder, new_owner
 from digest.subscribers import optin
 

@@ -21,9 +21,9 @@ from digest.clock import Clock, system_clock
 from digest.config import Newsletter, Settings
 from digest.db import queries
 from digest.db.engine import session_scope
-from digest.desk_page import AdminGate, desk_router
 from digest.errors import DigestError
 from digest.render.email import bundled_templates_dir, make_environment, subject_for
+from digest.web.desk import AdminGate, desk_router
 
 RECENT = 14
 WIDTHS = (375, 700)

@@ -4,7 +4,7 @@ For the selected day it shows the draft by topic with each story's topic reason 
 topics` prints) and buttons to drop, pin, move or split it, the editor's note, the approve button,
 the sources' health and the last editions' sent and unsubscribe counts. Every button is a POST
 form carrying a CSRF token (made per server start, compared in constant time), answered with a
-303 back to the page; the pages carry the web app's strict Content-Security-Policy (web_guard:
+303 back to the page; the pages carry the web app's strict Content-Security-Policy (web/guard.py:
 no script or style but their own, forms post only here, no framing).
 
 The preview server listens on 127.0.0.1 unless DIGEST_ADMIN_TOKEN is set; with the token set,
@@ -23,7 +23,7 @@ import sqlalchemy as sa
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from digest import approval, desk, pipeline
+from digest import desk, pipeline
 from digest.clock import Clock
 from digest.config import Newsletter, Settings
 from digest.db import queries
@@ -31,6 +31,7 @@ from digest.db.engine import session_scope
 from digest.deliver.stats import edition_stats
 from digest.errors import DigestError, EditorError
 from digest.render.email import make_environment
+from digest.schedule import approval
 from digest.sources.health import source_health
 from digest.web.guard import ASGIApp, Receive, Scope, Send, page_response
 
