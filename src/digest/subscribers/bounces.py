@@ -14,7 +14,6 @@ go quadratic on long lines). Hard or soft comes from the DSN's per-recipient Act
 applies a Report to the subscribers.
 """
 
-import base64
 import enum
 import hashlib
 import hmac
@@ -64,6 +63,8 @@ MAC_BYTES = 8
 MAC_CHARS = 13  # base 32 of 8 bytes, padding dropped
 _RETURN_TOKEN = re.compile(rf"{_ID}-{_ID}-([a-z2-7]{{{MAC_CHARS}}})")
 _BASE36 = "0123456789abcdefghijklmnopqrstuvwxyz"
+_BASE32 = "abcdefghijklmnopqrstuvwxyz234567"  # RFC 4648 base 32, lower-cased
+_SHIFTS = tuple(range(5 * (MAC_CHARS - 1), -1, -5))
 
 
 def _base36(number: int) -> str:
@@ -96,8 +97,11 @@ class ReturnPathSigner:
     def _mac(secret: bytes, subscriber_id: int, edition_id: int, token_key: str) -> str:
         # "digest.bounce" keeps these MACs apart from any other use of the secret key.
         data = f"digest.bounce\0{subscriber_id}\0{edition_id}\0{token_key}".encode()
-        digest = hmac.new(secret, data, hashlib.sha256).digest()[:MAC_BYTES]
-        return base64.b32encode(digest).decode("ascii").rstrip("=").lower()
+        # One signature per message of a send: the one-shot hmac.digest, and the 8 bytes as 13
+        # lower-case base-32 digits written directly (RFC 4648 §6, padding dropped; the 65th bit
+        # is the encoder's zero pad). base64.b32encode spends several microseconds in Python.
+        number = int.from_bytes(hmac.digest(secret, data, "sha256")[:MAC_BYTES], "big") << 1
+        return "".join(_BASE32[(number >> shift) & 31] for shift in _SHIFTS)
 
     def sign(self, subscriber_id: int, edition_id: int, token_key: str) -> str:
         """The token for one message: `<base36 subscriber>-<base36 edition>-<mac>`."""
