@@ -22,6 +22,7 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from digest.compose import Edition, SourceRef, StoryItem, TopicSection, for_subscriber  # noqa: E402
 from digest.config import NewsletterInfo  # noqa: E402
+from digest.render.copies import make_renderer  # noqa: E402
 from digest.render.email import (  # noqa: E402
     BodyTemplate,
     compile_mjml,
@@ -142,13 +143,12 @@ def _nonce(mjml_source: str) -> str:
 
 def full_messages(edition: Edition, sample: int, workdir: Path) -> float:
     """Messages/s of Renderer.message: bodies plus signed links, Message-ID and List-* headers."""
-    from digest import pipeline
     from digest.config import Newsletter, TopicConfig, load_settings
     from digest.db.models import Subscriber
 
     settings = load_settings(secret_key="bench-secret-key-0123456789abcdef", var_dir=workdir)
     newsletter = Newsletter(newsletter=NEWSLETTER, topics=[TopicConfig(name=t) for t in TOPICS])
-    renderer = pipeline.make_renderer(settings, newsletter)
+    renderer = make_renderer(settings, newsletter)
     copies = [renderer.digest_for(edition, seg)[1] for seg in SEGMENTS]
     now = datetime(2026, 11, 25, tzinfo=UTC)
     readers = [

@@ -38,8 +38,10 @@ from digest.db.engine import open_database, session_scope  # noqa: E402
 from digest.db.models import Delivery, Subscriber  # noqa: E402
 from digest.deliver.file import FileTransport  # noqa: E402
 from digest.deliver.message import MessageEncoder  # noqa: E402
+from digest.deliver.send import send_edition  # noqa: E402
 from digest.deliver.sendgrid import SendGridTransport  # noqa: E402
 from digest.deliver.smtp import SmtpTransport  # noqa: E402
+from digest.editions import build_edition  # noqa: E402
 
 NOW = datetime(2026, 11, 25, 7, 0, tzinfo=UTC)
 CPU: list[float] = []  # CPU seconds of this process per timed run, in order
@@ -99,7 +101,7 @@ def timed_send(settings: object, newsletter: object, engine: sa.Engine, *lanes: 
     reset_ledger(engine)
     CPU.append(time.process_time())
     start = time.perf_counter()
-    report = pipeline.send_edition(
+    report = send_edition(
         settings,  # type: ignore[arg-type]
         newsletter,  # type: ignore[arg-type]
         engine=engine,
@@ -136,7 +138,7 @@ def main() -> None:
     try:
         settings, newsletter, engine = setup(workdir, count)
         with session_scope(engine) as session:
-            pipeline.build_edition(newsletter, session=session, edition_date=NOW.date(), now=NOW, zone=UTC)  # type: ignore[arg-type]
+            build_edition(newsletter, session=session, edition_date=NOW.date(), now=NOW, zone=UTC)  # type: ignore[arg-type]
         preview = pipeline.preview(
             settings,
             newsletter,

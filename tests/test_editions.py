@@ -10,6 +10,7 @@ from digest.clock import FixedClock
 from digest.config import Newsletter, load_newsletter, load_settings
 from digest.db.engine import session_scope
 from digest.deliver.memory import MemoryTransport
+from digest.deliver.send import send_edition
 from digest.subscribers.roster import add_subscriber
 from tests.feedbuilder import Item, newsletter_toml, rss, write
 
@@ -31,7 +32,7 @@ def _feed(tmp_path: Path, name: str, *items: Item) -> None:
 def _send(tmp_path: Path, newsletter: Newsletter, engine: sa.Engine, at: datetime) -> list[str]:
     """Send the edition of `at`'s date; the story titles the subscriber received."""
     transport = MemoryTransport()
-    pipeline.send_edition(
+    send_edition(
         load_settings(var_dir=tmp_path / "var"),
         newsletter,
         engine=engine,

@@ -8,11 +8,12 @@ import pytest
 import sqlalchemy as sa
 from sqlmodel import col, select
 
-from digest import editions, fanout, pipeline
+from digest import editions, fanout
 from digest.db.engine import session_scope
 from digest.db.models import Delivery, Subscriber
 from digest.deliver import claims, ledger
 from digest.deliver.memory import MemoryTransport
+from digest.deliver.send import send_batch
 from tests.rowcount import counting_rows
 from tests.world import make_world
 
@@ -49,7 +50,7 @@ def test_the_coordinator_never_reads_more_than_a_batch_of_rows(
 
     def enqueue(edition_id: int, batch: claims.Batch, zone: str | None) -> None:
         queued.append(batch)
-        pipeline.send_batch(
+        send_batch(
             world.settings,
             world.newsletter,
             engine=engine,

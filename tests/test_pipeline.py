@@ -11,7 +11,9 @@ from digest.clock import FixedClock
 from digest.config import load_newsletter, load_settings
 from digest.db.engine import session_scope
 from digest.db.models import Delivery, DeliveryStatus, Subscriber, SubscriberEvent, SubscriberStatus
+from digest.deliver.journal import SendReport
 from digest.deliver.memory import MemoryTransport
+from digest.deliver.send import send_edition
 from digest.subscribers.roster import add_subscriber
 
 
@@ -27,10 +29,10 @@ def _setup(demo_dir: Path, engine: sa.Engine, now: datetime, *people: tuple[str,
 
 def _send(
     demo_dir: Path, engine: sa.Engine, now: datetime, transport: MemoryTransport, **kw: object
-) -> pipeline.SendReport:
+) -> SendReport:
     settings = load_settings(var_dir=demo_dir / "var")
     newsletter = load_newsletter(demo_dir / "digest.toml")
-    return pipeline.send_edition(
+    return send_edition(
         settings,
         newsletter,
         engine=engine,

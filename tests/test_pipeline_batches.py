@@ -17,6 +17,7 @@ from sqlmodel import Session, select
 
 from digest import pipeline
 from digest.db.models import Delivery, Subscriber
+from digest.deliver.journal import FAILURES_KEPT
 from digest.deliver.memory import MemoryTransport
 from tests.rowcount import Fetched, counting_rows
 from tests.world import make_world
@@ -51,13 +52,13 @@ def test_a_send_never_reads_more_than_a_batch_of_subscribers_or_deliveries(
 def test_a_report_lists_a_bounded_number_of_failures(
     engine: sa.Engine, demo_dir: Path, now: datetime
 ) -> None:
-    world = make_world(engine, demo_dir, now, pipeline.FAILURES_KEPT + 5)
+    world = make_world(engine, demo_dir, now, FAILURES_KEPT + 5)
     memory = MemoryTransport()
     for email in world.emails:
         memory.failing(email, "451 try later", permanent=False)
     report = world.send(memory)
-    assert report.retry == pipeline.FAILURES_KEPT + 5
-    assert len(report.failures) == pipeline.FAILURES_KEPT
+    assert report.retry == FAILURES_KEPT + 5
+    assert len(report.failures) == FAILURES_KEPT
     assert report.failures[0] == f"{world.emails[0]}: 451 try later"
 
 

@@ -14,6 +14,7 @@ from digest.config import Newsletter, load_newsletter, load_settings
 from digest.db.engine import session_scope
 from digest.db.models import EditionStory, Story
 from digest.deliver.memory import MemoryTransport
+from digest.deliver.send import send_edition
 from digest.sources.collect import store_entries, sync_sources
 from digest.sources.parse import parse_feed
 from digest.stories import KnownArticle, StoryDoc
@@ -85,7 +86,7 @@ def _setup(tmp_path: Path, engine: sa.Engine, now: datetime) -> Newsletter:
 
 def _send(tmp_path: Path, newsletter: Newsletter, engine: sa.Engine, at: datetime) -> dict[str, str]:
     transport = MemoryTransport()
-    pipeline.send_edition(
+    send_edition(
         load_settings(var_dir=tmp_path / "var"),
         newsletter,
         engine=engine,

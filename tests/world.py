@@ -11,6 +11,8 @@ from digest import pipeline
 from digest.clock import FixedClock
 from digest.config import Newsletter, Settings, load_newsletter, load_settings
 from digest.db.engine import session_scope
+from digest.deliver.journal import SendReport
+from digest.deliver.send import send_edition
 from digest.subscribers.roster import add_subscriber
 
 SECRET = "test-secret-key-0123456789abcdef"
@@ -26,9 +28,9 @@ class World:
     now: datetime
     emails: list[str]
 
-    def send(self, transport: object, **kwargs: object) -> pipeline.SendReport:
+    def send(self, transport: object, **kwargs: object) -> SendReport:
         """Send today's edition through `transport` with the fixed clock."""
-        return pipeline.send_edition(
+        return send_edition(
             self.settings,
             self.newsletter,
             engine=self.engine,

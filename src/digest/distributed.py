@@ -20,11 +20,12 @@ from celery import Celery
 from celery.exceptions import Reject
 from kombu.exceptions import KombuError, OperationalError
 
-from digest import pipeline
 from digest.clock import Clock, system_clock
 from digest.config import Newsletter, Settings, load_newsletter
 from digest.db.engine import open_database
 from digest.deliver import claims
+from digest.deliver.journal import SendReport
+from digest.deliver.send import send_batch
 from digest.deliver.transports import make_lanes
 from digest.errors import DeliveryError, DigestError, SettingsError, SourceError
 from digest.fanout import Enqueue, send_distributed
@@ -121,7 +122,7 @@ class WorkerState:
         from digest.schedule.dispatch import zone_audience
 
         settings = self.settings
-        report = pipeline.send_batch(
+        report = send_batch(
             settings,
             self.newsletter(),
             engine=self.engine(),
@@ -305,7 +306,7 @@ def send_edition(
     audience: sa.ColumnElement[bool] | None = None,
     resend_unknown: bool = False,
     should_stop: Callable[[], bool] | None = None,
-) -> pipeline.SendReport:
+) -> SendReport:
     """`digest send` in distributed mode: queue the edition's batches for the workers and wait."""
     with _publisher(settings) as app:
         return send_distributed(

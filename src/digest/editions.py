@@ -14,12 +14,12 @@ from digest.db import queries
 from digest.db.engine import session_scope
 from digest.db.models import (
     Article,
+    Edition,
     EditionDecision,
     EditionStory,
     Source,
     Story,
 )
-from digest.db.models import Edition as EditionRow
 from digest.render.email import subject_for
 from digest.sources.clean import plain_text
 from digest.threads import HORIZON_DAYS
@@ -282,7 +282,7 @@ def edition_or_draft(
     now: datetime,
     zone: tzinfo,
     horizon_days: int = HORIZON_DAYS,
-) -> tuple[compose.Edition, EditionRow | None]:
+) -> tuple[compose.Edition, Edition | None]:
     """The frozen edition of a date if built, else a draft of it with its follow-ups' earlier
     links (the row is None then)."""
     row = queries.edition_for(edition_date, session=session)
@@ -301,7 +301,7 @@ def build_edition(
     now: datetime,
     zone: tzinfo,
     horizon_days: int = HORIZON_DAYS,
-) -> tuple[EditionRow, compose.Edition]:
+) -> tuple[Edition, compose.Edition]:
     """The edition of a date: built and frozen on first call, the same content ever after.
 
     `zone` is the newsletter's time zone (DIGEST_TIMEZONE), where edition dates are counted;
@@ -312,7 +312,7 @@ def build_edition(
         return row, compose.Edition.from_json(row.content_json)
     edition = compose_draft(newsletter, session=session, edition_date=edition_date, now=now, zone=zone)
     edition = followups.link_edition(edition, session=session, horizon_days=horizon_days)
-    row = EditionRow(
+    row = Edition(
         date=edition_date,
         subject=subject_for(newsletter.newsletter, edition),
         content_json=edition.to_json(),

@@ -16,14 +16,14 @@ from typing import Any, Protocol
 import sqlalchemy as sa
 from sqlmodel import Session, col
 
-from digest import pipeline
 from digest.clock import Clock
 from digest.config import Newsletter, Settings
 from digest.db.engine import session_scope
-from digest.db.models import Delivery, DeliveryStatus, Subscriber
-from digest.db.models import Edition as EditionRow
+from digest.db.models import Delivery, DeliveryStatus, Edition, Subscriber
 from digest.deliver import claims, ledger
+from digest.deliver.journal import SendReport
 from digest.deliver.lock import send_lock
+from digest.deliver.send import open_edition
 from digest.errors import DeliveryError
 from digest.render.copies import Renderer, active_topic_sets, make_renderer
 
@@ -144,7 +144,7 @@ def send_distributed(
     should_stop: Callable[[], bool] | None = None,
     renderer: Renderer | None = None,
     poll_seconds: float = 1.0,
-) -> pipeline.SendReport:
+) -> SendReport:
     """Send an edition through the workers and wait until every row has its answer.
 
     `zone` (with its SQL `audience`) narrows the send to one time zone, as the scheduler does;
@@ -162,7 +162,7 @@ def send_distributed(
             stale = claims.expire_sending(None, session=session, now=started, lease=lease)
             if stale:
                 log.warning("%d message(s) were in flight when their worker stopped: unknown", stale)
-            edition_id, edition = pipeline.open_edition(
+            edition_id, edition = open_edition(
                 newsletter,
                 session=session,
                 edition_date=edition_date,
@@ -211,11 +211,11 @@ def send_distributed(
         with session_scope(engine) as session:
             report = _report(session, edition_id, started, audience)
             if left == 0:
-                edition_row = session.get(EditionRow, edition_id)
+                edition_row = session.get(Edition, edition_id)
                 if edition_row is not None and edition_row.sent_at is None:
                     edition_row.sent_at = clock()
                     session.add(edition_row)
-    return pipeline.SendReport(
+    return SendReport(
         edition_date=edition_date,
         story_count=edition.story_count,
         sent=report["sent"],

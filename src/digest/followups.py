@@ -15,8 +15,7 @@ from sqlmodel import Session
 
 from digest import compose, threads
 from digest.db import links as stored
-from digest.db.models import Edition as EditionRow
-from digest.db.models import StoryLink
+from digest.db.models import Edition, StoryLink
 from digest.sources.clean import plain_text
 
 log = logging.getLogger(__name__)
@@ -67,7 +66,7 @@ def link_edition(
     )
 
 
-def store_links(row: EditionRow, edition: compose.Edition, *, session: Session) -> int:
+def store_links(row: Edition, edition: compose.Edition, *, session: Session) -> int:
     """Record the frozen edition's links (for the "Later:" lines of the earlier archive pages)."""
     assert row.id is not None
     items = {s.id: (s, t.name) for t in reversed(edition.topics) for s in t.stories}  # first shown wins

@@ -10,13 +10,15 @@ import pytest
 import sqlalchemy as sa
 from sqlmodel import select
 
-from digest import editions, fanout, pipeline
+from digest import editions, fanout
 from digest.db import queries
 from digest.db.engine import session_scope
 from digest.db.models import Delivery, DeliveryStatus
 from digest.deliver import claims, ledger
 from digest.deliver.base import SendResult
+from digest.deliver.journal import SendReport
 from digest.deliver.memory import MemoryTransport
+from digest.deliver.send import send_batch
 from digest.errors import DeliveryError
 from tests.world import World, make_world
 
@@ -53,14 +55,14 @@ def _ticking(start: datetime) -> Callable[[], datetime]:
     return lambda: start + timedelta(milliseconds=next(ticks))
 
 
-def _coordinate(world: World, transport: MemoryTransport, *, runs_per_task: int = 2) -> pipeline.SendReport:
+def _coordinate(world: World, transport: MemoryTransport, *, runs_per_task: int = 2) -> SendReport:
     tasks: list[tuple[int, claims.Batch]] = []
     clock = _ticking(world.now)
 
     def enqueue(edition_id: int, batch: claims.Batch, zone: str | None) -> None:
         tasks.append((edition_id, batch))
         for n in range(runs_per_task):  # eager, and redelivered
-            pipeline.send_batch(
+            send_batch(
                 world.settings,
                 world.newsletter,
                 engine=world.engine,
@@ -141,7 +143,7 @@ def test_a_refused_enqueue_is_retried_at_the_next_sweep(world: World) -> None:
         if not refused:
             refused.append(batch)
             raise DeliveryError("broker redis://127.0.0.1:6379: connection refused")
-        pipeline.send_batch(
+        send_batch(
             world.settings,
             world.newsletter,
             engine=world.engine,

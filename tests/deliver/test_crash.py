@@ -11,9 +11,9 @@ import pytest
 import sqlalchemy as sa
 from sqlmodel import select
 
-from digest import pipeline
 from digest.db.engine import session_scope
 from digest.db.models import Delivery, DeliveryStatus, Subscriber
+from digest.editions import build_edition
 from tests.deliver.builders import Handler, smtp_server
 from tests.world import SECRET, make_world
 
@@ -39,7 +39,7 @@ def test_kill_9_mid_send_then_rerun(
     world = make_world(engine, demo_dir, now, COUNT)  # type: ignore[arg-type]
     day = world.now.date()
     with session_scope(engine) as session:  # freeze the edition with the test's clock
-        pipeline.build_edition(
+        build_edition(
             world.newsletter, session=session, edition_date=day, now=world.now, zone=world.settings.zone
         )
     # "in DATA": the 10th message is held inside DATA, received by the server, not yet

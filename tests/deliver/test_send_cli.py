@@ -11,6 +11,7 @@ from digest import pipeline
 from digest.cli import app, daily
 from digest.config import Settings
 from digest.db.engine import session_scope
+from digest.editions import build_edition
 from tests.cli_helpers import ClockedRunner
 from tests.deliver.builders import Handler, smtp_server
 from tests.world import World, use_in_cli
@@ -22,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def env(world: World, monkeypatch: pytest.MonkeyPatch) -> World:
     """The world's settings as environment variables, with its edition frozen by the fixed clock."""
     with session_scope(world.engine) as session:
-        pipeline.build_edition(
+        build_edition(
             world.newsletter,
             session=session,
             edition_date=world.now.date(),

@@ -24,6 +24,7 @@ from digest.config import Newsletter, load_newsletter, load_settings
 from digest.db.engine import session_scope
 from digest.db.models import Article, Source, Story
 from digest.deliver.memory import MemoryTransport
+from digest.deliver.send import send_edition
 from digest.errors import SourceError
 from digest.render.email import make_environment
 from digest.sources.collect import SourceResult, collect
@@ -236,7 +237,7 @@ def test_script_links_are_dropped_and_never_reach_the_email_or_the_archive(
     assert len(skipped) == len(SCRIPT_LINKS) + 3 and all("not an http(s) link" in m for m in skipped)
     with session_scope(engine) as session:
         add_subscriber("ana@example.com", session=session, now=now, known_topics=newsletter.topic_names)
-    pipeline.send_edition(
+    send_edition(
         settings, newsletter, engine=engine, transport=transport, edition_date=now.date(), clock=lambda: now
     )
     (message,) = transport.sent

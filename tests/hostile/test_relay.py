@@ -30,6 +30,7 @@ from digest.deliver.file import FileTransport
 from digest.deliver.message import to_bytes
 from digest.deliver.sendgrid import SendGridTransport
 from digest.deliver.smtp import SmtpTransport
+from digest.editions import build_edition
 from digest.errors import ConfigError, TransportUnavailable
 from digest.subscribers.roster import add_subscriber
 from tests.deliver.builders import content, message, parse, self_signed
@@ -508,13 +509,12 @@ def test_a_refused_greeting_stops_at_once(now: datetime) -> None:
 
 
 def test_the_cli_says_a_stop_in_one_line_and_exits_1(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
-    from digest import pipeline
     from digest.cli import app
     from tests.cli_helpers import ClockedRunner
     from tests.world import SECRET
 
     with session_scope(world.engine) as session:
-        pipeline.build_edition(
+        build_edition(
             world.newsletter,
             session=session,
             edition_date=world.now.date(),

@@ -16,6 +16,7 @@ from digest.config import Newsletter, Settings, load_newsletter, load_settings
 from digest.db.engine import session_scope
 from digest.db.models import Delivery, DeliveryStatus, Subscriber
 from digest.deliver.memory import MemoryTransport
+from digest.deliver.send import send_edition
 from digest.errors import TemplateError
 from digest.render.email import bundled_templates_dir
 from digest.subscribers.roster import add_subscriber
@@ -48,7 +49,7 @@ def subscribe(engine: sa.Engine, newsletter: Newsletter, now: datetime) -> None:
 def send(settings: Settings, newsletter: Newsletter, engine: sa.Engine, now: datetime) -> MemoryTransport:
     transport = MemoryTransport()
     pipeline.collect(newsletter, engine=engine, clock=FixedClock(now))
-    pipeline.send_edition(
+    send_edition(
         settings,
         newsletter,
         engine=engine,

@@ -5,10 +5,10 @@ import subprocess
 from datetime import UTC, datetime
 from pathlib import Path
 
-from digest import pipeline
 from digest.config import Newsletter, TopicConfig, load_settings
 from digest.db.models import Subscriber
 from digest.deliver.message import to_bytes
+from digest.render.copies import make_renderer
 from tests.render import samples
 from tests.render.tools import require
 
@@ -26,7 +26,7 @@ def message_bytes(tmp_path: Path, story_count: int) -> bytes:
     newsletter = Newsletter(
         newsletter=samples.NEWSLETTER, topics=[TopicConfig(name=t) for t in samples.TOPICS[:4]]
     )
-    renderer = pipeline.make_renderer(settings, newsletter)
+    renderer = make_renderer(settings, newsletter)
     _, rendered = renderer.digest_for(samples.edition(story_count, topics=samples.TOPICS), frozenset())
     reader = Subscriber(id=7, email="ana@example.com", name="Ana", created_at=NOW, updated_at=NOW)
     message = renderer.message(rendered, subscriber=reader, delivery_id=1, edition_id=1)

@@ -8,6 +8,7 @@ import pytest
 
 from digest.errors import TemplateError
 from digest.render import mjml_check
+from digest.render.copies import make_renderer
 from digest.render.email import (
     HTML_TEMPLATE,
     bundled_templates_dir,
@@ -192,7 +193,6 @@ def test_type_error_in_template_code_names_file_and_line(tmp_path: Path) -> None
 def test_user_templates_with_unknown_mjml_are_logged(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from digest import pipeline
     from digest.config import Newsletter, TopicConfig, load_settings
 
     footer = _copy_with("partials/footer.mjml.j2", 'padding="20px 0 32px"', 'paddin="20px 0 32px"')
@@ -200,7 +200,7 @@ def test_user_templates_with_unknown_mjml_are_logged(
     settings = load_settings(templates_dir=tmp_path / "mine", var_dir=tmp_path / "var")
     newsletter = Newsletter(newsletter=samples.NEWSLETTER, topics=[TopicConfig(name="EV industry")])
     with caplog.at_level("WARNING", logger="digest.pipeline"):
-        pipeline.make_renderer(settings, newsletter)
+        make_renderer(settings, newsletter)
     assert any(
         re.search(
             r"template check: .*mine/partials/footer\.mjml\.j2:2: <mj-section>: unknown attribute 'paddin'", m

@@ -9,7 +9,6 @@ import pytest
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
-from digest import pipeline
 from digest.db.models import (
     Delivery,
     DeliveryStatus,
@@ -19,6 +18,7 @@ from digest.db.models import (
     Subscriber,
     SubscriberStatus,
 )
+from digest.deliver.send import send_edition
 from digest.schedule import dispatch
 from tests.schedule_helpers import Clock, RecordingTransport, add_story, add_subscribers, newsletter, settings
 
@@ -229,7 +229,7 @@ def test_a_manual_send_goes_to_everyone_at_once_and_the_scheduler_adds_nothing(
     clock = Clock(datetime(2026, 11, 25, 1, 0, tzinfo=UTC))  # due nowhere west of Tokyo yet
     add_story(engine, clock.now, 1)
     transport = RecordingTransport(clock)
-    report = pipeline.send_edition(
+    report = send_edition(
         settings(tmp_path, db_url),
         newsletter(),
         engine=engine,

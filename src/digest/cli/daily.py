@@ -28,6 +28,7 @@ from digest.cli.common import (
     out,
 )
 from digest.config import Newsletter, Settings, load_settings
+from digest.deliver.journal import SendReport
 from digest.errors import DigestError
 from digest.sources.collect import SourceResult
 
@@ -237,7 +238,7 @@ def _send(
     edition_date: date,
     *,
     resend_unknown: bool = False,
-) -> pipeline.SendReport:
+) -> SendReport:
     """Send here, or through the workers when DIGEST_BROKER_URL is set."""
     if settings.broker_url is not None:
         out.print(f"queueing edition {edition_date} for the workers on {settings.broker_queue}; waiting")
@@ -269,7 +270,7 @@ def _send(
             bar.stop()
 
 
-def _print_send(report: pipeline.SendReport) -> None:
+def _print_send(report: SendReport) -> None:
     if report.nothing_new:  # run again: say so, rather than "sent 0"
         out.print(
             f"edition {report.edition_date}: already sent to {report.already}; nothing left to send"

@@ -28,8 +28,7 @@ from sqlmodel import col, select
 from digest import compose
 from digest.config import Newsletter, Settings
 from digest.db.engine import session_scope
-from digest.db.models import Edition as EditionRow
-from digest.db.models import SeedCopy, Subscriber
+from digest.db.models import Edition, SeedCopy, Subscriber
 from digest.deliver.base import OutgoingMessage, SendResult, Transport
 from digest.deliver.file import FileTransport
 from digest.deliver.message import new_message_id
@@ -268,7 +267,7 @@ def send_seed_copies(
     if not settings.seeds:
         return SeedReport()
     with session_scope(engine) as session:
-        row = session.exec(select(EditionRow).where(EditionRow.date == edition_date)).first()
+        row = session.exec(select(Edition).where(Edition.date == edition_date)).first()
     if row is None or row.id is None or row.story_count == 0:
         return SeedReport()  # no edition went to readers, so none to the seeds
     now = clock()

@@ -26,6 +26,8 @@ from digest.db.engine import session_scope
 from digest.db.models import Delivery, DeliveryStatus, ScheduleRun, Subscriber, SubscriberStatus
 from digest.deliver import ledger
 from digest.deliver.base import Transport
+from digest.deliver.journal import SendReport
+from digest.deliver.send import BATCH_SIZE
 from digest.errors import DigestError
 from digest.schedule import approval
 
@@ -276,7 +278,7 @@ class ZoneResult:
     plan: ZonePlan
     status: str  # ok, partial (some recipients failed), failed, skipped, interrupted
     detail: str
-    report: pipeline.SendReport | None = None
+    report: SendReport | None = None
 
 
 def dispatch(
@@ -289,7 +291,7 @@ def dispatch(
     owner: str,
     collect: Callable[[], object] | None = None,
     should_stop: Callable[[], bool] | None = None,
-    batch_size: int = pipeline.BATCH_SIZE,
+    batch_size: int = BATCH_SIZE,
 ) -> list[ZoneResult]:
     """Send each zone the newest edition due now, once; skip and record what is stale."""
     now = clock()
