@@ -30,7 +30,7 @@ WIDTHS = (375, 700)
 
 
 @dataclass(frozen=True, slots=True)
-class EditionRow:
+class ListedEdition:
     """One line of the preview index."""
 
     date: date
@@ -54,13 +54,13 @@ def templates_fingerprint(user_dir: Path | None) -> str:
 
 def recent_editions(
     settings: Settings, newsletter: Newsletter, *, engine: sa.Engine, clock: Clock
-) -> list[EditionRow]:
+) -> list[ListedEdition]:
     """Today's edition (built or a draft) and the most recent ones before it, newest first."""
     now = clock()
     today = pipeline.today(settings, now)
     with session_scope(engine) as session:
         rows = [
-            EditionRow(e.date, e.subject, e.story_count, "sent" if e.sent_at else "built")
+            ListedEdition(e.date, e.subject, e.story_count, "sent" if e.sent_at else "built")
             for e in queries.recent_editions(session=session, limit=RECENT)
         ]
         if all(r.date != today for r in rows):
@@ -68,7 +68,7 @@ def recent_editions(
                 newsletter, session=session, edition_date=today, now=now, zone=settings.zone
             )
             subject = subject_for(newsletter.newsletter, draft)
-            rows.insert(0, EditionRow(today, subject, draft.story_count, "draft"))
+            rows.insert(0, ListedEdition(today, subject, draft.story_count, "draft"))
     return sorted(rows, key=lambda r: r.date, reverse=True)
 
 
