@@ -12,10 +12,9 @@ from datetime import UTC, date, datetime
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
-from digest import compose, followups
+from digest import compose
 from digest.clock import Clock
 from digest.config import Newsletter, Settings
-from digest.db import queries
 from digest.db.engine import session_scope
 from digest.db.models import (
     Delivery,
@@ -33,18 +32,13 @@ from digest.deliver.send import send_edition
 from digest.deliver.transports import make_transport
 from digest.editions import edition_or_draft
 from digest.render.copies import Renderer, make_renderer
-from digest.render.email import RenderedDigest, archive_values
+from digest.render.email import RenderedDigest
 from digest.sources.collect import SourceResult
 from digest.sources.collect import collect as collect_sources
 from digest.sources.fetch import FetchOptions
 from digest.subscribers.roster import get_subscriber, topics_of
 
 log = logging.getLogger(__name__)
-
-
-def today(settings: Settings, now: datetime) -> date:
-    """The edition date for `now` in the newsletter's time zone."""
-    return now.astimezone(settings.zone).date()
 
 
 # --- sources ------------------------------------------------------------------------------
@@ -283,17 +277,3 @@ def dry_run(
         unknown=counts[DeliveryStatus.UNKNOWN] + counts[DeliveryStatus.SENDING],
         already=counts[DeliveryStatus.SENT],
     )
-
-
-def archive_html(
-    settings: Settings, newsletter: Newsletter, *, engine: sa.Engine, day: date, renderer: Renderer
-) -> str | None:
-    """A sent edition as a public web page: every topic, no personal data, no working token, and
-    under each story the later follow-ups sent since (issue 16)."""
-    with session_scope(engine) as session:
-        sent = queries.edition_for(day, session=session)
-        if sent is None or sent.sent_at is None or sent.story_count == 0:
-            return None  # an edition with no stories was sent to nobody
-        edition = compose.Edition.from_json(sent.content_json)
-        edition = compose.with_later(edition, followups.later_refs(edition, session=session))
-    return renderer.archive_for(edition).html.fill(archive_values(settings.base_url))

@@ -6,7 +6,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlmodel import select
 
-from digest import pipeline
+from digest.clock import local_date
 from digest.config import load_settings
 from digest.db import queries
 from digest.db.engine import session_scope
@@ -209,4 +209,4 @@ def test_stats_count_unsubscribes_by_method_and_the_rate(sent: tuple[World, Memo
     assert (stats.recipients, stats.sent, stats.unknown) == (12, 12, 0)
     assert stats.unsubscribes == {"one-click": 2, "link": 1}
     assert stats.unsubscribe_rate == pytest.approx(3 / 12)
-    assert pipeline.today(world.settings, world.now) == world.now.date()
+    assert local_date(world.settings.zone, world.now) == world.now.date()

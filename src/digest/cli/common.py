@@ -16,7 +16,7 @@ from rich.markup import escape
 
 from digest.cli import help_labels  # noqa: F401  (flags without <bool> labels in --help)
 from digest.cli.lazy import LazyGroup
-from digest.clock import Clock, system_clock
+from digest.clock import Clock, local_date, system_clock
 from digest.errors import DigestError
 
 if TYPE_CHECKING:  # imported where used: a command imports only what it needs (cli/lazy.py)
@@ -126,9 +126,7 @@ def _warn(settings: "Settings") -> None:
 
 def _edition_date(settings: "Settings", value: str | None) -> date:
     if value is None:
-        from digest import pipeline
-
-        return pipeline.today(settings, current_time())
+        return local_date(settings.zone, current_time())
     try:
         return date.fromisoformat(value)
     except ValueError:

@@ -9,7 +9,6 @@ import sqlalchemy as sa
 from fastapi import BackgroundTasks, FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
 
-from digest import pipeline
 from digest.clock import Clock, system_clock
 from digest.config import Newsletter, Settings
 from digest.db.engine import session_scope
@@ -18,6 +17,7 @@ from digest.db.queries import existing_edition_id, sent_editions
 from digest.deliver.base import Transport
 from digest.deliver.transports import make_transport
 from digest.errors import SubscriberError, TokenError, WebhookError
+from digest.render.archive import archive_html
 from digest.render.copies import make_renderer
 from digest.schedule.scheduler import health as scheduler_health
 from digest.subscribers import optin, webhooks
@@ -287,7 +287,7 @@ def create_app(
             parsed = date.fromisoformat(day)
         except ValueError:
             return message("Not found", f"{day!r} is not a date.", status=404)
-        html = pipeline.archive_html(settings, newsletter, engine=engine, day=parsed, renderer=renderer)
+        html = archive_html(settings, engine=engine, day=parsed, renderer=renderer)
         if html is None:
             return message("Not found", f"No edition was sent on {parsed}.", status=404)
         return archive_response(with_feed_link(html, info.title))

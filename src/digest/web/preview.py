@@ -17,7 +17,7 @@ from fastapi import FastAPI
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 
 from digest import editions, pipeline
-from digest.clock import Clock, system_clock
+from digest.clock import Clock, local_date, system_clock
 from digest.config import Newsletter, Settings
 from digest.db import queries
 from digest.db.engine import session_scope
@@ -57,7 +57,7 @@ def recent_editions(
 ) -> list[ListedEdition]:
     """Today's edition (built or a draft) and the most recent ones before it, newest first."""
     now = clock()
-    today = pipeline.today(settings, now)
+    today = local_date(settings.zone, now)
     with session_scope(engine) as session:
         rows = [
             ListedEdition(e.date, e.subject, e.story_count, "sent" if e.sent_at else "built")
