@@ -16,7 +16,7 @@ import numpy as np
 import numpy.typing as npt
 from scipy import sparse
 
-from digest.stories import (
+from digest.story_terms import (
     CALENDAR,
     CAPITALIZED,
     IN_TITLE,

@@ -29,12 +29,22 @@ corpus statistics only for the terms of those articles and of their candidates.
 """
 
 import functools
-import hashlib
 import re
 import struct
 import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+
+from digest.story_terms import (
+    CAPITALIZED,
+    IN_TITLE,
+    LOWER,
+    NUMBER,
+    TF_MASK,
+    Batch,
+    Pairs,
+    term_hash,
+)
 
 # Measured on tests/data/story_pairs.toml by benchmarks/bench_clustering.py, on the 127 events the
 # rule was designed on (pairwise and clustering precision / recall):
@@ -51,17 +61,7 @@ from dataclasses import dataclass
 # paraphrases sharing only the subject ("Storm Lena cuts power to 200,000 homes", "Hundreds of
 # thousands without electricity as Lena batters the coast").
 THRESHOLD = 0.18
-SAME_TITLE = 2.0  # the score of two articles with one normalized title: above any cosine
-SINGLE_ANCHOR = 0.7  # the cosine's weight when two articles share only one name or number
-NO_ANCHOR = 0.5  # ... when they share none and at most one of them names something
 SUMMARY_CHARS = 300  # the lede says what happened; the rest of a summary is mostly noise
-
-# The low byte of a packed term: how often the article uses it, and how it is written there.
-TF_MASK = 0x0F
-CAPITALIZED = 0x10  # capitalized mid-sentence, or an acronym, in this article
-LOWER = 0x20  # written in lower case somewhere in this article
-NUMBER = 0x40
-IN_TITLE = 0x80
 
 # Function words: they say nothing about which event an article reports. (digest's own list, so
 # that computing terms needs no library: it runs in the parse workers.)
@@ -79,11 +79,6 @@ STOP_WORDS = frozenset(
     yourself yourselves""".split()  # noqa: SIM905 (a word list reads best as text)
 )
 _UNIT_WORDS = frozenset({"percent", "cent"})  # "30 percent" is "30%": the number says it all
-# Capitalized, but they name a date, not a subject.
-CALENDAR = frozenset(
-    """january february march april may june july august september october november december
-    monday tuesday wednesday thursday friday saturday sunday""".split()  # noqa: SIM905
-)
 # "$50m", "$50 million": a scale glued to a number, or the word after it.
 _SCALES = {"k": 1e3, "m": 1e6, "b": 1e9, "bn": 1e9, "tn": 1e12}
 _SCALE_WORDS = {"thousand": 1e3, "million": 1e6, "billion": 1e9, "bn": 1e9, "trillion": 1e12}
@@ -113,25 +108,6 @@ class KnownArticle:
     doc: StoryDoc
 
 
-@dataclass(frozen=True, slots=True)
-class Batch:
-    """What the matrix work reads, as plain values (cheap to send to another process)."""
-
-    entries: bytes  # packed terms, article after article, recent (known) articles first
-    lengths: list[int]  # each article's share of `entries`, in bytes
-    first_new: int  # articles before this one are known: only pairs with a new one are scored
-    floor: float  # scores below it are not returned
-
-
-@dataclass(frozen=True, slots=True)
-class Pairs:
-    """Scored pairs of articles (first < second) at or above the batch's floor, best first."""
-
-    first: list[int]
-    second: list[int]
-    score: list[float]
-
-
 def _fold(text: str) -> str:
     """Accents dropped ("São" -> "Sao"), other scripts kept."""
     if text.isascii():
@@ -151,12 +127,6 @@ def _stem(word: str) -> str:
         if word.endswith(suffix) and len(word) - len(suffix) >= 3 and not word.endswith("ss"):
             return word[: -len(suffix)]
     return word
-
-
-@functools.lru_cache(maxsize=200_000)
-def term_hash(term: str) -> int:
-    """A term as a 56-bit number, the same in every process and on every machine."""
-    return int.from_bytes(hashlib.blake2b(term.encode(), digest_size=7).digest(), "little")
 
 
 def _number(digits: str, scale: float) -> str:

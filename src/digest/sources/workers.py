@@ -12,7 +12,8 @@ from multiprocessing import get_all_start_methods, get_context
 from digest.errors import SourceError
 from digest.sources.model import Fetched, ParsedFeed
 from digest.sources.parse import parse_feed
-from digest.stories import Batch, KnownArticle, Pairs, StoryDoc, cluster, score_batch, terms, warm_up
+from digest.stories import KnownArticle, StoryDoc, cluster, score_batch, terms, warm_up
+from digest.story_terms import Batch, Pairs
 
 SUMMARY_HTML_CHARS = 2000  # story matching reads the start of a summary only
 _TAG = re.compile(r"<[^>]*>")
