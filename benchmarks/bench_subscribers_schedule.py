@@ -34,6 +34,7 @@ from digest.config import Newsletter, load_settings  # noqa: E402
 from digest.db.engine import open_database, session_scope  # noqa: E402
 from digest.db.models import Delivery, Edition, Subscriber  # noqa: E402
 from digest.deliver.memory import MemoryTransport  # noqa: E402
+from digest.runners.local import LocalRunner  # noqa: E402
 from digest.schedule import dispatch  # noqa: E402
 from digest.subscribers.csvfile import import_csv  # noqa: E402
 
@@ -191,7 +192,7 @@ def main() -> None:
                 newsletter,
                 engine=engine,
                 clock=lambda k=k: now + timedelta(minutes=15 * k),  # type: ignore[misc]
-                transport_factory=lambda: transport,
+                runner=LocalRunner(settings, transport_factory=lambda: transport),
                 owner="bench",
             )
         took = (time.perf_counter() - started) / ticks

@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 
 from digest.cli import app
+from digest.runners.local import LocalRunner
 from tests.cli_helpers import ClockedRunner
 from tests.schedule_helpers import NEWSLETTER_TOML
 
@@ -85,7 +86,7 @@ def test_status_after_runs_shows_zones_and_results(env: Path) -> None:
         load_newsletter(settings.config),
         engine=engine,
         clock=clock,
-        transport_factory=lambda: RecordingTransport(clock),
+        runner=LocalRunner(settings, transport_factory=lambda: RecordingTransport(clock)),
         owner="test-owner",
     )
     engine.dispose()

@@ -10,7 +10,7 @@ from sqlmodel import Session, select
 from digest.clock import FixedClock, RunningClock
 from digest.config import load_settings
 from digest.db.models import CollectResult
-from digest.sources.fanout import CollectTask
+from digest.runners.collect_tasks import CollectTask
 from tests.feedbuilder import Item, rss, write
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "digest"
@@ -40,12 +40,12 @@ def test_only_the_clock_module_reads_the_wall_clock() -> None:
 def test_a_worker_stamps_what_it_stages_with_its_own_clock(
     tmp_path: Path, db_url: str, engine: sa.Engine
 ) -> None:
-    from digest import distributed
+    from digest.runners import celery
 
     feed = write(tmp_path / "feed.xml", rss([Item("Robot news", "https://w.example/1")]))
     settings = load_settings(database_url=db_url)
     at = datetime.fromisoformat("2031-02-03T04:05:06+00:00")
-    state = distributed.WorkerState(settings, clock=FixedClock(at))
+    state = celery.WorkerState(settings, clock=FixedClock(at))
     try:
         assert state.collect_source(CollectTask("run-1", "wire", str(feed)))
     finally:

@@ -118,17 +118,17 @@ def test_send_tasks_of_one_worker_process_take_turns_and_a_waiting_one_goes_back
     from celery.exceptions import Reject
     from celery.worker import state as worker_state
 
-    from digest import distributed
+    from digest.runners import celery
 
     settings = load_settings(broker_url="redis://127.0.0.1:6379/11", database_url="postgresql+psycopg://h/db")
-    state = distributed.WorkerState(settings)
+    state = celery.WorkerState(settings)
     outcome: list[str] = []
 
     def second_task(stopping: bool) -> None:
         try:
             with state.send_turn(lambda: stopping, poll=0.01):
                 outcome.append("sent")
-        except distributed.Stopping:
+        except celery.Stopping:
             outcome.append("handed back")
 
     with state.send_turn(lambda: False):  # a send task of this process is sending
@@ -139,10 +139,10 @@ def test_send_tasks_of_one_worker_process_take_turns_and_a_waiting_one_goes_back
         # Through the task: a stopping worker's waiting batch is rejected back to the queue,
         # not acknowledged as done (acks_late acknowledges a task that raised).
         monkeypatch.setattr(worker_state, "should_stop", 0)  # Celery's warm shutdown sets EX_OK
-        app = distributed.make_app(settings, state=state)
+        app = celery.make_app(settings, state=state)
         try:
             with pytest.raises(Reject) as rejected:
-                app.tasks[distributed.SEND_TASK].run(edition_id=1, first_id=1, last_id=2)
+                app.tasks[celery.SEND_TASK].run(edition_id=1, first_id=1, last_id=2)
             assert rejected.value.requeue
         finally:
             app.close()
@@ -498,23 +498,23 @@ def test_the_broker_going_away_and_coming_back_loses_nothing(
 
 
 def test_broker_options_follow_the_broker() -> None:
-    from digest import distributed
     from digest.config import Settings
+    from digest.runners import celery
 
     def settings(url: str, **extra: object) -> Settings:
         return load_settings(broker_url=url, database_url="postgresql+psycopg://h/db", **extra)
 
     redis_settings = settings("redis://127.0.0.1:6379/0", claim_lease_seconds=100)
-    assert distributed.transport_options("redis://h:6379/0", redis_settings) == {"visibility_timeout": 300}
-    assert distributed.transport_options("amqp://guest@h//", redis_settings) == {}  # Redis-only option
+    assert celery.transport_options("redis://h:6379/0", redis_settings) == {"visibility_timeout": 300}
+    assert celery.transport_options("amqp://guest@h//", redis_settings) == {}  # Redis-only option
     slow = settings("amqp://guest:guest@h//", send_rate=0.2, send_batch_size=500)  # 2,500 s a batch
-    assert "consumer_timeout" in str(distributed.slow_batch_warning(slow))
-    assert distributed.slow_batch_warning(settings("amqp://h//", send_rate=1, send_batch_size=500)) is None
+    assert "consumer_timeout" in str(celery.slow_batch_warning(slow))
+    assert celery.slow_batch_warning(settings("amqp://h//", send_rate=1, send_batch_size=500)) is None
     # Threads: a worker holds --concurrency batches unacknowledged while they take turns.
     taking_turns = settings("amqp://h//", send_rate=1, send_batch_size=500)
-    assert "4 batches (--concurrency 4" in str(distributed.slow_batch_warning(taking_turns, waiting=4))
-    assert distributed.slow_batch_warning(settings("redis://h:6379/0", send_rate=0.2)) is None
-    app = distributed.make_app(settings("amqp://guest:guest@h//"))
+    assert "4 batches (--concurrency 4" in str(celery.slow_batch_warning(taking_turns, waiting=4))
+    assert celery.slow_batch_warning(settings("redis://h:6379/0", send_rate=0.2)) is None
+    app = celery.make_app(settings("amqp://guest:guest@h//"))
     try:
         assert app.conf.broker_transport_options == {}
         assert app.conf.task_acks_late and app.conf.worker_prefetch_multiplier == 1

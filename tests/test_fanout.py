@@ -8,12 +8,13 @@ import pytest
 import sqlalchemy as sa
 from sqlmodel import col, select
 
-from digest import editions, fanout
+from digest import editions
 from digest.db.engine import session_scope
 from digest.db.models import Delivery, Subscriber
 from digest.deliver import claims, ledger
 from digest.deliver.memory import MemoryTransport
 from digest.deliver.send import send_batch
+from digest.runners import send_tasks
 from tests.rowcount import counting_rows
 from tests.world import make_world
 
@@ -30,7 +31,7 @@ def test_ranges_are_consecutive_batches_of_the_matching_ids(
     with session_scope(engine) as session:
         ids = list(session.exec(select(Delivery.id).order_by(col(Delivery.id))))
         gaps = col(Delivery.id).not_in([ids[2], ids[3], ids[7]])  # ids with holes, as after skips
-        ranges = fanout._ranges(session, gaps, 3)
+        ranges = send_tasks._ranges(session, gaps, 3)
     kept = [i for i in ids if i not in (ids[2], ids[3], ids[7])]
     assert [batch for batch, _ in ranges] == [
         claims.Batch(kept[0], kept[2]),
@@ -62,7 +63,7 @@ def test_the_coordinator_never_reads_more_than_a_batch_of_rows(
         )
 
     with counting_rows(engine) as fetched:
-        report = fanout.send_distributed(
+        report = send_tasks.send_distributed(
             world.settings,
             world.newsletter,
             engine=engine,

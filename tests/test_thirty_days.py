@@ -39,6 +39,7 @@ from digest.clock import FixedClock
 from digest.config import Newsletter, load_newsletter
 from digest.db.engine import session_scope
 from digest.db.models import Edition, Subscriber
+from digest.runners.local import LocalRunner
 from digest.schedule import dispatch
 from tests.cli_helpers import ClockedRunner
 from tests.feedbuilder import Item, atom, json_feed, rss
@@ -335,7 +336,7 @@ def test_thirty_days_of_editions(
                     newsletter,
                     engine=engine,
                     clock=clock,
-                    transport_factory=lambda: transport,
+                    runner=LocalRunner(cfg, transport_factory=lambda: transport),
                     owner="simulation",
                     collect=collect,
                 )

@@ -1,45 +1,34 @@
 """The daily job, stage by stage: sources -> topics -> compose -> render -> deliver.
 
-This is the only module that knows the order of the stages; the CLI, the scheduler and the web
-app call these functions and nothing deeper.
+The only module that knows the order of the stages, and nothing else: how a stage does its work
+is the stage's business, and where collecting and sending run is a Runner's (runners/: this
+process, or the Celery workers). The CLI, the scheduler and the web app call these functions.
 """
 
-import logging
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
 
 import sqlalchemy as sa
-from sqlmodel import Session, col, select
+from sqlmodel import Session
 
 from digest import compose
-from digest.clock import Clock
+from digest.clock import Clock, local_date
 from digest.config import Newsletter, Settings
+from digest.db import queries
 from digest.db.engine import session_scope
-from digest.db.models import (
-    Delivery,
-    DeliveryStatus,
-    Edition,
-    Subscriber,
-    SubscriberStatus,
-)
+from digest.db.models import DeliveryStatus, Edition, Subscriber, SubscriberStatus
 from digest.deliver import ledger
-from digest.deliver.base import OutgoingMessage, Transport
+from digest.deliver.base import OutgoingMessage
 from digest.deliver.journal import SendReport
 from digest.deliver.message import MessageEncoder, to_bytes
-from digest.deliver.proofs import send_seed_copies
-from digest.deliver.send import send_edition
-from digest.deliver.transports import make_transport
 from digest.editions import edition_or_draft
 from digest.render.copies import Renderer, make_renderer
 from digest.render.email import RenderedDigest
+from digest.runners.base import OnFetched, Runner, make_runner
+from digest.runners.local import LocalRunner
 from digest.sources.collect import SourceResult
-from digest.sources.collect import collect as collect_sources
-from digest.sources.fetch import FetchOptions
 from digest.subscribers.roster import get_subscriber, topics_of
-
-log = logging.getLogger(__name__)
-
 
 # --- sources ------------------------------------------------------------------------------
 
@@ -50,32 +39,21 @@ def collect(
     engine: sa.Engine,
     clock: Clock,
     settings: Settings | None = None,
-    on_fetched: Callable[[str, str | None], None] | None = None,
+    runner: Runner | None = None,
+    on_fetched: OnFetched | None = None,
     parse_workers: int | None = None,
 ) -> list[SourceResult]:
-    """Fetch every source and store new articles as stories (fetch options from `settings`).
+    """Fetch every source and store new articles as stories, stamped with `clock()` read once at
+    the start (their first-seen time).
 
-    Articles are stamped with `clock()` read once at the start (their first-seen time). With
-    DIGEST_BROKER_URL set, `digest worker` processes fetch and parse one source per task and
-    this process stores what they found (issue 7), waiting on `clock`; the stories come out the same.
+    `runner` is where it runs (default: the one `settings` ask for, whose fetch options it uses;
+    without settings, this process with the default options and `parse_workers`).
     """
-    now = clock()
-    if settings is not None and settings.broker_url is not None:
-        from digest import distributed  # imports Celery: only in distributed mode
-
-        return distributed.collect(
-            settings, newsletter, engine=engine, now=now, clock=clock, on_fetched=on_fetched
+    if runner is None:
+        runner = (
+            make_runner(settings) if settings is not None else LocalRunner(None, parse_workers=parse_workers)
         )
-    options = FetchOptions.from_settings(settings) if settings is not None else FetchOptions()
-    with session_scope(engine) as session:
-        return collect_sources(
-            newsletter,
-            session=session,
-            now=now,
-            options=options,
-            on_fetched=on_fetched,
-            parse_workers=parse_workers,
-        )
+    return runner.collect(newsletter, engine=engine, clock=clock, on_fetched=on_fetched)
 
 
 # --- deliver ------------------------------------------------------------------------------
@@ -88,52 +66,68 @@ def send(
     engine: sa.Engine,
     edition_date: date,
     clock: Clock,
-    transport: Transport | None = None,
+    runner: Runner | None = None,
     zone: str | None = None,
-    audience: sa.ColumnElement[bool] | None = None,
     resend_unknown: bool = False,
     should_stop: Callable[[], bool] | None = None,
-    batch_size: int | None = None,
     on_progress: Callable[[int], None] | None = None,
 ) -> SendReport:
-    """Send an edition here (`send_edition`), or through the workers when DIGEST_BROKER_URL is
-    set (issue 7), as `collect` does for sources. `zone` with its SQL `audience` narrows the send
-    to one time zone; `transport` is the first connection of a send here (default: new ones)."""
-    if settings.broker_url is not None:
-        from digest import distributed  # imports Celery: only in distributed mode
-
-        report = distributed.send_edition(
-            settings,
-            newsletter,
-            engine=engine,
-            edition_date=edition_date,
-            clock=clock,
-            zone=zone,
-            audience=audience,
-            resend_unknown=resend_unknown,
-            should_stop=should_stop,
-        )
-        seeds = send_seed_copies(
-            settings,
-            engine=engine,
-            renderer=make_renderer(settings, newsletter),
-            edition_date=edition_date,
-            clock=clock,
-        )
-        return replace(report, seeds=seeds)
-    return send_edition(
-        settings,
+    """Send an edition to every reader who has not had it (of `zone` only, when given), through
+    `runner` (default: the one `settings` ask for); `on_progress` as Runner.send says."""
+    runner = runner or make_runner(settings)
+    return runner.send(
         newsletter,
         engine=engine,
-        transport=transport or make_transport(settings, clock=clock),
         edition_date=edition_date,
         clock=clock,
+        zone=zone,
         resend_unknown=resend_unknown,
-        batch_size=batch_size,
-        audience=audience,
         should_stop=should_stop,
         on_progress=on_progress,
     )
+
+
+# --- the daily job ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RunReport:
+    """What `run` did: each source's collect result, then the send."""
+
+    collected: list[SourceResult]
+    sent: SendReport
+
+
+def run(
+    settings: Settings,
+    newsletter: Newsletter,
+    *,
+    engine: sa.Engine,
+    clock: Clock,
+    edition_date: date | None = None,
+    runner: Runner | None = None,
+    on_fetched: OnFetched | None = None,
+    on_collected: Callable[[list[SourceResult], date], None] | None = None,
+    on_progress: Callable[[int], None] | None = None,
+) -> RunReport:
+    """The daily job (`digest run`): collect every source, then send the edition of
+    `edition_date` (default: today in DIGEST_TIMEZONE once collected). `on_collected` sees the
+    collect's results and the edition's date before the send starts (the CLI prints them)."""
+    runner = runner or make_runner(settings)
+    collected = collect(newsletter, engine=engine, clock=clock, runner=runner, on_fetched=on_fetched)
+    day = edition_date or local_date(settings.zone, clock())
+    if on_collected is not None:
+        on_collected(collected, day)
+    report = send(
+        settings,
+        newsletter,
+        engine=engine,
+        edition_date=day,
+        clock=clock,
+        runner=runner,
+        on_progress=on_progress,
+    )
+    return RunReport(collected, report)
 
 
 # --- preview ------------------------------------------------------------------------------
@@ -225,33 +219,11 @@ def dry_run(
         edition, row = _edition_or_draft(settings, newsletter, session=session, day=edition_date, now=now)
         edition_id = (row.id or 0) if row is not None else 0  # 0: no edition, so no delivery rows
         counts = ledger.counts(edition_id, session=session)
-    active_now = sa.or_(
-        col(Subscriber.status) == SubscriberStatus.ACTIVE,
-        sa.and_(col(Subscriber.status) == SubscriberStatus.PAUSED, col(Subscriber.paused_until) <= now),
-    )
     built = skipped = 0
     after_id = 0
     while True:
         with session_scope(engine) as session:
-            page = session.exec(
-                select(Subscriber, col(Delivery.status))
-                .outerjoin(
-                    Delivery,
-                    sa.and_(
-                        col(Delivery.subscriber_id) == col(Subscriber.id),
-                        col(Delivery.edition_id) == edition_id,
-                    ),
-                )
-                .where(col(Subscriber.id) > after_id)
-                .where(
-                    sa.or_(
-                        col(Delivery.status).in_(ledger.SENDABLE),
-                        sa.and_(col(Delivery.id).is_(None), active_now),
-                    )
-                )
-                .order_by(col(Subscriber.id))
-                .limit(size)
-            ).all()
+            page = queries.readers_to_send(edition_id, session=session, now=now, after_id=after_id, size=size)
         if not page:
             break
         for subscriber, _ in page:

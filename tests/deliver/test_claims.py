@@ -10,7 +10,7 @@ import pytest
 import sqlalchemy as sa
 from sqlmodel import select
 
-from digest import editions, fanout
+from digest import editions
 from digest.db import queries
 from digest.db.engine import session_scope
 from digest.db.models import Delivery, DeliveryStatus
@@ -20,6 +20,7 @@ from digest.deliver.journal import SendReport
 from digest.deliver.memory import MemoryTransport
 from digest.deliver.send import send_batch
 from digest.errors import DeliveryError
+from digest.runners import send_tasks
 from tests.world import World, make_world
 
 LEASE = timedelta(seconds=120)
@@ -73,7 +74,7 @@ def _coordinate(world: World, transport: MemoryTransport, *, runs_per_task: int 
                 clock=clock,
             )
 
-    report = fanout.send_distributed(
+    report = send_tasks.send_distributed(
         world.settings,
         world.newsletter,
         engine=world.engine,
@@ -157,7 +158,7 @@ def test_a_refused_enqueue_is_retried_at_the_next_sweep(world: World) -> None:
     def sleep(_: float) -> None:
         clock[0] += timedelta(seconds=world.settings.claim_lease_seconds)
 
-    report = fanout.send_distributed(
+    report = send_tasks.send_distributed(
         world.settings,
         world.newsletter,
         engine=world.engine,

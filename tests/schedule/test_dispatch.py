@@ -18,7 +18,9 @@ from digest.db.models import (
     Subscriber,
     SubscriberStatus,
 )
+from digest.db.queries import zone_audience
 from digest.deliver.send import send_edition
+from digest.runners.local import LocalRunner
 from digest.schedule import dispatch
 from tests.schedule_helpers import Clock, RecordingTransport, add_story, add_subscribers, newsletter, settings
 
@@ -26,12 +28,13 @@ ZONES = ["Asia/Tokyo", "Asia/Kolkata", "Europe/Paris", "America/Los_Angeles", No
 
 
 def tick(engine: sa.Engine, tmp_path: Path, db_url: str, clock: Clock, transport: RecordingTransport) -> list:
+    cfg = settings(tmp_path, db_url)
     return dispatch.dispatch(
-        settings(tmp_path, db_url),
+        cfg,
         newsletter(),
         engine=engine,
         clock=clock,
-        transport_factory=lambda: transport,
+        runner=LocalRunner(cfg, transport_factory=lambda: transport),
         owner="test",
     )
 
@@ -250,7 +253,7 @@ def test_a_manual_send_goes_to_everyone_at_once_and_the_scheduler_adds_nothing(
 def test_zone_audience_counts_no_time_zone_as_the_newsletters(engine: sa.Engine, zone: str) -> None:
     add_subscribers(engine, datetime(2026, 11, 1, tzinfo=UTC), [None, "UTC", "Asia/Tokyo"])
     with Session(engine) as session:
-        found = session.exec(select(Subscriber.timezone).where(dispatch.zone_audience(zone, "UTC"))).all()
+        found = session.exec(select(Subscriber.timezone).where(zone_audience(zone, "UTC"))).all()
     assert sorted(found, key=str) == ([None, "UTC"] if zone == "UTC" else ["Asia/Tokyo"])
 
 

@@ -21,7 +21,7 @@ from sqlmodel import Session, col, select
 from digest.clock import Clock
 from digest.db.models import Delivery, SchedulerLease, ScheduleRun
 from digest.schedule.lease import Lease, current_holder
-from digest.schedule.scheduler import JOB_FUNC, JOBS_TABLE, BackgroundRunner, Runner
+from digest.schedule.scheduler import JOB_FUNC, JOBS_TABLE, Scheduler, SchedulerThread
 from tests.schedule_helpers import NEWSLETTER_TOML, add_story, add_subscribers, newsletter, settings
 from tests.web_helpers import Inbox, smtp_server
 
@@ -89,8 +89,8 @@ def test_jobs_persist_and_a_missed_run_is_caught_up_once(
     engine: sa.Engine, tmp_path: Path, db_url: str, wall_clock: Clock
 ) -> None:
     cfg = settings(tmp_path, db_url, scheduler_lease_seconds=10)
-    first = BackgroundRunner(
-        Runner(cfg, newsletter(), engine=engine, clock=wall_clock, owner="first")
+    first = SchedulerThread(
+        Scheduler(cfg, newsletter(), engine=engine, clock=wall_clock, owner="first")
     ).start()
     wait_for(lambda: [r for r in runs(engine, "dispatch") if r.status == "ok"], what="a dispatch run")
     first.stop()
@@ -103,8 +103,8 @@ def test_jobs_persist_and_a_missed_run_is_caught_up_once(
     store.update_job(collect)
     assert runs(engine, "collect") == []
 
-    second = BackgroundRunner(
-        Runner(cfg, newsletter(), engine=engine, clock=wall_clock, owner="second")
+    second = SchedulerThread(
+        Scheduler(cfg, newsletter(), engine=engine, clock=wall_clock, owner="second")
     ).start()
     wait_for(lambda: runs(engine, "collect"), what="the missed collection")
     wait_for(lambda: len(runs(engine, "dispatch")) == 2, what="the takeover dispatch")
@@ -120,8 +120,8 @@ def test_jobs_stored_under_the_old_function_path_are_replaced(
     """Jobs a digest from before issue 13 stored name `digest.scheduler:run_job`, which no longer
     imports: the scheduler replaces them instead of failing to start."""
     cfg = settings(tmp_path, db_url, scheduler_lease_seconds=10)
-    first = BackgroundRunner(
-        Runner(cfg, newsletter(), engine=engine, clock=wall_clock, owner="first")
+    first = SchedulerThread(
+        Scheduler(cfg, newsletter(), engine=engine, clock=wall_clock, owner="first")
     ).start()
     wait_for(lambda: [r for r in runs(engine, "dispatch") if r.status == "ok"], what="a dispatch run")
     first.stop()
@@ -132,8 +132,8 @@ def test_jobs_stored_under_the_old_function_path_are_replaced(
             state["func"] = "digest.scheduler:run_job"
             conn.execute(table.update().where(table.c.id == job_id).values(job_state=pickle.dumps(state)))
 
-    second = BackgroundRunner(
-        Runner(cfg, newsletter(), engine=engine, clock=wall_clock, owner="second")
+    second = SchedulerThread(
+        Scheduler(cfg, newsletter(), engine=engine, clock=wall_clock, owner="second")
     ).start()
     wait_for(lambda: len(runs(engine, "dispatch")) == 2, what="the takeover dispatch")
     second.stop()

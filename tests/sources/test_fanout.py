@@ -19,7 +19,7 @@ from digest.config import Newsletter, load_newsletter, load_settings
 from digest.db.engine import open_database, session_scope
 from digest.db.models import CollectResult, Source
 from digest.errors import SourceError
-from digest.sources import fanout
+from digest.runners import collect_tasks
 from digest.sources.collect import Outcome, SourceResult
 from digest.sources.fetch import FetchOptions, FetchRequest
 from digest.sources.model import FeedEntry, ParsedFeed
@@ -64,9 +64,9 @@ class Queue:
     now: datetime
     inline: bool = False
     refuse: frozenset[str] = frozenset()
-    tasks: list[fanout.CollectTask] = field(default_factory=list)
+    tasks: list[collect_tasks.CollectTask] = field(default_factory=list)
 
-    def __call__(self, task: fanout.CollectTask) -> None:
+    def __call__(self, task: collect_tasks.CollectTask) -> None:
         if task.name in self.refuse:
             raise SourceError(f"source {task.name!r}: not queued: broker down")
         self.tasks.append(task)
@@ -76,14 +76,16 @@ class Queue:
     def work(self, n: int) -> None:
         """Run the next n queued tasks."""
         for task in self.tasks[:n]:
-            fanout.collect_source(task, engine=self.engine, options=FetchOptions(), clock=lambda: self.now)
+            collect_tasks.collect_source(
+                task, engine=self.engine, options=FetchOptions(), clock=lambda: self.now
+            )
         del self.tasks[:n]
 
 
 def _collect(
     newsletter: Newsletter, engine: sa.Engine, now: datetime, queue: Queue, time: FakeTime, **kw: Any
 ) -> list[SourceResult]:
-    return fanout.collect_distributed(
+    return collect_tasks.collect_distributed(
         newsletter, engine=engine, now=now, clock=time.clock, enqueue=queue, sleep=time.sleep, wait=30, **kw
     )
 
@@ -130,7 +132,7 @@ def test_sources_nobody_answers_fail_after_the_wait_and_the_answers_are_kept(
             queue.work(4)
             answered_at.append(time.now)
 
-    results = fanout.collect_distributed(
+    results = collect_tasks.collect_distributed(
         newsletter, engine=engine, now=now, clock=time.clock, enqueue=queue, sleep=sleep, wait=30
     )
     by_name = {r.name: r for r in results}
@@ -152,7 +154,7 @@ def test_sources_nobody_answers_fail_after_the_wait_and_the_answers_are_kept(
     # The silent tasks still run later (a worker came back): they write rows nobody reads, which
     # the next run clears once they are old; the next run queues every source again.
     queue.work(len(queue.tasks))
-    later = now + fanout.STALE_ROWS + timedelta(seconds=1)
+    later = now + collect_tasks.STALE_ROWS + timedelta(seconds=1)
     queue.inline = True
     again = _collect(newsletter, engine, later, queue, FakeTime(later))
     assert {r.name: r.status for r in again if r.name in silent} == {
@@ -181,14 +183,18 @@ def test_a_redelivered_task_fetches_and_writes_nothing_more(
     newsletter: Newsletter, server: FeedServer, engine: sa.Engine, now: datetime
 ) -> None:
     url = server.url("/feed/0")
-    task = fanout.CollectTask("run1", "site0", url)
-    assert fanout.collect_source(task, engine=engine, options=FetchOptions(), clock=lambda: now) is True
-    assert fanout.collect_source(task, engine=engine, options=FetchOptions(), clock=lambda: now) is False
+    task = collect_tasks.CollectTask("run1", "site0", url)
+    assert (
+        collect_tasks.collect_source(task, engine=engine, options=FetchOptions(), clock=lambda: now) is True
+    )
+    assert (
+        collect_tasks.collect_source(task, engine=engine, options=FetchOptions(), clock=lambda: now) is False
+    )
     assert [s.path for s in server.seen] == ["/feed/0"]
     # Two copies that both got past the check: the unique (run, source) keeps the first row.
     second = Outcome(error=SourceError("source 'site0': late copy"))
     with session_scope(engine) as session:
-        assert fanout.stage("run1", "site0", second, session=session, now=now) is False
+        assert collect_tasks.stage("run1", "site0", second, session=session, now=now) is False
     with Session(engine) as s:
         rows = s.exec(select(CollectResult)).all()
     assert [(r.run, r.source, r.status, r.etag) for r in rows] == [("run1", "site0", "ok", '"v0"')]
@@ -199,11 +205,13 @@ def test_a_redelivered_task_fetches_and_writes_nothing_more(
 def test_fetch_one_returns_expected_failures_and_not_modified(
     server: FeedServer, newsletter: Newsletter
 ) -> None:
-    broken = fanout.fetch_one(FetchRequest("broken", server.url("/broken")), options=FetchOptions())
+    broken = collect_tasks.fetch_one(FetchRequest("broken", server.url("/broken")), options=FetchOptions())
     assert isinstance(broken.error, SourceError) and "source 'broken'" in str(broken.error)
-    same = fanout.fetch_one(FetchRequest("same", server.url("/same"), etag='"x"'), options=FetchOptions())
+    same = collect_tasks.fetch_one(
+        FetchRequest("same", server.url("/same"), etag='"x"'), options=FetchOptions()
+    )
     assert same == Outcome(etag='"x"')
-    fresh = fanout.fetch_one(FetchRequest("site1", server.url("/feed/1")), options=FetchOptions())
+    fresh = collect_tasks.fetch_one(FetchRequest("site1", server.url("/feed/1")), options=FetchOptions())
     assert fresh.error is None and fresh.feed is not None and fresh.etag == '"v1"'
 
 
@@ -216,22 +224,22 @@ def test_a_staged_row_comes_back_as_the_outcome_it_was(engine: sa.Engine, now: d
     }
     with session_scope(engine) as session:
         for name, outcome in outcomes.items():
-            assert fanout.stage("r", name, outcome, session=session, now=now)
+            assert collect_tasks.stage("r", name, outcome, session=session, now=now)
     with Session(engine) as s:
-        back = {r.source: fanout._outcome(r) for r in s.exec(select(CollectResult))}
+        back = {r.source: collect_tasks._outcome(r) for r in s.exec(select(CollectResult))}
     assert back["ok"] == outcomes["ok"] and back["same"] == outcomes["same"]
     assert str(back["bad"].error) == "source 'bad': HTTP 500" and back["bad"].feed is None
 
 
 def test_the_default_wait_follows_the_fetch_timeout() -> None:
-    assert fanout.wait_seconds(load_settings()) == 90  # the 60 s fetch deadline + 30 s
-    assert fanout.wait_seconds(load_settings(fetch_deadline_seconds=20)) == 50
-    assert fanout.wait_seconds(load_settings(collect_wait_seconds=2)) == 2
+    assert collect_tasks.wait_seconds(load_settings()) == 90  # the 60 s fetch deadline + 30 s
+    assert collect_tasks.wait_seconds(load_settings(fetch_deadline_seconds=20)) == 50
+    assert collect_tasks.wait_seconds(load_settings(collect_wait_seconds=2)) == 2
 
 
 def test_tasks_are_queued_one_host_at_a_time() -> None:
     tasks = [
-        fanout.CollectTask("r", name, f"https://{host}/{name}")
+        collect_tasks.CollectTask("r", name, f"https://{host}/{name}")
         for name, host in [
             ("a1", "a.example"),
             ("a2", "a.example"),
@@ -241,16 +249,16 @@ def test_tasks_are_queued_one_host_at_a_time() -> None:
             ("c2", "c.example"),
         ]
     ]
-    assert [t.name for t in fanout.interleave_hosts(tasks)] == ["a1", "b1", "c1", "a2", "c2", "a3"]
+    assert [t.name for t in collect_tasks.interleave_hosts(tasks)] == ["a1", "b1", "c1", "a2", "c2", "a3"]
 
 
 @pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
 def test_a_hosts_fetch_slots_are_shared_by_every_connection(engine: sa.Engine) -> None:
     waits: list[float] = []
     with ExitStack() as held:
-        held.enter_context(fanout.host_slot(engine, "https://a.example/one", slots=2))
-        held.enter_context(fanout.host_slot(engine, "https://a.example/two", slots=2))
-        with fanout.host_slot(engine, "https://b.example/feed", slots=2, sleep=waits.append):
+        held.enter_context(collect_tasks.host_slot(engine, "https://a.example/one", slots=2))
+        held.enter_context(collect_tasks.host_slot(engine, "https://a.example/two", slots=2))
+        with collect_tasks.host_slot(engine, "https://b.example/feed", slots=2, sleep=waits.append):
             pass  # another site has slots of its own
         assert waits == []
 
@@ -259,14 +267,14 @@ def test_a_hosts_fetch_slots_are_shared_by_every_connection(engine: sa.Engine) -
             if len(waits) == 3:
                 held.close()
 
-        with fanout.host_slot(engine, "https://a.example/three", slots=2, sleep=sleep):
+        with collect_tasks.host_slot(engine, "https://a.example/three", slots=2, sleep=sleep):
             assert len(waits) == 3
-    with fanout.host_slot(engine, "https://a.example/four", slots=1, sleep=waits.append):
+    with collect_tasks.host_slot(engine, "https://a.example/four", slots=1, sleep=waits.append):
         assert len(waits) == 3  # every slot was given back
 
 
 def test_a_local_file_needs_no_fetch_slot(engine: sa.Engine) -> None:
-    with fanout.host_slot(engine, "file:///srv/feeds/local.xml", slots=1, sleep=pytest.fail):
+    with collect_tasks.host_slot(engine, "file:///srv/feeds/local.xml", slots=1, sleep=pytest.fail):
         pass
 
 

@@ -2,6 +2,8 @@
 
 import sys
 import webbrowser
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
 from typing import Annotated
@@ -30,6 +32,7 @@ from digest.cli.common import (
 from digest.config import Newsletter, Settings, load_settings
 from digest.deliver.journal import SendReport
 from digest.errors import DigestError
+from digest.runners.base import OnFetched, make_runner
 from digest.sources.collect import SourceResult
 
 
@@ -87,16 +90,25 @@ def collect() -> None:
     """
     settings, newsletter = _setup()
     engine = _engine(settings)
-    results = _collect(settings, newsletter, engine)
+    with _fetch_progress(newsletter) as (on_fetched, _):
+        results = pipeline.collect(
+            newsletter,
+            engine=engine,
+            clock=current_clock(),
+            runner=make_runner(settings),
+            on_fetched=on_fetched,
+        )
     _print_collect(results)
     if results and all(r.status == "failed" for r in results):
         raise DigestError("every source failed; see the table above")
 
 
-def _collect(settings: Settings, newsletter: Newsletter, engine: sa.Engine) -> list[SourceResult]:
-    """Collect with a progress bar while fetching, when stdout is a terminal."""
+@contextmanager
+def _fetch_progress(newsletter: Newsletter) -> Iterator[tuple[OnFetched | None, Callable[[], None]]]:
+    """A progress bar while fetching, when stdout is a terminal: (on_fetched, end the bar)."""
     if not out.is_terminal or not newsletter.sources:
-        return pipeline.collect(newsletter, engine=engine, clock=current_clock(), settings=settings)
+        yield None, lambda: None
+        return
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     columns = (TextColumn("fetching"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
@@ -110,13 +122,14 @@ def _collect(settings: Settings, newsletter: Newsletter, engine: sa.Engine) -> l
             bar.start()
         bar.update(task, advance=1, last=f"{name}: failed" if error else name)
 
-    try:
-        return pipeline.collect(
-            newsletter, engine=engine, clock=current_clock(), settings=settings, on_fetched=advance
-        )
-    finally:
+    def end() -> None:
         if bar.live.is_started:
             bar.stop()
+
+    try:
+        yield advance, end
+    finally:
+        end()
 
 
 def _print_collect(results: list[SourceResult]) -> None:
@@ -231,17 +244,13 @@ def _serve_preview(
     uvicorn.run(app, host=host, port=port, log_level="warning")
 
 
-def _send(
-    settings: Settings,
-    newsletter: Newsletter,
-    engine: sa.Engine,
-    edition_date: date,
-    *,
-    resend_unknown: bool = False,
-) -> SendReport:
-    """Send here, or through the workers when DIGEST_BROKER_URL is set."""
-    if settings.broker_url is not None:
-        out.print(f"queueing edition {edition_date} for the workers on {settings.broker_queue}; waiting")
+@contextmanager
+def _send_progress(settings: Settings) -> Iterator[Callable[[int], None] | None]:
+    """A progress bar while this process sends, on a terminal; None when piped, from cron, or
+    when the workers send (distributed mode)."""
+    if settings.broker_url is not None or not out.is_terminal:
+        yield None
+        return
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     # The number to send is known only as the ledger is read, so the bar counts what is answered.
@@ -254,20 +263,17 @@ def _send(
             bar.start()
         bar.update(task, advance=answered)
 
-    here_on_a_terminal = settings.broker_url is None and out.is_terminal  # piped or cron: no bar
     try:
-        return pipeline.send(
-            settings,
-            newsletter,
-            engine=engine,
-            edition_date=edition_date,
-            clock=current_clock(),
-            resend_unknown=resend_unknown,
-            on_progress=advance if here_on_a_terminal else None,
-        )
+        yield advance
     finally:
         if bar.live.is_started:
             bar.stop()
+
+
+def _queueing(settings: Settings, edition_date: date) -> None:
+    """Say that the send waits on the workers (distributed mode)."""
+    if settings.broker_url is not None:
+        out.print(f"queueing edition {edition_date} for the workers on {settings.broker_queue}; waiting")
 
 
 def _print_send(report: SendReport) -> None:
@@ -362,7 +368,18 @@ def send(
         )
         return
     _warn(settings)
-    report = _send(settings, newsletter, engine, edition_date, resend_unknown=resend_unknown)
+    _queueing(settings, edition_date)
+    with _send_progress(settings) as on_progress:
+        report = pipeline.send(
+            settings,
+            newsletter,
+            engine=engine,
+            edition_date=edition_date,
+            clock=current_clock(),
+            runner=make_runner(settings),
+            resend_unknown=resend_unknown,
+            on_progress=on_progress,
+        )
     _print_send(report)
     if settings.transport == "file" and settings.broker_url is None:
         out.print(f"messages are in {settings.outbox_dir.resolve()}", soft_wrap=True)
@@ -384,10 +401,26 @@ def run(date_: DateOpt = None) -> None:
     """
     settings, newsletter = _sending_setup()
     engine = _engine(settings)
-    results = _collect(settings, newsletter, engine)
-    _print_collect(results)
-    _warn(settings)
-    report = _send(settings, newsletter, engine, _edition_date(settings, date_))
+    edition_date = _edition_date(settings, date_) if date_ is not None else None
+    with _fetch_progress(newsletter) as (on_fetched, end_progress), _send_progress(settings) as on_sent:
+
+        def collected(results: list[SourceResult], day: date) -> None:
+            end_progress()
+            _print_collect(results)
+            _warn(settings)
+            _queueing(settings, day)
+
+        report = pipeline.run(
+            settings,
+            newsletter,
+            engine=engine,
+            clock=current_clock(),
+            edition_date=edition_date,
+            runner=make_runner(settings),
+            on_fetched=on_fetched,
+            on_collected=collected,
+            on_progress=on_sent,
+        ).sent
     _print_send(report)
     if settings.transport == "file":
         out.print(f"messages are in {settings.outbox_dir.resolve()}")

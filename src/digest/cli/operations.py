@@ -212,12 +212,12 @@ def worker(
     """
     if pool not in ("prefork", "threads", "solo"):
         raise DigestError(f"--pool: {pool!r} is not one of prefork, threads, solo")
-    from digest import distributed  # imports Celery: only in distributed mode
+    from digest.runners import celery  # imports Celery: only in distributed mode
 
     settings = load_settings()
-    distributed.broker_url(settings)  # refuse at once when distributed mode is off
+    celery.broker_url(settings)  # refuse at once when distributed mode is off
     open_database(settings.database_url).dispose()  # migrate before the first task, not inside it
-    distributed.run_worker(settings, concurrency=concurrency, pool=pool, name=name)
+    celery.run_worker(settings, concurrency=concurrency, pool=pool, name=name)
 
 
 @app.command()

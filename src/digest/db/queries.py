@@ -7,7 +7,18 @@ from datetime import date, datetime
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
-from digest.db.models import Article, Edition, EditionDecision, EditionStory, Source, Story
+from digest.db.models import (
+    Article,
+    Delivery,
+    DeliveryStatus,
+    Edition,
+    EditionDecision,
+    EditionStory,
+    Source,
+    Story,
+    Subscriber,
+    SubscriberStatus,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,3 +102,46 @@ def decisions_for(day: date, *, session: Session) -> list[EditionDecision]:
             .order_by(col(EditionDecision.id))
         )
     )
+
+
+def zone_audience(zone: str, default_zone: str) -> sa.ColumnElement[bool]:
+    """SQL condition for the subscribers of `zone` (no time zone counts as the newsletter's)."""
+    column = col(Subscriber.timezone)
+    if zone == default_zone:
+        return sa.or_(column == zone, column.is_(None))
+    return column == zone
+
+
+SENDABLE = (DeliveryStatus.PENDING, DeliveryStatus.RETRY)  # ledger rows a send still has to send
+
+
+def readers_to_send(
+    edition_id: int, *, session: Session, now: datetime, after_id: int, size: int
+) -> list[tuple[Subscriber, str | None]]:
+    """A page of `size` readers after `after_id` (in id order) a send of the edition would
+    consider now, with their delivery row's status: a row to send or retry, or no row yet and
+    active (or paused with the pause over: the send resumes them first)."""
+    active_now = sa.or_(
+        col(Subscriber.status) == SubscriberStatus.ACTIVE,
+        sa.and_(col(Subscriber.status) == SubscriberStatus.PAUSED, col(Subscriber.paused_until) <= now),
+    )
+    rows = session.exec(
+        select(Subscriber, col(Delivery.status))
+        .outerjoin(
+            Delivery,
+            sa.and_(
+                col(Delivery.subscriber_id) == col(Subscriber.id),
+                col(Delivery.edition_id) == edition_id,
+            ),
+        )
+        .where(col(Subscriber.id) > after_id)
+        .where(
+            sa.or_(
+                col(Delivery.status).in_(SENDABLE),
+                sa.and_(col(Delivery.id).is_(None), active_now),
+            )
+        )
+        .order_by(col(Subscriber.id))
+        .limit(size)
+    ).all()
+    return [(subscriber, status) for subscriber, status in rows]

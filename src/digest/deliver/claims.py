@@ -18,7 +18,8 @@ import sqlalchemy as sa
 from sqlmodel import Session, col
 
 from digest.db.models import Delivery, DeliveryStatus
-from digest.deliver.ledger import SENDABLE, LedgerWriter
+from digest.db.queries import SENDABLE
+from digest.deliver.ledger import LedgerWriter
 from digest.errors import DeliveryError
 
 _SENDABLE = tuple(s.value for s in SENDABLE)

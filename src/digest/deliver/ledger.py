@@ -10,10 +10,9 @@ import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
 from digest.db.models import Delivery, DeliveryStatus, Subscriber, SubscriberStatus
+from digest.db.queries import SENDABLE
 from digest.deliver.base import SendResult
 from digest.errors import DeliveryError
-
-SENDABLE = (DeliveryStatus.PENDING, DeliveryStatus.RETRY)
 
 
 def ensure_deliveries(

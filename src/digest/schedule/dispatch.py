@@ -24,11 +24,11 @@ from digest.config import Newsletter, Settings
 from digest.db import queries
 from digest.db.engine import session_scope
 from digest.db.models import Delivery, DeliveryStatus, ScheduleRun, Subscriber, SubscriberStatus
+from digest.db.queries import SENDABLE, zone_audience
 from digest.deliver import ledger
-from digest.deliver.base import Transport
 from digest.deliver.journal import SendReport
-from digest.deliver.send import BATCH_SIZE
 from digest.errors import DigestError
+from digest.runners.base import Runner
 from digest.schedule import approval
 
 log = logging.getLogger(__name__)
@@ -89,14 +89,6 @@ def plan(zones: Iterable[str], *, send_time: time, now: datetime, lateness: time
 # --- database: who is in which zone, what is left to do ------------------------------------
 
 
-def zone_audience(zone: str, default_zone: str) -> sa.ColumnElement[bool]:
-    """SQL condition for the subscribers of `zone` (no time zone counts as the newsletter's)."""
-    column = col(Subscriber.timezone)
-    if zone == default_zone:
-        return sa.or_(column == zone, column.is_(None))
-    return column == zone
-
-
 def active_zones(*, session: Session, default_zone: str) -> dict[str, int]:
     """Time zones of active subscribers, with how many are in each."""
     rows = session.exec(
@@ -138,7 +130,7 @@ def has_work(edition_id: int | None, audience: sa.ColumnElement[bool], *, sessio
     sendable = (
         select(Delivery.id)
         .join(Subscriber, col(Delivery.subscriber_id) == col(Subscriber.id))
-        .where(col(Delivery.edition_id) == edition_id, col(Delivery.status).in_(ledger.SENDABLE))
+        .where(col(Delivery.edition_id) == edition_id, col(Delivery.status).in_(SENDABLE))
         .where(audience)
     )
     return session.exec(sendable.limit(1)).first() is not None
@@ -152,7 +144,7 @@ def skip_stale(
     in_zone = select(Subscriber.id).where(audience)
     result = session.execute(
         sa.update(Delivery)
-        .where(col(Delivery.edition_id) == edition_id, col(Delivery.status).in_(ledger.SENDABLE))
+        .where(col(Delivery.edition_id) == edition_id, col(Delivery.status).in_(SENDABLE))
         .where(col(Delivery.subscriber_id).in_(in_zone))
         .values(status=DeliveryStatus.SKIPPED.value, error=reason, updated_at=now)
     )
@@ -287,13 +279,13 @@ def dispatch(
     *,
     engine: sa.Engine,
     clock: Clock,
-    transport_factory: Callable[[], Transport],
+    runner: Runner,
     owner: str,
     collect: Callable[[], object] | None = None,
     should_stop: Callable[[], bool] | None = None,
-    batch_size: int = BATCH_SIZE,
 ) -> list[ZoneResult]:
-    """Send each zone the newest edition due now, once; skip and record what is stale."""
+    """Send each zone the newest edition due now, once, through `runner`; skip and record what
+    is stale."""
     now = clock()
     lateness = timedelta(hours=settings.max_lateness_hours)
     with session_scope(engine) as session:
@@ -348,10 +340,9 @@ def dispatch(
                 p,
                 engine=engine,
                 clock=clock,
-                transport=transport_factory(),
+                runner=runner,
                 owner=owner,
                 should_stop=should_stop,
-                batch_size=batch_size,
             )
         )
     return results
@@ -401,10 +392,9 @@ def _send_zone(
     *,
     engine: sa.Engine,
     clock: Clock,
-    transport: Transport,
+    runner: Runner,
     owner: str,
     should_stop: Callable[[], bool] | None,
-    batch_size: int,
 ) -> ZoneResult:
     run_id = start_run(engine, job="send", key=p.key, scheduled_for=p.due_at, owner=owner, now=clock())
     try:
@@ -414,11 +404,9 @@ def _send_zone(
             engine=engine,
             edition_date=p.edition_date,
             clock=clock,
-            transport=transport,
+            runner=runner,
             zone=p.zone,
-            audience=zone_audience(p.zone, settings.timezone),
             should_stop=should_stop,
-            batch_size=batch_size,
         )
     except DigestError as e:
         log.error("%s failed: %s", p.key, e)

@@ -28,6 +28,7 @@ from digest.db.models import SchedulerLease, ScheduleRun
 from digest.deliver.base import Transport
 from digest.deliver.transports import make_transport
 from digest.errors import DigestError
+from digest.runners.base import make_runner
 from digest.schedule import approval, dispatch
 from digest.schedule.lease import Lease, current_holder, new_owner
 from digest.subscribers import optin
@@ -40,12 +41,12 @@ KEEP_RUNS = timedelta(days=30)
 
 # Jobs persisted in the database name a function, not an object: this is how that function finds
 # the scheduler running in this process (there is at most one).
-_RUNNER: "Runner | None" = None
+_SCHEDULER: "Scheduler | None" = None
 
 
 def run_job(name: str) -> None:
     """Entry point of every persisted job: run `name` on this process's scheduler."""
-    runner = _RUNNER
+    runner = _SCHEDULER
     if runner is None:
         log.warning("job %s: no scheduler is running in this process", name)
         return
@@ -62,13 +63,13 @@ def triggers(settings: Settings) -> dict[str, CronTrigger | IntervalTrigger]:
     }
 
 
-class Runner:
+class Scheduler:
     """One scheduler instance: waits for the lease, runs the jobs while it holds it, stops cleanly.
 
     A door: `clock` is the one clock of this scheduler, read for every decision (the lease, what is
     due, first-seen times) and handed down. APScheduler itself wakes the jobs on the wall clock, so
-    a Runner that runs APScheduler (`run`) is given the real clock; a test or a simulation that
-    steps time calls `run_job` on a leading Runner instead.
+    a Scheduler that runs APScheduler (`run`) is given the real clock; a test or a simulation that
+    steps time calls `run_job` on a leading Scheduler instead.
     """
 
     def __init__(
@@ -82,7 +83,12 @@ class Runner:
         owner: str | None = None,
     ) -> None:
         self.settings, self.newsletter, self.engine, self.clock = settings, newsletter, engine, clock
-        self.transport_factory = transport_factory or (lambda: make_transport(settings, clock=clock))
+        # Chosen once: where this scheduler's collects and sends run (runners/).
+        self.runner = make_runner(
+            settings,
+            transport_factory=transport_factory or (lambda: make_transport(settings, clock=clock)),
+            batch_size=settings.send_batch_size,
+        )
         self.owner = owner or new_owner()
         self.lease = Lease(engine, self.owner, ttl=timedelta(seconds=settings.scheduler_lease_seconds))
         self.stop_event = threading.Event()
@@ -99,10 +105,10 @@ class Runner:
 
     def run(self) -> None:
         """Hold (or wait for) the lease until stopped; while holding it, run the jobs."""
-        global _RUNNER
-        if _RUNNER is not None and _RUNNER is not self:
+        global _SCHEDULER
+        if _SCHEDULER is not None and _SCHEDULER is not self:
             raise DigestError("a scheduler is already running in this process")
-        _RUNNER = self
+        _SCHEDULER = self
         renew_every = self.settings.scheduler_lease_seconds / 3
         standby_logged = False
         try:
@@ -127,7 +133,7 @@ class Runner:
                 self._step_down()
                 self.lease.release()
             log.info("scheduler %s: stopped", self.owner)
-            _RUNNER = None
+            _SCHEDULER = None
 
     def _lead(self) -> None:
         now = self.clock()
@@ -202,9 +208,7 @@ class Runner:
         dispatch.finish_run(self.engine, run_id, status=status, detail=detail, now=self.clock())
 
     def _collect(self) -> str:
-        results = pipeline.collect(
-            self.newsletter, engine=self.engine, clock=self.clock, settings=self.settings
-        )
+        results = pipeline.collect(self.newsletter, engine=self.engine, clock=self.clock, runner=self.runner)
         failed = [r.name for r in results if r.status == "failed"]
         malformed = [r.name for r in results if r.status == "malformed"]
         new = sum(r.new for r in results)
@@ -220,11 +224,10 @@ class Runner:
             self.newsletter,
             engine=self.engine,
             clock=self.clock,
-            transport_factory=self.transport_factory,
+            runner=self.runner,
             owner=self.owner,
             collect=self._collect,
             should_stop=self.should_stop,
-            batch_size=self.settings.send_batch_size,
         )
         if not results:
             return "nothing due"
@@ -240,14 +243,14 @@ class Runner:
         return f"{expired} unconfirmed sign-up(s) expired, {pruned} old run record(s) pruned"
 
 
-class BackgroundRunner:
-    """A Runner in a thread (for `digest serve`): `stop()` finishes the batch in hand and joins."""
+class SchedulerThread:
+    """A Scheduler in a thread (for `digest serve`): `stop()` finishes the batch in hand and joins."""
 
-    def __init__(self, runner: Runner) -> None:
+    def __init__(self, runner: Scheduler) -> None:
         self.runner = runner
         self.thread = threading.Thread(target=runner.run, name="digest-scheduler")
 
-    def start(self) -> "BackgroundRunner":
+    def start(self) -> "SchedulerThread":
         """Start the thread."""
         self.thread.start()
         return self
@@ -260,14 +263,14 @@ class BackgroundRunner:
 
 def start_background(
     settings: Settings, newsletter: Newsletter, *, engine: sa.Engine, clock: Clock
-) -> BackgroundRunner:
+) -> SchedulerThread:
     """A running scheduler in a background thread (for `digest serve`); signals stop it cleanly."""
-    runner = Runner(settings, newsletter, engine=engine, clock=clock)
+    runner = Scheduler(settings, newsletter, engine=engine, clock=clock)
     stop_on_signals(runner)
-    return BackgroundRunner(runner).start()
+    return SchedulerThread(runner).start()
 
 
-def stop_on_signals(runner: Runner) -> None:
+def stop_on_signals(runner: Scheduler) -> None:
     """SIGTERM and SIGINT ask `runner` to stop after the batch in hand instead of killing it.
 
     Under `digest serve`, uvicorn restores this handler and re-raises the signal once the web
@@ -288,7 +291,7 @@ def stop_on_signals(runner: Runner) -> None:
 
 def run_blocking(settings: Settings, newsletter: Newsletter, *, engine: sa.Engine, clock: Clock) -> None:
     """Run the scheduler in the foreground until SIGTERM or Ctrl-C (for `digest schedule`)."""
-    runner = Runner(settings, newsletter, engine=engine, clock=clock)
+    runner = Scheduler(settings, newsletter, engine=engine, clock=clock)
     stop_on_signals(runner)
     runner.run()
 

@@ -7,7 +7,8 @@ twice. The coordinator waits for every source's row, then stores them all with `
 in one transaction, in digest.toml order: articles, stories (clustering stays single-writer and
 deterministic), and source health come out exactly as a collect in one process makes them.
 
-No Celery here: the queue is an `EnqueueCollect` (Celery in distributed.py, a list in tests).
+No Celery here: the queue is an `EnqueueCollect` (Celery in runners/celery.py, a list in
+runners/memory.py and in tests).
 """
 
 import asyncio

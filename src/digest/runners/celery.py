@@ -1,9 +1,10 @@
-"""Celery wiring for distributed mode (issue 7): the app, the send and collect tasks, the enqueues.
+"""The Celery runner (distributed mode, issue 7): the app, the send and collect tasks, the enqueues.
 
-The only module that imports Celery. Tasks are acknowledged late (a worker killed mid-task
+The only module that imports Celery; the coordinators it runs are runners/send_tasks.py and
+runners/collect_tasks.py, which know no queue. Tasks are acknowledged late (a worker killed mid-task
 leaves its message to the broker, which hands it out again) and idempotent: a send task claims
 ledger rows (deliver/claims.py), so a task run twice, or a range queued twice, sends nothing
-twice; a collect task writes its source's one row of the run (sources/fanout.py).
+twice; a collect task writes its source's one row of the run (runners/collect_tasks.py).
 """
 
 import logging
@@ -12,7 +13,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from datetime import date, datetime
+from datetime import date
 from typing import Any
 
 import sqlalchemy as sa
@@ -23,14 +24,15 @@ from kombu.exceptions import KombuError, OperationalError
 from digest.clock import Clock, system_clock
 from digest.config import Newsletter, Settings, load_newsletter
 from digest.db.engine import open_database
+from digest.db.queries import zone_audience
 from digest.deliver import claims
 from digest.deliver.journal import SendReport
 from digest.deliver.send import send_batch
 from digest.deliver.transports import make_lanes
 from digest.errors import DeliveryError, DigestError, SettingsError, SourceError
-from digest.fanout import Enqueue, send_distributed
 from digest.render.copies import Renderer, make_renderer
-from digest.sources import fanout as collect_fanout
+from digest.runners import collect_tasks
+from digest.runners.send_tasks import Enqueue, send_distributed
 from digest.sources.collect import SourceResult
 from digest.sources.fetch import FetchOptions
 
@@ -119,8 +121,6 @@ class WorkerState:
             return self._send_batch(edition_id, first_id, last_id, zone)
 
     def _send_batch(self, edition_id: int, first_id: int, last_id: int, zone: str | None) -> dict[str, int]:
-        from digest.schedule.dispatch import zone_audience
-
         settings = self.settings
         report = send_batch(
             settings,
@@ -141,9 +141,9 @@ class WorkerState:
             "skipped": report.skipped,
         }
 
-    def collect_source(self, task: collect_fanout.CollectTask) -> bool:
+    def collect_source(self, task: collect_tasks.CollectTask) -> bool:
         """The collect task body: fetch, parse and stage one source for its run's coordinator."""
-        return collect_fanout.collect_source(
+        return collect_tasks.collect_source(
             task,
             engine=self.engine(),
             options=FetchOptions.from_settings(self.settings),
@@ -223,7 +223,7 @@ def make_app(settings: Settings, *, state: WorkerState | None = None) -> Celery:
     def collect_source(
         run: str, name: str, location: str, etag: str | None = None, last_modified: str | None = None
     ) -> bool:
-        return state.collect_source(collect_fanout.CollectTask(run, name, location, etag, last_modified))
+        return state.collect_source(collect_tasks.CollectTask(run, name, location, etag, last_modified))
 
     return app
 
@@ -266,10 +266,10 @@ def celery_enqueue(app: Celery, settings: Settings) -> Enqueue:
     return enqueue
 
 
-def celery_collect_enqueue(app: Celery, settings: Settings) -> collect_fanout.EnqueueCollect:
+def celery_collect_enqueue(app: Celery, settings: Settings) -> collect_tasks.EnqueueCollect:
     """An EnqueueCollect that publishes collect tasks; a broker that refuses is that source's error."""
 
-    def enqueue(task: collect_fanout.CollectTask) -> None:
+    def enqueue(task: collect_tasks.CollectTask) -> None:
         def refused(reason: str) -> SourceError:
             return SourceError(f"source {task.name!r}: not queued: {reason}")
 
@@ -295,56 +295,63 @@ def _publisher(settings: Settings) -> Iterator[Celery]:
         app.close()
 
 
-def send_edition(
-    settings: Settings,
-    newsletter: Newsletter,
-    *,
-    engine: sa.Engine,
-    edition_date: date,
-    clock: Clock,
-    zone: str | None = None,
-    audience: sa.ColumnElement[bool] | None = None,
-    resend_unknown: bool = False,
-    should_stop: Callable[[], bool] | None = None,
-) -> SendReport:
-    """`digest send` in distributed mode: queue the edition's batches for the workers and wait."""
-    with _publisher(settings) as app:
-        return send_distributed(
-            settings,
-            newsletter,
-            engine=engine,
-            edition_date=edition_date,
-            clock=clock,
-            enqueue=celery_enqueue(app, settings),
-            sleep=time.sleep,
-            zone=zone,
-            audience=audience,
-            resend_unknown=resend_unknown,
-            should_stop=should_stop,
-        )
+@dataclass(frozen=True)
+class CeleryRunner:
+    """Collects and sends through `digest worker` processes: this process queues the tasks on
+    DIGEST_BROKER_URL, waits, and stores what the collect tasks staged (the coordinator)."""
 
+    settings: Settings
 
-def collect(
-    settings: Settings,
-    newsletter: Newsletter,
-    *,
-    engine: sa.Engine,
-    now: datetime,
-    clock: Clock,
-    on_fetched: Callable[[str, str | None], None] | None = None,
-) -> list[SourceResult]:
-    """`digest collect` in distributed mode: one task per source for the workers, stored here."""
-    with _publisher(settings) as app:
-        return collect_fanout.collect_distributed(
-            newsletter,
-            engine=engine,
-            now=now,
-            clock=clock,
-            enqueue=celery_collect_enqueue(app, settings),
-            sleep=time.sleep,
-            wait=collect_fanout.wait_seconds(settings),
-            on_fetched=on_fetched,
-        )
+    def collect(
+        self,
+        newsletter: Newsletter,
+        *,
+        engine: sa.Engine,
+        clock: Clock,
+        on_fetched: Callable[[str, str | None], None] | None = None,
+    ) -> list[SourceResult]:
+        """`digest collect` in distributed mode: one task per source for the workers, stored here."""
+        now = clock()
+        with _publisher(self.settings) as app:
+            return collect_tasks.collect_distributed(
+                newsletter,
+                engine=engine,
+                now=now,
+                clock=clock,
+                enqueue=celery_collect_enqueue(app, self.settings),
+                sleep=time.sleep,
+                wait=collect_tasks.wait_seconds(self.settings),
+                on_fetched=on_fetched,
+            )
+
+    def send(
+        self,
+        newsletter: Newsletter,
+        *,
+        engine: sa.Engine,
+        edition_date: date,
+        clock: Clock,
+        zone: str | None = None,
+        resend_unknown: bool = False,
+        should_stop: Callable[[], bool] | None = None,
+        on_progress: Callable[[int], None] | None = None,
+    ) -> SendReport:
+        """`digest send` in distributed mode: queue the edition's batches for the workers and wait."""
+        settings = self.settings
+        with _publisher(settings) as app:
+            return send_distributed(
+                settings,
+                newsletter,
+                engine=engine,
+                edition_date=edition_date,
+                clock=clock,
+                enqueue=celery_enqueue(app, settings),
+                sleep=time.sleep,
+                zone=zone,
+                audience=zone_audience(zone, settings.timezone) if zone else None,
+                resend_unknown=resend_unknown,
+                should_stop=should_stop,
+            )
 
 
 def run_worker(settings: Settings, *, concurrency: int, pool: str, name: str | None) -> None:

@@ -20,9 +20,11 @@ from digest.clock import Clock
 from digest.config import Newsletter, Settings
 from digest.db.engine import session_scope
 from digest.db.models import Delivery, DeliveryStatus, Edition, Subscriber
+from digest.db.queries import SENDABLE
 from digest.deliver import claims, ledger
 from digest.deliver.journal import SendReport
 from digest.deliver.lock import send_lock
+from digest.deliver.proofs import send_seed_copies
 from digest.deliver.send import open_edition
 from digest.errors import DeliveryError
 from digest.render.copies import Renderer, active_topic_sets, make_renderer
@@ -193,7 +195,7 @@ def send_distributed(
                     claims.expire_sending(edition_id, session=session, now=now, lease=lease)
                     free = sa.and_(
                         outstanding,
-                        col(Delivery.status).in_(ledger.SENDABLE),
+                        col(Delivery.status).in_(SENDABLE),
                         col(Delivery.claimed_at).is_not(None) if left != last_left else sa.true(),
                         sa.or_(col(Delivery.claimed_at).is_(None), col(Delivery.claimed_at) < now - lease),
                     )
@@ -215,6 +217,14 @@ def send_distributed(
                 if edition_row is not None and edition_row.sent_at is None:
                     edition_row.sent_at = clock()
                     session.add(edition_row)
+    # DIGEST_SEED_ADDRESSES: their copies go from here, once the readers' batches are answered.
+    seeds = send_seed_copies(
+        settings,
+        engine=engine,
+        renderer=make_renderer(settings, newsletter),
+        edition_date=edition_date,
+        clock=clock,
+    )
     return SendReport(
         edition_date=edition_date,
         story_count=edition.story_count,
@@ -224,6 +234,7 @@ def send_distributed(
         skipped=report["skipped"],
         unknown=report["unknown"],
         already=already,
+        seeds=seeds,
     )
 
 
