@@ -211,7 +211,9 @@ def make_app(settings: Settings, *, state: WorkerState | None = None) -> Celery:
     )
     state = state or WorkerState(settings)
 
-    @app.task(name=SEND_TASK, acks_late=True)  # type: ignore[untyped-decorator]
+    # shared=False: a shared task would be added to every app made later in this process (each send
+    # publishes through a new app), each bringing this app's `state` along.
+    @app.task(name=SEND_TASK, acks_late=True, shared=False)  # type: ignore[untyped-decorator]
     def send_batch(edition_id: int, first_id: int, last_id: int, zone: str | None = None) -> dict[str, int]:
         try:
             return state.send_batch(edition_id, first_id, last_id, zone, stopping=_worker_stopping)
@@ -219,7 +221,7 @@ def make_app(settings: Settings, *, state: WorkerState | None = None) -> Celery:
             # A task that raised is acknowledged (acks_late acks failures too): requeue it instead.
             raise Reject(str(e), requeue=True) from e
 
-    @app.task(name=COLLECT_TASK, acks_late=True)  # type: ignore[untyped-decorator]
+    @app.task(name=COLLECT_TASK, acks_late=True, shared=False)  # type: ignore[untyped-decorator]
     def collect_source(
         run: str, name: str, location: str, etag: str | None = None, last_modified: str | None = None
     ) -> bool:
