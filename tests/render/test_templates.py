@@ -199,7 +199,7 @@ def test_user_templates_with_unknown_mjml_are_logged(
     _user_env(tmp_path, {"partials/footer.mjml.j2": footer})
     settings = load_settings(templates_dir=tmp_path / "mine", var_dir=tmp_path / "var")
     newsletter = Newsletter(newsletter=samples.NEWSLETTER, topics=[TopicConfig(name="EV industry")])
-    with caplog.at_level("WARNING", logger="digest.pipeline"):
+    with caplog.at_level("WARNING", logger="digest.render.copies"):
         make_renderer(settings, newsletter)
     assert any(
         re.search(
