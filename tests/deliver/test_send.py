@@ -14,7 +14,8 @@ from digest.deliver.lock import send_lock
 from digest.deliver.memory import MemoryTransport
 from digest.deliver.sender import RateLimiter
 from digest.errors import DeliveryError, TransportUnavailable
-from digest.subscribers.roster import get_subscriber, unsubscribe
+from digest.subscribers.roster import get_subscriber
+from digest.subscribers.status import unsubscribe
 from tests.world import World
 
 
@@ -207,7 +208,7 @@ def test_only_one_send_at_a_time(world: World) -> None:
 def test_paused_subscribers_are_skipped_and_resume_when_the_pause_ends(world: World) -> None:
     from datetime import timedelta
 
-    from digest.subscribers.roster import pause
+    from digest.subscribers.status import pause
 
     with session_scope(world.engine) as session:
         s = get_subscriber(world.emails[0], session=session)

@@ -17,7 +17,8 @@ from digest.config import Settings, resolve_secret_key
 from digest.db.engine import session_scope
 from digest.db.models import Subscriber, SubscriberEvent, SubscriberStatus
 from digest.subscribers.optin import expire_pending
-from digest.subscribers.roster import add_subscriber, unsubscribe
+from digest.subscribers.roster import add_subscriber
+from digest.subscribers.status import unsubscribe
 from digest.tokens import LinkToken, TokenSigner
 from digest.web.app import create_app
 from tests.schedule_helpers import Clock, newsletter, settings

@@ -11,16 +11,10 @@ from sqlmodel import Session, select
 from digest.db.engine import session_scope
 from digest.db.models import Subscriber, SubscriberEvent, SubscriberStatus
 from digest.errors import SubscriberError
-from digest.subscribers import csvfile, roster
+from digest.subscribers import csvfile, status
 from digest.subscribers.csvfile import export_rows, import_csv, open_csv, write_csv
-from digest.subscribers.roster import (
-    CsvRow,
-    add_subscriber,
-    normalize_email,
-    pause,
-    resume_paused,
-    unsubscribe,
-)
+from digest.subscribers.roster import CsvRow, add_subscriber, normalize_email
+from digest.subscribers.status import pause, resume_paused, unsubscribe
 
 TOPICS = ["EV industry", "Robotics", "Smartphones", "More news"]
 
@@ -322,7 +316,7 @@ def test_a_file_without_a_column_leaves_that_field_alone(
 def test_pauses_that_ended_are_resumed_a_batch_at_a_time(
     engine: sa.Engine, now: datetime, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(roster, "RESUME_BATCH", 3)
+    monkeypatch.setattr(status, "RESUME_BATCH", 3)
     with session_scope(engine) as session:
         for i in range(10):  # 7 whose pause ended (more than two batches), 3 still paused
             s = add_subscriber(f"p{i}@example.com", session=session, now=now, known_topics=TOPICS)

@@ -22,13 +22,8 @@ from digest.db.engine import session_scope
 from digest.db.models import SubscriberStatus
 from digest.errors import SubscriberError
 from digest.subscribers.csvfile import export_rows, import_csv, write_csv
-from digest.subscribers.roster import (
-    add_subscriber,
-    get_subscriber,
-    list_subscribers,
-    remove_subscriber,
-    unsubscribe,
-)
+from digest.subscribers.roster import add_subscriber, get_subscriber, list_subscribers, remove_subscriber
+from digest.subscribers.status import unsubscribe
 
 
 @subscribers_app.command("add")

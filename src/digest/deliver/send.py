@@ -33,7 +33,7 @@ from digest.deliver.transports import make_transport
 from digest.editions import build_edition
 from digest.errors import DeliveryError
 from digest.render.copies import Renderer, active_topic_sets, make_renderer
-from digest.subscribers.roster import resume_paused
+from digest.subscribers.status import resume_paused
 from digest.threads import HORIZON_DAYS
 
 log = logging.getLogger(__name__)

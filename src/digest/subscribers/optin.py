@@ -22,15 +22,8 @@ from digest.deliver.base import MessageContent, OutgoingMessage, Transport
 from digest.deliver.message import new_message_id
 from digest.errors import SubscriberError, TemplateError, TokenError
 from digest.render.email import BodyTemplate
-from digest.subscribers.roster import (
-    Via,
-    check_timezone,
-    check_topics,
-    complaint_in_force,
-    normalize_email,
-    record_event,
-    resubscribe,
-)
+from digest.subscribers.roster import Via, check_timezone, check_topics, normalize_email, record_event
+from digest.subscribers.status import complaint_in_force, resubscribe
 from digest.tokens import key_matches
 
 log = logging.getLogger(__name__)

@@ -34,7 +34,8 @@ from digest.db.engine import session_scope
 from digest.db.models import Subscriber
 from digest.db.queries import existing_edition_id
 from digest.errors import DigestError, SettingsError, SubscriberError, TokenError
-from digest.subscribers.roster import get_subscriber, unsubscribe
+from digest.subscribers.roster import get_subscriber
+from digest.subscribers.status import unsubscribe
 from digest.tokens import TokenSigner, subscriber_for
 
 log = logging.getLogger(__name__)

@@ -21,15 +21,8 @@ from digest.render.archive import archive_html
 from digest.render.copies import make_renderer
 from digest.schedule.scheduler import health as scheduler_health
 from digest.subscribers import optin, webhooks
-from digest.subscribers.roster import (
-    PAUSE_CHOICES_WEEKS,
-    PreferenceChange,
-    apply_preferences,
-    check_timezone,
-    check_topics,
-    topics_of,
-    unsubscribe,
-)
+from digest.subscribers.roster import check_timezone, check_topics, topics_of
+from digest.subscribers.status import PAUSE_CHOICES_WEEKS, PreferenceChange, apply_preferences, unsubscribe
 from digest.tokens import LinkToken, subscriber_for
 from digest.web.guard import BodyLimit, SecurityHeaders, archive_response, page_response
 from digest.web.landing import add_landing_routes, with_feed_link
