@@ -496,7 +496,7 @@ def test_a_signed_webhook_with_deeply_nested_json_gets_a_short_400(
     assert len(answer.content) < 200
     assert "nested" in answer.json()["error"]
     assert not [r for r in caplog.records if r.exc_info or "Traceback" in r.getMessage()]
-    assert [r.getMessage() for r in caplog.records if r.name == "digest.web.app"] == [
+    assert [r.getMessage() for r in caplog.records if r.name == "digest.web.webhooks"] == [
         f"sendgrid webhook refused: {answer.json()['error']}"
     ]
 
