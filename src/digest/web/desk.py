@@ -23,8 +23,8 @@ import sqlalchemy as sa
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from digest import desk, pipeline
-from digest.clock import Clock
+from digest import desk
+from digest.clock import Clock, local_date
 from digest.config import Newsletter, Settings
 from digest.db import queries
 from digest.db.engine import session_scope
@@ -123,7 +123,7 @@ def desk_router(settings: Settings, newsletter: Newsletter, *, engine: sa.Engine
             status,
             desk=state,
             day=day,
-            today=pipeline.today(settings, now),
+            today=local_date(settings.zone, now),
             topics=[(name, stories) for name, stories in by_topic.items() if stories],
             topic_names=newsletter.topic_names,
             left_out=left_out,
@@ -144,7 +144,7 @@ def desk_router(settings: Settings, newsletter: Newsletter, *, engine: sa.Engine
 
     @router.get("/desk")
     def desk_today() -> Response:
-        return RedirectResponse(f"/desk/{pipeline.today(settings, clock())}", status_code=303)
+        return RedirectResponse(f"/desk/{local_date(settings.zone, clock())}", status_code=303)
 
     @router.get("/desk/{day}", response_class=HTMLResponse)
     def desk_page(day: str, done: str = "") -> HTMLResponse:
