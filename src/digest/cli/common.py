@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from digest.cli import help_labels  # noqa: F401  (flags without <bool> labels in --help)
-from digest.cli.lazy import LazyGroup
+from digest.cli.lazy import LazyGroup, serve
 from digest.clock import Clock, local_date, system_clock
 from digest.errors import DigestError
 
@@ -24,15 +24,17 @@ if TYPE_CHECKING:  # imported where used: a command imports only what it needs (
 
     from digest.config import Newsletter, Settings
 
-app = typer.Typer(
-    cls=LazyGroup,
-    help="digest: collect feeds, build one good daily email, send it exactly once.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-    # Markdown joins a docstring's wrapped lines into paragraphs that fit the terminal (rich mode
-    # keeps every line break of the source, which breaks lines mid-sentence at 80 columns).
-    rich_markup_mode="markdown",
+app = serve(
+    typer.Typer(
+        cls=LazyGroup,
+        help="digest: collect feeds, build one good daily email, send it exactly once.",
+        no_args_is_help=True,
+        add_completion=False,
+        pretty_exceptions_enable=False,
+        # Markdown joins a docstring's wrapped lines into paragraphs that fit the terminal (rich mode
+        # keeps every line break of the source, which breaks lines mid-sentence at 80 columns).
+        rich_markup_mode="markdown",
+    )
 )
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 subscribers_app = typer.Typer(help="Manage the subscriber list.", no_args_is_help=True)

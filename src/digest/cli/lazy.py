@@ -12,8 +12,20 @@ import importlib
 import sys
 from typing import Any
 
+import typer
 from typer import _click as click  # Typer (0.29) carries its own click: its groups are built on it
 from typer.core import TyperCommand, TyperGroup
+
+# The root Typer app, handed over by cli/common.py where it is made (`serve`): this module never
+# imports cli/common.py, which imports it (issue 13: no import circle).
+_APP: list[typer.Typer] = []
+
+
+def serve(app: typer.Typer) -> typer.Typer:
+    """Make `app` the root app whose deferred commands this group imports when used."""
+    _APP[:] = [app]
+    return app
+
 
 # Command (or group) -> (module of digest.cli that defines it, what `digest --help` shows of it:
 # the first paragraph of its help).
@@ -100,10 +112,8 @@ class _Deferred(TyperCommand):
         import typer.main
 
         importlib.import_module(f"digest.cli.{self.module}")
-        from digest.cli.common import app
-
         gc.freeze()  # the command's imports live until exit too (see digest.cli.main)
-        real = typer.main.get_command(app)
+        real = typer.main.get_command(_APP[0])
         assert isinstance(real, TyperGroup) and self.name is not None
         command: click.Command = real.commands[self.name]
         return command.make_context(info_name, args, parent=parent, **extra)
