@@ -21,7 +21,7 @@ from digest.db.models import (
 from digest.db.queries import zone_audience
 from digest.deliver.send import send_edition
 from digest.runners.local import LocalRunner
-from digest.schedule import dispatch
+from digest.schedule import dispatch, zones
 from tests.schedule_helpers import Clock, RecordingTransport, add_story, add_subscribers, newsletter, settings
 
 ZONES = ["Asia/Tokyo", "Asia/Kolkata", "Europe/Paris", "America/Los_Angeles", None]
@@ -44,14 +44,10 @@ def tick(engine: sa.Engine, tmp_path: Path, db_url: str, clock: Clock, transport
 
 def test_due_at_is_local_send_time_through_dst() -> None:
     seven = time(7, 0)
-    assert dispatch.due_at("Europe/Paris", date(2026, 10, 24), seven) == datetime(
-        2026, 10, 24, 5, 0, tzinfo=UTC
-    )
-    assert dispatch.due_at("Europe/Paris", date(2026, 10, 25), seven) == datetime(
-        2026, 10, 25, 6, 0, tzinfo=UTC
-    )
+    assert zones.due_at("Europe/Paris", date(2026, 10, 24), seven) == datetime(2026, 10, 24, 5, 0, tzinfo=UTC)
+    assert zones.due_at("Europe/Paris", date(2026, 10, 25), seven) == datetime(2026, 10, 25, 6, 0, tzinfo=UTC)
     # 02:30 does not exist in Paris on 2026-03-29: it comes an hour on, never a day late
-    assert dispatch.due_at("Europe/Paris", date(2026, 3, 29), time(2, 30)) == datetime(
+    assert zones.due_at("Europe/Paris", date(2026, 3, 29), time(2, 30)) == datetime(
         2026, 3, 29, 1, 30, tzinfo=UTC
     )
 
@@ -59,13 +55,13 @@ def test_due_at_is_local_send_time_through_dst() -> None:
 def test_latest_due_is_yesterday_before_send_time() -> None:
     seven = time(7, 0)
     before = datetime(2026, 11, 25, 21, 59, tzinfo=UTC)  # 06:59 in Tokyo on the 26th
-    assert dispatch.latest_due("Asia/Tokyo", seven, before) == (
+    assert zones.latest_due("Asia/Tokyo", seven, before) == (
         date(2026, 11, 25),
         datetime(2026, 11, 24, 22, 0, tzinfo=UTC),
     )
     at = datetime(2026, 11, 25, 22, 0, tzinfo=UTC)
-    assert dispatch.latest_due("Asia/Tokyo", seven, at)[0] == date(2026, 11, 26)
-    assert dispatch.next_due("Asia/Tokyo", seven, at) == (
+    assert zones.latest_due("Asia/Tokyo", seven, at)[0] == date(2026, 11, 26)
+    assert zones.next_due("Asia/Tokyo", seven, at) == (
         date(2026, 11, 27),
         datetime(2026, 11, 26, 22, 0, tzinfo=UTC),
     )
@@ -75,9 +71,7 @@ def test_plan_marks_stale_zones() -> None:
     now = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
     plans = {
         p.zone: p
-        for p in dispatch.plan(
-            ["UTC", "Asia/Tokyo"], send_time=time(7, 0), now=now, lateness=timedelta(hours=6)
-        )
+        for p in zones.plan(["UTC", "Asia/Tokyo"], send_time=time(7, 0), now=now, lateness=timedelta(hours=6))
     }
     assert plans["UTC"].late == timedelta(hours=2)
     assert not plans["UTC"].stale
@@ -280,6 +274,6 @@ def test_every_zone_falls_due_on_a_dispatch_tick() -> None:
         (zone, day)
         for zone in sorted(available_timezones())
         for day in (date(2026, 1, 15), date(2026, 7, 15))
-        if (dispatch.due_at(zone, day, send).minute - send.minute) % dispatch.DISPATCH_EVERY_MINUTES
+        if (zones.due_at(zone, day, send).minute - send.minute) % zones.DISPATCH_EVERY_MINUTES
     ]
     assert off_tick == []

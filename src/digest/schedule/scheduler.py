@@ -29,8 +29,9 @@ from digest.deliver.base import Transport
 from digest.deliver.transports import make_transport
 from digest.errors import DigestError
 from digest.runners.base import make_runner
-from digest.schedule import approval, dispatch
+from digest.schedule import approval, dispatch, zones
 from digest.schedule.lease import Lease, current_holder, new_owner
+from digest.schedule.runs import finish_run, mark_abandoned_runs, prune_runs, recent_runs, start_run
 from digest.subscribers import optin
 
 log = logging.getLogger(__name__)
@@ -55,10 +56,10 @@ def run_job(name: str) -> None:
 
 def triggers(settings: Settings) -> dict[str, CronTrigger | IntervalTrigger]:
     """The trigger of each job, all in UTC (dispatch works out the local times itself)."""
-    minute = settings.send_time.minute % dispatch.DISPATCH_EVERY_MINUTES
+    minute = settings.send_time.minute % zones.DISPATCH_EVERY_MINUTES
     return {
         "collect": IntervalTrigger(minutes=settings.collect_every_minutes, timezone=UTC),
-        "dispatch": CronTrigger(minute=f"{minute}-59/{dispatch.DISPATCH_EVERY_MINUTES}", timezone=UTC),
+        "dispatch": CronTrigger(minute=f"{minute}-59/{zones.DISPATCH_EVERY_MINUTES}", timezone=UTC),
         "expire": IntervalTrigger(hours=1, timezone=UTC),
     }
 
@@ -137,7 +138,7 @@ class Scheduler:
 
     def _lead(self) -> None:
         now = self.clock()
-        abandoned = dispatch.mark_abandoned_runs(self.engine, now=now)
+        abandoned = mark_abandoned_runs(self.engine, now=now)
         if abandoned:
             log.warning(
                 "scheduler %s: %d run(s) of a previous scheduler were interrupted", self.owner, abandoned
@@ -190,22 +191,20 @@ class Scheduler:
         if not self.leading or self.stop_event.is_set():
             return
         now = self.clock()
-        run_id = dispatch.start_run(
-            self.engine, job=name, key=name, scheduled_for=now, owner=self.owner, now=now
-        )
+        run_id = start_run(self.engine, job=name, key=name, scheduled_for=now, owner=self.owner, now=now)
         try:
             detail = {"collect": self._collect, "dispatch": self._dispatch, "expire": self._expire}[name]()
         except DigestError as e:
             log.error("job %s failed: %s", name, e)
-            dispatch.finish_run(self.engine, run_id, status="failed", detail=str(e), now=self.clock())
+            finish_run(self.engine, run_id, status="failed", detail=str(e), now=self.clock())
             return
         except BaseException as e:  # a bug: record it, then let APScheduler log the traceback
-            dispatch.finish_run(
+            finish_run(
                 self.engine, run_id, status="failed", detail=f"{type(e).__name__}: {e}", now=self.clock()
             )
             raise
         status = "interrupted" if self.stop_event.is_set() and name == "dispatch" else "ok"
-        dispatch.finish_run(self.engine, run_id, status=status, detail=detail, now=self.clock())
+        finish_run(self.engine, run_id, status=status, detail=detail, now=self.clock())
 
     def _collect(self) -> str:
         results = pipeline.collect(self.newsletter, engine=self.engine, clock=self.clock, runner=self.runner)
@@ -239,7 +238,7 @@ class Scheduler:
             expired = optin.expire_pending(
                 session=session, now=now, max_age=timedelta(hours=self.settings.confirm_expiry_hours)
             )
-            pruned = dispatch.prune_runs(session=session, before=now - KEEP_RUNS)
+            pruned = prune_runs(session=session, before=now - KEEP_RUNS)
         return f"{expired} unconfirmed sign-up(s) expired, {pruned} old run record(s) pruned"
 
 
@@ -330,7 +329,7 @@ def status(settings: Settings, *, engine: sa.Engine, now: datetime, runs: int = 
     jobs = [(str(i), datetime.fromtimestamp(t, UTC) if t is not None else None) for i, t in rows]
     with session_scope(engine) as session:
         zones = dispatch.known_zones(dispatch.active_zones(session=session, default_zone=settings.timezone))
-        recent = dispatch.recent_runs(session=session, limit=runs)
+        recent = recent_runs(session=session, limit=runs)
         upcoming = [
             ZoneNext(zone, count, *dispatch.next_send(zone, settings=settings, now=now, session=session))
             for zone, count in zones.items()
@@ -354,7 +353,7 @@ def health(engine: sa.Engine, *, now: datetime) -> dict[str, object]:
     """For /healthz: the database answers, who holds the scheduler lease, the last dispatch run."""
     holder = current_holder(engine, now)
     with session_scope(engine) as session:
-        last = dispatch.recent_runs(session=session, limit=1, job="dispatch")
+        last = recent_runs(session=session, limit=1, job="dispatch")
     return {
         "database": "ok",
         "scheduler": {"owner": holder.owner, "lease_expires": holder.expires_at.isoformat()}
