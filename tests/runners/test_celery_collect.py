@@ -20,12 +20,12 @@ from digest.clock import FixedClock, RunningClock
 from digest.config import load_newsletter, load_settings
 from digest.db.engine import open_database
 from digest.db.models import Article, CollectResult, Source
-from tests import test_distributed
 from tests.collect_helpers import serve_site, site_toml, snapshot
 from tests.httpserver import FeedServer, Reply, Route, Seen, serving
-from tests.test_distributed import Broker, Cluster
+from tests.runners import test_celery
+from tests.runners.test_celery import Broker, Cluster
 
-broker = test_distributed.broker  # the fixture: a queue of its own on Redis (db 11) or RabbitMQ (a vhost)
+broker = test_celery.broker  # the fixture: a queue of its own on Redis (db 11) or RabbitMQ (a vhost)
 
 
 @pytest.fixture
@@ -52,7 +52,7 @@ def _paths(server: FeedServer) -> list[str]:
 
 
 @pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
-@test_distributed.POOLS
+@test_celery.POOLS
 def test_two_workers_collect_exactly_what_one_process_collects(
     engine: sa.Engine,
     db_url: str,
@@ -177,7 +177,7 @@ def test_the_per_host_limit_holds_across_workers_and_their_threads(
     settings = load_settings(
         config=config, database_url=db_url, broker_url=broker.url, broker_queue=broker.queue, fetch_per_host=1
     )
-    cluster = Cluster(env, tmp_path, test_distributed.THREADS)  # 2 workers x 4 threads, one site
+    cluster = Cluster(env, tmp_path, test_celery.THREADS)  # 2 workers x 4 threads, one site
     try:
         cluster.start_workers(2)
         results = pipeline.collect(
