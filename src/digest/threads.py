@@ -31,6 +31,9 @@ of one event in other words, which lexical overlap cannot tell from a follow-up 
 merges most of those first); the others are same-company stories on another matter whose
 headline shares a common word with the earlier story. Misses are mostly threads whose stories
 share only one rare name ("Storm Ilse") or whose headlines each name a place or body of their own.
+
+Long: the rule above, its measured constants and the term reading it needs stay together, as
+in stories.py (its results are measured as one: benchmarks/bench_threads.py).
 """
 
 import functools

@@ -10,6 +10,9 @@ do not bound that), and redirects are followed here, one hop at a time, so each 
 checked before it is asked: a feed may send us on to a public address only, unless the
 operator's own URL was itself private (issue 12). A checked host is pinned: the connection goes to
 the address that was checked, not to whatever a second DNS answer says (DNS rebinding).
+
+Long: one job, the guarded fetch; its limits (deadline, size, redirects, host checks and
+pinning, per-host slots) each guard the others' gaps and are read together.
 """
 
 import asyncio

@@ -12,6 +12,9 @@ RFC 5322's 998 octets before flufl.bounce's heuristic detectors see it (their re
 go quadratic on long lines). Hard or soft comes from the DSN's per-recipient Action and Status
 (RFC 3464, RFC 3463), else from the code the MTA's text gives after the address. bounce_mail.py
 applies a Report to the subscribers.
+
+Long: the VERP token and the report reader are one contract (what we put in the return path
+is what we read back), and the DSN rules (RFC 3464, RFC 3463) read best beside the fallbacks.
 """
 
 import enum

@@ -1,5 +1,9 @@
 """Subscriber CSV files: a streamed import that names the line of every row it refuses, and a
-streamed export a spreadsheet shows as text (the format: subscribers/README.md)."""
+streamed export a spreadsheet shows as text (the format: subscribers/README.md).
+
+Long: import and export share the column rules, the formula escaping and the streamed,
+all-or-nothing writer; apart, one could change without the other.
+"""
 
 import csv
 import pickle
