@@ -14,7 +14,7 @@ __all__ = ["app", "main"]
 
 def __getattr__(name: str) -> Any:
     if name == "app":
-        from digest.cli import daily, desk, operations, subscribers  # noqa: F401  (they register)
+        from digest.cli import daily, desk, mail, operations, subscribers  # noqa: F401  (they register)
         from digest.cli.common import app
 
         return app

@@ -69,12 +69,12 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "Show each story waiting for the next edition: its topic, why, and whether it makes the cut.",
     ),
     "unsubscribe-mail": (
-        "operations",
+        "mail",
         "Process unsubscribe requests sent to DIGEST_UNSUBSCRIBE_MAILTO, read from "
         "DIGEST_UNSUBSCRIBE_MAILBOX (maildir:/path or imaps://user@host/INBOX). Run it from cron.",
     ),
     "bounces": (
-        "operations",
+        "mail",
         "Process the bounce reports relays mail back after a send (DSNs, and Exim's, qmail's and "
         "Exchange's own formats), read from DIGEST_BOUNCE_MAILBOX (maildir:/path or "
         "imaps://user@host/INBOX). A hard failure suppresses the reader at once; soft ones (a full "
