@@ -202,8 +202,8 @@ def main() -> int:
         logging.getLogger("digest.sources.collect").setLevel(logging.INFO)
         logging.getLogger("digest.sources.collect").addFilter(lambda r: "source=" not in r.getMessage())
         from digest import pipeline
-        from digest.config import load_newsletter
         from digest.db.engine import open_database
+        from digest.newsletter import load_newsletter
 
         load = " ".join(Path("/proc/loadavg").read_text().split()[:3])
         perfect = expected_stories(args.feeds, args.entries)

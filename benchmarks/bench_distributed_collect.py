@@ -28,8 +28,9 @@ from bench_distributed import BROKER, available, own_schema, started_workers  # 
 
 from digest import pipeline  # noqa: E402
 from digest.clock import FixedClock  # noqa: E402
-from digest.config import load_newsletter, load_settings  # noqa: E402
+from digest.config import load_settings  # noqa: E402
 from digest.db.engine import open_database  # noqa: E402
+from digest.newsletter import load_newsletter  # noqa: E402
 
 
 def run(ports: dict[str, int], feeds: int, pool: list[str], folder: Path) -> dict[str, float]:

@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from digest.compose import Edition, SourceRef, StoryItem, TopicSection, for_subscriber  # noqa: E402
-from digest.config import NewsletterInfo  # noqa: E402
+from digest.newsletter import NewsletterInfo  # noqa: E402
 from digest.render.copies import make_renderer  # noqa: E402
 from digest.render.email import (  # noqa: E402
     BodyTemplate,
@@ -143,8 +143,9 @@ def _nonce(mjml_source: str) -> str:
 
 def full_messages(edition: Edition, sample: int, workdir: Path) -> float:
     """Messages/s of Renderer.message: bodies plus signed links, Message-ID and List-* headers."""
-    from digest.config import Newsletter, TopicConfig, load_settings
+    from digest.config import load_settings
     from digest.db.models import Subscriber
+    from digest.newsletter import Newsletter, TopicConfig
 
     settings = load_settings(secret_key="bench-secret-key-0123456789abcdef", var_dir=workdir)
     newsletter = Newsletter(newsletter=NEWSLETTER, topics=[TopicConfig(name=t) for t in TOPICS])

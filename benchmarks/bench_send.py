@@ -33,7 +33,7 @@ from smtp_sink import ProcessSink  # noqa: E402
 
 from digest import pipeline  # noqa: E402
 from digest.clock import FixedClock  # noqa: E402
-from digest.config import load_newsletter, load_settings  # noqa: E402
+from digest.config import load_settings  # noqa: E402
 from digest.db.engine import open_database, session_scope  # noqa: E402
 from digest.db.models import Delivery, Subscriber  # noqa: E402
 from digest.deliver.file import FileTransport  # noqa: E402
@@ -42,6 +42,7 @@ from digest.deliver.send import send_edition  # noqa: E402
 from digest.deliver.sendgrid import SendGridTransport  # noqa: E402
 from digest.deliver.smtp import SmtpTransport  # noqa: E402
 from digest.editions import build_edition  # noqa: E402
+from digest.newsletter import load_newsletter  # noqa: E402
 
 NOW = datetime(2026, 11, 25, 7, 0, tzinfo=UTC)
 CPU: list[float] = []  # CPU seconds of this process per timed run, in order

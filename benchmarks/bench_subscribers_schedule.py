@@ -30,10 +30,11 @@ sys.path.insert(0, str(HERE))
 
 from bench_memory import PROBE, add_database_option, databases, fresh_database, kind  # noqa: E402
 
-from digest.config import Newsletter, load_settings  # noqa: E402
+from digest.config import load_settings  # noqa: E402
 from digest.db.engine import open_database, session_scope  # noqa: E402
 from digest.db.models import Delivery, Edition, Subscriber  # noqa: E402
 from digest.deliver.memory import MemoryTransport  # noqa: E402
+from digest.newsletter import Newsletter  # noqa: E402
 from digest.runners.local import LocalRunner  # noqa: E402
 from digest.schedule import dispatch  # noqa: E402
 from digest.subscribers.csvfile import import_csv  # noqa: E402

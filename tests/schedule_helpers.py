@@ -9,10 +9,11 @@ from typing import Any
 import sqlalchemy as sa
 from sqlmodel import select
 
-from digest.config import Newsletter, Settings, load_settings
+from digest.config import Settings, load_settings
 from digest.db.engine import session_scope
 from digest.db.models import Article, Source, Story, Subscriber, SubscriberStatus
 from digest.deliver.base import OutgoingMessage, SendResult
+from digest.newsletter import Newsletter
 
 # The same newsletter as a file, for commands run in a subprocess or through the CLI runner.
 NEWSLETTER_TOML = """

@@ -94,7 +94,7 @@ def test_init_creates_starter_files_and_never_overwrites(tmp_path: Path) -> None
     assert "kept existing digest.toml" in again.output
     assert toml.read_text().endswith("# mine\n")
     # The starter file is valid as written.
-    from digest.config import load_newsletter
+    from digest.newsletter import load_newsletter
 
     assert load_newsletter(toml).newsletter.title == "My Daily Brief"
 

@@ -71,8 +71,9 @@ def test_export_then_import_round_trip_through_the_cli(env: Path) -> None:
 def test_status_after_runs_shows_zones_and_results(env: Path) -> None:
     from datetime import UTC, datetime
 
-    from digest.config import load_newsletter, load_settings
+    from digest.config import load_settings
     from digest.db.engine import open_database
+    from digest.newsletter import load_newsletter
     from digest.schedule import dispatch
     from tests.schedule_helpers import Clock, RecordingTransport, add_story, add_subscribers
 

@@ -2,8 +2,9 @@ from pathlib import Path
 
 import pytest
 
-from digest.config import load_newsletter, load_settings, resolve_secret_key
+from digest.config import load_settings, resolve_secret_key
 from digest.errors import ConfigError, SettingsError
+from digest.newsletter import load_newsletter
 
 from .conftest import DEMO
 

@@ -6,9 +6,10 @@ from pathlib import Path
 import pytest
 
 from digest.cli import app
-from digest.config import load_newsletter, load_settings, settings_warnings
+from digest.config import load_settings, settings_warnings
 from digest.config_messages import find_line, place
 from digest.errors import ConfigError, SettingsError
+from digest.newsletter import load_newsletter
 from tests.cli_helpers import ClockedRunner
 
 # Library wording that must never reach the operator.

@@ -76,8 +76,8 @@ def test_decisions_drop_pin_move_and_note_as_plain_data() -> None:
 
 
 def test_the_decision_log_folds_later_over_earlier() -> None:
-    from digest.config import load_newsletter
     from digest.editions import editor_decisions
+    from digest.newsletter import load_newsletter
     from tests.conftest import DEMO
 
     newsletter = load_newsletter(DEMO / "digest.toml")

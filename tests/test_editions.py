@@ -7,10 +7,11 @@ import sqlalchemy as sa
 
 from digest import pipeline
 from digest.clock import FixedClock
-from digest.config import Newsletter, load_newsletter, load_settings
+from digest.config import load_settings
 from digest.db.engine import session_scope
 from digest.deliver.memory import MemoryTransport
 from digest.deliver.send import send_edition
+from digest.newsletter import Newsletter, load_newsletter
 from digest.subscribers.roster import add_subscriber
 from tests.feedbuilder import Item, newsletter_toml, rss, write
 

@@ -8,12 +8,13 @@ from sqlmodel import Session, select
 
 from digest import pipeline
 from digest.clock import FixedClock
-from digest.config import load_newsletter, load_settings
+from digest.config import load_settings
 from digest.db.engine import session_scope
 from digest.db.models import Delivery, DeliveryStatus, Subscriber, SubscriberEvent, SubscriberStatus
 from digest.deliver.journal import SendReport
 from digest.deliver.memory import MemoryTransport
 from digest.deliver.send import send_edition
+from digest.newsletter import load_newsletter
 from digest.subscribers.roster import add_subscriber
 
 

@@ -10,11 +10,12 @@ from sqlmodel import Session, select
 
 from digest import pipeline
 from digest.clock import FixedClock
-from digest.config import Newsletter, load_newsletter, load_settings
+from digest.config import load_settings
 from digest.db.engine import session_scope
 from digest.db.models import EditionStory, Story
 from digest.deliver.memory import MemoryTransport
 from digest.deliver.send import send_edition
+from digest.newsletter import Newsletter, load_newsletter
 from digest.sources.collect import store_entries, sync_sources
 from digest.sources.parse import parse_feed
 from digest.stories import KnownArticle, StoryDoc

@@ -36,9 +36,9 @@ from sqlmodel import Session, select
 from digest import pipeline
 from digest.cli import app
 from digest.clock import FixedClock
-from digest.config import Newsletter, load_newsletter
 from digest.db.engine import session_scope
 from digest.db.models import Edition, Subscriber
+from digest.newsletter import Newsletter, load_newsletter
 from digest.runners.local import LocalRunner
 from digest.schedule import dispatch
 from tests.cli_helpers import ClockedRunner

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from digest.config import TopicConfig, load_newsletter
 from digest.errors import ConfigError
+from digest.newsletter import TopicConfig, load_newsletter
 from digest.topics import StoryText, TopicMatch, assign_topic, compile_rules, split_story
 
 RULES = compile_rules(

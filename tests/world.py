@@ -9,10 +9,11 @@ import sqlalchemy as sa
 
 from digest import pipeline
 from digest.clock import FixedClock
-from digest.config import Newsletter, Settings, load_newsletter, load_settings
+from digest.config import Settings, load_settings
 from digest.db.engine import session_scope
 from digest.deliver.journal import SendReport
 from digest.deliver.send import send_edition
+from digest.newsletter import Newsletter, load_newsletter
 from digest.subscribers.roster import add_subscriber
 
 SECRET = "test-secret-key-0123456789abcdef"

@@ -17,9 +17,10 @@ import sqlalchemy as sa
 
 from digest import pipeline
 from digest.clock import FixedClock, system_clock
-from digest.config import Newsletter, Settings, load_newsletter, load_settings
+from digest.config import Settings, load_settings
 from digest.db.engine import open_database
 from digest.deliver.base import Transport
+from digest.newsletter import Newsletter, load_newsletter
 
 
 def send_earlier_days(

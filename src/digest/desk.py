@@ -21,11 +21,11 @@ import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
 from digest import compose, editions
-from digest.config import Newsletter
 from digest.db import queries
 from digest.db.engine import session_scope
 from digest.db.models import Article, EditionDecision, Story
 from digest.errors import EditorError
+from digest.newsletter import Newsletter
 
 log = logging.getLogger(__name__)
 

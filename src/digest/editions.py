@@ -9,7 +9,6 @@ import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
 from digest import compose, followups, topics
-from digest.config import Newsletter
 from digest.db import queries
 from digest.db.engine import session_scope
 from digest.db.models import (
@@ -20,6 +19,7 @@ from digest.db.models import (
     Source,
     Story,
 )
+from digest.newsletter import Newsletter
 from digest.render.email import subject_for
 from digest.sources.clean import plain_text
 from digest.threads import HORIZON_DAYS

@@ -14,7 +14,7 @@ from sqlmodel import Session
 
 from digest import compose
 from digest.clock import Clock, local_date
-from digest.config import Newsletter, Settings
+from digest.config import Settings
 from digest.db import queries
 from digest.db.engine import session_scope
 from digest.db.models import DeliveryStatus, Edition, Subscriber, SubscriberStatus
@@ -23,6 +23,7 @@ from digest.deliver.base import OutgoingMessage
 from digest.deliver.journal import SendReport
 from digest.deliver.message import MessageEncoder, to_bytes
 from digest.editions import edition_or_draft
+from digest.newsletter import Newsletter
 from digest.render.copies import Renderer, make_renderer
 from digest.render.email import RenderedDigest
 from digest.runners.base import OnFetched, Runner, make_runner

@@ -4,7 +4,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from digest.config import TopicConfig
+from digest.newsletter import TopicConfig
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,12 +20,13 @@ from digest import pipeline
 from digest.cli import app
 from digest.clock import FixedClock
 from digest.compose import SourceRef, TopicSection
-from digest.config import Newsletter, load_newsletter, load_settings
+from digest.config import load_settings
 from digest.db.engine import session_scope
 from digest.db.models import Article, Source, Story
 from digest.deliver.memory import MemoryTransport
 from digest.deliver.send import send_edition
 from digest.errors import SourceError
+from digest.newsletter import Newsletter, load_newsletter
 from digest.render.email import make_environment
 from digest.sources.collect import SourceResult, collect
 from digest.sources.fetch import (

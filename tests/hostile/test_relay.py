@@ -22,7 +22,6 @@ import pytest
 import sqlalchemy as sa
 from sqlmodel import col, select
 
-from digest.config import load_newsletter
 from digest.db.engine import session_scope
 from digest.db.models import Delivery, Subscriber
 from digest.deliver.base import MessageContent, OutgoingMessage
@@ -32,6 +31,7 @@ from digest.deliver.sendgrid import SendGridTransport
 from digest.deliver.smtp import SmtpTransport
 from digest.editions import build_edition
 from digest.errors import ConfigError, TransportUnavailable
+from digest.newsletter import load_newsletter
 from digest.subscribers.roster import add_subscriber
 from tests.deliver.builders import content, message, parse, self_signed
 from tests.deliver.sendgrid_server import Script, sendgrid_server

@@ -6,7 +6,7 @@ from datetime import UTC, date, datetime, timedelta
 import jinja2
 
 from digest.compose import Edition, SourceRef, StoryItem, ThreadRef, TopicSection
-from digest.config import NewsletterInfo
+from digest.newsletter import NewsletterInfo
 from digest.render.email import RenderedDigest, personal_values, render_digest
 
 DAY = date(2026, 11, 25)

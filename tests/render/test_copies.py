@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from digest.config import Newsletter, TopicConfig, load_settings
+from digest.config import load_settings
+from digest.newsletter import Newsletter, TopicConfig
 from digest.render import copies
 from digest.render.copies import Renderer, make_renderer
 from digest.render.email import RenderedDigest, render_digest

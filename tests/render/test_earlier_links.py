@@ -7,7 +7,8 @@ from datetime import timedelta
 import jinja2
 
 from digest.compose import Edition, ThreadRef, TopicSection, for_subscriber, with_later
-from digest.config import Newsletter, TopicConfig, load_settings
+from digest.config import load_settings
+from digest.newsletter import Newsletter, TopicConfig
 from digest.render.copies import Renderer, make_renderer
 from digest.render.email import personal_values
 from tests.render import samples

@@ -14,9 +14,10 @@ import sqlalchemy as sa
 from digest import pipeline
 from digest.cli import app, daily
 from digest.clock import FixedClock
-from digest.config import load_newsletter, load_settings
+from digest.config import load_settings
 from digest.db import engine as db_engine
 from digest.db.engine import session_scope
+from digest.newsletter import load_newsletter
 from digest.render.email import bundled_templates_dir
 from digest.subscribers.roster import add_subscriber
 from digest.web.preview import create_preview_app, templates_fingerprint

@@ -12,12 +12,13 @@ from sqlmodel import select
 
 from digest import pipeline
 from digest.clock import FixedClock
-from digest.config import Newsletter, Settings, load_newsletter, load_settings
+from digest.config import Settings, load_settings
 from digest.db.engine import session_scope
 from digest.db.models import Delivery, DeliveryStatus, Subscriber
 from digest.deliver.memory import MemoryTransport
 from digest.deliver.send import send_edition
 from digest.errors import TemplateError
+from digest.newsletter import Newsletter, load_newsletter
 from digest.render.email import bundled_templates_dir
 from digest.subscribers.roster import add_subscriber
 from digest.web.app import create_app

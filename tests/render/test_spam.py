@@ -5,9 +5,10 @@ import subprocess
 from datetime import UTC, datetime
 from pathlib import Path
 
-from digest.config import Newsletter, TopicConfig, load_settings
+from digest.config import load_settings
 from digest.db.models import Subscriber
 from digest.deliver.message import to_bytes
+from digest.newsletter import Newsletter, TopicConfig
 from digest.render.copies import make_renderer
 from tests.render import samples
 from tests.render.tools import require

@@ -193,7 +193,8 @@ def test_type_error_in_template_code_names_file_and_line(tmp_path: Path) -> None
 def test_user_templates_with_unknown_mjml_are_logged(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from digest.config import Newsletter, TopicConfig, load_settings
+    from digest.config import load_settings
+    from digest.newsletter import Newsletter, TopicConfig
 
     footer = _copy_with("partials/footer.mjml.j2", 'padding="20px 0 32px"', 'paddin="20px 0 32px"')
     _user_env(tmp_path, {"partials/footer.mjml.j2": footer})

@@ -17,9 +17,10 @@ from sqlmodel import Session, select
 
 from digest import pipeline
 from digest.clock import FixedClock, RunningClock
-from digest.config import load_newsletter, load_settings
+from digest.config import load_settings
 from digest.db.engine import open_database
 from digest.db.models import Article, CollectResult, Source
+from digest.newsletter import load_newsletter
 from tests.collect_helpers import serve_site, site_toml, snapshot
 from tests.httpserver import FeedServer, Reply, Route, Seen, serving
 from tests.runners import test_celery

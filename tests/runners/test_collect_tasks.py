@@ -15,10 +15,11 @@ from sqlmodel import Session, select
 
 from digest import pipeline
 from digest.clock import FixedClock
-from digest.config import Newsletter, load_newsletter, load_settings
+from digest.config import load_settings
 from digest.db.engine import open_database, session_scope
 from digest.db.models import CollectResult, Source
 from digest.errors import SourceError
+from digest.newsletter import Newsletter, load_newsletter
 from digest.runners import collect_tasks
 from digest.sources.collect import Outcome, SourceResult
 from digest.sources.fetch import FetchOptions, FetchRequest

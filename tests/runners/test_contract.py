@@ -17,9 +17,10 @@ import sqlalchemy as sa
 from sqlmodel import Session, col, select, update
 
 from digest.clock import Clock, FixedClock
-from digest.config import Settings, SourceConfig
+from digest.config import Settings
 from digest.db.models import Article, Delivery, DeliveryStatus, Subscriber
 from digest.deliver.transports import make_transport
+from digest.newsletter import SourceConfig
 from digest.runners.base import Runner
 from digest.runners.local import LocalRunner
 from digest.runners.memory import MemoryRunner

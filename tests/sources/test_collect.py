@@ -12,8 +12,8 @@ from sqlmodel import Session, col, select
 
 from digest import pipeline
 from digest.clock import FixedClock
-from digest.config import Newsletter, load_newsletter
 from digest.db.models import Article, Source, Story
+from digest.newsletter import Newsletter, load_newsletter
 from digest.sources import workers as workers_module
 from digest.stories import StoryDoc, terms
 from tests.feedbuilder import Item, atom, json_feed, newsletter_toml, rss, write

@@ -12,8 +12,9 @@ import sqlalchemy as sa
 
 from digest import pipeline
 from digest.clock import FixedClock
-from digest.config import load_newsletter, load_settings
+from digest.config import load_settings
 from digest.errors import SourceError
+from digest.newsletter import load_newsletter
 from digest.sources.fetch import FetchOptions, FetchRequest, fetch_all, make_client
 from digest.sources.model import Fetched
 from tests.feedbuilder import Item, newsletter_toml, rss

@@ -13,7 +13,8 @@ import pytest
 import sqlalchemy as sa
 from markupsafe import escape
 
-from digest.config import Newsletter, Settings
+from digest.config import Settings
+from digest.newsletter import Newsletter
 from digest.render.feed import FeedEntry, atom_feed
 from digest.web.app import create_app
 from tests.browser import Page

@@ -22,7 +22,8 @@ from digest.errors import DigestError
 if TYPE_CHECKING:  # imported where used: a command imports only what it needs (cli/lazy.py)
     import sqlalchemy as sa
 
-    from digest.config import Newsletter, Settings
+    from digest.config import Settings
+    from digest.newsletter import Newsletter
 
 app = serve(
     typer.Typer(
@@ -101,7 +102,8 @@ def _engine(settings: "Settings") -> "sa.Engine":
 
 
 def _setup() -> tuple["Settings", "Newsletter"]:
-    from digest.config import load_newsletter, load_settings
+    from digest.config import load_settings
+    from digest.newsletter import load_newsletter
 
     settings = load_settings()
     return settings, load_newsletter(settings.config)

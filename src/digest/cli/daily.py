@@ -29,9 +29,10 @@ from digest.cli.common import (
     friendly,
     out,
 )
-from digest.config import Newsletter, Settings, load_settings
+from digest.config import Settings, load_settings
 from digest.deliver.journal import SendReport
 from digest.errors import DigestError
+from digest.newsletter import Newsletter
 from digest.runners.base import OnFetched, make_runner
 from digest.sources.collect import SourceResult
 

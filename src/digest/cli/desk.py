@@ -19,10 +19,11 @@ from digest.cli.common import (
     friendly,
     out,
 )
-from digest.config import Newsletter, Settings
+from digest.config import Settings
 from digest.deliver.addresses import address_list
 from digest.deliver.proofs import SeedReport, send_test
 from digest.errors import DigestError
+from digest.newsletter import Newsletter
 from digest.render.copies import make_renderer
 
 

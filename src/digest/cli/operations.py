@@ -25,13 +25,14 @@ from digest.cli.common import (
     out,
     sources_app,
 )
-from digest.config import Settings, load_newsletter, load_settings
+from digest.config import Settings, load_settings
 from digest.config_messages import port_mismatch
 from digest.db import queries
 from digest.db.engine import open_database, session_scope
 from digest.deliver.stats import edition_stats
 from digest.editions import explain_topics
 from digest.errors import ConfigError, DigestError
+from digest.newsletter import load_newsletter
 from digest.sources.health import source_health
 
 

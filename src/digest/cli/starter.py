@@ -2,7 +2,8 @@
 
 from pathlib import Path
 
-from digest.config import Newsletter, Settings
+from digest.config import Settings
+from digest.newsletter import Newsletter
 
 # The starter's stand-ins (issue 14): fine for a preview or the file outbox, refused for a real
 # send, where they would put a stranger's address in From: and a made-up one in the footer.

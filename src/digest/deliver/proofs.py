@@ -26,7 +26,7 @@ import sqlalchemy as sa
 from sqlmodel import col, select
 
 from digest import compose
-from digest.config import Newsletter, Settings
+from digest.config import Settings
 from digest.db.engine import session_scope
 from digest.db.models import Edition, SeedCopy, Subscriber
 from digest.deliver.base import OutgoingMessage, SendResult, Transport
@@ -35,6 +35,7 @@ from digest.deliver.message import new_message_id
 from digest.deliver.transports import make_transport
 from digest.editions import edition_or_draft
 from digest.errors import DeliveryError, SubscriberError
+from digest.newsletter import Newsletter
 from digest.render.copies import Renderer
 from digest.render.email import RenderedDigest, archive_values
 from digest.subscribers.roster import get_subscriber, topics_of

@@ -16,7 +16,7 @@ from sqlmodel import Session
 
 from digest import compose
 from digest.clock import Clock
-from digest.config import Newsletter, Settings
+from digest.config import Settings
 from digest.db.engine import session_scope
 from digest.db.models import (
     DeliveryStatus,
@@ -32,6 +32,7 @@ from digest.deliver.sender import RateLimiter, batches, dispatch
 from digest.deliver.transports import make_transport
 from digest.editions import build_edition
 from digest.errors import DeliveryError
+from digest.newsletter import Newsletter
 from digest.render.copies import Renderer, active_topic_sets, make_renderer
 from digest.subscribers.status import resume_paused
 from digest.threads import HORIZON_DAYS

@@ -13,13 +13,14 @@ import jinja2
 from sqlmodel import Session, select
 
 from digest import compose
-from digest.config import Newsletter, Settings, signing_keys
+from digest.config import Settings, signing_keys
 from digest.db.models import (
     Subscriber,
     SubscriberStatus,
 )
 from digest.deliver.base import MessageContent, OutgoingMessage
 from digest.deliver.message import new_message_id, unsubscribe_mailto
+from digest.newsletter import Newsletter
 from digest.render.email import (
     RenderedDigest,
     check_environment,

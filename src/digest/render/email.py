@@ -21,8 +21,8 @@ import mjml
 from markupsafe import Markup
 
 from digest.compose import Edition, StoryItem, ThreadRef
-from digest.config import NewsletterInfo
 from digest.errors import TemplateError
+from digest.newsletter import NewsletterInfo
 from digest.render import mjml_check
 from digest.sources.clean import sanitize_html, web_url
 

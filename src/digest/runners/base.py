@@ -13,9 +13,10 @@ from typing import Protocol
 import sqlalchemy as sa
 
 from digest.clock import Clock
-from digest.config import Newsletter, Settings
+from digest.config import Settings
 from digest.deliver.base import Transport
 from digest.deliver.journal import SendReport
+from digest.newsletter import Newsletter
 from digest.runners.local import LocalRunner
 from digest.sources.collect import SourceResult
 

@@ -22,7 +22,7 @@ from celery.exceptions import Reject
 from kombu.exceptions import KombuError, OperationalError
 
 from digest.clock import Clock, system_clock
-from digest.config import Newsletter, Settings, load_newsletter
+from digest.config import Settings
 from digest.db.engine import open_database
 from digest.db.queries import zone_audience
 from digest.deliver import claims
@@ -30,6 +30,7 @@ from digest.deliver.journal import SendReport
 from digest.deliver.send import send_batch
 from digest.deliver.transports import make_lanes
 from digest.errors import DeliveryError, DigestError, SettingsError, SourceError
+from digest.newsletter import Newsletter, load_newsletter
 from digest.render.copies import Renderer, make_renderer
 from digest.runners import collect_tasks
 from digest.runners.send_tasks import Enqueue, send_distributed

@@ -27,10 +27,11 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, col, select
 
-from digest.config import Newsletter, Settings
+from digest.config import Settings
 from digest.db.engine import session_scope
 from digest.db.models import CollectResult
 from digest.errors import SourceError
+from digest.newsletter import Newsletter
 from digest.sources.collect import Outcome, SourceResult, store_outcomes, sync_sources
 from digest.sources.fetch import FetchOptions, FetchRequest, fetch, make_client
 from digest.sources.model import ParsedFeed

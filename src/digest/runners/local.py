@@ -7,7 +7,7 @@ from datetime import date
 import sqlalchemy as sa
 
 from digest.clock import Clock
-from digest.config import Newsletter, Settings
+from digest.config import Settings
 from digest.db.engine import session_scope
 from digest.db.queries import zone_audience
 from digest.deliver.base import Transport
@@ -15,6 +15,7 @@ from digest.deliver.journal import SendReport
 from digest.deliver.send import send_edition
 from digest.deliver.transports import make_transport
 from digest.errors import SettingsError
+from digest.newsletter import Newsletter
 from digest.sources.collect import SourceResult, collect
 from digest.sources.fetch import FetchOptions
 

@@ -14,12 +14,13 @@ from datetime import date
 import sqlalchemy as sa
 
 from digest.clock import Clock
-from digest.config import Newsletter, Settings
+from digest.config import Settings
 from digest.db.queries import zone_audience
 from digest.deliver import claims
 from digest.deliver.base import Transport
 from digest.deliver.journal import SendReport
 from digest.deliver.send import send_batch
+from digest.newsletter import Newsletter
 from digest.runners import collect_tasks
 from digest.runners.send_tasks import send_distributed
 from digest.sources.collect import SourceResult

@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from sqlmodel import Session, col
 
 from digest.clock import Clock
-from digest.config import Newsletter, Settings
+from digest.config import Settings
 from digest.db.engine import session_scope
 from digest.db.models import Delivery, DeliveryStatus, Edition, Subscriber
 from digest.db.queries import SENDABLE
@@ -27,6 +27,7 @@ from digest.deliver.lock import send_lock
 from digest.deliver.proofs import send_seed_copies
 from digest.deliver.send import open_edition
 from digest.errors import DeliveryError
+from digest.newsletter import Newsletter
 from digest.render.copies import Renderer, active_topic_sets, make_renderer
 
 log = logging.getLogger(__name__)

@@ -20,7 +20,7 @@ from sqlmodel import Session, col, select
 
 from digest import pipeline
 from digest.clock import Clock
-from digest.config import Newsletter, Settings
+from digest.config import Settings
 from digest.db import queries
 from digest.db.engine import session_scope
 from digest.db.models import Delivery, DeliveryStatus, ScheduleRun, Subscriber, SubscriberStatus
@@ -28,6 +28,7 @@ from digest.db.queries import SENDABLE, zone_audience
 from digest.deliver import ledger
 from digest.deliver.journal import SendReport
 from digest.errors import DigestError
+from digest.newsletter import Newsletter
 from digest.runners.base import Runner
 from digest.schedule import approval
 from digest.schedule.runs import finish_run, record_run, start_run

@@ -22,12 +22,13 @@ from apscheduler.triggers.interval import IntervalTrigger
 
 from digest import pipeline
 from digest.clock import Clock, system_clock
-from digest.config import Newsletter, Settings
+from digest.config import Settings
 from digest.db.engine import session_scope
 from digest.db.models import SchedulerLease, ScheduleRun
 from digest.deliver.base import Transport
 from digest.deliver.transports import make_transport
 from digest.errors import DigestError
+from digest.newsletter import Newsletter
 from digest.runners.base import make_runner
 from digest.schedule import approval, dispatch, zones
 from digest.schedule.lease import Lease, current_holder, new_owner

@@ -19,10 +19,10 @@ from sqlalchemy import case, insert
 from sqlalchemy import select as sa_select  # sqlmodel's select takes at most four columns
 from sqlmodel import Session, col, select
 
-from digest.config import Newsletter
 from digest.db.bulk import insert_rows
 from digest.db.models import Article, Source, Story
 from digest.errors import SourceError
+from digest.newsletter import Newsletter
 from digest.sources.clean import strip_controls
 from digest.sources.fetch import FetchOptions, FetchRequest, fetch_all, make_client
 from digest.sources.model import FeedEntry, Fetched, ParsedFeed

@@ -9,8 +9,8 @@ from datetime import datetime
 
 from sqlmodel import Session, select
 
-from digest.config import Newsletter
 from digest.db.models import Source
+from digest.newsletter import Newsletter
 
 
 @dataclass(frozen=True, slots=True)

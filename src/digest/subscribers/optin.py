@@ -16,11 +16,12 @@ import jinja2
 from itsdangerous import BadSignature, URLSafeSerializer
 from sqlmodel import Session, col, select
 
-from digest.config import Newsletter, Settings
+from digest.config import Settings
 from digest.db.models import Delivery, Subscriber, SubscriberEvent, SubscriberStatus
 from digest.deliver.base import MessageContent, OutgoingMessage, Transport
 from digest.deliver.message import new_message_id
 from digest.errors import SubscriberError, TemplateError, TokenError
+from digest.newsletter import Newsletter
 from digest.render.email import BodyTemplate
 from digest.subscribers.roster import Via, check_timezone, check_topics, normalize_email, record_event
 from digest.subscribers.status import complaint_in_force, resubscribe

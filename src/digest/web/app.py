@@ -8,9 +8,10 @@ from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
 
 from digest.clock import Clock, system_clock
-from digest.config import Newsletter, Settings
+from digest.config import Settings
 from digest.deliver.base import Transport
 from digest.deliver.transports import make_transport
+from digest.newsletter import Newsletter
 from digest.render.copies import make_renderer
 from digest.schedule.scheduler import health as scheduler_health
 from digest.web.archive import archive_pages

@@ -15,11 +15,12 @@ from fastapi.responses import HTMLResponse
 from sqlmodel import Session
 
 from digest.clock import Clock
-from digest.config import Newsletter, Settings
+from digest.config import Settings
 from digest.db.engine import session_scope
 from digest.db.models import Subscriber
 from digest.db.queries import existing_edition_id
 from digest.errors import TokenError
+from digest.newsletter import Newsletter
 from digest.render.copies import Renderer
 from digest.subscribers.roster import Via
 from digest.tokens import LinkToken, subscriber_for

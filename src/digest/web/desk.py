@@ -25,11 +25,12 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from digest import desk
 from digest.clock import Clock, local_date
-from digest.config import Newsletter, Settings
+from digest.config import Settings
 from digest.db import queries
 from digest.db.engine import session_scope
 from digest.deliver.stats import edition_stats
 from digest.errors import DigestError, EditorError
+from digest.newsletter import Newsletter
 from digest.render.email import make_environment
 from digest.schedule import approval
 from digest.sources.health import source_health

@@ -12,10 +12,11 @@ from fastapi import FastAPI
 from fastapi.responses import HTMLResponse, Response
 
 from digest import compose
-from digest.config import Newsletter, Settings
+from digest.config import Settings
 from digest.db.engine import session_scope
 from digest.db.models import Edition
 from digest.db.queries import sent_editions
+from digest.newsletter import Newsletter
 from digest.render.feed import MAX_ENTRIES, FeedEntry, atom_feed
 from digest.web.guard import page_response
 

@@ -18,10 +18,11 @@ from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Res
 
 from digest import editions, pipeline
 from digest.clock import Clock, local_date, system_clock
-from digest.config import Newsletter, Settings
+from digest.config import Settings
 from digest.db import queries
 from digest.db.engine import session_scope
 from digest.errors import DigestError
+from digest.newsletter import Newsletter
 from digest.render.email import bundled_templates_dir, make_environment, subject_for
 from digest.web.desk import AdminGate, desk_router
 

@@ -10,11 +10,12 @@ from fastapi import BackgroundTasks, FastAPI, Request
 from fastapi.responses import HTMLResponse
 
 from digest.clock import Clock
-from digest.config import Newsletter, Settings, resolve_secret_key
+from digest.config import Settings, resolve_secret_key
 from digest.db.engine import session_scope
 from digest.db.models import Subscriber
 from digest.deliver.base import Transport
 from digest.errors import SubscriberError, TokenError
+from digest.newsletter import Newsletter
 from digest.subscribers import optin
 from digest.web.guard import page_response
 
