@@ -92,7 +92,7 @@ def friendly(func: F) -> F:
 _engines: list["sa.Engine"] = []
 
 
-def _engine(settings: "Settings") -> "sa.Engine":
+def command_engine(settings: "Settings") -> "sa.Engine":
     """The migrated database of this command; disposed when the command ends."""
     from digest.db.engine import open_database
 
@@ -101,7 +101,8 @@ def _engine(settings: "Settings") -> "sa.Engine":
     return engine
 
 
-def _setup() -> tuple["Settings", "Newsletter"]:
+def settings_and_newsletter() -> tuple["Settings", "Newsletter"]:
+    """The settings (environment and .env) and the newsletter file they name."""
     from digest.config import load_settings
     from digest.newsletter import load_newsletter
 
@@ -110,25 +111,27 @@ def _setup() -> tuple["Settings", "Newsletter"]:
 
 
 def _sending_setup() -> tuple["Settings", "Newsletter"]:
-    """`_setup` for a command that sends mail: the starter's placeholder sender and postal
+    """`settings_and_newsletter` for a command that sends mail: the starter's placeholder sender and postal
     address are refused for smtp and sendgrid (issue 14)."""
     from digest.cli.starter import placeholder_problem
 
-    settings, newsletter = _setup()
+    settings, newsletter = settings_and_newsletter()
     problem = placeholder_problem(settings, newsletter)
     if problem is not None:
         raise DigestError(problem)
     return settings, newsletter
 
 
-def _warn(settings: "Settings") -> None:
+def print_warnings(settings: "Settings") -> None:
+    """Print what the settings allow but the operator should know (one line each, on stderr)."""
     from digest.config import startup_warnings
 
     for line in startup_warnings(settings):
         err.print(f"[yellow]warning:[/] {line}", highlight=False, soft_wrap=True)
 
 
-def _edition_date(settings: "Settings", value: str | None) -> date:
+def edition_date_option(settings: "Settings", value: str | None) -> date:
+    """The edition date a --date option names; today in DIGEST_TIMEZONE without one."""
     if value is None:
         return local_date(settings.zone, current_time())
     try:

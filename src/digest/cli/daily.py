@@ -16,18 +16,18 @@ from digest import pipeline
 from digest.cli import desk
 from digest.cli.common import (
     DateOpt,
-    _edition_date,
-    _engine,
     _sending_setup,
-    _setup,
-    _warn,
     app,
+    command_engine,
     current_clock,
     current_time,
     db_app,
+    edition_date_option,
     err,
     friendly,
     out,
+    print_warnings,
+    settings_and_newsletter,
 )
 from digest.config import Settings, load_settings
 from digest.deliver.journal import SendReport
@@ -71,7 +71,7 @@ def db_upgrade() -> None:
     Example: digest db upgrade
     """
     settings = load_settings()
-    _engine(settings)
+    command_engine(settings)
     out.print("database is up to date")
 
 
@@ -89,8 +89,8 @@ def collect() -> None:
 
     Example: digest collect
     """
-    settings, newsletter = _setup()
-    engine = _engine(settings)
+    settings, newsletter = settings_and_newsletter()
+    engine = command_engine(settings)
     with _fetch_progress(newsletter) as (on_fetched, _):
         results = pipeline.collect(
             newsletter,
@@ -190,8 +190,8 @@ def preview(
     """
     if fmt not in ("html", "text", "eml", "mjml", "json"):
         raise DigestError(f"--format: {fmt!r} is not one of html, text, eml, mjml, json")
-    settings, newsletter = _setup()
-    engine = _engine(settings)
+    settings, newsletter = settings_and_newsletter()
+    engine = command_engine(settings)
     if serve_:
         _serve_preview(settings, newsletter, engine=engine, host=host, port=port, open_browser=open_)
         return
@@ -200,7 +200,7 @@ def preview(
         settings,
         newsletter,
         engine=engine,
-        edition_date=_edition_date(settings, date_),
+        edition_date=edition_date_option(settings, date_),
         now=now,
         subscriber_email=subscriber,
     )
@@ -343,9 +343,9 @@ def send(
 
     Example: digest send --test me@example.com --as reader@example.com
     """
-    settings, newsletter = _setup() if dry_run else _sending_setup()
-    engine = _engine(settings)
-    edition_date = _edition_date(settings, date_)
+    settings, newsletter = settings_and_newsletter() if dry_run else _sending_setup()
+    engine = command_engine(settings)
+    edition_date = edition_date_option(settings, date_)
     if test is not None or as_ is not None:
         desk.test_send(settings, newsletter, engine, edition_date, to=test, as_reader=as_)
         return
@@ -368,7 +368,7 @@ def send(
             soft_wrap=True,
         )
         return
-    _warn(settings)
+    print_warnings(settings)
     _queueing(settings, edition_date)
     with _send_progress(settings) as on_progress:
         report = pipeline.send(
@@ -401,14 +401,14 @@ def run(date_: DateOpt = None) -> None:
     Example: digest run
     """
     settings, newsletter = _sending_setup()
-    engine = _engine(settings)
-    edition_date = _edition_date(settings, date_) if date_ is not None else None
+    engine = command_engine(settings)
+    edition_date = edition_date_option(settings, date_) if date_ is not None else None
     with _fetch_progress(newsletter) as (on_fetched, end_progress), _send_progress(settings) as on_sent:
 
         def collected(results: list[SourceResult], day: date) -> None:
             end_progress()
             _print_collect(results)
-            _warn(settings)
+            print_warnings(settings)
             _queueing(settings, day)
 
         report = pipeline.run(

@@ -9,15 +9,15 @@ import typer
 from digest import desk
 from digest.cli.common import (
     DateOpt,
-    _edition_date,
-    _engine,
-    _setup,
     app,
+    command_engine,
     current_clock,
     current_time,
+    edition_date_option,
     err,
     friendly,
     out,
+    settings_and_newsletter,
 )
 from digest.config import Settings
 from digest.deliver.addresses import address_list
@@ -94,11 +94,11 @@ StoryArg = Annotated[int, typer.Argument(help="The story's number, as `digest ed
 
 
 def _decide(date_: str | None, action: str, **what: object) -> None:
-    settings, newsletter = _setup()
+    settings, newsletter = settings_and_newsletter()
     line = desk.decide(
         newsletter,
-        engine=_engine(settings),
-        edition_date=_edition_date(settings, date_),
+        engine=command_engine(settings),
+        edition_date=edition_date_option(settings, date_),
         action=action,
         now=current_time(),
         zone=settings.zone,
@@ -115,11 +115,11 @@ def show(date_: DateOpt = None) -> None:
 
     Example: digest edition show
     """
-    settings, newsletter = _setup()
+    settings, newsletter = settings_and_newsletter()
     view = desk.show(
         newsletter,
-        engine=_engine(settings),
-        edition_date=_edition_date(settings, date_),
+        engine=command_engine(settings),
+        edition_date=edition_date_option(settings, date_),
         now=current_time(),
         zone=settings.zone,
     )
@@ -217,11 +217,11 @@ def approve(date_: DateOpt = None) -> None:
 
     Example: digest edition approve
     """
-    settings, newsletter = _setup()
+    settings, newsletter = settings_and_newsletter()
     line = desk.approve(
         newsletter,
-        engine=_engine(settings),
-        edition_date=_edition_date(settings, date_),
+        engine=command_engine(settings),
+        edition_date=edition_date_option(settings, date_),
         now=current_time(),
         zone=settings.zone,
         horizon_days=settings.thread_horizon_days,

@@ -1,6 +1,6 @@
 """The commands that read mail sent back to us: unsubscribe-mail and bounces (run from cron)."""
 
-from digest.cli.common import _engine, app, current_time, err, friendly, out
+from digest.cli.common import app, command_engine, current_time, err, friendly, out
 from digest.config import load_settings, signing_keys
 
 
@@ -16,7 +16,7 @@ def unsubscribe_mail() -> None:
     from digest.tokens import TokenSigner
 
     settings = load_settings()
-    engine = _engine(settings)
+    engine = command_engine(settings)
     password = settings.unsubscribe_mailbox_password
     box = open_mailbox(settings.unsubscribe_mailbox, password.get_secret_value() if password else None)
     try:
@@ -55,7 +55,7 @@ def bounces() -> None:
     from digest.subscribers.unsubscribe_mail import open_mailbox
 
     settings = load_settings()
-    engine = _engine(settings)
+    engine = command_engine(settings)
     password = settings.bounce_mailbox_password
     box = open_mailbox(
         settings.bounce_mailbox,

@@ -12,17 +12,17 @@ from rich.table import Table
 
 from digest.cli.common import (
     DateOpt,
-    _edition_date,
-    _engine,
     _sending_setup,
-    _setup,
-    _warn,
     app,
+    command_engine,
     current_clock,
     current_time,
+    edition_date_option,
     err,
     friendly,
     out,
+    print_warnings,
+    settings_and_newsletter,
     sources_app,
 )
 from digest.config import Settings, load_settings
@@ -47,8 +47,8 @@ def sources_list() -> None:
 
     Example: digest sources list
     """
-    settings, newsletter = _setup()
-    engine = _engine(settings)
+    settings, newsletter = settings_and_newsletter()
+    engine = command_engine(settings)
     with session_scope(engine) as session:
         rows = source_health(newsletter, session=session, alert=settings.source_failure_alert)
     table = Table(
@@ -87,10 +87,10 @@ def stats(date_: DateOpt = None) -> None:
     Example: digest stats --date 2026-11-25
     """
     settings = load_settings()
-    engine = _engine(settings)
+    engine = command_engine(settings)
     with session_scope(engine) as session:
         editions = (
-            [e for e in [queries.edition_for(_edition_date(settings, date_), session=session)] if e]
+            [e for e in [queries.edition_for(edition_date_option(settings, date_), session=session)] if e]
             if date_
             else queries.recent_editions(session=session, limit=14)
         )
@@ -164,10 +164,10 @@ def serve(
     from digest.web.app import create_app
 
     settings, newsletter = _sending_setup()
-    _warn(settings)
+    print_warnings(settings)
     if mismatch := port_mismatch(settings.base_url, port):
         err.print(f"[yellow]warning:[/] {escape(mismatch)}", highlight=False, soft_wrap=True)
-    engine = _engine(settings)
+    engine = command_engine(settings)
     scheduler = (
         None if no_scheduler else start_background(settings, newsletter, engine=engine, clock=current_clock())
     )
@@ -231,7 +231,7 @@ def schedule() -> None:
     from digest.schedule.scheduler import run_blocking
 
     settings, newsletter = _sending_setup()
-    engine = _engine(settings)
+    engine = command_engine(settings)
     run_blocking(settings, newsletter, engine=engine, clock=current_clock())
 
 
@@ -252,7 +252,7 @@ def status(
     from digest.schedule.scheduler import status as scheduler_status
 
     settings = load_settings()
-    engine = _engine(settings)  # disposed when the command ends
+    engine = command_engine(settings)  # disposed when the command ends
     now = current_time()
     report = scheduler_status(settings, engine=engine, now=now, runs=runs)
     holder = report.holder
@@ -342,12 +342,12 @@ def topics(date_: DateOpt = None) -> None:
 
     Example: digest topics --date 2026-11-25
     """
-    settings, newsletter = _setup()
-    engine = _engine(settings)
+    settings, newsletter = settings_and_newsletter()
+    engine = command_engine(settings)
     rows = explain_topics(
         newsletter,
         engine=engine,
-        edition_date=_edition_date(settings, date_),
+        edition_date=edition_date_option(settings, date_),
         now=current_time(),
         zone=settings.zone,
     )

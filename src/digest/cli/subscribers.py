@@ -9,12 +9,12 @@ from rich.markup import escape
 from rich.table import Table
 
 from digest.cli.common import (
-    _engine,
-    _setup,
+    command_engine,
     current_time,
     err,
     friendly,
     out,
+    settings_and_newsletter,
     subscribers_app,
 )
 from digest.config import load_settings
@@ -48,8 +48,8 @@ def subscribers_add(
 
     Example: digest subscribers add ana@example.com --name Ana --topic "EV industry"
     """
-    settings, newsletter = _setup()
-    engine = _engine(settings)
+    settings, newsletter = settings_and_newsletter()
+    engine = command_engine(settings)
     with session_scope(engine) as session:
         row = add_subscriber(
             email,
@@ -83,8 +83,8 @@ def subscribers_import(
 
     Example: digest subscribers import subscribers/example.csv
     """
-    settings, newsletter = _setup()
-    engine = _engine(settings)
+    settings, newsletter = settings_and_newsletter()
+    engine = command_engine(settings)
 
     def skipped(line: str) -> None:
         # As each is found: every skipped row is named, however many, and none is held.
@@ -123,7 +123,7 @@ def subscribers_export(
     Example: digest subscribers export subscribers/backup.csv
     """
     settings = load_settings()
-    engine = _engine(settings)
+    engine = command_engine(settings)
     with session_scope(engine) as session:
         if file is None:
             write_csv(export_rows(session=session), sys.stdout)
@@ -152,7 +152,7 @@ def subscribers_list(
             f"--status: {status!r} is not one of {', '.join(s.value for s in SubscriberStatus)}"
         ) from None
     settings = load_settings()
-    engine = _engine(settings)
+    engine = command_engine(settings)
     with session_scope(engine) as session:
         rows = list_subscribers(session=session, status=wanted)
     table = Table("email", "name", "status", "topics", "timezone", title=f"{len(rows)} subscribers")
@@ -177,7 +177,7 @@ def subscribers_remove(
         err.print("nothing removed")
         raise typer.Exit(1)
     settings = load_settings()
-    engine = _engine(settings)
+    engine = command_engine(settings)
     with session_scope(engine) as session:
         remove_subscriber(email, session=session)
     out.print(f"removed {email}")
@@ -193,7 +193,7 @@ def subscribers_unsubscribe(
     Example: digest subscribers unsubscribe ana@example.com
     """
     settings = load_settings()
-    engine = _engine(settings)
+    engine = command_engine(settings)
     with session_scope(engine) as session:
         row = get_subscriber(email, session=session)
         changed = unsubscribe(row, session=session, now=current_time(), method="admin")

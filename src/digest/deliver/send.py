@@ -28,7 +28,7 @@ from digest.deliver.base import OutgoingMessage, Transport
 from digest.deliver.journal import Journal, SendReport
 from digest.deliver.lock import send_lock
 from digest.deliver.proofs import send_seed_copies
-from digest.deliver.sender import RateLimiter, batches, dispatch
+from digest.deliver.sender import RateLimiter, batches, send_calls
 from digest.deliver.transports import make_transport
 from digest.editions import build_edition
 from digest.errors import DeliveryError
@@ -190,7 +190,7 @@ def _send_rows(
         should_stop=should_stop,
     )
     try:
-        dispatch(batches(messages, lanes[0].max_batch), lanes=lanes, journal=journal, limiter=limiter)
+        send_calls(batches(messages, lanes[0].max_batch), lanes=lanes, journal=journal, limiter=limiter)
     finally:
         journal.writer.close()
         for lane in lanes:

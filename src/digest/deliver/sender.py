@@ -75,7 +75,7 @@ def batches(
 
 
 class Journal(Protocol):
-    """Where the dispatcher writes the ledger: one transaction per step."""
+    """Where the send loop writes the ledger: one transaction per step."""
 
     def step(self, done: Sequence[Call], claim: Sequence[OutgoingMessage]) -> None:
         """Record the answers of finished calls, then mark the next call's rows `sending`; commit."""
@@ -95,7 +95,7 @@ def stopped(error: TransportUnavailable) -> TransportUnavailable:
     )
 
 
-def dispatch(
+def send_calls(
     calls: Iterable[list[OutgoingMessage]],
     *,
     lanes: Sequence[Transport],
@@ -108,12 +108,12 @@ def dispatch(
     cannot be reached: the rest stays pending for the next run.
     """
     if len(lanes) == 1:
-        _dispatch_serial(calls, lanes[0], journal, limiter)
+        _send_serial(calls, lanes[0], journal, limiter)
     else:
-        _dispatch_parallel(calls, lanes, journal, limiter)
+        _send_parallel(calls, lanes, journal, limiter)
 
 
-def _dispatch_serial(
+def _send_serial(
     calls: Iterable[list[OutgoingMessage]], lane: Transport, journal: Journal, limiter: RateLimiter
 ) -> None:
     done: list[Call] = []
@@ -128,7 +128,7 @@ def _dispatch_serial(
     journal.step(done, [])
 
 
-def _dispatch_parallel(
+def _send_parallel(
     calls: Iterable[list[OutgoingMessage]],
     lanes: Sequence[Transport],
     journal: Journal,
