@@ -84,8 +84,10 @@ def test_the_coordinator_never_reads_more_than_a_batch_of_rows(
 
 def test_the_wait_polls_sooner_when_the_last_rows_are_due_before_the_next_poll() -> None:
     t0 = datetime(2026, 1, 1, tzinfo=UTC)
-    assert fanout._next_poll(None, t0, 500, 1.0) == 1.0  # no rate known yet
-    assert fanout._next_poll((t0, 1000), t0 + timedelta(seconds=1), 600, 1.0) == 1.0  # 1.5 s to go
-    assert fanout._next_poll((t0, 1000), t0 + timedelta(seconds=1), 200, 1.0) == 0.25  # 800/s: 200 in 0.25 s
-    assert fanout._next_poll((t0, 1000), t0 + timedelta(seconds=1), 1, 1.0) == fanout.MIN_POLL_SECONDS
-    assert fanout._next_poll((t0, 1000), t0 + timedelta(seconds=1), 1000, 1.0) == 1.0  # no progress
+    assert send_tasks._next_poll(None, t0, 500, 1.0) == 1.0  # no rate known yet
+    assert send_tasks._next_poll((t0, 1000), t0 + timedelta(seconds=1), 600, 1.0) == 1.0  # 1.5 s to go
+    assert (
+        send_tasks._next_poll((t0, 1000), t0 + timedelta(seconds=1), 200, 1.0) == 0.25
+    )  # 800/s: 200 in 0.25 s
+    assert send_tasks._next_poll((t0, 1000), t0 + timedelta(seconds=1), 1, 1.0) == send_tasks.MIN_POLL_SECONDS
+    assert send_tasks._next_poll((t0, 1000), t0 + timedelta(seconds=1), 1000, 1.0) == 1.0  # no progress
