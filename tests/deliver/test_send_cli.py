@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from digest import pipeline
 from digest.cli import app, daily
 from digest.config import Settings
 from digest.db.engine import session_scope
+from digest.deliver import journal
 from digest.editions import build_edition
 from tests.cli_helpers import ClockedRunner
 from tests.deliver.builders import Handler, smtp_server
@@ -60,7 +60,7 @@ def test_a_bounce_exits_3_and_names_the_address(env: World, monkeypatch: pytest.
 
 def test_failures_past_the_listed_ones_are_counted(env: World, monkeypatch: pytest.MonkeyPatch) -> None:
     refused = dict.fromkeys(env.emails[:3], "550 5.1.1 no such user")
-    monkeypatch.setattr(pipeline, "FAILURES_KEPT", 1)
+    monkeypatch.setattr(journal, "FAILURES_KEPT", 1)
     with smtp_server(Handler(refuse=refused)) as (server, _):
         monkeypatch.setenv("DIGEST_TRANSPORT", "smtp")
         monkeypatch.setenv("DIGEST_SMTP_HOST", "127.0.0.1")
