@@ -14,6 +14,7 @@ from digest import desk
 from digest.cli import app
 from digest.db.models import Edition, ScheduleRun
 from digest.errors import SettingsError
+from digest.runners.local import LocalRunner
 from digest.schedule import approval, dispatch
 from tests.cli_helpers import ClockedRunner
 from tests.schedule_helpers import (
@@ -50,12 +51,13 @@ def test_the_deadline_is_a_local_time_or_minutes_after_the_send_time(tmp_path: P
 def tick(
     engine: sa.Engine, tmp_path: Path, db_url: str, clock: Clock, transport: RecordingTransport, **more: Any
 ) -> list[str]:
+    cfg = settings(tmp_path, db_url, require_approval=True, approval_deadline="120", **more)
     results = dispatch.dispatch(
-        settings(tmp_path, db_url, require_approval=True, approval_deadline="120", **more),
+        cfg,
         newsletter(),
         engine=engine,
         clock=clock,
-        transport_factory=lambda: transport,
+        runner=LocalRunner(cfg, transport_factory=lambda: transport),
         owner="test",
     )
     return [r.status for r in results]
