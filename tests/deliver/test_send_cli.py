@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from digest.cli import app, daily
+from digest.cli import app, daily, progress
 from digest.config import Settings
 from digest.db.engine import session_scope
 from digest.deliver import journal
@@ -112,7 +112,9 @@ def test_send_says_where_the_outbox_put_the_messages_and_stats_fit_80_columns(en
 def test_send_shows_a_progress_bar_on_a_terminal_only(env: World, monkeypatch: pytest.MonkeyPatch) -> None:
     # Issue 14: as `collect` does; piped (cron, a file), the output is the report lines alone.
     screen = io.StringIO()
-    monkeypatch.setattr(daily, "out", Console(file=screen, force_terminal=True, width=120))
+    terminal = Console(file=screen, force_terminal=True, width=120)
+    monkeypatch.setattr(daily, "out", terminal)  # the report lines
+    monkeypatch.setattr(progress, "out", terminal)  # the bar (cli/progress.py)
     result = ClockedRunner().invoke(app, ["send", "--date", env.now.date().isoformat()])
     assert result.exit_code == 0, result.output
     shown = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", screen.getvalue())  # the terminal's codes out

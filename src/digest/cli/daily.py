@@ -2,8 +2,6 @@
 
 import sys
 import webbrowser
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
 from typing import Annotated
@@ -29,11 +27,12 @@ from digest.cli.common import (
     print_warnings,
     settings_and_newsletter,
 )
+from digest.cli.progress import fetch_progress, send_progress
 from digest.config import Settings, load_settings
 from digest.deliver.journal import SendReport
 from digest.errors import DigestError
 from digest.newsletter import Newsletter
-from digest.runners.base import OnFetched, make_runner
+from digest.runners.base import make_runner
 from digest.sources.collect import SourceResult
 
 
@@ -91,7 +90,7 @@ def collect() -> None:
     """
     settings, newsletter = settings_and_newsletter()
     engine = command_engine(settings)
-    with _fetch_progress(newsletter) as (on_fetched, _):
+    with fetch_progress(newsletter) as (on_fetched, _):
         results = pipeline.collect(
             newsletter,
             engine=engine,
@@ -102,35 +101,6 @@ def collect() -> None:
     _print_collect(results)
     if results and all(r.status == "failed" for r in results):
         raise DigestError("every source failed; see the table above")
-
-
-@contextmanager
-def _fetch_progress(newsletter: Newsletter) -> Iterator[tuple[OnFetched | None, Callable[[], None]]]:
-    """A progress bar while fetching, when stdout is a terminal: (on_fetched, end the bar)."""
-    if not out.is_terminal or not newsletter.sources:
-        yield None, lambda: None
-        return
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    columns = (TextColumn("fetching"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    bar = Progress(*columns, TextColumn("{task.fields[last]}"), console=out, transient=True)
-    task = bar.add_task("fetch", total=len(newsletter.sources), last="")
-
-    def advance(name: str, error: str | None) -> None:
-        # Started on the first fetched source, after collect has forked its workers: Rich's
-        # refresh thread would otherwise make them spawned (see sources/workers.py).
-        if not bar.live.is_started:
-            bar.start()
-        bar.update(task, advance=1, last=f"{name}: failed" if error else name)
-
-    def end() -> None:
-        if bar.live.is_started:
-            bar.stop()
-
-    try:
-        yield advance, end
-    finally:
-        end()
 
 
 def _print_collect(results: list[SourceResult]) -> None:
@@ -245,32 +215,6 @@ def _serve_preview(
     uvicorn.run(app, host=host, port=port, log_level="warning")
 
 
-@contextmanager
-def _send_progress(settings: Settings) -> Iterator[Callable[[int], None] | None]:
-    """A progress bar while this process sends, on a terminal; None when piped, from cron, or
-    when the workers send (distributed mode)."""
-    if settings.broker_url is not None or not out.is_terminal:
-        yield None
-        return
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
-    # The number to send is known only as the ledger is read, so the bar counts what is answered.
-    columns = (TextColumn("sending"), BarColumn(), TextColumn("{task.completed:,} sent"), TimeElapsedColumn())
-    bar = Progress(*columns, console=out, transient=True)
-    task = bar.add_task("send", total=None)
-
-    def advance(answered: int) -> None:
-        if not bar.live.is_started:  # from the first answer: warnings before it stay readable
-            bar.start()
-        bar.update(task, advance=answered)
-
-    try:
-        yield advance
-    finally:
-        if bar.live.is_started:
-            bar.stop()
-
-
 def _queueing(settings: Settings, edition_date: date) -> None:
     """Say that the send waits on the workers (distributed mode)."""
     if settings.broker_url is not None:
@@ -370,7 +314,7 @@ def send(
         return
     print_warnings(settings)
     _queueing(settings, edition_date)
-    with _send_progress(settings) as on_progress:
+    with send_progress(settings) as on_progress:
         report = pipeline.send(
             settings,
             newsletter,
@@ -403,7 +347,7 @@ def run(date_: DateOpt = None) -> None:
     settings, newsletter = _sending_setup()
     engine = command_engine(settings)
     edition_date = edition_date_option(settings, date_) if date_ is not None else None
-    with _fetch_progress(newsletter) as (on_fetched, end_progress), _send_progress(settings) as on_sent:
+    with fetch_progress(newsletter) as (on_fetched, end_progress), send_progress(settings) as on_sent:
 
         def collected(results: list[SourceResult], day: date) -> None:
             end_progress()
