@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from digest.cli import app, daily
+from digest.cli import app, daily, progress
 from tests.cli_helpers import ClockedRunner, use_newsletter
 from tests.feedbuilder import Item, newsletter_toml, rss, write
 from tests.httpserver import Reply, serving
@@ -82,7 +82,9 @@ def test_collect_shows_a_progress_bar_on_a_terminal(env: Path, monkeypatch: pyte
     from rich.console import Console
 
     screen = io.StringIO()
-    monkeypatch.setattr(daily, "out", Console(file=screen, force_terminal=True, width=200))
+    terminal = Console(file=screen, force_terminal=True, width=200)
+    monkeypatch.setattr(daily, "out", terminal)  # the table
+    monkeypatch.setattr(progress, "out", terminal)  # the bar (cli/progress.py)
     result = runner.invoke(app, ["collect"])
     assert result.exit_code == 0, result.output
     shown = screen.getvalue()
