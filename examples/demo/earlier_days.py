@@ -16,11 +16,13 @@ from datetime import datetime, timedelta
 import sqlalchemy as sa
 
 from digest import pipeline
-from digest.clock import FixedClock, system_clock
+from digest.clock import FixedClock, local_date, system_clock
 from digest.config import Settings, load_settings
 from digest.db.engine import open_database
 from digest.deliver.base import Transport
+from digest.deliver.journal import SendReport
 from digest.newsletter import Newsletter, load_newsletter
+from digest.runners.base import make_runner
 
 
 def send_earlier_days(
@@ -31,7 +33,7 @@ def send_earlier_days(
     now: datetime,
     days: int = 2,
     transport: Transport | None = None,
-) -> list[pipeline.SendReport]:
+) -> list[SendReport]:
     """Send the editions of the `days` days before `now`'s, oldest first, each at its own day's time."""
     reports = []
     for back in range(days, 0, -1):
@@ -41,9 +43,9 @@ def send_earlier_days(
                 settings,
                 newsletter,
                 engine=engine,
-                edition_date=pipeline.today(settings, then),
+                edition_date=local_date(settings.zone, then),
                 clock=FixedClock(then),
-                transport=transport,
+                runner=make_runner(settings, transport_factory=(lambda: transport) if transport else None),
             )
         )
     return reports
