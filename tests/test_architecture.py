@@ -109,7 +109,7 @@ def imports(known: dict[str, Path]) -> Iterator[Import]:
                     continue
                 target = _resolve(name, known)
                 if target is not None and target != module:
-                    yield Import(module, target, node.lineno, id(node) in inner)
+                    yield Import(module, target, getattr(node, "lineno", 0), id(node) in inner)
 
 
 def layer(module: str) -> int:
