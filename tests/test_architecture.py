@@ -30,7 +30,6 @@ LAYERS: list[tuple[str, int]] = [
     ("digest.story_terms", 2),
     ("digest.followups", 2),
     ("digest.desk", 2),
-    ("digest.approval", 2),
     ("digest.threads", 2),
     ("digest.topics", 2),
     ("digest.compose", 2),
