@@ -29,7 +29,7 @@ demo: $(STAMP)
 	@echo "Done. Messages (one .eml per subscriber and edition): $(CURDIR)/var/demo/outbox/"
 	@echo "HTML preview of today's edition:          $(CURDIR)/var/demo/preview.html"
 	@echo "  (its Ford and Xiaomi story has an 'Earlier:' line: the deal and the talks of the two days before)"
-	@echo "Run 'make demo' again: nothing is sent twice. 'make serve-demo' serves unsubscribe and the archive."
+	@echo "Run 'make demo' again: nothing is sent twice. 'make serve-demo' serves the landing page, unsubscribe and the archive (PORT=8080 for another port)."
 
 ## serve-demo: the web app (landing page, unsubscribe, preferences, archive) over the demo database;
 ## another port: make serve-demo PORT=8080 (the links in pages follow it)
