@@ -9,16 +9,18 @@ edition due, so missed runs after downtime are caught up once. An edition due lo
 DIGEST_MAX_LATENESS_HOURS is stale: not sent to that zone at all, and recorded as skipped.
 """
 
+from __future__ import annotations
+
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
-from digest import pipeline
 from digest.clock import Clock
 from digest.config import Settings
 from digest.db import queries
@@ -29,10 +31,12 @@ from digest.deliver import ledger
 from digest.deliver.journal import SendReport
 from digest.errors import DigestError
 from digest.newsletter import Newsletter
-from digest.runners.base import Runner
 from digest.schedule import approval
 from digest.schedule.runs import finish_run, record_run, start_run
 from digest.schedule.zones import ZonePlan, due_at, latest_due, next_due, plan
+
+if TYPE_CHECKING:  # the runner and the pipeline load the stages: `digest status` needs neither
+    from digest.runners.base import Runner
 
 log = logging.getLogger(__name__)
 
@@ -266,6 +270,8 @@ def _send_zone(
 ) -> ZoneResult:
     run_id = start_run(engine, job="send", key=p.key, scheduled_for=p.due_at, owner=owner, now=clock())
     try:
+        from digest import pipeline  # a send loads every stage: only when one is due
+
         report = pipeline.send(
             settings,
             newsletter,

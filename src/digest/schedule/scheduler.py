@@ -5,6 +5,8 @@ time zone the edition due; see dispatch.py) and `expire` (hourly: unconfirmed si
 records). Only the holder of the lease starts APScheduler; a second scheduler waits as standby.
 """
 
+from __future__ import annotations
+
 import logging
 import signal
 import threading
@@ -12,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from types import FrameType
+from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 from apscheduler.executors.pool import ThreadPoolExecutor
@@ -20,20 +23,19 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
-from digest import pipeline
 from digest.clock import Clock, system_clock
 from digest.config import Settings
 from digest.db.engine import session_scope
 from digest.db.models import SchedulerLease, ScheduleRun
-from digest.deliver.base import Transport
-from digest.deliver.transports import make_transport
 from digest.errors import DigestError
 from digest.newsletter import Newsletter
-from digest.runners.base import make_runner
 from digest.schedule import approval, dispatch, zones
 from digest.schedule.lease import Lease, current_holder, new_owner
 from digest.schedule.runs import finish_run, mark_abandoned_runs, prune_runs, recent_runs, start_run
 from digest.subscribers import optin
+
+if TYPE_CHECKING:  # `digest status` reads this module: the stages load only to run a job
+    from digest.deliver.base import Transport
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +45,7 @@ KEEP_RUNS = timedelta(days=30)
 
 # Jobs persisted in the database name a function, not an object: this is how that function finds
 # the scheduler running in this process (there is at most one).
-_SCHEDULER: "Scheduler | None" = None
+_SCHEDULER: Scheduler | None = None
 
 
 def run_job(name: str) -> None:
@@ -85,6 +87,9 @@ class Scheduler:
         owner: str | None = None,
     ) -> None:
         self.settings, self.newsletter, self.engine, self.clock = settings, newsletter, engine, clock
+        from digest.deliver.transports import make_transport
+        from digest.runners.base import make_runner
+
         # Chosen once: where this scheduler's collects and sends run (runners/).
         self.runner = make_runner(
             settings,
@@ -208,6 +213,8 @@ class Scheduler:
         finish_run(self.engine, run_id, status=status, detail=detail, now=self.clock())
 
     def _collect(self) -> str:
+        from digest import pipeline
+
         results = pipeline.collect(self.newsletter, engine=self.engine, clock=self.clock, runner=self.runner)
         failed = [r.name for r in results if r.status == "failed"]
         malformed = [r.name for r in results if r.status == "malformed"]
@@ -250,7 +257,7 @@ class SchedulerThread:
         self.runner = runner
         self.thread = threading.Thread(target=runner.run, name="digest-scheduler")
 
-    def start(self) -> "SchedulerThread":
+    def start(self) -> SchedulerThread:
         """Start the thread."""
         self.thread.start()
         return self
