@@ -22,6 +22,7 @@ class Seen:
 
     path: str
     headers: dict[str, str]
+    peer: tuple[str, int] = ("", 0)  # the client's address and port: one per connection
 
 
 Route = Callable[[Seen], Reply]
@@ -40,7 +41,8 @@ class FeedServer:
             protocol_version = "HTTP/1.1"
 
             def do_GET(self) -> None:
-                seen = Seen(self.path, {k.lower(): v for k, v in self.headers.items()})
+                headers = {k.lower(): v for k, v in self.headers.items()}
+                seen = Seen(self.path, headers, self.client_address[:2])
                 server.seen.append(seen)
                 route = server.routes.get(self.path.split("?")[0])
                 reply = route(seen) if route else Reply(404, body=b"not found")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from digest.cli import app, daily, progress
+from digest.cli import app, progress, reports
 from tests.cli_helpers import ClockedRunner, use_newsletter
 from tests.feedbuilder import Item, newsletter_toml, rss, write
 from tests.httpserver import Reply, serving
@@ -83,7 +83,7 @@ def test_collect_shows_a_progress_bar_on_a_terminal(env: Path, monkeypatch: pyte
 
     screen = io.StringIO()
     terminal = Console(file=screen, force_terminal=True, width=200)
-    monkeypatch.setattr(daily, "out", terminal)  # the table
+    monkeypatch.setattr(reports, "out", terminal)  # the table (cli/reports.py)
     monkeypatch.setattr(progress, "out", terminal)  # the bar (cli/progress.py)
     result = runner.invoke(app, ["collect"])
     assert result.exit_code == 0, result.output

@@ -50,3 +50,12 @@ def test_a_command_is_imported_when_used_with_its_own_options_and_help() -> None
     assert done.returncode == 0 and "--skip-invalid" in done.stdout
     typo = _run(LAZY, "stauts")
     assert typo.returncode == 2 and "Did you mean" in typo.stderr and "'status'" in typo.stderr
+
+
+def test_collect_loads_no_rendering_or_delivery_library() -> None:
+    # `digest collect --help` imports what the command itself imports, and nothing runs.
+    done = _run(REPORT, "collect", "--help")
+    modules = set(done.stderr.split("MODULES", 1)[1].split())
+    assert "--all" in done.stdout
+    assert "sqlalchemy" in modules  # the command module is loaded: the check below means something
+    assert not modules & {"jinja2", "mjml", "sendgrid", "cryptography", "itsdangerous"}, modules

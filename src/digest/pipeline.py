@@ -5,31 +5,36 @@ is the stage's business, and where collecting and sending run is a Runner's (run
 process, or the Celery workers). The CLI, the scheduler and the web app call these functions.
 """
 
+from __future__ import annotations
+
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
+from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
-from sqlmodel import Session
 
-from digest import compose
 from digest.clock import Clock, local_date
 from digest.config import Settings
-from digest.db import queries
 from digest.db.engine import session_scope
-from digest.db.models import DeliveryStatus, Edition, Subscriber, SubscriberStatus
-from digest.deliver import ledger
-from digest.deliver.base import OutgoingMessage
-from digest.deliver.journal import SendReport
-from digest.deliver.message import MessageEncoder, to_bytes
-from digest.editions import edition_or_draft
+from digest.db.models import Subscriber
 from digest.newsletter import Newsletter
-from digest.render.copies import Renderer, make_renderer
-from digest.render.email import RenderedDigest
 from digest.runners.base import OnFetched, Runner, make_runner
 from digest.runners.local import LocalRunner
-from digest.sources.collect import SourceResult
-from digest.subscribers.roster import get_subscriber, topics_of
+
+if TYPE_CHECKING:
+    # `digest collect` loads the sources stage only: rendering, delivery and their libraries
+    # (Jinja, MJML, SendGrid, cryptography: ~0.4 s of imports) load where a send or a preview
+    # runs, inside the functions below.
+    from sqlmodel import Session
+
+    from digest import compose
+    from digest.db.models import Edition
+    from digest.deliver.base import OutgoingMessage
+    from digest.deliver.journal import SendReport
+    from digest.render.copies import Renderer
+    from digest.render.email import RenderedDigest
+    from digest.sources.collect import SourceResult
 
 # --- sources ------------------------------------------------------------------------------
 
@@ -145,12 +150,16 @@ class Preview:
 
     def eml(self, now: datetime) -> bytes:
         """The message as the outbox would hold it."""
+        from digest.deliver.message import to_bytes
+
         return to_bytes(self.message, now=now)
 
 
 def _edition_or_draft(
     settings: Settings, newsletter: Newsletter, *, session: Session, day: date, now: datetime
 ) -> tuple[compose.Edition, Edition | None]:
+    from digest.editions import edition_or_draft
+
     return edition_or_draft(
         newsletter,
         session=session,
@@ -181,6 +190,9 @@ def preview(
     renderer: Renderer | None = None,
 ) -> Preview:
     """Render a date's edition for one subscriber (or a sample reader) without sending."""
+    from digest.render.copies import make_renderer
+    from digest.subscribers.roster import get_subscriber, topics_of
+
     renderer = renderer or make_renderer(settings, newsletter)
     with session_scope(engine) as session:
         edition, row = _edition_or_draft(settings, newsletter, session=session, day=edition_date, now=now)
@@ -212,6 +224,14 @@ def dry_run(
     nothing is left for their topics. Readers are read `batch_size` at a time (default
     DIGEST_SEND_BATCH_SIZE) and each message is dropped once built, so it stays as small as a send.
     """
+    from digest.db import queries
+    from digest.db.models import DeliveryStatus, SubscriberStatus
+    from digest.deliver import ledger
+    from digest.deliver.journal import SendReport
+    from digest.deliver.message import MessageEncoder
+    from digest.render.copies import make_renderer
+    from digest.subscribers.roster import topics_of
+
     renderer = make_renderer(settings, newsletter)
     encoder = MessageEncoder()
     size = batch_size or settings.send_batch_size

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from digest.cli import app, daily, progress
+from digest.cli import app, progress, reports
 from digest.config import Settings
 from digest.db.engine import session_scope
 from digest.deliver import journal
@@ -113,7 +113,7 @@ def test_send_shows_a_progress_bar_on_a_terminal_only(env: World, monkeypatch: p
     # Issue 14: as `collect` does; piped (cron, a file), the output is the report lines alone.
     screen = io.StringIO()
     terminal = Console(file=screen, force_terminal=True, width=120)
-    monkeypatch.setattr(daily, "out", terminal)  # the report lines
+    monkeypatch.setattr(reports, "out", terminal)  # the report lines (cli/reports.py)
     monkeypatch.setattr(progress, "out", terminal)  # the bar (cli/progress.py)
     result = ClockedRunner().invoke(app, ["send", "--date", env.now.date().isoformat()])
     assert result.exit_code == 0, result.output

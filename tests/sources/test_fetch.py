@@ -149,6 +149,33 @@ def test_no_more_than_per_host_requests_are_in_flight_at_once(server: FeedServer
     assert state["max"] == 2
 
 
+def test_a_host_keeps_its_connection_while_it_has_feeds_to_give_then_lets_it_go(
+    server: FeedServer,
+) -> None:
+    server.route("/feed", lambda _seen: Reply(body=FEED))
+    # Two names for one server: two hosts to the pools, each with its own feeds.
+    other = server.url("/feed").replace("127.0.0.1", "localhost")
+    requests = [FetchRequest(f"A{i}", server.url(f"/feed?n={i}")) for i in range(4)]
+    requests += [FetchRequest(f"B{i}", f"{other}?n={i}") for i in range(3)]
+    options = FetchOptions(per_host=1)
+    open_after: list[int] = []
+
+    async def run() -> list[Fetched | SourceError]:
+        async with make_client(options) as client:
+            results = await fetch_all(requests, client=client, options=options)
+            open_after.append(len(client.transport.pools))
+            return results
+
+    results = asyncio.run(run())
+    assert all(isinstance(r, Fetched) for r in results)
+    connections: dict[str, set[tuple[str, int]]] = {}
+    for seen in server.seen:
+        connections.setdefault(seen.headers["host"].split(":")[0], set()).add(seen.peer)
+    # One request at a time per host: each host's requests went over one kept-alive connection.
+    assert {host: len(peers) for host, peers in connections.items()} == {"127.0.0.1": 1, "localhost": 1}
+    assert open_after == [0]  # every host's pool closed once its last feed had answered
+
+
 def test_one_failing_source_does_not_stop_the_others(server: FeedServer) -> None:
     server.route("/ok", Reply(body=FEED))
     server.route("/bad", Reply(500, body=b"oops"))

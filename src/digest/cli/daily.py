@@ -4,14 +4,12 @@ import sys
 import webbrowser
 from datetime import date
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import sqlalchemy as sa
 import typer
-from rich.table import Table
 
 from digest import pipeline
-from digest.cli import desk
 from digest.cli.common import (
     DateOpt,
     _sending_setup,
@@ -28,12 +26,14 @@ from digest.cli.common import (
     settings_and_newsletter,
 )
 from digest.cli.progress import fetch_progress, send_progress
+from digest.cli.reports import LIST_EVERY_SOURCE_UP_TO, print_collect, print_send
 from digest.config import Settings, load_settings
-from digest.deliver.journal import SendReport
 from digest.errors import DigestError
 from digest.newsletter import Newsletter
 from digest.runners.base import make_runner
-from digest.sources.collect import SourceResult
+
+if TYPE_CHECKING:  # `digest collect` must not load the delivery stage
+    from digest.sources.collect import SourceResult
 
 
 @app.command()
@@ -74,12 +74,23 @@ def db_upgrade() -> None:
     out.print("database is up to date")
 
 
+AllOpt = Annotated[
+    bool,
+    typer.Option(
+        "--all",
+        help=f"List every source in the table (above {LIST_EVERY_SOURCE_UP_TO} sources, only failed "
+        "and malformed ones are listed).",
+    ),
+]
+
+
 @app.command()
 @friendly
-def collect() -> None:
+def collect(every: AllOpt = False) -> None:
     """Fetch every source in digest.toml and store new stories; a table says how each source did.
 
-    A failing source is reported and the others are collected; a malformed feed (cut off, not
+    With more than 30 sources the table lists only those that failed or are malformed (--all lists
+    every one). A failing source is reported and the others are collected; a malformed feed (cut off, not
     well-formed) has what could be read stored and is reported "malformed" with the parser's
     reason. The exit status is 1 only when every source failed. `digest sources list` shows each
     source's health over time. With DIGEST_BROKER_URL set, `digest worker` processes fetch and
@@ -98,27 +109,9 @@ def collect() -> None:
             runner=make_runner(settings),
             on_fetched=on_fetched,
         )
-    _print_collect(results)
+    print_collect(results, every=every)
     if results and all(r.status == "failed" for r in results):
         raise DigestError("every source failed; see the table above")
-
-
-def _print_collect(results: list[SourceResult]) -> None:
-    table = Table("source", "result", "entries", "new", "updated", "error", title="Collection")
-    for r in results:
-        style = {"failed": "red", "malformed": "yellow"}.get(r.status)
-        table.add_row(
-            r.name, r.status, str(r.entries), str(r.new), str(r.updated), r.error or "", style=style
-        )
-    out.print(table)
-    failed = sum(r.status == "failed" for r in results)
-    malformed = sum(r.status == "malformed" for r in results)
-    out.print(
-        f"{len(results)} sources: {sum(r.new for r in results)} new articles, "
-        f"{sum(r.updated for r in results)} updated, {failed} failed"
-        + (f", {malformed} malformed" if malformed else ""),
-        highlight=False,
-    )
 
 
 @app.command()
@@ -221,28 +214,6 @@ def _queueing(settings: Settings, edition_date: date) -> None:
         out.print(f"queueing edition {edition_date} for the workers on {settings.broker_queue}; waiting")
 
 
-def _print_send(report: SendReport) -> None:
-    if report.nothing_new:  # run again: say so, rather than "sent 0"
-        out.print(
-            f"edition {report.edition_date}: already sent to {report.already}; nothing left to send"
-            + (f" (unknown {report.unknown}: see --resend-unknown)" if report.unknown else ""),
-            soft_wrap=True,
-        )
-        return
-    out.print(
-        f"edition {report.edition_date}: {report.story_count} stories; sent {report.sent}, "
-        f"failed {report.failed}, to retry {report.retry}, skipped {report.skipped}, "
-        f"unknown {report.unknown}"
-        + (f"; already sent to {report.already} before" if report.already else ""),
-        soft_wrap=True,
-    )
-    for line in report.failures:
-        err.print(f"  failed: {line}", highlight=False, markup=False, soft_wrap=True)  # a relay's words
-    more = report.failed + report.retry - len(report.failures)
-    if more > 0:
-        err.print(f"  ... and {more} more (each error is kept in the ledger)", highlight=False)
-
-
 @app.command()
 @friendly
 def send(
@@ -287,6 +258,8 @@ def send(
 
     Example: digest send --test me@example.com --as reader@example.com
     """
+    from digest.cli import desk
+
     settings, newsletter = settings_and_newsletter() if dry_run else _sending_setup()
     engine = command_engine(settings)
     edition_date = edition_date_option(settings, date_)
@@ -325,7 +298,7 @@ def send(
             resend_unknown=resend_unknown,
             on_progress=on_progress,
         )
-    _print_send(report)
+    print_send(report)
     if settings.transport == "file" and settings.broker_url is None:
         out.print(f"messages are in {settings.outbox_dir.resolve()}", soft_wrap=True)
     desk.print_seeds(report.seeds)
@@ -335,7 +308,7 @@ def send(
 
 @app.command()
 @friendly
-def run(date_: DateOpt = None) -> None:
+def run(date_: DateOpt = None, every: AllOpt = False) -> None:
     """The daily job: collect every source, then send the edition.
 
     Exit status (for cron): 0 all done; 1 an error stopped the job (nothing is lost: run it
@@ -349,9 +322,9 @@ def run(date_: DateOpt = None) -> None:
     edition_date = edition_date_option(settings, date_) if date_ is not None else None
     with fetch_progress(newsletter) as (on_fetched, end_progress), send_progress(settings) as on_sent:
 
-        def collected(results: list[SourceResult], day: date) -> None:
+        def collected(results: "list[SourceResult]", day: date) -> None:
             end_progress()
-            _print_collect(results)
+            print_collect(results, every=every)
             print_warnings(settings)
             _queueing(settings, day)
 
@@ -366,7 +339,7 @@ def run(date_: DateOpt = None) -> None:
             on_collected=collected,
             on_progress=on_sent,
         ).sent
-    _print_send(report)
+    print_send(report)
     if settings.transport == "file":
         out.print(f"messages are in {settings.outbox_dir.resolve()}")
     if report.needs_attention:

@@ -6,19 +6,23 @@ tasks in a list and works through them itself (tests; one contract suite, tests/
 against all three). A door (the CLI, the scheduler) picks one with `make_runner`, once.
 """
 
+from __future__ import annotations
+
 from collections.abc import Callable
 from datetime import date
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import sqlalchemy as sa
 
 from digest.clock import Clock
 from digest.config import Settings
-from digest.deliver.base import Transport
-from digest.deliver.journal import SendReport
 from digest.newsletter import Newsletter
 from digest.runners.local import LocalRunner
-from digest.sources.collect import SourceResult
+
+if TYPE_CHECKING:  # a collect does not load the delivery stage (runners/local.py)
+    from digest.deliver.base import Transport
+    from digest.deliver.journal import SendReport
+    from digest.sources.collect import SourceResult
 
 OnFetched = Callable[[str, str | None], None]  # (source name, its error or None) as each answers
 

@@ -1,23 +1,26 @@
 """The runner of one process: collect and send here (the default, without DIGEST_BROKER_URL)."""
 
+from __future__ import annotations
+
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
+from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 
 from digest.clock import Clock
 from digest.config import Settings
 from digest.db.engine import session_scope
-from digest.db.queries import zone_audience
-from digest.deliver.base import Transport
-from digest.deliver.journal import SendReport
-from digest.deliver.send import send_edition
-from digest.deliver.transports import make_transport
 from digest.errors import SettingsError
 from digest.newsletter import Newsletter
-from digest.sources.collect import SourceResult, collect
-from digest.sources.fetch import FetchOptions
+
+if TYPE_CHECKING:
+    # Each stage loads where its half runs: `digest collect` never imports the delivery stage
+    # (Jinja, MJML, SendGrid, cryptography), `digest send` never imports httpx or feedparser.
+    from digest.deliver.base import Transport
+    from digest.deliver.journal import SendReport
+    from digest.sources.collect import SourceResult
 
 
 @dataclass(frozen=True)
@@ -45,6 +48,9 @@ class LocalRunner:
         on_fetched: Callable[[str, str | None], None] | None = None,
     ) -> list[SourceResult]:
         """Fetch every source here and store new articles as stories (one transaction)."""
+        from digest.sources.collect import collect
+        from digest.sources.fetch import FetchOptions
+
         now = clock()
         options = FetchOptions.from_settings(self.settings) if self.settings is not None else FetchOptions()
         with session_scope(engine) as session:
@@ -70,6 +76,10 @@ class LocalRunner:
         on_progress: Callable[[int], None] | None = None,
     ) -> SendReport:
         """Send the edition from this process (deliver/send.py)."""
+        from digest.db.queries import zone_audience
+        from digest.deliver.send import send_edition
+        from digest.deliver.transports import make_transport
+
         settings = self.settings
         if settings is None:
             raise SettingsError("a send needs the settings (DIGEST_* variables)")
