@@ -7,6 +7,9 @@ Each command is a whole process spawned from here and timed from exec to exit (a
 (migrated beforehand by `digest db upgrade`, not timed): piped (stdout to a pipe, as under cron)
 and in a pseudo-terminal (Rich draws the progress bar). The second collect of each finds every
 feed unchanged: the server answers 304 to the ETag digest kept, which the benchmark checks.
+Each mode is repeated on --repeats fresh databases (default 3) and the median first and median
+second collect are reported with their range: one run of a few seconds on a 2-core machine
+varies by a fifth from one try to the next.
 
 rss2email 3.14 runs once on the same feeds, from a venv of its own made on first use in the
 cache directory (~/.cache/digest-bench, `pip install rss2email==3.14`), delivering one message
@@ -20,7 +23,7 @@ Targets (issue 15, reported not asserted): first collect <= 3.0 s, second <= 1.0
 least 15 times slower, `--help` <= 0.3 s, `status` <= 0.6 s.
 
 Usage: python benchmarks/bench_cli_collect.py [--feeds 200] [--entries 50] [--latency 0.2]
-           [--runs 7] [--no-rss2email]
+           [--runs 7] [--repeats 3] [--no-rss2email]
 """
 
 import argparse
@@ -31,7 +34,7 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -98,6 +101,23 @@ class Collects:
     env: dict[str, str]  # the settings they ran with
     load: str  # the load average just before the first
     stories: int | None  # stories in the database after the first
+
+
+def collect_medians(
+    server: FeedServer, config: Path, folder: Path, *, tty: bool, repeats: int
+) -> tuple[Collects, str, str]:
+    """`collect_twice` on `repeats` fresh databases: the run with the median first collect (its
+    second replaced by the median second), and each collect's range for the notes."""
+    done = [
+        collect_twice(server, config, folder.with_name(f"{folder.name}-{i}"), tty=tty) for i in range(repeats)
+    ]
+    firsts = sorted(done, key=lambda c: c.first.seconds)
+    seconds = sorted((c.second for c in done), key=lambda r: r.seconds)
+    middle = len(done) // 2
+    chosen = replace(firsts[middle], second=seconds[middle])
+    first_range = f"median of {repeats}, {firsts[0].first.seconds:.2f}-{firsts[-1].first.seconds:.2f} s"
+    second_range = f"median of {repeats}, {seconds[0].seconds:.2f}-{seconds[-1].seconds:.2f} s"
+    return chosen, first_range, second_range
 
 
 def collect_twice(server: FeedServer, config: Path, folder: Path, *, tty: bool) -> Collects:
@@ -197,6 +217,9 @@ def main() -> int:
     parser.add_argument("--entries", type=int, default=50)
     parser.add_argument("--latency", type=float, default=0.2)
     parser.add_argument("--runs", type=int, default=7, help="runs of --help and status (the median counts)")
+    parser.add_argument(
+        "--repeats", type=int, default=3, help="fresh databases collected twice, per mode (the medians count)"
+    )
     parser.add_argument("--no-rss2email", action="store_true", help="skip rss2email")
     parser.add_argument(
         "--cache",
@@ -215,8 +238,13 @@ def main() -> int:
     ):
         workdir = Path(tmp)
         config = newsletter(workdir, server.urls)
-        piped = collect_twice(server, config, workdir / "piped", tty=False)
-        terminal = collect_twice(server, config, workdir / "terminal", tty=True)
+        piped, piped_first, piped_second = collect_medians(
+            server, config, workdir / "piped", tty=False, repeats=args.repeats
+        )
+        terminal, terminal_first, terminal_second = collect_medians(
+            server, config, workdir / "terminal", tty=True, repeats=args.repeats
+        )
+        ranges = {"piped": (piped_first, piped_second), "terminal": (terminal_first, terminal_second)}
         r2e_run, delivered, r2e_why = None, 0, "skipped (--no-rss2email)"
         if not args.no_rss2email:
             r2e, r2e_why = rss2email_command(args.cache)
@@ -232,7 +260,8 @@ def main() -> int:
         print(
             f"  {name:<8} first {first.seconds:.2f} s (CPU {first.cpu:.2f} s,"
             f" peak {first.peak_kib / 1024:.0f} MiB, {result.stories} stories, load {result.load}),"
-            f" second {second.seconds:.2f} s (CPU {second.cpu:.2f} s)"
+            f" second {second.seconds:.2f} s (CPU {second.cpu:.2f} s); first {ranges[name][0]},"
+            f" second {ranges[name][1]}"
         )
     if r2e_run is not None:
         print(f"  rss2email 3.14: {r2e_run.seconds:.1f} s, CPU {r2e_run.cpu:.1f} s, {delivered} messages")
@@ -242,11 +271,14 @@ def main() -> int:
         print(f"  {name}: {spread(runs)}")
 
     peer_r2e = f"rss2email 3.14: {r2e_run.seconds:.1f} s" if r2e_run else "rss2email: not measured"
-    for name, result in (("piped", piped), ("in a terminal (progress bar)", terminal)):
+    for name, result, (first_range, second_range) in (
+        ("piped", piped, ranges["piped"]),
+        ("in a terminal (progress bar)", terminal, ranges["terminal"]),
+    ):
         first, second = result.first, result.second
         note = (
-            f"{shape}; SQLite; CPU {first.cpu:.1f} s all processes; peak {first.peak_kib / 1024:.0f} MiB; "
-            f"{result.stories} stories; load {result.load}"
+            f"{shape}; {first_range}; SQLite; CPU {first.cpu:.1f} s all processes; "
+            f"peak {first.peak_kib / 1024:.0f} MiB; {result.stories} stories; load {result.load}"
         )
         bench_row(
             "cli collect",
@@ -266,7 +298,7 @@ def main() -> int:
             peer=f"network floor {floor_first:.1f} s",
             target="<= 1.0 s",
             met=second.seconds <= 1.0,
-            note=f"{feeds} feeds answering 304 Not Modified; CPU {second.cpu:.1f} s",
+            note=f"{feeds} feeds answering 304 Not Modified; {second_range}; CPU {second.cpu:.1f} s",
         )
     if r2e_run is not None:
         bench_row(

@@ -32,8 +32,10 @@ END = "<!-- bench:end -->"
 
 # Small counts for --quick, per script (scripts not named run with their defaults).
 QUICK_ARGS = {
-    "bench_cli_collect": ["--feeds", "40", "--entries", "10", "--latency", "0.05", "--runs", "3"],
-    "bench_cli_collect_many": ["--feeds", "200", "--entries", "5", "--latency", "0.05"],
+    "bench_cli_collect": [
+        *("--feeds", "40", "--entries", "10", "--latency", "0.05", "--runs", "3", "--repeats", "1"),
+    ],
+    "bench_cli_collect_many": ["--feeds", "200", "--entries", "5", "--latency", "0.05", "--repeats", "1"],
     "bench_cli_send": ["--count", "2000"],
     "bench_collect": ["--feeds", "40", "--entries", "10", "--latency", "0.05"],
     "bench_clustering": ["--articles", "5000"],
