@@ -176,6 +176,25 @@ def test_a_host_keeps_its_connection_while_it_has_feeds_to_give_then_lets_it_go(
     assert open_after == [0]  # every host's pool closed once its last feed had answered
 
 
+def test_a_hosts_pool_stays_open_while_an_answer_from_it_is_being_read(server: FeedServer) -> None:
+    # Another source's redirect may still be reading from a host whose own feeds are all done.
+    server.route("/feed", lambda _seen: Reply(body=FEED))
+    url = server.url("/feed")
+
+    async def run() -> tuple[bytes, int, int]:
+        async with make_client(FetchOptions()) as client:
+            client.expect([url])
+            async with client.http.stream("GET", url) as response:
+                await client.done_with(url)  # the one fetch that expected this host has ended
+                open_while_reading = len(client.transport.pools)
+                body = await response.aread()
+            return body, open_while_reading, len(client.transport.pools)
+
+    body, open_while_reading, open_after = asyncio.run(run())
+    assert body == FEED
+    assert (open_while_reading, open_after) == (1, 0)
+
+
 def test_one_failing_source_does_not_stop_the_others(server: FeedServer) -> None:
     server.route("/ok", Reply(body=FEED))
     server.route("/bad", Reply(500, body=b"oops"))

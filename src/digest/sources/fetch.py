@@ -19,8 +19,6 @@ import asyncio
 import ipaddress
 import logging
 import socket
-import ssl
-from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,13 +26,13 @@ from types import TracebackType
 from typing import Protocol
 from urllib.parse import unquote, urljoin, urlsplit
 
-import httpcore
 import httpx
 
 from digest import __version__
 from digest.config import Settings
 from digest.errors import SourceError
 from digest.sources.model import Fetched
+from digest.sources.pools import IPAddress, PoolPerHost, host_key, location_host
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +41,6 @@ MAX_BYTES = 10 * 1024 * 1024  # a real feed is well under this; more is a mistak
 MAX_REDIRECTS = 5
 REDIRECTS = frozenset({301, 302, 303, 307, 308})
 
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 _NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
 
 
@@ -164,121 +161,6 @@ class FetchRequest:
     last_modified: str | None = None
 
 
-def _host_key(url: httpx.URL) -> str:
-    return url.raw_host.decode("ascii").lower()  # IDNA form, as the connection pool sees it
-
-
-def _location_host(location: str) -> str | None:
-    """The pool key of an http(s) source's URL; None for a file or a URL httpx would refuse."""
-    if location.isascii():  # the common case, without httpx's URL parser (~50 us)
-        parts = urlsplit(location)
-        if parts.scheme.lower() not in ("http", "https"):
-            return None
-        return (parts.hostname or "").lower() or None
-    try:
-        url = httpx.URL(location)
-    except (httpx.InvalidURL, ValueError):
-        return None
-    return _host_key(url) if url.scheme in ("http", "https") and url.host else None
-
-
-class _PinnedNetwork(httpcore.AsyncNetworkBackend):
-    """Connects a pinned host to the addresses that were checked; other hosts as usual."""
-
-    def __init__(self, pins: dict[str, tuple[IPAddress, ...]]) -> None:
-        self.pins = pins
-        self.inner = httpcore.AnyIOBackend()
-
-    async def connect_tcp(
-        self,
-        host: str,
-        port: int,
-        timeout: float | None = None,
-        local_address: str | None = None,
-        socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
-    ) -> httpcore.AsyncNetworkStream:
-        """A TCP stream to `host`, through its pinned addresses in turn when it has some."""
-        addresses = self.pins.get(host.lower())
-        if not addresses:
-            return await self.inner.connect_tcp(host, port, timeout, local_address, socket_options)
-        error: Exception | None = None
-        for address in addresses:
-            try:
-                return await self.inner.connect_tcp(
-                    str(address), port, timeout, local_address, socket_options
-                )
-            except (httpcore.ConnectError, httpcore.ConnectTimeout) as e:
-                error = e
-        assert error is not None
-        raise error
-
-    async def connect_unix_socket(
-        self,
-        path: str,
-        timeout: float | None = None,
-        socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
-    ) -> httpcore.AsyncNetworkStream:
-        """Not used for feeds; passed through."""
-        return await self.inner.connect_unix_socket(path, timeout, socket_options)
-
-    async def sleep(self, seconds: float) -> None:
-        """Passed through."""
-        await self.inner.sleep(seconds)
-
-
-class _PoolPerHost(httpx.AsyncBaseTransport):
-    """One small connection pool per host, closed when the run has nothing more to ask it.
-
-    httpcore's pool looks at every connection it holds for each request it places, so one pool
-    for a thousand feeds on a thousand hosts spends its time scanning (a third of a run's CPU when
-    every feed answers 304); and an idle connection it keeps alive holds a file descriptor for
-    seconds after its host is done. Here each host's pool is as small as its own traffic, and
-    `done_with` closes it as soon as its last expected request has ended.
-    """
-
-    def __init__(self, tls: ssl.SSLContext, pins: dict[str, tuple[IPAddress, ...]], per_host: int) -> None:
-        self.tls = tls
-        self.network = _PinnedNetwork(pins)
-        self.per_host = per_host
-        self.pools: dict[str, httpx.AsyncHTTPTransport] = {}
-        self.expected: Counter[str] = Counter()  # requests still to come, per host
-
-    def _pool(self, host: str) -> httpx.AsyncHTTPTransport:
-        transport = self.pools.get(host)
-        if transport is None:
-            transport = httpx.AsyncHTTPTransport(verify=self.tls)
-            # httpx has no public hook for the network layer (encode/httpx#1319): the transport's
-            # pool is rebuilt with the same TLS context around a backend that honours our pins.
-            transport._pool = httpcore.AsyncConnectionPool(
-                ssl_context=self.tls,
-                max_connections=None,  # fetch_all's semaphores bound the requests in flight
-                max_keepalive_connections=self.per_host,
-                keepalive_expiry=5.0,
-                network_backend=self.network,
-            )
-            self.pools[host] = transport
-        return transport
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        """Send `request` through its host's pool."""
-        return await self._pool(_host_key(request.url)).handle_async_request(request)
-
-    async def done_with(self, host: str) -> None:
-        """One expected request to `host` has ended: close its pool if it was the last."""
-        self.expected[host] -= 1
-        if self.expected[host] <= 0:
-            del self.expected[host]
-            transport = self.pools.pop(host, None)
-            if transport is not None:
-                await transport.aclose()
-
-    async def aclose(self) -> None:
-        """Close every pool still open (redirect targets, an interrupted run)."""
-        pools, self.pools = list(self.pools.values()), {}
-        for transport in pools:
-            await transport.aclose()
-
-
 class FetchClient:
     """One HTTP client for a whole collection run (a host's connections are reused while it has
     requests to come), with the hosts it has checked and pinned for redirects."""
@@ -288,7 +170,7 @@ class FetchClient:
         self.pins: dict[str, tuple[IPAddress, ...]] = {}
         self._lookups: dict[str, asyncio.Future[tuple[IPAddress, ...]]] = {}
         # One TLS context (loading the CA bundle costs tens of ms), shared by every host's pool.
-        self.transport = _PoolPerHost(httpx.create_ssl_context(), self.pins, options.per_host)
+        self.transport = PoolPerHost(httpx.create_ssl_context(), self.pins, options.per_host)
         self.http = httpx.AsyncClient(
             headers={"User-Agent": options.user_agent, "Accept-Encoding": "gzip, deflate"},
             timeout=httpx.Timeout(
@@ -304,13 +186,13 @@ class FetchClient:
     def expect(self, locations: Iterable[str]) -> None:
         """The run will fetch these URLs: each host's pool lives until its last one has ended."""
         for location in locations:
-            host = _location_host(location)
+            host = location_host(location)
             if host:
                 self.transport.expected[host] += 1
 
     async def done_with(self, location: str) -> None:
         """The fetch of `location` (and its redirects) has ended."""
-        host = _location_host(location)
+        host = location_host(location)
         if host:
             await self.transport.done_with(host)
 
@@ -423,7 +305,7 @@ async def _next_hop(name: str, url: httpx.URL, location: str, client: FetchClien
     refused = f"source {name!r}: redirect from {url} to {str(target)[:200]} refused"
     if scheme not in ("http", "https") or not target.host:
         raise SourceError(f"{refused}: only http(s) URLs are followed")
-    host = _host_key(target)
+    host = host_key(target)
     if host == origin:
         return target  # the operator's own host: trusted as configured
     try:
@@ -441,7 +323,7 @@ async def _next_hop(name: str, url: httpx.URL, location: str, client: FetchClien
 
 async def _fetch_http(request: FetchRequest, client: FetchClient, max_bytes: int) -> Fetched:
     name, url = request.name, httpx.URL(request.location)
-    origin = _host_key(url)
+    origin = host_key(url)
     headers = {}
     # RFC 9110 §13.1: send both validators we kept; a server answers 304 when nothing changed.
     if request.etag:
