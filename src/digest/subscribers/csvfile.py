@@ -19,7 +19,7 @@ from typing import Any, TextIO
 import sqlalchemy as sa
 from sqlmodel import Session
 
-from digest.db.bulk import insert_rows
+from digest.db.bulk import ids_by, insert_rows
 from digest.db.models import Subscriber, SubscriberEvent, SubscriberStatus
 from digest.errors import SubscriberError
 from digest.subscribers.formats import ExportFormat, detect_format
@@ -41,6 +41,7 @@ from digest.subscribers.roster import (
 CSV_COLUMNS = ("email", "name", "topics", "timezone")
 CONSENT_COLUMNS = ("consent_source", "consent_at", "consent_ip", "confirmed_at", "confirmed_ip")
 EXPORT_COLUMNS = (*CSV_COLUMNS, "status", *CONSENT_COLUMNS)
+_CONSENT = frozenset(CONSENT_COLUMNS)
 # digest's own columns, read as they are; other services' exports: subscribers/formats.py.
 NATIVE = ExportFormat("digest", (), frozenset(EXPORT_COLUMNS), lambda row, _source: dict(row))
 
@@ -51,6 +52,7 @@ MAX_LINE = 65_536
 CONSENT_TEXT_LIMIT = 300  # consent_source ("import:" and a file name) and consent_ip
 BATCH_SIZE = 1_000  # rows read, looked up and written per statement
 MAX_LISTED = 1_000  # invalid rows quoted in the error of a rejected file (all are counted)
+MAX_TOPIC_CELLS = 1_000  # distinct topics cells remembered once checked (memory stays bounded)
 
 # OWASP "CSV Injection": a cell starting with = + - @ TAB or CR is a formula to a spreadsheet, so
 # export prefixes a single quote. A value that already starts with quotes before such a character
@@ -113,12 +115,14 @@ def _lines(stream: TextIO, path: Path) -> Iterator[tuple[int, str | None]]:
 def _cells(text: str, delimiter: str) -> list[str]:
     """The values of one line. Each line is parsed alone: a quote left open reports its own line
     and cannot swallow the rows after it (issue 12, row 13)."""
-    bad = _NOT_UTF8.search(text)
+    bad = None if text.isascii() else _NOT_UTF8.search(text)
     if bad is not None:
         raise SubscriberError(
             f"not UTF-8: byte 0x{ord(bad.group()) - 0xDC00:02X} at character {bad.start() + 1} "
             "(save the file as UTF-8)"
         )
+    if '"' not in text:  # no quoting: the csv module would split it just so (a line ends once)
+        return text.rstrip("\r\n").split(delimiter)
     try:
         return next(csv.reader((text,), delimiter=delimiter, strict=True), [])
     except csv.Error as e:
@@ -139,10 +143,26 @@ def _parse_time(value: str, column: str) -> datetime | None:
     return parsed
 
 
-def _parse_row(values: dict[str, str], known_topics: Sequence[str], line: int) -> CsvRow:
+class _Topics:
+    """A topics cell as the configured topic names, each distinct cell checked once (a list of
+    200,000 readers has a handful of distinct topic choices)."""
+
+    def __init__(self, known: Sequence[str]) -> None:
+        self._known = known
+        self._seen: dict[str, tuple[str, ...]] = {}
+
+    def __call__(self, cell: str) -> tuple[str, ...]:
+        found = self._seen.get(cell)
+        if found is None:
+            found = tuple(check_topics([t for t in cell.split(";") if t.strip()], self._known))
+            if len(self._seen) < MAX_TOPIC_CELLS:
+                self._seen[cell] = found
+        return found
+
+
+def _parse_row(values: dict[str, str], topics: _Topics, line: int) -> CsvRow:
     email = normalize_email(values.get("email", ""))
     name = clean_name(values.get("name", ""))
-    topics = check_topics([t for t in values.get("topics", "").split(";") if t.strip()], known_topics)
     tz_name = values.get("timezone", "").strip()
     status: SubscriberStatus | None = None
     if values.get("status", "").strip():
@@ -154,7 +174,7 @@ def _parse_row(values: dict[str, str], known_topics: Sequence[str], line: int) -
                 + ", ".join(s.value for s in SubscriberStatus)
             ) from None
     consent = None
-    if any(values.get(c, "").strip() for c in CONSENT_COLUMNS):
+    if not _CONSENT.isdisjoint(values) and any(values.get(c, "").strip() for c in CONSENT_COLUMNS):
         consent = Consent(
             source=check_text(values.get("consent_source", ""), "consent_source", CONSENT_TEXT_LIMIT),
             at=_parse_time(values.get("consent_at", ""), "consent_at"),
@@ -167,7 +187,7 @@ def _parse_row(values: dict[str, str], known_topics: Sequence[str], line: int) -
         line,
         email,
         name,
-        tuple(topics),
+        topics(values.get("topics", "")),
         check_timezone(tz_name) if tz_name else None,
         status,
         consent,
@@ -200,21 +220,26 @@ class CsvFile:
 
     def rows(self, known_topics: Sequence[str]) -> Iterator[CsvRow | str]:
         """Each data line, in order, as a valid row or a "file:line: reason" message."""
+        header, delimiter, topics = self.header, self._delimiter, _Topics(known_topics)
+        translate = None if self.format is NATIVE else self.format.translate
         for number, text in self._lines:
             if text is None:
                 yield f"{self.path}:{number}: line longer than {MAX_LINE:,} characters, skipped whole"
                 continue
             try:
-                cells = _cells(text, self._delimiter)
-                if not any(v.strip() for v in cells):
+                cells = _cells(text, delimiter)
+                if not "".join(cells).strip():
                     continue
-                if len(cells) > len(self.header):
+                if len(cells) > len(header):
                     raise SubscriberError(
-                        f"{len(cells)} fields but the header has {len(self.header)} "
+                        f"{len(cells)} fields but the header has {len(header)} "
                         "(quote a value that contains the delimiter)"
                     )
-                values = dict(zip(self.header, map(unescape_cell, cells), strict=False))
-                yield _parse_row(self.format.translate(values, self._source), known_topics, number)
+                # Only a cell that starts with a quote can carry one export added.
+                values = dict(zip(header, map(unescape_cell, cells) if "'" in text else cells, strict=False))
+                yield _parse_row(
+                    values if translate is None else translate(values, self._source), topics, number
+                )
             except SubscriberError as e:
                 yield f"{self.path}:{number}: {e}"
 
@@ -241,35 +266,37 @@ class _Spool:
         # "": a private temporary database, deleted on close; past its small page cache it
         # spills to disk, so a file of any size costs a few megabytes here.
         self._db = sqlite3.connect("")
-        # `first` is the rowid: an upsert keeps it, so file order is a scan of the table.
+        # `first` is the rowid: an upsert keeps it, so file order is a scan of the table. A row's
+        # fields are plain columns (pickling each row cost more than the rest of the spool);
+        # `columns` numbers the distinct sets of columns the rows had.
         self._db.execute(
-            "CREATE TABLE row (first INTEGER PRIMARY KEY, email TEXT UNIQUE NOT NULL, data BLOB)"
+            "CREATE TABLE row (first INTEGER PRIMARY KEY, email TEXT UNIQUE NOT NULL, line INTEGER, "
+            "name TEXT, topics TEXT, timezone TEXT, status TEXT, consent BLOB, columns INTEGER)"
         )
-        self._pending: list[tuple[int, str, bytes]] = []
+        self._pending: list[tuple[Any, ...]] = []
+        self._columns: dict[frozenset[str], int] = {}
         self.rows = 0
 
     def add(self, row: CsvRow) -> None:
         """Park a valid row (a later row for the same address replaces it)."""
-        # pickle: a value this process made, read back by this process, never from outside; its
-        # fields as a tuple, which loads twice as fast as the dataclass.
-        fields = (
-            row.line,
-            row.email,
-            row.name,
-            row.topics,
-            row.timezone,
-            row.status,
-            row.consent,
-            row.columns,
+        columns = self._columns.setdefault(row.columns, len(self._columns))
+        # pickle: a value this process made, read back by this process, never from outside.
+        consent = None if row.consent is None else pickle.dumps(row.consent, pickle.HIGHEST_PROTOCOL)
+        status = None if row.status is None else row.status.value
+        topics = "\n".join(row.topics)
+        self._pending.append(
+            (row.line, row.email, row.line, row.name, topics, row.timezone, status, consent, columns)
         )
-        self._pending.append((row.line, row.email, pickle.dumps(fields, pickle.HIGHEST_PROTOCOL)))
         if len(self._pending) >= BATCH_SIZE:
             self._flush()
 
     def _flush(self) -> None:
         with self._db:
             self._db.executemany(
-                "INSERT INTO row VALUES (?, ?, ?) ON CONFLICT (email) DO UPDATE SET data = excluded.data",
+                "INSERT INTO row VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (email) DO UPDATE SET "
+                "line = excluded.line, name = excluded.name, topics = excluded.topics, "
+                "timezone = excluded.timezone, status = excluded.status, consent = excluded.consent, "
+                "columns = excluded.columns",
                 self._pending,
             )
         self.rows += len(self._pending)
@@ -284,9 +311,25 @@ class _Spool:
     def batches(self) -> Iterator[list[CsvRow]]:
         """The parked rows in file order, BATCH_SIZE at a time."""
         self._flush()
-        cursor = self._db.execute("SELECT data FROM row ORDER BY first")
+        sets = list(self._columns)
+        statuses = {s.value: s for s in SubscriberStatus}
+        cursor = self._db.execute(
+            "SELECT line, email, name, topics, timezone, status, consent, columns FROM row ORDER BY first"
+        )
         while chunk := cursor.fetchmany(BATCH_SIZE):
-            yield [CsvRow(*pickle.loads(data)) for (data,) in chunk]
+            yield [
+                CsvRow(
+                    line,
+                    email,
+                    name,
+                    tuple(topics.split("\n")) if topics else (),
+                    timezone,
+                    None if status is None else statuses[status],
+                    None if consent is None else pickle.loads(consent),
+                    sets[columns],
+                )
+                for line, email, name, topics, timezone, status, consent, columns in chunk
+            ]
 
     def close(self) -> None:
         """Delete the spool."""
@@ -309,51 +352,48 @@ class _Writer:
     def write(self, rows: list[CsvRow]) -> None:
         """Apply one batch of rows (one per address) to the subscribers table."""
         t = _TABLE
-        found = self.session.execute(
-            sa.select(t.c.id, t.c.email, *(t.c[f] for f in ROW_FIELDS)).where(
-                t.c.email.in_([r.email for r in rows])
+        conn = self.session.connection()
+        # Most rows of an import are new: one cheap probe by address, and the full rows (typed
+        # through SQLAlchemy) only of the addresses already on the list.
+        known = ids_by(conn, t.c.email, [r.email for r in rows])
+        existing: dict[str, Any] = {}
+        if known:
+            found = conn.execute(
+                sa.select(t.c.id, t.c.email, *(t.c[f] for f in ROW_FIELDS)).where(t.c.id.in_(known.values()))
             )
-        )
-        existing = {m["email"]: m for m in found.mappings()}
+            existing = {m["email"]: m for m in found.mappings()}
         new: list[dict[str, Any]] = []
         new_kinds: list[str | None] = []
         changed: list[dict[str, Any]] = []
         events: list[dict[str, Any]] = []
         for row in rows:
             current = existing.get(row.email)
+            if current is None:
+                values, previous = apply_row(None, row, now=self.now, source=self.source)
+                values["email"], values["created_at"] = row.email, self.now
+                new.append(values)
+                new_kinds.append(None if previous is None else change_kind(previous, values["status"]))
+                continue
             wants = row.status or SubscriberStatus.ACTIVE
-            if (
-                current is not None
-                and current["status"] in NO_CONSENT
-                and wants not in NO_CONSENT
-                and not self.resubscribe
-            ):
+            if current["status"] in NO_CONSENT and wants not in NO_CONSENT and not self.resubscribe:
                 self.kept_out.append(f"{row.email} ({current['status']})")
                 continue
             values, previous = apply_row(current, row, now=self.now, source=self.source)
-            kind = None if previous is None else change_kind(previous, values["status"])
-            if current is None:
-                new.append({"email": row.email, "created_at": self.now, **values})
-                new_kinds.append(kind)
-            else:
-                changed.append({"row_id": current["id"], **values})
-                if kind is not None:
-                    events.append(self._event(current["id"], kind))
+            changed.append({"row_id": current["id"], **values})
+            if previous is not None:
+                events.append(self._event(current["id"], change_kind(previous, values["status"])))
         if new:
-            # Plain executemany, then the ids by address: RETURNING with rows in order would make
+            # The ids by address after the insert: RETURNING with rows in order would make
             # SQLAlchemy insert one row per statement on SQLite (its RETURNING order is undefined).
-            insert_rows(self.session.connection(), t, new)
-            made = self.session.execute(
-                sa.select(t.c.email, t.c.id).where(t.c.email.in_([v["email"] for v in new]))
-            )
-            ids: dict[str, int] = dict(made.all())
+            insert_rows(conn, t, new)
+            ids = ids_by(conn, t.c.email, [v["email"] for v in new])
             events += [
                 self._event(ids[v["email"]], k) for v, k in zip(new, new_kinds, strict=True) if k is not None
             ]
         if changed:
-            self.session.execute(sa.update(t).where(t.c.id == sa.bindparam("row_id")), changed)
+            conn.execute(sa.update(t).where(t.c.id == sa.bindparam("row_id")), changed)
         if events:
-            self.session.execute(sa.insert(_EVENTS), events)
+            insert_rows(conn, _EVENTS, events)
         self.added += len(new)
         self.updated += len(changed)
 

@@ -221,22 +221,31 @@ def apply_row(
     """A subscriber's ROW_FIELDS after one validated row (the file's status and consent when it
     has them, else active now), and its status before when the row changed it (else None).
     Pure: `add` sets them on one row, an import writes thousands in one statement."""
-    if current is None:
-        previous, fresh = SubscriberStatus.PENDING, True
-        values: dict[str, Any] = {"consent_source": "", "consent_at": None, "consent_ip": None}
-        values |= {"confirmed_at": None, "confirmed_ip": None}
-    else:
-        previous, fresh = SubscriberStatus(current["status"]), False
-        values = {f: current[f] for f in ROW_FIELDS}
     status = record.status or SubscriberStatus.ACTIVE
-    if fresh or "name" in record.columns:
+    c = record.consent
+    if current is None:  # a new subscriber (pending before): one dict, as an import adds thousands
+        if c is not None:  # an export being imported: keep its consent as it was
+            consent = (c.source, c.at, c.ip, c.confirmed_at, c.confirmed_ip)
+        elif status == SubscriberStatus.ACTIVE:
+            consent = (source, now, None, now, None)
+        else:
+            consent = ("", None, None, None, None)
+        fresh = {
+            "name": record.name, "topics": "\n".join(record.topics), "timezone": record.timezone,
+            "status": status, "consent_source": consent[0], "consent_at": consent[1],
+            "consent_ip": consent[2], "confirmed_at": consent[3], "confirmed_ip": consent[4],
+            "updated_at": now,
+        }  # fmt: skip
+        return fresh, (SubscriberStatus.PENDING if status != SubscriberStatus.PENDING else None)
+    previous = SubscriberStatus(current["status"])
+    values = {f: current[f] for f in ROW_FIELDS}
+    if "name" in record.columns:
         values["name"] = record.name
-    if fresh or "topics" in record.columns:
+    if "topics" in record.columns:
         values["topics"] = "\n".join(record.topics)
-    if fresh or "timezone" in record.columns:
+    if "timezone" in record.columns:
         values["timezone"] = record.timezone
-    if record.consent is not None:  # an export being imported: keep its consent as it was
-        c = record.consent
+    if c is not None:
         values |= {"consent_source": c.source, "consent_at": c.at, "consent_ip": c.ip}
         values |= {"confirmed_at": c.confirmed_at, "confirmed_ip": c.confirmed_ip}
     elif status == SubscriberStatus.ACTIVE and previous != SubscriberStatus.ACTIVE:
