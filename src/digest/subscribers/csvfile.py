@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from sqlmodel import Session
 
 from digest.db.bulk import ids_by, insert_rows
-from digest.db.models import Subscriber, SubscriberEvent, SubscriberStatus
+from digest.db.models import Subscriber, SubscriberEvent, SubscriberStatus, new_token_keys
 from digest.errors import SubscriberError
 from digest.subscribers.formats import ExportFormat, detect_format
 from digest.subscribers.roster import (
@@ -383,19 +383,38 @@ class _Writer:
             if previous is not None:
                 events.append(self._event(current["id"], change_kind(previous, values["status"])))
         if new:
-            # The ids by address after the insert: RETURNING with rows in order would make
-            # SQLAlchemy insert one row per statement on SQLite (its RETURNING order is undefined).
+            for v, key in zip(new, new_token_keys(len(new)), strict=True):
+                v["token_key"] = key
             insert_rows(conn, t, new)
-            ids = ids_by(conn, t.c.email, [v["email"] for v in new])
-            events += [
-                self._event(ids[v["email"]], k) for v, k in zip(new, new_kinds, strict=True) if k is not None
-            ]
+            by_kind: dict[str, list[str]] = {}
+            for v, k in zip(new, new_kinds, strict=True):
+                if k is not None:
+                    by_kind.setdefault(k, []).append(v["email"])
+            for kind, emails in by_kind.items():
+                conn.execute(self._events_of_new(kind, emails))
         if changed:
             conn.execute(sa.update(t).where(t.c.id == sa.bindparam("row_id")), changed)
         if events:
             insert_rows(conn, _EVENTS, events)
         self.added += len(new)
         self.updated += len(changed)
+
+    def _events_of_new(self, kind: str, emails: list[str]) -> sa.Insert:
+        """One INSERT ... SELECT of the `kind` events of new subscribers (all "subscribe" for a
+        plain list): the database finds the ids by address, none travel back here."""
+        t = _TABLE
+        return sa.insert(_EVENTS).from_select(
+            ["subscriber_id", "kind", "method", "detail", "created_at"],
+            sa.select(
+                t.c.id,
+                sa.literal(kind, sa.String),
+                sa.literal("import", sa.String),
+                sa.literal(self.source, sa.String),
+                sa.literal(self.now, _EVENTS.c.created_at.type),
+            )
+            .where(t.c.email.in_(emails))
+            .order_by(t.c.id),
+        )
 
     def _event(self, subscriber_id: int, kind: str) -> dict[str, Any]:
         return {
