@@ -5,9 +5,11 @@ Run: python benchmarks/bench_subscribers_schedule.py [subscribers] [--csv-rows 2
      [--database-url URL ...]
 `subscribers` (default 20,000) is the list the dispatch ticks run over (SQLite, temp dir).
 `--csv-rows` are the file sizes for `digest subscribers import` and `export`: each runs as its own
-process through the CLI and reports its own peak resident size (VmHWM, as bench_memory.py) and
-its rows per second (timed inside the process, after the imports). On SQLite, and PostgreSQL too
-when DIGEST_BENCH_DATABASE_URL (default the test database on 127.0.0.1) answers.
+process through the CLI, as a user runs it, and reports its rows per second over the whole
+process (exec to exit, start-up included; also the CPU seconds from wait4 and the rate after the
+imports) and its own peak resident size (VmHWM, as bench_memory.py). The import is read against
+issue 15's targets: >= 20,000 rows/s, and under 200 MB at its largest size. On SQLite, and
+PostgreSQL too when DIGEST_BENCH_DATABASE_URL (default the test database on 127.0.0.1) answers.
 """
 
 import argparse
@@ -15,7 +17,6 @@ import csv
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -28,6 +29,7 @@ import sqlalchemy as sa
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+from as_user import bench_row, load_average, run  # noqa: E402
 from bench_memory import PROBE, add_database_option, databases, fresh_database, kind  # noqa: E402
 
 from digest.config import load_settings  # noqa: E402
@@ -47,6 +49,8 @@ ZONES = [
     "Pacific/Auckland", "Pacific/Chatham", "Pacific/Kiritimati",
 ]  # fmt: skip
 TOPICS = ["EV industry", "Robotics", "Smartphones", "More news"]
+IMPORT_RATE = 20_000  # rows/s, whole process (issue 15)
+IMPORT_PEAK = 200_000_000  # bytes, at the largest size (issue 15: "under 200 MB")
 
 
 def bench(metric: str, value: float, unit: str, note: str) -> None:
@@ -71,18 +75,24 @@ class Run(NamedTuple):
     seconds: float  # the command itself, imports excluded
     cpu: float  # its CPU seconds: on a busy machine, the figure that says what the code costs
     stdout: str
+    whole: float  # the whole process, exec to exit: what the user waits for
+    whole_cpu: float  # its CPU seconds (wait4)
 
 
 def run_cli(env: dict[str, str], *args: str) -> Run:
     """`digest *args` in its own process, measured."""
-    proc = subprocess.run(
-        [sys.executable, "-c", PROBE, *args], env=env, capture_output=True, text=True, check=False
-    )
+    proc = run([sys.executable, "-c", PROBE, *args], env=env)
     if proc.returncode:
-        raise SystemExit(f"digest {' '.join(args)} failed:\n{proc.stdout}{proc.stderr}")
-    found = {w: v for w, _, v in (line.partition(" ") for line in proc.stdout.splitlines())}
+        raise SystemExit(f"digest {' '.join(args)} failed:\n{proc.output}")
+    found = {w: v for w, _, v in (line.partition(" ") for line in proc.output.splitlines())}
     return Run(
-        int(found["PEAK"]), int(found["IMPORTED"]), float(found["SECONDS"]), float(found["CPU"]), proc.stdout
+        int(found["PEAK"]),
+        int(found["IMPORTED"]),
+        float(found["SECONDS"]),
+        float(found["CPU"]),
+        proc.output,
+        proc.seconds,
+        proc.cpu,
     )
 
 
@@ -120,22 +130,44 @@ def bench_csv(counts: list[int], urls: list[str]) -> None:
         peaks: dict[str, list[tuple[int, Run]]] = {"import": [], "export": []}
         for n in counts:
             imported, exported = csv_at_scale(n, url)
+            load = load_average()
             for what, r in (("import", imported), ("export", exported)):
                 peaks[what].append((n, r))
                 print(
-                    f"  {kind(url):<10} {what} {n:>7} rows: {n / r.seconds:,.0f} rows/s "
-                    f"({n / r.cpu:,.0f} per CPU second), "
+                    f"  {kind(url):<10} {what} {n:>7} rows: {n / r.whole:,.0f} rows/s whole process "
+                    f"({r.whole:.2f} s, {r.whole_cpu:.2f} s CPU; {n / r.seconds:,.0f} rows/s after imports), "
                     f"peak {r.kib / 1024:.1f} MiB ({r.imported_kib / 1024:.1f} MiB after imports)"
                 )
-                label = "import (validate + insert)" if what == "import" else "export"
-                bench(
-                    f"{label}, {n:,} rows, {kind(url)}",
-                    n / r.seconds,
-                    "rows/s",
-                    f"digest subscribers {what} in its own process, {r.seconds:.1f} s "
-                    f"({r.cpu:.1f} s CPU: {n / r.cpu:,.0f} rows per CPU second); "
-                    f"peak {r.kib / 1024:.0f} MiB (VmHWM; {r.imported_kib / 1024:.0f} MiB after imports)",
+                note = (
+                    f"digest subscribers {what}, whole process {r.whole:.2f} s ({r.whole_cpu:.2f} s CPU: "
+                    f"{n / r.whole_cpu:,.0f} rows per CPU second); after imports {r.seconds:.2f} s "
+                    f"({n / r.seconds:,.0f} rows/s); peak {r.kib / 1024:.0f} MiB (VmHWM; "
+                    f"{r.imported_kib / 1024:.0f} MiB after imports); load {load}"
                 )
+                if what == "import":
+                    rate = n / r.whole
+                    bench_row(
+                        "subscribers+schedule",
+                        f"import (validate + insert), {n:,} rows, {kind(url)}",
+                        round(rate),
+                        "rows/s",
+                        target=f">= {IMPORT_RATE:,} rows/s",
+                        met=rate >= IMPORT_RATE,
+                        note=note,
+                    )
+                else:
+                    bench(f"export, {n:,} rows, {kind(url)}", n / r.whole, "rows/s", note)
+        largest, last = peaks["import"][-1]
+        bench_row(
+            "subscribers+schedule",
+            f"import peak memory, {largest:,} rows, {kind(url)}",
+            round(last.kib * 1024 / 1e6),
+            "MB",
+            target=f"< {IMPORT_PEAK // 1_000_000} MB",
+            met=last.kib * 1024 < IMPORT_PEAK,
+            note=f"whole process (VmHWM), {last.kib / 1024:.0f} MiB; "
+            f"{last.imported_kib / 1024:.0f} MiB after imports",
+        )
         for what, runs in peaks.items():
             (small, first), (large, last) = runs[0], runs[-1]
             if large > small:
