@@ -1,13 +1,14 @@
 """insert_rows: the rows an ORM insert would store, on both backends."""
 
+import re
 from datetime import datetime, timedelta, timezone
 
 import pytest
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
-from digest.db.bulk import insert_rows
-from digest.db.models import Subscriber, SubscriberStatus
+from digest.db.bulk import ids_by, insert_rows
+from digest.db.models import Subscriber, SubscriberStatus, new_token_key, new_token_keys
 
 TABLE: sa.Table = Subscriber.__table__  # type: ignore[attr-defined]
 
@@ -41,3 +42,52 @@ def test_a_naive_time_is_refused_as_the_orm_refuses_it(engine: sa.Engine) -> Non
     row = {"email": "a@example.com", "created_at": datetime(2026, 1, 1), "updated_at": datetime(2026, 1, 1)}
     with engine.begin() as conn, pytest.raises(ValueError, match="naive"):
         insert_rows(conn, TABLE, [row])
+
+
+def test_times_are_stored_as_the_orm_stores_them(engine: sa.Engine, now: datetime) -> None:
+    # On SQLite the text itself: a bulk row written otherwise (sqlite3's own "+00:00") would
+    # compare as text against the ORM's rows in every query on times.
+    with Session(engine) as session:
+        session.add(Subscriber(email="orm@example.com", created_at=now, updated_at=now))
+        session.commit()
+    with engine.begin() as conn:
+        insert_rows(
+            conn,
+            TABLE,
+            [{"email": "bulk@example.com", "status": "active", "created_at": now, "updated_at": now}],
+        )
+    with engine.connect() as conn:
+        stored = dict(conn.exec_driver_sql("SELECT email, created_at FROM subscriber").all())
+    assert stored["bulk@example.com"] == stored["orm@example.com"]
+
+
+def test_an_address_already_there_is_an_integrity_error_on_both_backends(
+    engine: sa.Engine, now: datetime
+) -> None:
+    row = {"email": "a@example.com", "status": "active", "created_at": now, "updated_at": now}
+    with engine.begin() as conn:
+        insert_rows(conn, TABLE, [row])
+    with engine.begin() as conn, pytest.raises(sa.exc.IntegrityError):
+        insert_rows(conn, TABLE, [{**row, "email": "b@example.com"}, row])  # COPY on PostgreSQL
+
+
+def test_ids_by_finds_the_rows_there_and_only_those(engine: sa.Engine, now: datetime) -> None:
+    rows = [
+        {"email": f"r{i}@example.com", "status": "active", "created_at": now, "updated_at": now}
+        for i in range(3)
+    ]
+    with engine.begin() as conn:
+        insert_rows(conn, TABLE, rows)
+        found = ids_by(conn, TABLE.c.email, ["r2@example.com", "r0@example.com", "nobody@example.com"])
+        assert ids_by(conn, TABLE.c.email, []) == {}
+    with Session(engine) as session:
+        ids = {s.email: s.id for s in session.exec(select(Subscriber))}
+    assert found == {"r0@example.com": ids["r0@example.com"], "r2@example.com": ids["r2@example.com"]}
+
+
+def test_token_keys_made_together_are_each_like_one_made_alone() -> None:
+    keys = new_token_keys(1000)
+    assert len(set(keys)) == 1000
+    assert all(re.fullmatch(r"[A-Za-z0-9_-]{16}", k) for k in keys)
+    assert re.fullmatch(r"[A-Za-z0-9_-]{16}", new_token_key())
+    assert new_token_keys(0) == []
