@@ -7,6 +7,7 @@ these tests hold that table to the commands themselves, in fresh interpreters as
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 from digest.cli.lazy import COMMANDS
 
@@ -18,11 +19,17 @@ REPORT = (
     "print('MODULES', ' '.join(sorted(m.split('.')[0] for m in sys.modules)), file=sys.stderr)"
 )
 HEAVY = {"sqlalchemy", "sqlmodel", "pydantic", "jinja2", "sendgrid", "alembic", "cryptography", "httpx"}
+# What `digest status` reads needs the database and the settings, nothing that renders, sends,
+# schedules, fetches or clusters (issue 15: it answers within 0.6 s as a whole process).
+NOT_FOR_STATUS = {
+    *("jinja2", "mjml", "markupsafe", "sendgrid", "cryptography", "itsdangerous", "email_validator"),
+    *("apscheduler", "alembic", "httpx", "nh3", "regex", "numpy", "scipy", "celery", "uvicorn", "fastapi"),
+}
 
 
-def _run(code: str, *args: str) -> subprocess.CompletedProcess[str]:
+def _run(code: str, *args: str, **settings: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("DIGEST_")}
-    env |= {"COLUMNS": "100", "NO_COLOR": "1", "TERM": "dumb"}
+    env |= {"COLUMNS": "100", "NO_COLOR": "1", "TERM": "dumb"} | settings
     return subprocess.run(
         [sys.executable, "-c", code, *args], capture_output=True, text=True, env=env, timeout=120
     )
@@ -59,3 +66,23 @@ def test_collect_loads_no_rendering_or_delivery_library() -> None:
     assert "--all" in done.stdout
     assert "sqlalchemy" in modules  # the command module is loaded: the check below means something
     assert not modules & {"jinja2", "mjml", "sendgrid", "cryptography", "itsdangerous"}, modules
+
+
+def test_digest_status_imports_nothing_that_renders_sends_or_schedules(tmp_path: Path) -> None:
+    database = f"sqlite:///{tmp_path / 'digest.db'}"
+    upgraded = _run(LAZY, "db", "upgrade", DIGEST_DATABASE_URL=database)  # status need not migrate
+    assert upgraded.returncode == 0, upgraded.stderr
+    done = _run(REPORT, "status", DIGEST_DATABASE_URL=database)
+    modules = set(done.stderr.split("MODULES", 1)[1].split())
+    assert "scheduler: not running" in done.stdout and "Next sends" in done.stdout, done.stdout + done.stderr
+    assert "sqlalchemy" in modules  # the report is of the command that ran
+    assert not modules & NOT_FOR_STATUS, modules & NOT_FOR_STATUS
+
+
+def test_a_command_runs_with_the_garbage_collector_on() -> None:
+    # main() switches the collector off while the command's module is imported, and lazy.py back on.
+    code = REPORT.replace(
+        "print('MODULES'", "import gc; print('GC', gc.isenabled(), file=sys.stderr); print('MODULES'"
+    )
+    done = _run(code, "subscribers", "--help")
+    assert "GC True" in done.stderr, done.stderr

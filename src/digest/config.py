@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from email_validator import EmailNotValidError, validate_email
 from pydantic import (
     AliasChoices,
     Field,
@@ -189,6 +188,10 @@ class Settings(BaseSettings):
     def _seeds(cls, value: str | None) -> str | None:
         if value is None or not value.strip():
             return None
+        # Imported here: most settings name no seed, and every command (`digest status` too) loads
+        # Settings; email_validator and idna cost tens of milliseconds at start-up (issue 15).
+        from email_validator import EmailNotValidError, validate_email
+
         seeds = []
         for i, address in enumerate((a.strip() for a in value.split(",")), 1):
             try:

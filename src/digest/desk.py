@@ -70,22 +70,13 @@ class Desk:
         return self.edition.note
 
 
-def approval_of(day: date, *, session: Session) -> EditionDecision | None:
-    """The approval of the edition of a date, if given."""
-    return session.exec(
-        select(EditionDecision)
-        .where(EditionDecision.edition_date == day, EditionDecision.action == "approve")
-        .order_by(col(EditionDecision.id))
-    ).first()
-
-
 def show(
     newsletter: Newsletter, *, engine: sa.Engine, edition_date: date, now: datetime, zone: tzinfo
 ) -> Desk:
     """The desk of a date: its draft (or frozen edition) and every story waiting for it."""
     with session_scope(engine) as session:
         row = queries.edition_for(edition_date, session=session)
-        approval = approval_of(edition_date, session=session)
+        approval = queries.approval_of(edition_date, session=session)
         decided = queries.decisions_for(edition_date, session=session)
         if row is not None:
             edition = compose.Edition.from_json(row.content_json)
@@ -280,7 +271,7 @@ def approve(
     """Approve the edition of a date: freeze it as it stands (if not yet) and record the approval,
     which DIGEST_REQUIRE_APPROVAL makes the scheduler wait for. Approving twice changes nothing."""
     with session_scope(engine) as session:
-        if approval_of(edition_date, session=session) is not None:
+        if queries.approval_of(edition_date, session=session) is not None:
             return f"edition {edition_date} was already approved"
         row, edition = editions.build_edition(
             newsletter,

@@ -21,7 +21,8 @@ from sqlmodel import Session, col, select
 from digest.clock import Clock
 from digest.db.models import Delivery, SchedulerLease, ScheduleRun
 from digest.schedule.lease import Lease, current_holder
-from digest.schedule.scheduler import JOB_FUNC, JOBS_TABLE, Scheduler, SchedulerThread
+from digest.schedule.scheduler import JOB_FUNC, Scheduler, SchedulerThread
+from digest.schedule.status import JOBS_TABLE
 from tests.schedule_helpers import NEWSLETTER_TOML, add_story, add_subscribers, newsletter, settings
 from tests.web_helpers import Inbox, smtp_server
 

@@ -59,7 +59,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "DIGEST_SEND_TIME in their own time zone. SIGTERM finishes the batch being sent, then exits.",
     ),
     "status": (
-        "operations",
+        "status",
         "Show the scheduler (who holds the lease, next runs, each time zone's next send, last runs), "
         "the sources that need looking at (failing or malformed) and the latest edition's progress, "
         "per worker in distributed mode.",
@@ -113,6 +113,7 @@ class _Deferred(TyperCommand):
 
         importlib.import_module(f"digest.cli.{self.module}")
         gc.freeze()  # the command's imports live until exit too (see digest.cli.main)
+        gc.enable()  # off while importing (digest.cli.main); on for the command's own work
         real = typer.main.get_command(_APP[0])
         assert isinstance(real, TyperGroup) and self.name is not None
         command: click.Command = real.commands[self.name]

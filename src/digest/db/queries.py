@@ -93,6 +93,15 @@ def sent_editions(*, session: Session, limit: int | None = None) -> list[Edition
     )
 
 
+def approval_of(day: date, *, session: Session) -> EditionDecision | None:
+    """The approval of the edition of a date, if given (issue 14)."""
+    return session.exec(
+        select(EditionDecision)
+        .where(EditionDecision.edition_date == day, EditionDecision.action == "approve")
+        .order_by(col(EditionDecision.id))
+    ).first()
+
+
 def decisions_for(day: date, *, session: Session) -> list[EditionDecision]:
     """The editor's decisions about the edition of a date, in the order they were made (issue 14)."""
     return list(

@@ -1,10 +1,13 @@
 """The transport interface and the values that cross it."""
 
+from __future__ import annotations
+
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from digest.render.email import BodyTemplate
+if TYPE_CHECKING:  # only named here: the ledger, which imports this module, needs no Jinja or MJML
+    from digest.render.email import BodyTemplate
 
 ONE_CLICK = "List-Unsubscribe=One-Click"  # the exact List-Unsubscribe-Post value (RFC 8058 §3.1)
 

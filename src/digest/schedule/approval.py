@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo
 from sqlmodel import Session
 
 from digest.config import Settings
-from digest.desk import approval_of
+from digest.db.queries import approval_of
 
 
 def deadline(settings: Settings, day: date) -> datetime:

@@ -13,7 +13,7 @@ from digest.deliver.base import Transport
 from digest.deliver.transports import make_transport
 from digest.newsletter import Newsletter
 from digest.render.copies import make_renderer
-from digest.schedule.scheduler import health as scheduler_health
+from digest.schedule.status import health as scheduler_health
 from digest.web.archive import archive_pages
 from digest.web.deps import BadLink, Site
 from digest.web.guard import BodyLimit, SecurityHeaders
