@@ -8,6 +8,8 @@ that existed then (`legacy_links`), never for a row created since.
 
 import base64
 import hmac
+import json
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -16,6 +18,14 @@ from sqlmodel import Session
 
 from digest.db.models import Subscriber
 from digest.errors import TokenError
+
+# A key json.dumps writes as it is, between quotes (what new_token_key makes: URL-safe base64).
+_PLAIN_KEY = re.compile(r"[A-Za-z0-9_-]*")
+
+
+def _compact_json(value: object) -> bytes:
+    """JSON as itsdangerous' URL-safe serializer writes it (compact, UTF-8)."""
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,12 +54,24 @@ class TokenSigner:
         self._key = signer.derive_key()
 
     def sign(self, token: LinkToken) -> str:
-        """An URL-safe signed token (no expiry: CAN-SPAM wants opt-out links to keep working)."""
-        if token.key is None:
+        """An URL-safe signed token (no expiry: CAN-SPAM wants opt-out links to keep working).
+
+        The payload is the compact JSON itsdangerous writes, never zlib-compressed: trying the
+        compression cost more than the rest of a token (a zlib stream per reader, issue 15), and
+        it never shortens a real one (a random 16-character key). `verify` reads both forms, so
+        the compressed tokens of repetitive keys signed before still work.
+        """
+        key, sid, eid = token.key, token.subscriber_id, token.edition_id
+        if key is None:
             raise TokenError("a link needs its subscriber's token key")
-        payload = self._serializer.dump_payload([token.subscriber_id, token.edition_id, token.key])
+        if type(sid) is int and (eid is None or type(eid) is int) and _PLAIN_KEY.fullmatch(key):
+            # What json.dumps([sid, eid, key], separators=(",", ":")) writes, without the encoder.
+            data = f'[{sid},{"null" if eid is None else eid},"{key}"]'.encode()
+        else:
+            data = _compact_json([sid, eid, key])
+        payload = base64.urlsafe_b64encode(data).rstrip(b"=")
         signature = base64.urlsafe_b64encode(hmac.digest(self._key, payload, "sha1")).rstrip(b"=")
-        return (payload + b"." + signature).decode()  # as self._serializer.dumps(...), byte for byte
+        return (payload + b"." + signature).decode()  # as itsdangerous' Signer writes it
 
     def verify(self, value: str) -> LinkToken:
         """The token's content, or TokenError when it is forged, altered or malformed."""

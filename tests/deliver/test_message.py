@@ -4,7 +4,7 @@ from datetime import datetime
 
 import pytest
 
-from digest.deliver.message import EncodedContent, MessageEncoder, to_bytes
+from digest.deliver.message import EncodedContent, MessageEncoder, MessageIds, to_bytes
 from tests.deliver.builders import content, message, parse, parts
 
 
@@ -92,3 +92,14 @@ def test_awkward_values_round_trip(now: datetime, value: str) -> None:
     expected = value.replace("\n", " ")
     assert f"You subscribed with {expected}." in text
     assert text.endswith("1 Example Street, Springfield\n")
+
+
+def test_message_ids_are_unique_valid_and_on_the_domain() -> None:
+    from email.headerregistry import HeaderRegistry
+
+    first, second = MessageIds("digest.example"), MessageIds("digest.example")
+    ids = [first() for _ in range(1000)] + [second() for _ in range(1000)]
+    assert len(set(ids)) == 2000  # two sends (two processes) never share one either
+    parsed = HeaderRegistry()("Message-ID", ids[0])
+    assert not parsed.defects
+    assert all(i.startswith("<") and i.endswith("@digest.example>") for i in ids)

@@ -15,6 +15,7 @@ from digest.errors import UnsendableAddress
 log = logging.getLogger(__name__)
 
 _PLAIN = re.compile(r"[A-Za-z0-9@._-]+")  # an address that needs no character replaced in its name
+_CREATE = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0)
 
 
 class FileTransport:
@@ -33,7 +34,7 @@ class FileTransport:
         self.outbox = outbox
         self.clock = clock
         self.encoder = encoder or MessageEncoder()
-        self._dirs: set[str] = set()
+        self._made: set[int] = set()  # editions whose folder exists
 
     def path_for(self, message: OutgoingMessage) -> Path:
         """Where a message is written; stable, so a resend overwrites rather than duplicates."""
@@ -56,21 +57,18 @@ class FileTransport:
         """
         results = []
         now = self.clock()
+        to_bytes = self.encoder.to_bytes
         for message in messages:
             path = self._path(message)
             try:
-                folder = os.path.dirname(path)
-                if folder not in self._dirs:
-                    os.makedirs(folder, exist_ok=True)
-                    self._dirs.add(folder)
-                data = self.encoder.to_bytes(message, now=now)
+                if message.edition_id not in self._made:
+                    os.makedirs(os.path.dirname(path), exist_ok=True)
+                    self._made.add(message.edition_id)
+                data = to_bytes(message, now=now)
                 if message.return_path:
                     # As the final delivery server records the envelope sender (RFC 5321 §4.4).
                     data = f"Return-Path: <{checked_address(message.return_path)}>\r\n".encode() + data
-                tmp = path[: -len(".eml")] + ".tmp"
-                with open(tmp, "wb") as fh:
-                    fh.write(data)
-                os.replace(tmp, path)
+                _write_atomically(path, data)
                 results.append(SendResult(message.delivery_id, ok=True, provider_id=path))
             except OSError as e:
                 log.warning("outbox write failed subscriber=%s error=%s", message.to_email, e)
@@ -82,3 +80,21 @@ class FileTransport:
 
     def close(self) -> None:
         """Nothing to release."""
+
+
+def _write_atomically(path: str, data: bytes) -> None:
+    """`data` into `path` by way of a temporary file beside it and a rename: whoever watches the
+    outbox never sees half a message.
+
+    os.open/os.write rather than open(): the file object's stat, isatty and seek calls were half
+    the system calls of a send (issue 15).
+    """
+    tmp = path[: -len(".eml")] + ".tmp"
+    fd = os.open(tmp, _CREATE, 0o666)
+    try:
+        written = os.write(fd, data)
+        while written < len(data):  # a short write (a signal, a full disk): the rest, or OSError
+            written += os.write(fd, data[written:])
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)

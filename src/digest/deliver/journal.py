@@ -90,11 +90,12 @@ class Journal:
         now = self.clock()
         bounced = []
         for batch, results in done:
+            failed = [r for r in results if not r.ok]
+            self.sent += len(results) - len(failed)
+            if not failed:
+                continue
             by_id = {m.delivery_id: m for m in batch}
-            for result in results:
-                if result.ok:
-                    self.sent += 1
-                    continue
+            for result in failed:
                 message = by_id[result.delivery_id]
                 if len(self.failures) < FAILURES_KEPT:
                     self.failures.append(f"{message.to_email}: {result.error}")

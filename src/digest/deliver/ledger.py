@@ -175,8 +175,11 @@ class LedgerWriter:
         return conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
 
     def _answers(self, results: Sequence[SendResult], stamp: object) -> list[tuple[object, ...]]:
+        sent = DeliveryStatus.SENT.value
         return [
-            (status_for(r).value, r.error, r.provider_id, stamp if r.ok else None, stamp, r.delivery_id)
+            (sent, r.error, r.provider_id, stamp, stamp, r.delivery_id)
+            if r.ok
+            else (status_for(r).value, r.error, r.provider_id, None, stamp, r.delivery_id)
             for r in results
         ]
 

@@ -34,6 +34,7 @@ from digest.editions import build_edition
 from digest.errors import DeliveryError
 from digest.newsletter import Newsletter
 from digest.render.copies import Renderer, active_topic_sets, make_renderer
+from digest.render.email import RenderedDigest
 from digest.subscribers.status import resume_paused
 from digest.threads import HORIZON_DAYS
 
@@ -269,7 +270,7 @@ def _messages(
     Stops early when `should_stop` says so: the message in hand is finished and recorded first.
     """
     after_id = 0
-    topic_sets: dict[str, frozenset[str]] = {}
+    active = SubscriberStatus.ACTIVE.value
     while True:
         with session_scope(engine) as session:
             rows = ledger.sendable_rows(
@@ -277,17 +278,23 @@ def _messages(
             )
             skipped: dict[str, list[int]] = {}
             messages = []
+            # Each reader's copy by (topics, zone), asked of the renderer once a page: its cache
+            # takes a lock and keeps the order of use, too much to do per reader (issue 15).
+            copies: dict[tuple[str, str | None], RenderedDigest | None] = {}
             for row in rows:
                 after_id = row.delivery_id
-                if row.status != SubscriberStatus.ACTIVE:
+                if row.status != active:
                     # Unsubscribed, bounced, complained or paused since the edition was built.
                     skipped.setdefault(f"subscriber is {row.status}", []).append(row.delivery_id)
                     continue
-                chosen = topic_sets.get(row.topics)
-                if chosen is None:
-                    chosen = topic_sets[row.topics] = frozenset(t for t in row.topics.split("\n") if t)
-                copy, rendered = renderer.digest_for(edition, chosen, row.timezone)
-                if copy.story_count == 0:
+                key = (row.topics, row.timezone)
+                if key in copies:
+                    rendered = copies[key]
+                else:
+                    chosen = frozenset(t for t in row.topics.split("\n") if t)
+                    copy, rendered = renderer.digest_for(edition, chosen, row.timezone)
+                    rendered = copies[key] = rendered if copy.story_count else None
+                if rendered is None:
                     skipped.setdefault("no new stories in their topics", []).append(row.delivery_id)
                     continue
                 messages.append(

@@ -19,7 +19,7 @@ from digest.db.models import (
     SubscriberStatus,
 )
 from digest.deliver.base import MessageContent, OutgoingMessage
-from digest.deliver.message import new_message_id, unsubscribe_mailto
+from digest.deliver.message import MessageIds, unsubscribe_mailto
 from digest.newsletter import Newsletter
 from digest.render.email import (
     RenderedDigest,
@@ -92,6 +92,7 @@ class Renderer:
     _zones: dict[str | None, ZoneInfo] = field(default_factory=dict, repr=False)
     _contents: dict[int, tuple[RenderedDigest, MessageContent]] = field(default_factory=dict)
     _used: dict[date, None] = field(default_factory=dict)  # dates cached, least recently used first
+    _message_ids: MessageIds | None = field(default=None, repr=False, compare=False)
     # A threads-pool worker shares one renderer between its tasks: without the lock two tasks
     # could render one copy twice and give its messages two MessageContent keys.
     _lock: threading.RLock = field(default_factory=threading.RLock, repr=False, compare=False)
@@ -242,7 +243,7 @@ class Renderer:
                 unsubscribe_url=unsubscribe_url,
                 preferences_url=preferences_url,
             ),
-            message_id=new_message_id(self.newsletter.newsletter.sender_domain),
+            message_id=self.message_id(),
             unsubscribe_url=unsubscribe_url,
             unsubscribe_mailto=(
                 unsubscribe_mailto(mailbox, unsubscribe_url.rsplit("/", 1)[1]) if mailbox else None
@@ -250,6 +251,14 @@ class Renderer:
             token_key=subscriber.token_key,
             return_path=self.return_path(subscriber, edition_id),
         )
+
+    def message_id(self) -> str:
+        """A new unique Message-ID on the newsletter's domain."""
+        ids = self._message_ids
+        domain = self.newsletter.newsletter.sender_domain
+        if ids is None or ids.domain != domain:
+            ids = self._message_ids = MessageIds(domain)
+        return ids()
 
     def return_path(self, subscriber: Reader, edition_id: int) -> str | None:
         """The reader's VERP envelope sender for an edition, or None without DIGEST_BOUNCE_ADDRESS."""
