@@ -84,13 +84,19 @@ def test_readers_of_one_content_differ_only_in_their_values(now: datetime) -> No
     assert len(encoder._cache) == 1
 
 
-@pytest.mark.parametrize("value", ["", " ", "x" * 300, "a=b", "tab\there", "line\nbreak"])
+@pytest.mark.parametrize(
+    "value", ["", " ", "x" * 300, "a=b", "tab\there", "line\nbreak", "word " * 40, ".", "ü" * 50, "x" * 75]
+)
 def test_awkward_values_round_trip(now: datetime, value: str) -> None:
     m = message()
     m = type(m)(**{**{f: getattr(m, f) for f in m.__slots__}, "values": {**m.values, "email": value}})
-    text, _html = parts(EncodedContent(m.content).render(m, now=now))
+    data = EncodedContent(m.content).render(m, now=now)
+    text, _html = parts(data)
     expected = value.replace("\n", " ")
     assert f"You subscribed with {expected}." in text
+    body = data.split(b"\r\n\r\n", 1)[1]
+    assert max(len(line) for line in body.split(b"\r\n")) <= 76  # RFC 2045 §6.7 rule 5
+    assert not any(line.endswith((b" ", b"\t")) for line in body.split(b"\r\n"))  # rule 3
     assert text.endswith("1 Example Street, Springfield\n")
 
 

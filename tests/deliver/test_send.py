@@ -226,3 +226,23 @@ def test_paused_subscribers_are_skipped_and_resume_when_the_pause_ends(world: Wo
         ]
         assert kinds == ["subscribe", "pause", "resume"]
         assert session.get(Subscriber, s.id).status == SubscriberStatus.ACTIVE  # type: ignore[union-attr]
+
+
+def test_the_ledger_stores_times_as_the_orm_does(world: World) -> None:
+    """The send loop converts its time stamp once a step (issue 15): the stored value reads back
+    as the same aware UTC time, in the same form an ORM write gives it."""
+    world.send(MemoryTransport())
+    with session_scope(world.engine) as session:
+        rows = list(session.exec(select(Delivery)))
+        assert {d.sent_at for d in rows} == {d.updated_at for d in rows} == {world.now}
+        subscriber = session.exec(select(Subscriber)).first()
+        assert subscriber is not None
+        subscriber.updated_at = world.now  # written by the ORM
+        session.add(subscriber)
+        session.flush()
+        conn = session.connection()
+        raw = {
+            conn.exec_driver_sql("SELECT sent_at FROM delivery").scalars().first(),
+            conn.exec_driver_sql(f"SELECT updated_at FROM subscriber WHERE id = {subscriber.id}").scalar(),
+        }
+    assert len(raw) == 1

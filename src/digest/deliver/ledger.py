@@ -139,7 +139,11 @@ class LedgerWriter:
     def __init__(self, engine: sa.Engine) -> None:
         table: Any = Delivery.__table__  # type: ignore[attr-defined]
         dialect = engine.dialect
-        self._stamp = table.c.updated_at.type.bind_processor(dialect) or (lambda v: v)
+        # The dialect's own converter, as a compiled statement uses it: on SQLite, text in the
+        # form the ORM writes, made once a step (the bare type's converter left a datetime,
+        # which sqlite3 turned into text of another form, for each of two parameters of every
+        # row: issue 15).
+        self._stamp = table.c.updated_at.type.dialect_impl(dialect).bind_processor(dialect) or (lambda v: v)
         mark = "?" if dialect.paramstyle == "qmark" else "%s"
         self._mark = mark
         self._table = table.name
