@@ -36,6 +36,7 @@ class FileTransport:
         self, outbox: Path, *, clock: Callable[[], datetime], encoder: MessageEncoder | None = None
     ) -> None:
         self.outbox = outbox
+        self._root = str(outbox)  # formatted into every path: not a Path's str() per message
         self.clock = clock
         self.encoder = encoder or MessageEncoder()
         self._made: set[int] = set()  # editions whose folder exists
@@ -51,7 +52,7 @@ class FileTransport:
             if _PLAIN.fullmatch(email)
             else "".join(c if c.isalnum() or c in "@._-" else "_" for c in email)
         )
-        return f"{self.outbox}/edition-{message.edition_id}/{message.delivery_id:08d}-{safe}.eml"
+        return f"{self._root}/edition-{message.edition_id}/{message.delivery_id:08d}-{safe}.eml"
 
     def send(self, messages: Sequence[OutgoingMessage]) -> list[SendResult]:
         """Write each message; an OS error or an unusable address fails that message only.
