@@ -6,7 +6,7 @@ made for (issue 12). Links from before keys existed carry none; they still work 
 that existed then (`legacy_links`), never for a row created since.
 """
 
-import base64
+import binascii
 import hmac
 import json
 import re
@@ -21,6 +21,14 @@ from digest.errors import TokenError
 
 # A key json.dumps writes as it is, between quotes (what new_token_key makes: URL-safe base64).
 _PLAIN_KEY = re.compile(r"[A-Za-z0-9_-]*")
+
+
+_URL_SAFE = bytes.maketrans(b"+/", b"-_")
+
+
+def _b64(data: bytes) -> bytes:
+    """URL-safe base64 without padding, as itsdangerous writes it (binascii, not base64's layers)."""
+    return binascii.b2a_base64(data, newline=False).translate(_URL_SAFE).rstrip(b"=")
 
 
 def _compact_json(value: object) -> bytes:
@@ -69,9 +77,8 @@ class TokenSigner:
             data = f'[{sid},{"null" if eid is None else eid},"{key}"]'.encode()
         else:
             data = _compact_json([sid, eid, key])
-        payload = base64.urlsafe_b64encode(data).rstrip(b"=")
-        signature = base64.urlsafe_b64encode(hmac.digest(self._key, payload, "sha1")).rstrip(b"=")
-        return (payload + b"." + signature).decode()  # as itsdangerous' Signer writes it
+        payload = _b64(data)
+        return (payload + b"." + _b64(hmac.digest(self._key, payload, "sha1"))).decode()  # as itsdangerous
 
     def verify(self, value: str) -> LinkToken:
         """The token's content, or TokenError when it is forged, altered or malformed."""

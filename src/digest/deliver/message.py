@@ -77,6 +77,7 @@ def _date_of(seconds: int, offset: float) -> str:
     return format_datetime(datetime.fromtimestamp(seconds, timezone(timedelta(seconds=offset))))
 
 
+@functools.lru_cache(maxsize=8)  # a call of many messages passes one `now` for all of them
 def _date(now: datetime) -> str:
     """The Date header value (RFC 5322 has one-second resolution: format once a second)."""
     offset = now.utcoffset()
