@@ -26,7 +26,7 @@ from digest.cli.common import (
     settings_and_newsletter,
 )
 from digest.cli.progress import fetch_progress, send_progress
-from digest.cli.reports import LIST_EVERY_SOURCE_UP_TO, print_collect, print_send
+from digest.cli.reports import LIST_EVERY_SOURCE_UP_TO, print_collect, print_seeds, print_send
 from digest.config import Settings, load_settings
 from digest.errors import DigestError
 from digest.newsletter import Newsletter
@@ -258,12 +258,12 @@ def send(
 
     Example: digest send --test me@example.com --as reader@example.com
     """
-    from digest.cli import desk
-
     settings, newsletter = settings_and_newsletter() if dry_run else _sending_setup()
     engine = command_engine(settings)
     edition_date = edition_date_option(settings, date_)
     if test is not None or as_ is not None:
+        from digest.cli import desk  # the test send's door, loaded for it only
+
         desk.test_send(settings, newsletter, engine, edition_date, to=test, as_reader=as_)
         return
     if dry_run:
@@ -301,7 +301,7 @@ def send(
     print_send(report)
     if settings.transport == "file" and settings.broker_url is None:
         out.print(f"messages are in {settings.outbox_dir.resolve()}", soft_wrap=True)
-    desk.print_seeds(report.seeds)
+    print_seeds(report.seeds)
     if report.needs_attention:
         raise typer.Exit(3)
 

@@ -21,7 +21,7 @@ from digest.cli.common import (
 )
 from digest.config import Settings
 from digest.deliver.addresses import address_list
-from digest.deliver.proofs import SeedReport, send_test
+from digest.deliver.proofs import send_test
 from digest.errors import DigestError
 from digest.newsletter import Newsletter
 from digest.render.copies import make_renderer
@@ -66,22 +66,6 @@ def test_send(
     out.print("nothing was recorded; the real send is unchanged", highlight=False)
     if result.failed:
         raise typer.Exit(3)
-
-
-def print_seeds(seeds: SeedReport) -> None:
-    """The seed copies a send made, when it made any."""
-    if seeds.sent or seeds.failures:
-        out.print(
-            f"seed copies (not counted above): sent {seeds.sent}, failed {len(seeds.failures)}",
-            highlight=False,
-        )
-    for line in seeds.failures:
-        err.print(
-            f"  seed failed: {line} (tried again by the next send)",
-            highlight=False,
-            markup=False,
-            soft_wrap=True,
-        )
 
 
 edition_app = typer.Typer(

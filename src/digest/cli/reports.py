@@ -10,6 +10,7 @@ from digest.cli.common import err, out
 
 if TYPE_CHECKING:  # for annotations only: printing a collect must not load the delivery stage
     from digest.deliver.journal import SendReport
+    from digest.deliver.proofs import SeedReport
     from digest.sources.collect import SourceResult
 
 # Above this many sources the table lists only those that need a look (failed, malformed): a
@@ -66,3 +67,19 @@ def print_send(report: SendReport) -> None:
     more = report.failed + report.retry - len(report.failures)
     if more > 0:
         err.print(f"  ... and {more} more (each error is kept in the ledger)", highlight=False)
+
+
+def print_seeds(seeds: SeedReport) -> None:
+    """The seed copies a send made, when it made any."""
+    if seeds.sent or seeds.failures:
+        out.print(
+            f"seed copies (not counted above): sent {seeds.sent}, failed {len(seeds.failures)}",
+            highlight=False,
+        )
+    for line in seeds.failures:
+        err.print(
+            f"  seed failed: {line} (tried again by the next send)",
+            highlight=False,
+            markup=False,
+            soft_wrap=True,
+        )

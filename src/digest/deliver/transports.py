@@ -6,13 +6,17 @@ from datetime import datetime
 from digest.config import Settings
 from digest.deliver.base import Transport
 from digest.deliver.file import FileTransport
-from digest.deliver.sendgrid import SendGridTransport
-from digest.deliver.smtp import SmtpTransport
 
 
 def make_transport(settings: Settings, *, clock: Callable[[], datetime]) -> Transport:
-    """The configured transport, ready to send."""
+    """The configured transport, ready to send.
+
+    SMTP and SendGrid are imported when chosen: a send through the outbox (the demo, the
+    benchmark) does not load smtplib or the SendGrid client (issue 15).
+    """
     if settings.transport == "smtp":
+        from digest.deliver.smtp import SmtpTransport
+
         return SmtpTransport(
             settings.smtp_host,
             settings.smtp_port,
@@ -23,6 +27,8 @@ def make_transport(settings: Settings, *, clock: Callable[[], datetime]) -> Tran
             clock=clock,
         )
     if settings.transport == "sendgrid":
+        from digest.deliver.sendgrid import SendGridTransport
+
         assert settings.sendgrid_api_key is not None  # Settings refuses sendgrid without a key
         return SendGridTransport(
             settings.sendgrid_api_key.get_secret_value(),
