@@ -234,3 +234,55 @@ def test_collect_keeps_validators_and_counts_a_304_as_unchanged(
     second = pipeline.collect(newsletter, engine=engine, clock=FixedClock(now))
     assert (second[0].status, second[0].new) == ("unchanged", 0)
     assert server.seen[1].headers["if-none-match"] == '"a"'
+
+
+@pytest.fixture
+def https_feed(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """A feed served over TLS on 127.0.0.1 with a certificate of its own: (URL, the CA file)."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from tests.deliver.builders import self_signed
+
+    server_context, _ = self_signed(tmp_path)
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(FEED)))
+            self.end_headers()
+            self.wfile.write(FEED)
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    httpd.daemon_threads = True
+    httpd.socket = server_context.wrap_socket(httpd.socket, server_side=True)
+    thread = threading.Thread(target=httpd.serve_forever, args=(0.02,), daemon=True)
+    thread.start()
+    try:
+        yield f"https://127.0.0.1:{httpd.server_address[1]}/feed", tmp_path / "cert.pem"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def test_an_https_feed_is_fetched_through_a_verified_connection(
+    https_feed: tuple[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url, ca = https_feed
+    monkeypatch.setenv("SSL_CERT_FILE", str(ca))  # trusted as a system store would trust it
+    (result,) = _fetch(FetchRequest("Secure", url))
+    assert isinstance(result, Fetched) and result.body == FEED
+
+
+def test_an_https_feed_with_an_untrusted_certificate_fails_alone(
+    https_feed: tuple[str, Path], server: FeedServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url, _ = https_feed
+    monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+    monkeypatch.delenv("SSL_CERT_DIR", raising=False)
+    server.route("/plain", Reply(body=FEED))
+    secure, plain = _fetch(FetchRequest("Secure", url), FetchRequest("Plain", server.url("/plain")))
+    assert isinstance(secure, SourceError) and "CERTIFICATE_VERIFY_FAILED" in str(secure)
+    assert isinstance(plain, Fetched) and plain.body == FEED

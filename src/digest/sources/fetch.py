@@ -169,8 +169,7 @@ class FetchClient:
         self.resolver = options.resolver
         self.pins: dict[str, tuple[IPAddress, ...]] = {}
         self._lookups: dict[str, asyncio.Future[tuple[IPAddress, ...]]] = {}
-        # One TLS context (loading the CA bundle costs tens of ms), shared by every host's pool.
-        self.transport = PoolPerHost(httpx.create_ssl_context(), self.pins, options.per_host)
+        self.transport = PoolPerHost(self.pins, options.per_host)
         self.http = httpx.AsyncClient(
             headers={"User-Agent": options.user_agent, "Accept-Encoding": "gzip, deflate"},
             timeout=httpx.Timeout(

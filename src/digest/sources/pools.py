@@ -114,28 +114,34 @@ class PoolPerHost(httpx.AsyncBaseTransport):
     closed as soon as no fetch expects it (`done_with`) and no answer from it is still open.
     """
 
-    def __init__(self, tls: ssl.SSLContext, pins: dict[str, tuple[IPAddress, ...]], per_host: int) -> None:
-        self.tls = tls
+    def __init__(self, pins: dict[str, tuple[IPAddress, ...]], per_host: int) -> None:
         self.network = PinnedNetwork(pins)
         self.per_host = per_host
-        self.pools: dict[str, httpx.AsyncHTTPTransport] = {}
+        self.tls: ssl.SSLContext | None = None  # made on the first https request (see _context)
+        self.pools: dict[str, dict[str, _Transport]] = {}  # host -> scheme -> its pool
         self.expected: Counter[str] = Counter()  # fetches still to come or under way, per host
         self.active: Counter[str] = Counter()  # requests whose answer is not closed yet, per host
 
-    def _pool(self, host: str) -> httpx.AsyncHTTPTransport:
-        transport = self.pools.get(host)
+    def _context(self) -> ssl.SSLContext:
+        # One TLS context for every https pool of the run: loading the CA bundle costs ~40 ms, which
+        # a run of plain-http sources (an intranet, a local mirror) need not pay at all.
+        if self.tls is None:
+            self.tls = httpx.create_ssl_context()
+        return self.tls
+
+    def _pool(self, host: str, scheme: str) -> "_Transport":
+        by_scheme = self.pools.setdefault(host, {})
+        transport = by_scheme.get(scheme)
         if transport is None:
-            transport = httpx.AsyncHTTPTransport(verify=self.tls)
-            # httpx has no public hook for the network layer (encode/httpx#1319): the transport's
-            # pool is rebuilt with the same TLS context around a backend that honours our pins.
-            transport._pool = httpcore.AsyncConnectionPool(
-                ssl_context=self.tls,
-                max_connections=None,  # fetch_all's semaphores bound the requests in flight
-                max_keepalive_connections=self.per_host,
-                keepalive_expiry=5.0,
-                network_backend=self.network,
+            transport = by_scheme[scheme] = _Transport(
+                httpcore.AsyncConnectionPool(
+                    ssl_context=self._context() if scheme == "https" else None,
+                    max_connections=None,  # fetch_all's semaphores bound the requests in flight
+                    max_keepalive_connections=self.per_host,
+                    keepalive_expiry=5.0,
+                    network_backend=self.network,
+                )
             )
-            self.pools[host] = transport
         return transport
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
@@ -143,7 +149,7 @@ class PoolPerHost(httpx.AsyncBaseTransport):
         host = host_key(request.url)
         self.active[host] += 1
         try:
-            response = await self._pool(host).handle_async_request(request)
+            response = await self._pool(host, request.url.scheme).handle_async_request(request)
         except BaseException:
             await self._release(host)
             raise
@@ -166,12 +172,19 @@ class PoolPerHost(httpx.AsyncBaseTransport):
         if self.expected[host] > 0 or self.active[host] > 0:
             return
         del self.expected[host], self.active[host]
-        transport = self.pools.pop(host, None)
-        if transport is not None:
+        for transport in self.pools.pop(host, {}).values():
             await transport.aclose()
 
     async def aclose(self) -> None:
         """Close every pool still open (redirect targets, an interrupted run)."""
-        pools, self.pools = list(self.pools.values()), {}
+        pools, self.pools = [t for by_scheme in self.pools.values() for t in by_scheme.values()], {}
         for transport in pools:
             await transport.aclose()
+
+
+class _Transport(httpx.AsyncHTTPTransport):
+    """httpx's transport around a pool made here: httpx has no public hook for the network layer
+    (encode/httpx#1319), and its own constructor would load a TLS context for every pool."""
+
+    def __init__(self, pool: httpcore.AsyncConnectionPool) -> None:  # the parent's is not run
+        self._pool = pool
