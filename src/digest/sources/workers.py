@@ -1,13 +1,17 @@
 """Worker processes for a collection run: parsing on the other cores, numpy kept off the main one."""
 
 import asyncio
+import contextlib
 import html
 import re
 import threading
+import traceback
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import replace
 from multiprocessing import get_all_start_methods, get_context
+from multiprocessing.connection import Connection
+from multiprocessing.context import BaseContext
 
 from digest.errors import SourceError
 from digest.sources.model import Fetched, ParsedFeed
@@ -49,6 +53,63 @@ def start_method() -> str:
     return "spawn"
 
 
+def _scientist_loop(conn: Connection) -> None:
+    """The clustering worker: load numpy on "warm", score each batch it is sent, stop on None."""
+    while True:
+        try:
+            message = conn.recv()
+        except EOFError:  # the collect has gone
+            return
+        if message is None:
+            return
+        if message == "warm":
+            warm_up()
+            continue
+        try:
+            conn.send((True, score_batch(message)))
+        except Exception:  # a bug: said to the collect, which raises it
+            conn.send((False, traceback.format_exc()))
+
+
+class _Scientist:
+    """One process for the matrix work, driven over a pipe.
+
+    Not a ProcessPoolExecutor: a pool starts threads in this process on its first task, and the
+    parse workers forked after them would be forked from a process with threads (where a lock
+    another thread held at that instant stays locked in the child for ever, as seen under
+    libfaketime). A plain process and a pipe start none.
+    """
+
+    def __init__(self, context: BaseContext) -> None:
+        self.conn, child = context.Pipe()
+        self.process = context.Process(target=_scientist_loop, args=(child,), daemon=True)  # type: ignore[attr-defined]
+        self.process.start()
+        child.close()
+
+    def warm(self) -> None:
+        """Have numpy and scipy.sparse loaded while the network is waited for."""
+        self.conn.send("warm")
+
+    def score(self, batch: Batch) -> Pairs:
+        """score_batch(batch), computed in the worker."""
+        self.conn.send(batch)
+        ok, value = self.conn.recv()
+        if not ok:
+            raise RuntimeError(f"the clustering worker failed:\n{value}")
+        result: Pairs = value
+        return result
+
+    def close(self) -> None:
+        """Stop the worker (it ends on None, or when the pipe closes)."""
+        with contextlib.suppress(OSError):  # it has gone already
+            self.conn.send(None)
+        self.conn.close()
+        self.process.join(timeout=10)
+        if self.process.is_alive():
+            self.process.terminate()
+            self.process.join()
+
+
 class Workers:
     """Parses inline, or in worker processes started on the first body that needs parsing.
 
@@ -60,7 +121,7 @@ class Workers:
     def __init__(self, workers: int) -> None:
         self.workers = workers
         self.parsers: ProcessPoolExecutor | None = None
-        self.scientist: ProcessPoolExecutor | None = None
+        self.scientist: _Scientist | None = None
         self.method: str | None = None  # how the processes were started, once they are
         self._warm = False
 
@@ -70,15 +131,14 @@ class Workers:
         collect calls this before its first fetch, so the processes are forked while this is still
         the only thread: a progress bar started from `on_fetched` (Rich's refresh thread) comes
         after them and cannot make them spawned (each spawned worker imports everything again,
-        ~1 s of CPU). With fork, a pool forks all its processes on its first submit; the no-op
-        submits below are those first submits.
+        ~1 s of CPU). With fork, a pool forks all its processes on its first submit (the no-op
+        submit below), then starts its threads; the clustering worker, forked first, starts none.
         """
         if self.workers <= 0 or self.parsers is not None:
             return
         self.method = start_method()
         context = get_context(self.method)
-        self.scientist = ProcessPoolExecutor(1, mp_context=context)
-        self.scientist.submit(int)
+        self.scientist = _Scientist(context)
         self.parsers = ProcessPoolExecutor(self.workers, mp_context=context)
         self.parsers.submit(int)
 
@@ -98,7 +158,7 @@ class Workers:
         assert self.parsers is not None and self.scientist is not None
         if not self._warm:  # numpy is loaded only when there is something to cluster
             self._warm = True
-            self.scientist.submit(warm_up)
+            self.scientist.warm()
         args = (name, fetched.body, fetched.url, fetched.headers)
         return loop.run_in_executor(self.parsers, parse_with_terms, *args)
 
@@ -108,13 +168,11 @@ class Workers:
         if scientist is None:
             return cluster(new, known)
 
-        def compute(batch: Batch) -> Pairs:
-            return scientist.submit(score_batch, batch).result()
-
-        return cluster(new, known, compute=compute)
+        return cluster(new, known, compute=scientist.score)
 
     def close(self) -> None:
         """Stop the worker processes, if any were started."""
-        for pool in (self.parsers, self.scientist):
-            if pool is not None:
-                pool.shutdown(cancel_futures=True)
+        if self.parsers is not None:
+            self.parsers.shutdown(cancel_futures=True)
+        if self.scientist is not None:
+            self.scientist.close()
