@@ -7,6 +7,9 @@ statement is built once, each column's bind processor (the UTC check of UTCDateT
 datetime to text) is looked up once, and the rows go to the driver inside the caller's
 transaction (issue 15: a 200,000-row subscriber import). On PostgreSQL through psycopg the rows
 go as one COPY: its executemany sends each row as its own statement, ~50 us of client CPU a row.
+There, too, the ids of new rows come from the table's sequence with the probe for the rows already
+there (`ids_and_new_ids`), so rows that point at them (an import's events) go in by id, in one
+statement of one array (`insert_per_key`), without the server looking each one up again.
 """
 
 from collections.abc import Callable, Sequence
@@ -132,3 +135,73 @@ def ids_by(connection: sa.Connection, column: sa.Column[Any], values: Sequence[A
         marks = ", ".join(["?" if connection.dialect.paramstyle == "qmark" else "%s"] * len(values))
         found = connection.exec_driver_sql(f"{sql} WHERE {name} IN ({marks})", tuple(values))
     return dict(found.all())
+
+
+def ids_and_new_ids(
+    connection: sa.Connection, column: sa.Column[Any], values: Sequence[Any]
+) -> tuple[dict[Any, Any], list[int] | None]:
+    """`ids_by`, and on PostgreSQL, in the same round trip, one fresh id from the key's sequence
+    for each of `values` (distinct) not found, ascending; None elsewhere (the rows are numbered
+    as they are inserted)."""
+    if not _psycopg(connection):
+        return ids_by(connection, column, values), None
+    if not values:
+        return {}, []
+    table = column.table
+    (key,) = table.primary_key.columns
+    preparer = connection.dialect.identifier_preparer
+    name, key_name = preparer.quote(column.name), preparer.quote(key.name)
+    sql = (
+        f"WITH known AS (SELECT {name}, {key_name} FROM {preparer.format_table(table)} "
+        f"WHERE {name} = ANY(%(values)s)) SELECT {name}, {key_name} FROM known UNION ALL "
+        # the sequence named once (an InitPlan): pg_get_serial_sequence a row cost ~10 us each
+        "SELECT NULL, nextval((SELECT pg_get_serial_sequence(%(table)s, %(key)s)::regclass)) "
+        "FROM generate_series(1, %(count)s - (SELECT count(*) FROM known))"
+    )
+    params = {
+        "values": list(values),
+        "table": preparer.format_table(table),
+        "key": key.name,
+        "count": len(values),
+    }
+    known: dict[Any, Any] = {}
+    fresh: list[int] = []
+    for value, id_ in connection.exec_driver_sql(sql, params):
+        if value is None:
+            fresh.append(id_)
+        else:
+            known[value] = id_
+    fresh.sort()
+    return known, fresh
+
+
+def insert_per_key(
+    connection: sa.Connection, column: sa.Column[Any], keys: Sequence[Any], values: dict[str, Any]
+) -> None:
+    """One row of `column`'s table per key (into `column`), in order, every row with the same
+    other `values`; a column left out gets its Python-side default, or else its server default
+    or NULL. On PostgreSQL: one INSERT ... SELECT over the keys sent as one array."""
+    if not keys:
+        return
+    table = column.table
+    left_out = [c for c in table.columns if c.key not in values and c.key != column.key]
+    defaults = [(c, c.default) for c in left_out if isinstance(c.default, sa.ColumnDefault)]
+    if not _psycopg(connection) or any(d.is_callable for _, d in defaults):  # one value a row
+        insert_rows(connection, table, [{column.key: k, **values} for k in keys])
+        return
+    given = {**values, **{c.key: d.arg for c, d in defaults}}
+    dialect = connection.dialect
+    preparer = dialect.identifier_preparer
+    params: list[Any] = []
+    selected = ["key"]
+    for name, value in given.items():
+        process = _processor(table.c[name], dialect)
+        params.append(value if process is None else process(value))
+        # typed: an untyped parameter in a SELECT list is text, which an integer column refuses
+        selected.append(f"%s::{table.c[name].type.compile(dialect)}")
+    names = ", ".join(preparer.quote(c.name) for c in (column, *(table.c[n] for n in given)))
+    sql = (
+        f"INSERT INTO {preparer.format_table(table)} ({names}) SELECT {', '.join(selected)} "
+        f"FROM unnest(%s::{column.type.compile(dialect)}[]) WITH ORDINALITY AS k(key, n) ORDER BY n"
+    )
+    connection.exec_driver_sql(sql, (*params, list(keys)))
