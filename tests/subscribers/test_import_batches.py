@@ -9,8 +9,10 @@ import pytest
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
+from digest.db.bulk import insert_rows
 from digest.db.engine import session_scope
 from digest.db.models import Subscriber, SubscriberEvent, SubscriberStatus
+from digest.errors import SubscriberError
 from digest.subscribers import csvfile
 from digest.subscribers.csvfile import ImportReport, import_csv, open_csv
 from digest.subscribers.roster import CsvRow, add_subscriber
@@ -143,6 +145,68 @@ def test_existing_and_new_addresses_in_one_batch_are_updated_and_added(
         "new2@example.com": "N2",
     }
     assert events(engine)[-2:] == [("new1@example.com", "subscribe"), ("new2@example.com", "subscribe")]
+
+
+def test_a_clash_in_a_batch_after_one_already_sent_names_the_file_and_leaves_the_list_untouched(
+    engine: sa.Engine, tmp_path: Path, now: datetime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Batch 2 is looked up while batch 1 is being sent; someone signs up with one of its
+    # addresses before batch 2 is written (here, in the import's own transaction, just before).
+    path = in_batches(
+        monkeypatch,
+        tmp_path,
+        2,
+        ["email", "a@example.com", "b@example.com", "c@example.com", "d@example.com"],
+    )
+    send = csvfile._Writer._send
+    sent: list[list[str]] = []
+
+    def sign_up_then_send(writer: csvfile._Writer, conn: sa.Connection, batch: csvfile._Batch) -> None:
+        sent.append([v["email"] for v in batch.new])
+        if len(sent) == 2:
+            row = {"email": "d@example.com", "status": "active", "created_at": now, "updated_at": now}
+            insert_rows(conn, Subscriber.__table__, [row])  # type: ignore[attr-defined]
+        send(writer, conn, batch)
+
+    monkeypatch.setattr(csvfile._Writer, "_send", sign_up_then_send)
+    with pytest.raises(SubscriberError, match=r"list\.csv: an address in the file was added by someone else"):
+        do_import(engine, path, now)
+    assert sent == [["a@example.com", "b@example.com"], ["c@example.com", "d@example.com"]]
+    assert subscribers(engine) == [] and events(engine) == []
+
+
+def test_an_error_deciding_a_batch_while_the_previous_one_is_sent_leaves_the_list_untouched(
+    engine: sa.Engine, tmp_path: Path, now: datetime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = in_batches(monkeypatch, tmp_path, 1, ["email", "a@example.com", "b@example.com", "c@example.com"])
+    decide = csvfile._Writer._decide
+    decided: list[str] = []
+
+    def fail_on_the_second(
+        writer: csvfile._Writer, rows: list[CsvRow], found: csvfile._Found
+    ) -> csvfile._Batch:
+        decided.append(rows[0].email)
+        if len(decided) == 2:
+            raise RuntimeError("a bug")
+        return decide(writer, rows, found)
+
+    monkeypatch.setattr(csvfile._Writer, "_decide", fail_on_the_second)
+    with pytest.raises(RuntimeError, match="a bug"):
+        do_import(engine, path, now)
+    assert decided == ["a@example.com", "b@example.com"]
+    assert subscribers(engine) == [] and events(engine) == []
+
+
+def test_batches_written_from_the_sending_thread_are_all_there_in_file_order_with_their_events(
+    engine: sa.Engine, tmp_path: Path, now: datetime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lines = [f"r{i}@example.com,R{i}" for i in range(7)]
+    path = in_batches(monkeypatch, tmp_path, 2, ["email,name", *lines])
+    report = do_import(engine, path, now)
+    assert report.added == 7
+    rows = subscribers(engine)
+    assert [s.email for s in rows] == [f"r{i}@example.com" for i in range(7)]
+    assert events(engine) == [(f"r{i}@example.com", "subscribe") for i in range(7)]
 
 
 @pytest.mark.parametrize(

@@ -154,16 +154,16 @@ def test_a_failure_midway_rolls_the_whole_import_back(
         tmp_path, "email,name\nold@example.com,Renamed\na@example.com,\nb@example.com,\nc@example.com,\n"
     )
     monkeypatch.setattr(csvfile, "BATCH_SIZE", 2)
-    write_batch = csvfile._Writer.write
+    send_batch = csvfile._Writer._send
     batches: list[int] = []
 
-    def crash_on_second_batch(writer: csvfile._Writer, rows: list[CsvRow]) -> None:
-        batches.append(len(rows))
-        if len(batches) == 2:
+    def crash_on_second_batch(writer: csvfile._Writer, conn: sa.Connection, batch: csvfile._Batch) -> None:
+        batches.append(len(batch.new) + len(batch.changed))
+        if len(batches) == 2:  # raised in the sending thread, raised again by import_csv
             raise RuntimeError("database went away")
-        write_batch(writer, rows)
+        send_batch(writer, conn, batch)
 
-    monkeypatch.setattr(csvfile._Writer, "write", crash_on_second_batch)
+    monkeypatch.setattr(csvfile._Writer, "_send", crash_on_second_batch)
     with pytest.raises(RuntimeError), session_scope(engine) as session:
         import_csv(path, session=session, now=now, known_topics=TOPICS)
     assert batches == [2, 2]  # the first batch was written, then rolled back

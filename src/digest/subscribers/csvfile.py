@@ -10,6 +10,7 @@ import pickle
 import re
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -19,7 +20,7 @@ from typing import Any, TextIO
 import sqlalchemy as sa
 from sqlmodel import Session
 
-from digest.db.bulk import ids_by, insert_rows
+from digest.db.bulk import ids_and_new_ids, insert_per_key, insert_rows
 from digest.db.models import Subscriber, SubscriberEvent, SubscriberStatus, new_token_keys
 from digest.errors import SubscriberError
 from digest.subscribers.formats import ExportFormat, detect_format
@@ -336,6 +337,27 @@ class _Spool:
         self._db.close()
 
 
+@dataclass(slots=True)
+class _Found:
+    """What the list holds of one batch's addresses: their rows, and on PostgreSQL the ids the
+    new ones will have."""
+
+    existing: dict[str, Any]
+    fresh: list[int] | None
+
+
+@dataclass(slots=True)
+class _Batch:
+    """One batch's writes, decided: new rows and the kind of event each gets, changed rows and
+    their events."""
+
+    new: list[dict[str, Any]] = field(default_factory=list)
+    new_kinds: list[str | None] = field(default_factory=list)
+    changed: list[dict[str, Any]] = field(default_factory=list)
+    events: list[dict[str, Any]] = field(default_factory=list)
+    ids_given: bool = False
+
+
 @dataclass
 class _Writer:
     """Writes batches of valid rows: one lookup, one insert, one update and one event insert
@@ -349,55 +371,90 @@ class _Writer:
     updated: int = 0
     kept_out: list[str] = field(default_factory=list)
 
-    def write(self, rows: list[CsvRow]) -> None:
-        """Apply one batch of rows (one per address) to the subscribers table."""
-        t = _TABLE
+    def write_all(self, batches: Iterator[list[CsvRow]]) -> None:
+        """Apply every batch of rows (one per address, across batches) to the subscribers table.
+
+        Batch N is sent from a second thread while this one decides batch N+1, so the server's
+        work (three indexes a subscriber, five and a foreign-key check an event) overlaps this
+        process's own (issue 15). The connection is used by one thread at a time: batch N+1's
+        lookup is made before batch N is handed over, which gives the same answer as after, as
+        no address is in two batches. A failed write stops the next lookup; the caller's
+        transaction rolls back all."""
         conn = self.session.connection()
-        # Most rows of an import are new: one cheap probe by address, and the full rows (typed
-        # through SQLAlchemy) only of the addresses already on the list.
-        known = ids_by(conn, t.c.email, [r.email for r in rows])
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="digest-import") as sender:
+            sending: Future[None] | None = None
+            rows = next(batches, None)
+            found = None if rows is None else self._look_up(conn, rows)
+            while rows is not None and found is not None:
+                batch = self._decide(rows, found)
+                rows = next(batches, None)
+                if sending is not None:
+                    sending.result()  # the connection is free (or batch N-1's error is raised here)
+                found = None if rows is None else self._look_up(conn, rows)
+                sending = sender.submit(self._send, conn, batch)
+            if sending is not None:
+                sending.result()
+
+    def _look_up(self, conn: sa.Connection, rows: list[CsvRow]) -> _Found:
+        t = _TABLE
+        # Most rows of an import are new: one cheap probe by address (on PostgreSQL it also
+        # takes the new rows' ids), and the full rows (typed through SQLAlchemy) only of the
+        # addresses already on the list.
+        known, fresh = ids_and_new_ids(conn, t.c.email, [r.email for r in rows])
         existing: dict[str, Any] = {}
         if known:
             found = conn.execute(
                 sa.select(t.c.id, t.c.email, *(t.c[f] for f in ROW_FIELDS)).where(t.c.id.in_(known.values()))
             )
             existing = {m["email"]: m for m in found.mappings()}
-        new: list[dict[str, Any]] = []
-        new_kinds: list[str | None] = []
-        changed: list[dict[str, Any]] = []
-        events: list[dict[str, Any]] = []
+        return _Found(existing, fresh)
+
+    def _decide(self, rows: list[CsvRow], found: _Found) -> _Batch:
+        """What one batch writes (no database here: this runs while the previous batch is sent)."""
+        batch = _Batch(ids_given=found.fresh is not None)
         for row in rows:
-            current = existing.get(row.email)
+            current = found.existing.get(row.email)
             if current is None:
                 values, previous = apply_row(None, row, now=self.now, source=self.source)
                 values["email"], values["created_at"] = row.email, self.now
-                new.append(values)
-                new_kinds.append(None if previous is None else change_kind(previous, values["status"]))
+                batch.new.append(values)
+                batch.new_kinds.append(None if previous is None else change_kind(previous, values["status"]))
                 continue
             wants = row.status or SubscriberStatus.ACTIVE
             if current["status"] in NO_CONSENT and wants not in NO_CONSENT and not self.resubscribe:
                 self.kept_out.append(f"{row.email} ({current['status']})")
                 continue
             values, previous = apply_row(current, row, now=self.now, source=self.source)
-            changed.append({"row_id": current["id"], **values})
+            batch.changed.append({"row_id": current["id"], **values})
             if previous is not None:
-                events.append(self._event(current["id"], change_kind(previous, values["status"])))
-        if new:
-            for v, key in zip(new, new_token_keys(len(new)), strict=True):
-                v["token_key"] = key
-            insert_rows(conn, t, new)
-            by_kind: dict[str, list[str]] = {}
-            for v, k in zip(new, new_kinds, strict=True):
+                batch.events.append(self._event(current["id"], change_kind(previous, values["status"])))
+        for v, key in zip(batch.new, new_token_keys(len(batch.new)), strict=True):
+            v["token_key"] = key
+        if found.fresh is not None:
+            for v, id_ in zip(batch.new, found.fresh, strict=True):
+                v["id"] = id_
+        self.added += len(batch.new)
+        self.updated += len(batch.changed)
+        return batch
+
+    def _send(self, conn: sa.Connection, batch: _Batch) -> None:
+        """Write one decided batch (in the sending thread)."""
+        t = _TABLE
+        if batch.new:
+            insert_rows(conn, t, batch.new)
+            by_kind: dict[str, list[Any]] = {}
+            for v, k in zip(batch.new, batch.new_kinds, strict=True):
                 if k is not None:
-                    by_kind.setdefault(k, []).append(v["email"])
-            for kind, emails in by_kind.items():
-                conn.execute(self._events_of_new(kind, emails))
-        if changed:
-            conn.execute(sa.update(t).where(t.c.id == sa.bindparam("row_id")), changed)
-        if events:
-            insert_rows(conn, _EVENTS, events)
-        self.added += len(new)
-        self.updated += len(changed)
+                    by_kind.setdefault(k, []).append(v["id"] if batch.ids_given else v["email"])
+            for kind, keys in by_kind.items():
+                if batch.ids_given:  # no lookup by address
+                    insert_per_key(conn, _EVENTS.c.subscriber_id, keys, self._event_values(kind))
+                else:
+                    conn.execute(self._events_of_new(kind, keys))
+        if batch.changed:
+            conn.execute(sa.update(t).where(t.c.id == sa.bindparam("row_id")), batch.changed)
+        if batch.events:
+            insert_rows(conn, _EVENTS, batch.events)
 
     def _events_of_new(self, kind: str, emails: list[str]) -> sa.Insert:
         """One INSERT ... SELECT of the `kind` events of new subscribers (all "subscribe" for a
@@ -416,11 +473,14 @@ class _Writer:
             .order_by(t.c.id),
         )
 
+    def _event_values(self, kind: str) -> dict[str, Any]:
+        """The values of an import's `kind` event but its subscriber."""
+        return {"kind": kind, "method": "import", "detail": self.source, "created_at": self.now}
+
     def _event(self, subscriber_id: int, kind: str) -> dict[str, Any]:
         return {
-            "subscriber_id": subscriber_id, "edition_id": None, "kind": kind, "method": "import",
-            "user_agent": None, "ip": None, "detail": self.source, "external_id": None,
-            "created_at": self.now,
+            "subscriber_id": subscriber_id, "edition_id": None, "user_agent": None, "ip": None,
+            "external_id": None, **self._event_values(kind),
         }  # fmt: skip
 
 
@@ -456,8 +516,7 @@ def import_csv(
                     f"{path}: {count} invalid row(s), nothing imported:\n  " + "\n  ".join(invalid) + more
                 )
             writer = _Writer(session, now, f"import:{path.name}", resubscribe)
-            for batch in spool.batches():
-                writer.write(batch)
+            writer.write_all(spool.batches())
             duplicates = spool.duplicates()
     except sqlite3.Error as e:  # the spool's own database (the list's errors come wrapped by SQLAlchemy)
         raise SubscriberError(f"{path}: the import's temporary file: {e}") from e
