@@ -184,7 +184,7 @@ def test_a_hosts_pool_stays_open_while_an_answer_from_it_is_being_read(server: F
     async def run() -> tuple[bytes, int, int]:
         async with make_client(FetchOptions()) as client:
             client.expect([url])
-            async with client.http.stream("GET", url) as response:
+            async with client.get(url) as response:
                 await client.done_with(url)  # the one fetch that expected this host has ended
                 open_while_reading = len(client.transport.pools)
                 body = await response.aread()

@@ -11,7 +11,6 @@ No Celery here: the queue is an `EnqueueCollect` (Celery in runners/celery.py, a
 runners/memory.py and in tests).
 """
 
-import asyncio
 import logging
 import time
 import uuid
@@ -35,6 +34,7 @@ from digest.newsletter import Newsletter
 from digest.sources.collect import Outcome, SourceResult, store_outcomes, sync_sources
 from digest.sources.fetch import FetchOptions, FetchRequest, fetch, make_client
 from digest.sources.model import ParsedFeed
+from digest.sources.network import run_with_lookups
 from digest.sources.workers import parse_with_terms
 from digest.stories import cluster
 
@@ -106,7 +106,7 @@ def fetch_one(request: FetchRequest, *, options: FetchOptions) -> Outcome:
         return Outcome.of(fetched, parse_with_terms(request.name, fetched.body, fetched.url, fetched.headers))
 
     try:
-        return asyncio.run(get())
+        return run_with_lookups(get())
     except SourceError as e:
         return Outcome(error=e)
 

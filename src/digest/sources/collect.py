@@ -26,6 +26,7 @@ from digest.newsletter import Newsletter
 from digest.sources.clean import strip_controls
 from digest.sources.fetch import FetchOptions, FetchRequest, fetch_all, make_client
 from digest.sources.model import FeedEntry, Fetched, ParsedFeed
+from digest.sources.network import run_with_lookups
 from digest.sources.workers import Clusterer, Workers, summary_text
 from digest.stories import KnownArticle, StoryDoc, cluster
 from digest.stories import terms as story_terms
@@ -113,7 +114,7 @@ def collect(
     started = time.perf_counter()
     try:
         workers.start()
-        outcomes = asyncio.run(_fetch_and_parse(requests, options, workers, on_fetched))
+        outcomes = run_with_lookups(_fetch_and_parse(requests, options, workers, on_fetched))
         fetched_at = time.perf_counter()
         results = store_outcomes(
             requests, outcomes, rows=rows, session=session, now=now, clusterer=workers.cluster

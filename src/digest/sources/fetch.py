@@ -19,7 +19,8 @@ import asyncio
 import ipaddress
 import logging
 import socket
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -32,7 +33,8 @@ from digest import __version__
 from digest.config import Settings
 from digest.errors import SourceError
 from digest.sources.model import Fetched
-from digest.sources.pools import IPAddress, PoolPerHost, host_key, location_host
+from digest.sources.network import IPAddress
+from digest.sources.pools import PoolPerHost, host_key, location_host
 
 log = logging.getLogger(__name__)
 
@@ -162,25 +164,49 @@ class FetchRequest:
 
 
 class FetchClient:
-    """One HTTP client for a whole collection run (a host's connections are reused while it has
-    requests to come), with the hosts it has checked and pinned for redirects."""
+    """The transport of a whole collection run (a host's connections are reused while it has
+    requests to come), with the hosts it has checked and pinned for redirects.
+
+    Requests go straight to the transport, not through httpx's client: its layer adds a cookie
+    jar (one feed's cookies are no business of another's), auth and redirect machinery that
+    `_fetch_http` does not use, and it cost a fifth of the fetch loop's CPU in a run of 1,000
+    feeds that all answer 304.
+    """
 
     def __init__(self, options: FetchOptions) -> None:
         self.resolver = options.resolver
         self.pins: dict[str, tuple[IPAddress, ...]] = {}
         self._lookups: dict[str, asyncio.Future[tuple[IPAddress, ...]]] = {}
         self.transport = PoolPerHost(self.pins, options.per_host)
-        self.http = httpx.AsyncClient(
-            headers={"User-Agent": options.user_agent, "Accept-Encoding": "gzip, deflate"},
-            timeout=httpx.Timeout(
-                connect=options.connect_timeout,
-                read=options.read_timeout,
-                write=options.read_timeout,
-                pool=None,  # our own semaphores bound the queue; waiting for a slot is not an error
-            ),
-            transport=self.transport,
-            follow_redirects=False,  # followed in _fetch_http, one checked hop at a time
-        )
+        self.headers = {
+            "Accept": "*/*",
+            "Accept-Encoding": "gzip, deflate",
+            "Connection": "keep-alive",
+            "User-Agent": options.user_agent,
+        }
+        self.extensions = {
+            "timeout": {
+                "connect": options.connect_timeout,
+                "read": options.read_timeout,
+                "write": options.read_timeout,
+                "pool": None,  # our own semaphores bound the queue; waiting for a slot is not an error
+            }
+        }
+
+    @asynccontextmanager
+    async def get(
+        self, url: httpx.URL | str, headers: dict[str, str] | None = None
+    ) -> AsyncIterator[httpx.Response]:
+        """GET `url` (no redirect followed: `_fetch_http` checks each hop); the answer's body is
+        open inside the block and closed when it ends."""
+        merged = {**self.headers, **headers} if headers else self.headers
+        request = httpx.Request("GET", url, headers=merged, extensions=self.extensions)
+        response = await self.transport.handle_async_request(request)
+        response.request = request
+        try:
+            yield response
+        finally:
+            await response.aclose()
 
     def expect(self, locations: Iterable[str]) -> None:
         """The run will fetch these URLs: each host's pool lives until its last one has ended."""
@@ -196,13 +222,12 @@ class FetchClient:
             await self.transport.done_with(host)
 
     async def __aenter__(self) -> "FetchClient":
-        await self.http.__aenter__()
         return self
 
     async def __aexit__(
         self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None
     ) -> None:
-        await self.http.__aexit__(kind, error, tb)
+        await self.transport.aclose()
 
     async def kinds_of(self, host: str) -> frozenset[str]:
         """The kinds of address the operator's own host has (resolved once per run)."""
@@ -331,7 +356,7 @@ async def _fetch_http(request: FetchRequest, client: FetchClient, max_bytes: int
         headers["If-Modified-Since"] = request.last_modified
     try:
         for _hop in range(MAX_REDIRECTS + 1):
-            async with client.http.stream("GET", url, headers=headers) as response:
+            async with client.get(url, headers) as response:
                 location = response.headers.get("location")
                 if response.status_code in REDIRECTS and location:
                     url = await _next_hop(name, url, location, client, origin)

@@ -5,19 +5,19 @@ pool for a thousand feeds on a thousand hosts spends its time scanning (a third 
 when every feed answers 304), and an idle connection it keeps alive holds a file descriptor for
 seconds after its host is done. Here each host's pool is as small as its own traffic and is
 closed as soon as no fetch expects it and no answer from it is still open. A host checked for a
-redirect is pinned: its connections go to the addresses that were checked (fetch.py).
+redirect is pinned: its connections go to the addresses that were checked (fetch.py,
+network.py).
 """
 
-import ipaddress
 import ssl
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from urllib.parse import urlsplit
 
 import httpcore
 import httpx
 
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+from digest.sources.network import AsyncioNetwork, IPAddress
 
 
 def host_key(url: httpx.URL) -> str:
@@ -37,50 +37,6 @@ def location_host(location: str) -> str | None:
     except (httpx.InvalidURL, ValueError):
         return None
     return host_key(url) if url.scheme in ("http", "https") and url.host else None
-
-
-class PinnedNetwork(httpcore.AsyncNetworkBackend):
-    """Connects a pinned host to the addresses that were checked; other hosts as usual."""
-
-    def __init__(self, pins: dict[str, tuple[IPAddress, ...]]) -> None:
-        self.pins = pins
-        self.inner = httpcore.AnyIOBackend()
-
-    async def connect_tcp(
-        self,
-        host: str,
-        port: int,
-        timeout: float | None = None,
-        local_address: str | None = None,
-        socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
-    ) -> httpcore.AsyncNetworkStream:
-        """A TCP stream to `host`, through its pinned addresses in turn when it has some."""
-        addresses = self.pins.get(host.lower())
-        if not addresses:
-            return await self.inner.connect_tcp(host, port, timeout, local_address, socket_options)
-        error: Exception | None = None
-        for address in addresses:
-            try:
-                return await self.inner.connect_tcp(
-                    str(address), port, timeout, local_address, socket_options
-                )
-            except (httpcore.ConnectError, httpcore.ConnectTimeout) as e:
-                error = e
-        assert error is not None
-        raise error
-
-    async def connect_unix_socket(
-        self,
-        path: str,
-        timeout: float | None = None,
-        socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
-    ) -> httpcore.AsyncNetworkStream:
-        """Not used for feeds; passed through."""
-        return await self.inner.connect_unix_socket(path, timeout, socket_options)
-
-    async def sleep(self, seconds: float) -> None:
-        """Passed through."""
-        await self.inner.sleep(seconds)
 
 
 class ReleasedOnClose(httpx.AsyncByteStream):
@@ -115,7 +71,7 @@ class PoolPerHost(httpx.AsyncBaseTransport):
     """
 
     def __init__(self, pins: dict[str, tuple[IPAddress, ...]], per_host: int) -> None:
-        self.network = PinnedNetwork(pins)
+        self.network = AsyncioNetwork(pins)
         self.per_host = per_host
         self.tls: ssl.SSLContext | None = None  # made on the first https request (see _context)
         self.pools: dict[str, dict[str, _Transport]] = {}  # host -> scheme -> its pool
