@@ -54,7 +54,7 @@ from as_user import (  # noqa: E402
 from news_feeds import FeedServer  # noqa: E402
 
 RSS2EMAIL = "rss2email==3.14"
-FETCH_CONCURRENCY = 256  # digest's default DIGEST_FETCH_CONCURRENCY: with the latency, the floor
+FETCH_CONCURRENCY = 1024  # digest's default DIGEST_FETCH_CONCURRENCY: with the latency, the floor
 _SUMMARY = re.compile(r"(\d+) sources: (\d+) new articles, (\d+) updated, (\d+) failed")
 
 

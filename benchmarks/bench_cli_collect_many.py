@@ -5,7 +5,7 @@ answering after 200 ms, a fresh SQLite database (migrated first, not timed), the
 the second (every feed answers 304), each a whole process timed from exec to exit, with its peak
 resident size (ru_maxrss from wait4: the largest of the digest process and the workers it
 waited for) beside that of `digest --help` (the imports alone). The network floor is the latency
-times the rounds that DIGEST_FETCH_CONCURRENCY (default 256) requests at once need for every feed.
+times the rounds that DIGEST_FETCH_CONCURRENCY (default 1,024) requests at once need for every feed.
 
 Targets (issue 15, reported not asserted): first collect <= 5 s, second <= 2 s.
 

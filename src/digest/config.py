@@ -137,9 +137,9 @@ class Settings(BaseSettings):
     fetch_deadline_seconds: float = Field(default=60.0, gt=0)
     fetch_max_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
     fetch_per_host: int = Field(default=2, ge=1, le=16)
-    # 256 sockets at once stay well under the usual 1,024 open files (the database, the workers'
-    # pipes and the log need some), and make a thousand slow feeds four rounds, not ten.
-    fetch_concurrency: int = Field(default=256, ge=1, le=1024)
+    # 1,024 sockets at once make a thousand slow feeds one round of waiting, not four; the soft
+    # open-files limit is raised for them where the hard one allows, else fewer go at once.
+    fetch_concurrency: int = Field(default=1024, ge=1, le=16384)
     source_failure_alert: int = Field(default=3, ge=1)
     # Story continuity (issue 16): how many days back a new story looks for the earlier coverage
     # it continues (its "Earlier:" links); 0 turns the links off.

@@ -4,13 +4,15 @@ import asyncio
 import contextlib
 import ipaddress
 import socket
+import subprocess
+import sys
 import threading
 from collections.abc import Awaitable, Callable
 
 import httpcore
 import pytest
 
-from digest.sources.network import LOOKUPS_AT_ONCE, AsyncioNetwork, run_with_lookups
+from digest.sources.network import LOOKUPS_AT_ONCE, RESERVED_FILES, AsyncioNetwork, run_with_lookups
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
@@ -169,3 +171,30 @@ def test_run_with_lookups_lets_many_name_lookups_wait_at_once() -> None:
         return list(await asyncio.gather(*(loop.run_in_executor(None, barrier.wait) for _ in range(at_once))))
 
     assert sorted(run_with_lookups(run())) == list(range(at_once))
+
+
+def _allowed_under(soft: int, hard: int, wanted: int) -> tuple[int, int]:
+    """sockets_allowed(wanted) in a child process whose open-files limit is (soft, hard) first:
+    the answer and the soft limit after it (a lowered hard limit cannot be raised again here)."""
+    code = (
+        "import resource\n"
+        f"resource.setrlimit(resource.RLIMIT_NOFILE, ({soft}, {hard}))\n"
+        "from digest.sources.network import sockets_allowed\n"
+        f"print(sockets_allowed({wanted}), resource.getrlimit(resource.RLIMIT_NOFILE)[0])\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    allowed, soft_after = out.split()
+    return int(allowed), int(soft_after)
+
+
+def test_the_soft_open_files_limit_is_raised_for_the_sockets_a_run_wants() -> None:
+    assert _allowed_under(256, 4096, 1000) == (1000, 1000 + RESERVED_FILES)
+
+
+def test_a_low_hard_limit_means_fewer_requests_at_once_not_failures() -> None:
+    assert _allowed_under(256, 600, 1000) == (600 - RESERVED_FILES, 600)
+    assert _allowed_under(64, 64, 1000) == (1, 64)  # never none: one at a time still fetches all
+
+
+def test_a_limit_already_high_enough_is_left_alone() -> None:
+    assert _allowed_under(5000, 5000, 1000) == (1000, 5000)

@@ -33,7 +33,7 @@ from digest import __version__
 from digest.config import Settings
 from digest.errors import SourceError
 from digest.sources.model import Fetched
-from digest.sources.network import IPAddress
+from digest.sources.network import IPAddress, sockets_allowed
 from digest.sources.pools import PoolPerHost, host_key, location_host
 
 log = logging.getLogger(__name__)
@@ -133,7 +133,7 @@ class FetchOptions:
     deadline: float = 60.0  # seconds for a whole fetch: every redirect, header and byte
     max_bytes: int = MAX_BYTES
     per_host: int = 2  # requests in flight to one host at once
-    concurrency: int = 256  # requests in flight in all (sockets: keep under the open-files limit)
+    concurrency: int = 1024  # requests in flight in all (fewer if the open-files limit is lower)
     resolver: Resolver = field(default_factory=SystemResolver, compare=False)
 
     @classmethod
@@ -270,7 +270,7 @@ async def fetch_all(
     on_done: Callable[[FetchRequest, Fetched | SourceError], None] | None = None,
 ) -> list[Fetched | SourceError]:
     """Fetch every request concurrently; an expected failure is returned (not raised) in its slot."""
-    overall = asyncio.Semaphore(options.concurrency)
+    overall = asyncio.Semaphore(sockets_allowed(min(options.concurrency, max(1, len(requests)))))
     hosts: dict[str, asyncio.Semaphore] = {}
     client.expect(r.location for r in requests)
 

@@ -10,7 +10,9 @@ open connection. Errors are httpcore's own, as its anyio backend raises them, so
 """
 
 import asyncio
+import contextlib
 import ipaddress
+import resource
 import ssl
 from collections.abc import Coroutine, Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -22,6 +24,9 @@ import httpcore
 # host whose IPv6 route is broken costs a quarter of a second, not the whole connect timeout.
 HAPPY_EYEBALLS_DELAY = 0.25
 LOOKUPS_AT_ONCE = 40
+# Open files a run keeps besides its connections: the database, the workers' pipes, the log, the
+# CA bundle while it is read.
+RESERVED_FILES = 128
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -176,6 +181,26 @@ def run_with_lookups(main: Coroutine[Any, Any, T]) -> T:
         return await main
 
     return asyncio.run(with_lookups())
+
+
+def sockets_allowed(wanted: int) -> int:
+    """How many connections a run may have open at once: `wanted`, or fewer when the open-files
+    limit cannot make room for them.
+
+    The soft limit is raised toward the hard one first, as Go's runtime does for every program:
+    the usual soft 1,024 dates from select(), and asyncio waits with epoll. Where the hard limit is
+    lower than the run needs, fewer requests go at once and every source is still fetched.
+    """
+    need = wanted + RESERVED_FILES
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < need:
+        raised = need if hard == resource.RLIM_INFINITY else min(need, hard)
+        with contextlib.suppress(ValueError, OSError):  # not allowed here: keep the soft limit
+            resource.setrlimit(resource.RLIMIT_NOFILE, (raised, hard))
+            soft = raised
+    if soft == resource.RLIM_INFINITY:
+        return wanted
+    return max(1, min(wanted, soft - RESERVED_FILES))
 
 
 def _is_address(host: str) -> bool:
