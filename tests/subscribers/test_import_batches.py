@@ -197,6 +197,32 @@ def test_an_error_deciding_a_batch_while_the_previous_one_is_sent_leaves_the_lis
     assert subscribers(engine) == [] and events(engine) == []
 
 
+def test_a_row_deleted_between_the_probe_and_its_read_is_added_again_with_its_event(
+    engine: sa.Engine, tmp_path: Path, now: datetime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with session_scope(engine) as session:
+        add_subscriber("old@example.com", session=session, now=now, known_topics=TOPICS, name="Old")
+    path = write(tmp_path, ["email,name", "new@example.com,New", "old@example.com,Again"])
+    probe = csvfile.ids_and_new_ids
+
+    def probe_then_delete(
+        conn: sa.Connection, column: sa.Column[str], values: list[str]
+    ) -> tuple[dict[str, int], list[int] | None]:
+        found = probe(conn, column, values)  # "old" is found: one fresh id, for "new" only
+        conn.execute(sa.delete(SubscriberEvent))
+        conn.execute(sa.delete(Subscriber).where(col(Subscriber.email) == "old@example.com"))
+        return found
+
+    monkeypatch.setattr(csvfile, "ids_and_new_ids", probe_then_delete)
+    report = do_import(engine, path, now)
+    assert (report.added, report.updated) == (2, 0)
+    assert [(s.email, s.name) for s in subscribers(engine)] == [
+        ("new@example.com", "New"),
+        ("old@example.com", "Again"),
+    ]
+    assert events(engine) == [("new@example.com", "subscribe"), ("old@example.com", "subscribe")]
+
+
 def test_batches_written_from_the_sending_thread_are_all_there_in_file_order_with_their_events(
     engine: sa.Engine, tmp_path: Path, now: datetime, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -411,7 +411,7 @@ class _Writer:
 
     def _decide(self, rows: list[CsvRow], found: _Found) -> _Batch:
         """What one batch writes (no database here: this runs while the previous batch is sent)."""
-        batch = _Batch(ids_given=found.fresh is not None)
+        batch = _Batch()
         for row in rows:
             current = found.existing.get(row.email)
             if current is None:
@@ -430,7 +430,10 @@ class _Writer:
                 batch.events.append(self._event(current["id"], change_kind(previous, values["status"])))
         for v, key in zip(batch.new, new_token_keys(len(batch.new)), strict=True):
             v["token_key"] = key
-        if found.fresh is not None:
+        # One id a new row, unless a row found by the probe was deleted before its full row was
+        # read (it is added again, numbered by the database, its event found by address).
+        if found.fresh is not None and len(found.fresh) == len(batch.new):
+            batch.ids_given = True
             for v, id_ in zip(batch.new, found.fresh, strict=True):
                 v["id"] = id_
         self.added += len(batch.new)
