@@ -7,9 +7,9 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
 
-from digest.deliver.base import OutgoingMessage, SendResult
+from digest.deliver.base import MessageContent, OutgoingMessage, SendResult
 from digest.deliver.headers import checked_address
-from digest.deliver.message import MessageEncoder
+from digest.deliver.message import EncodedContent, MessageEncoder
 from digest.errors import UnsendableAddress
 
 log = logging.getLogger(__name__)
@@ -62,14 +62,20 @@ class FileTransport:
         """
         results = []
         now = self.clock()
-        to_pieces = self.encoder.to_pieces
+        # A call's messages share one content (sender.batches): its encoded form is looked up
+        # once a run, not once a message (the encoder's LRU reorders itself on every lookup).
+        content: MessageContent | None = None
+        encoded: EncodedContent | None = None
         for message in messages:
             path = self._path(message)
             try:
                 if message.edition_id not in self._made:
                     os.makedirs(os.path.dirname(path), exist_ok=True)
                     self._made.add(message.edition_id)
-                pieces = to_pieces(message, now=now)
+                if message.content is not content or encoded is None:
+                    encoded = self.encoder.encoded(message.content)
+                    content = message.content
+                pieces = encoded.pieces(message, now=now)
                 if message.return_path:
                     # As the final delivery server records the envelope sender (RFC 5321 §4.4).
                     pieces.insert(0, f"Return-Path: <{checked_address(message.return_path)}>\r\n".encode())

@@ -104,11 +104,6 @@ def _segment(value: str) -> bytes:
     return SOFT_BREAK + data + SOFT_BREAK
 
 
-def _needs_escape(value: str) -> bool:
-    """Whether html.escape would change `value` (five scans at C speed beat a regex here)."""
-    return "&" in value or "<" in value or ">" in value or '"' in value or "'" in value
-
-
 class _Body:
     """Both parts of a content, quoted-printable encoded between the readers' values, as one
     run of fixed pieces with a hole for a value between each two."""
@@ -129,19 +124,20 @@ class _Body:
 
     def pieces(self, values: Mapping[str, str], out: list[bytes]) -> None:
         """Append this reader's encoded parts to `out`."""
-        fixed = self.fixed
+        fixed = iter(self.fixed)
         append = out.append
-        append(fixed[0])
+        append(next(fixed))
         encoded: dict[str, bytes] = {}  # a URL is the same in both parts: encode it once
-        for i, (slot, escape) in enumerate(self.holes, start=1):
+        for (slot, escape), after in zip(self.holes, fixed, strict=True):
             value = values[slot]
-            if escape and _needs_escape(value):
+            # Whether html.escape would change it: five scans at C speed, inline (no call per slot).
+            if escape and ("&" in value or "<" in value or ">" in value or '"' in value or "'" in value):
                 value = html.escape(value)
             piece = encoded.get(value)
             if piece is None:
                 piece = encoded[value] = _segment(value)
             append(piece)
-            append(fixed[i])
+            append(after)
 
 
 class EncodedContent:
