@@ -68,6 +68,22 @@ def test_collect_loads_no_rendering_or_delivery_library() -> None:
     assert not modules & {"jinja2", "mjml", "sendgrid", "cryptography", "itsdangerous"}, modules
 
 
+def test_the_collect_stage_loads_feed_parsers_only_to_parse_a_feed() -> None:
+    # A collect whose sources all answer 304 parses nothing; forked parse workers load the parsers
+    # on their first feed, while the network is waited for.
+    code = (
+        "import sys\n"
+        "import digest.cli.daily, digest.pipeline, digest.runners.local, digest.sources.collect\n"
+        "print(' '.join(sys.modules))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
+    )
+    modules = set(done.stdout.split())
+    assert "digest.sources.fetch" in modules  # the stage itself is loaded: the check below means something
+    assert not modules & {"feedparser", "feedparser_rs", "regex", "digest.sources.parse", "webbrowser"}
+
+
 def test_digest_status_imports_nothing_that_renders_sends_or_schedules(tmp_path: Path) -> None:
     database = f"sqlite:///{tmp_path / 'digest.db'}"
     upgraded = _run(LAZY, "db", "upgrade", DIGEST_DATABASE_URL=database)  # status need not migrate

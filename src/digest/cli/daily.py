@@ -1,7 +1,6 @@
 """The daily job's commands: init, db upgrade, collect, preview, send, run."""
 
 import sys
-import webbrowser
 from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -185,6 +184,8 @@ def preview(
         err.print("note: this edition is not built yet; the preview is a draft of what it would hold now")
     err.print(f"wrote {output}")
     if open_:
+        import webbrowser  # ~5 ms (it loads shutil's archive codecs): only a preview opens a browser
+
         webbrowser.open(output.resolve().as_uri())
 
 
@@ -203,6 +204,8 @@ def _serve_preview(
         f"editor's desk on {url}desk" + (" (sign in with DIGEST_ADMIN_TOKEN)" if settings.admin_token else "")
     )
     if open_browser:
+        import webbrowser
+
         webbrowser.open(url)
     app = create_preview_app(settings, newsletter, engine=engine, clock=current_clock())
     uvicorn.run(app, host=host, port=port, log_level="warning")

@@ -5,13 +5,16 @@ are dropped (PostgreSQL text cannot hold NUL; the others have no business in a h
 field has a length bound, and only http(s) links survive, in an entry's own link and in its summary.
 """
 
+import functools
 import html
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import SplitResult, parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
 
 import nh3
-import regex
+
+if TYPE_CHECKING:
+    import regex
 
 # A digest card needs text structure and links, nothing that runs, styles or tracks.
 ALLOWED_TAGS = frozenset(
@@ -70,7 +73,15 @@ _SPACE = re.compile(r"\s+")
 # C0 controls but tab, LF and CR; DEL and the C1 controls; lone surrogates (a JSON "\ud800" decodes
 # to one, and neither UTF-8 nor nh3 can carry it); the two non-characters U+FFFE and U+FFFF.
 _CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff\ufffe\uffff]")
-_GRAPHEME = regex.compile(r"\X")  # one user-perceived character (UAX #29 extended grapheme cluster)
+
+
+@functools.cache
+def _graphemes() -> "regex.Pattern[str]":
+    """One user-perceived character (UAX #29 extended grapheme cluster). `regex` is loaded on the
+    first text to shorten: the collect stage, which imports this module, never shortens."""
+    import regex
+
+    return regex.compile(r"\X")
 
 
 def strip_controls(text: str) -> str:
@@ -88,7 +99,7 @@ def shorten(text: str, limit: int) -> str:
         return text
     room = limit - len(ELLIPSIS)
     end = 0
-    for match in _GRAPHEME.finditer(text):
+    for match in _graphemes().finditer(text):
         if match.end() > room:
             break
         end = match.end()

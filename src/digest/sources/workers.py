@@ -15,7 +15,6 @@ from multiprocessing.context import BaseContext
 
 from digest.errors import SourceError
 from digest.sources.model import Fetched, ParsedFeed
-from digest.sources.parse import parse_feed
 from digest.stories import KnownArticle, StoryDoc, cluster, score_batch, terms, warm_up
 from digest.story_terms import Batch, Pairs
 
@@ -33,11 +32,20 @@ Clusterer = Callable[[Sequence[StoryDoc], Sequence[KnownArticle]], list[int]]
 
 def parse_with_terms(name: str, body: bytes, url: str, headers: dict[str, str]) -> ParsedFeed:
     """Parse, and compute each entry's story-matching terms while in a worker (they cost ~40 us)."""
-    feed = parse_feed(name, body, url=url, headers=headers)
+    feed = _parse_feed(name, body, url, headers)
     entries = tuple(
         replace(e, terms=terms(StoryDoc(e.title, summary_text(e.summary_html)))) for e in feed.entries
     )
     return replace(feed, entries=entries)
+
+
+def _parse_feed(name: str, body: bytes, url: str, headers: dict[str, str]) -> ParsedFeed:
+    # The feed parsers (feedparser, feedparser-rs, the JSON Feed model) are loaded on the first
+    # feed to parse, in the process that parses it: a collect whose sources all answer 304 never
+    # loads them, and forked workers load them while the network is waited for.
+    from digest.sources.parse import parse_feed
+
+    return parse_feed(name, body, url=url, headers=headers)
 
 
 def start_method() -> str:
@@ -150,7 +158,7 @@ class Workers:
         if self.workers <= 0:
             future: asyncio.Future[ParsedFeed] = loop.create_future()
             try:
-                future.set_result(parse_feed(name, fetched.body, url=fetched.url, headers=fetched.headers))
+                future.set_result(_parse_feed(name, fetched.body, url=fetched.url, headers=fetched.headers))
             except SourceError as e:
                 future.set_exception(e)
             return future
