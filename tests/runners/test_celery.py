@@ -15,18 +15,23 @@ import uuid
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from sqlmodel import select
+from sqlmodel import col, select
 
 from digest import editions
+from digest.clock import FixedClock
 from digest.config import load_settings
 from digest.db.engine import session_scope
 from digest.db.models import Delivery, DeliveryStatus, Subscriber
-from digest.errors import SettingsError
+from digest.deliver import ledger
+from digest.deliver.base import OutgoingMessage, SendResult, Transport
+from digest.deliver.memory import MemoryTransport
+from digest.deliver.transports import KEPT_FOR
+from digest.errors import SettingsError, TransportUnavailable
 from tests.cli_helpers import ClockedRunner
 from tests.deliver.builders import Handler, smtp_server
 from tests.world import SECRET, World, make_world
@@ -520,3 +525,98 @@ def test_broker_options_follow_the_broker() -> None:
         assert app.conf.task_acks_late and app.conf.worker_prefetch_multiplier == 1
     finally:
         app.close()
+
+
+@pytest.fixture
+def world_25(engine: sa.Engine, db_url: str, demo_dir: Path, now: datetime) -> World:
+    """25 readers with their ledger rows of today's edition, for a WorkerState run in-process."""
+    if not db_url.startswith("postgresql"):
+        pytest.skip("distributed mode requires PostgreSQL")
+    world = make_world(engine, demo_dir, now, 25)
+    with session_scope(engine) as session:
+        row, _ = editions.build_edition(
+            world.newsletter, session=session, edition_date=now.date(), now=now, zone=world.settings.zone
+        )
+        assert row.id is not None
+        ledger.ensure_deliveries(row.id, session=session, now=now)
+    return world
+
+
+class _Lanes:
+    """A lanes factory for a WorkerState: one lane a call, of the next of `kinds` (the last one
+    again once they run out); every lane made is kept for the test to look at."""
+
+    def __init__(self, *kinds: type[MemoryTransport]) -> None:
+        self.kinds = kinds or (MemoryTransport,)
+        self.made: list[MemoryTransport] = []
+
+    def __call__(self) -> list[Transport]:
+        self.made.append(self.kinds[min(len(self.made), len(self.kinds) - 1)]())
+        return [self.made[-1]]
+
+
+def _batches(engine: sa.Engine) -> tuple[int, list[tuple[int, int]]]:
+    """The edition's id and its ledger ids in ranges of 10."""
+    with session_scope(engine) as session:
+        rows = session.exec(select(Delivery.edition_id, Delivery.id).order_by(col(Delivery.id))).all()
+    ids = [i for _, i in rows]
+    return rows[0][0], [(chunk[0], chunk[-1]) for chunk in (ids[k : k + 10] for k in range(0, len(ids), 10))]
+
+
+def test_a_worker_keeps_its_lanes_for_the_next_batch_of_the_edition_and_closes_them_on_stop(
+    world_25: World,
+) -> None:
+    from digest.runners import celery
+
+    clock = FixedClock(world_25.now)
+    lanes = _Lanes()
+    state = celery.WorkerState(world_25.settings, clock=clock, lanes_factory=lanes, _engine=world_25.engine)
+    edition_id, batches = _batches(world_25.engine)
+    for first, last in batches[:2]:
+        assert state.send_batch(edition_id, first, last, None)["sent"] == 10
+    assert len(lanes.made) == 1 and not lanes.made[0].closed  # one connection for both batches
+    clock.advance(KEPT_FOR)  # idle long enough for a relay to drop it: a new one
+    assert state.send_batch(edition_id, *batches[2], None)["sent"] == 5
+    assert [lane.closed for lane in lanes.made] == [True, False]
+    assert len(lanes.made[0].sent) == 20 and len(lanes.made[1].sent) == 5
+    with session_scope(world_25.engine) as session:
+        tomorrow, _ = editions.build_edition(
+            world_25.newsletter,
+            session=session,
+            edition_date=world_25.now.date() + timedelta(days=1),
+            now=world_25.now,
+            zone=world_25.settings.zone,
+        )
+    assert tomorrow.id is not None
+    assert state.send_batch(tomorrow.id, *batches[0], None)["sent"] == 0  # another edition: new lanes
+    assert [lane.closed for lane in lanes.made] == [True, True, False]
+    state.close()  # the worker stops
+    assert all(lane.closed for lane in lanes.made)
+
+
+class _BrokenRelay(MemoryTransport):
+    """A relay that stops the send at its first message (a 5xx to MAIL FROM)."""
+
+    def send(self, messages: Sequence[OutgoingMessage]) -> list[SendResult]:
+        if not self.calls:
+            self.calls.append(list(messages))
+            raise TransportUnavailable("SMTP relay refused the sender at MAIL FROM: 553")
+        return super().send(messages)
+
+
+def test_a_lane_the_relay_broke_is_closed_and_never_reused(world_25: World) -> None:
+    from digest.runners import celery
+
+    lanes = _Lanes(_BrokenRelay, MemoryTransport)
+    state = celery.WorkerState(
+        world_25.settings, clock=FixedClock(world_25.now), lanes_factory=lanes, _engine=world_25.engine
+    )
+    edition_id, batches = _batches(world_25.engine)
+    with pytest.raises(TransportUnavailable, match="MAIL FROM"):
+        state.send_batch(edition_id, *batches[0], None)
+    assert lanes.made[0].closed
+    assert state.send_batch(edition_id, *batches[1], None)["sent"] == 10  # on a new lane
+    assert len(lanes.made) == 2 and not lanes.made[1].closed
+    with session_scope(world_25.engine) as session:  # the refused call's row stays to send
+        statuses = Counter(session.exec(select(Delivery.status)).all())
+    assert statuses == {"pending": 14, "retry": 1, "sent": 10}

@@ -50,25 +50,26 @@ def claim(
 ) -> int:
     """Claim the batch's rows still to send that nobody holds (or whose holder's lease ran out)."""
     free = sa.or_(col(Delivery.claimed_at).is_(None), col(Delivery.claimed_at) < now - lease)
-    ids = list(
-        session.execute(
-            sa.select(col(Delivery.id))
-            .where(
-                col(Delivery.edition_id) == edition_id,
-                col(Delivery.id).between(batch.first_id, batch.last_id),
-                col(Delivery.status).in_(_SENDABLE),
-                free,
-            )
-            .order_by(col(Delivery.id))
-            .with_for_update(skip_locked=True)  # two workers never wait on, or take, the same row
-        ).scalars()
-    )
-    if ids:
-        # updated_at is left alone: it tells the coordinator which rows were answered in this run.
-        session.execute(
-            sa.update(Delivery).where(col(Delivery.id).in_(ids)).values(claimed_by=owner, claimed_at=now)
+    # One statement, locking and stamping the rows in the database: a SELECT of the ids, then an
+    # UPDATE with them bound one by one, was two round trips and 500 parameters a batch (issue 15).
+    takeable = (
+        sa.select(col(Delivery.id))
+        .where(
+            col(Delivery.edition_id) == edition_id,
+            col(Delivery.id).between(batch.first_id, batch.last_id),
+            col(Delivery.status).in_(_SENDABLE),
+            free,
         )
-    return len(ids)
+        .with_for_update(skip_locked=True)  # two workers never wait on, or take, the same row
+    )
+    # updated_at is left alone: it tells the coordinator which rows were answered in this run.
+    result = session.execute(
+        sa.update(Delivery)
+        .where(col(Delivery.id).in_(takeable))
+        .values(claimed_by=owner, claimed_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
 
 def expire_sending(edition_id: int | None, *, session: Session, now: datetime, lease: timedelta) -> int:

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator, Sequence
 from datetime import date, datetime, timedelta, tzinfo
 
 import sqlalchemy as sa
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from digest import compose
 from digest.clock import Clock
@@ -29,7 +29,7 @@ from digest.deliver.journal import Journal, SendReport
 from digest.deliver.lock import send_lock
 from digest.deliver.proofs import send_seed_copies
 from digest.deliver.sender import RateLimiter, batches, send_calls
-from digest.deliver.transports import make_transport
+from digest.deliver.transports import close_lanes, make_transport
 from digest.editions import build_edition
 from digest.errors import DeliveryError
 from digest.newsletter import Newsletter
@@ -176,8 +176,10 @@ def _send_rows(
     audience: sa.ColumnElement[bool] | None,
     should_stop: Callable[[], bool] | None,
     on_progress: Callable[[int], None] | None = None,
+    keep_lanes: bool = False,
 ) -> Journal:
-    """The send loop shared by `send_edition` and a worker's `send_batch`; closes writer and lanes."""
+    """The send loop shared by `send_edition` and a worker's `send_batch`; closes the writer, and
+    the lanes unless `keep_lanes` (a worker's next batch reuses them; see send_batch)."""
     journal = Journal(writer=writer, clock=clock, on_progress=on_progress)
     messages = _messages(
         engine,
@@ -194,9 +196,38 @@ def _send_rows(
         send_calls(batches(messages, lanes[0].max_batch), lanes=lanes, journal=journal, limiter=limiter)
     finally:
         journal.writer.close()
-        for lane in lanes:
-            lane.close()
+        if not keep_lanes:
+            close_lanes(lanes)
     return journal
+
+
+class EditionCache:
+    """The last edition a worker sent, parsed once for all its batches rather than once a batch.
+
+    An edition's content never changes once built (editions.build_edition); its date and build
+    time, read for every batch, tell the cached one from a row of a database built anew under
+    the same id.
+    """
+
+    def __init__(self) -> None:
+        self._kept: tuple[int, tuple[object, ...], compose.Edition] | None = None
+
+    def get(self, edition_id: int, *, session: Session) -> compose.Edition:
+        """The edition of this id; DeliveryError when there is none."""
+        stamp = session.execute(
+            sa.select(col(Edition.date), col(Edition.built_at)).where(col(Edition.id) == edition_id)
+        ).one_or_none()
+        if stamp is None:
+            raise DeliveryError(f"edition {edition_id}: not found (was the database reset?)")
+        kept = self._kept
+        if kept is not None and kept[:2] == (edition_id, tuple(stamp)):
+            return kept[2]
+        content = session.execute(
+            sa.select(col(Edition.content_json)).where(col(Edition.id) == edition_id)
+        ).scalar_one()
+        edition = compose.Edition.from_json(content)
+        self._kept = (edition_id, tuple(stamp), edition)
+        return edition
 
 
 def send_batch(
@@ -211,25 +242,28 @@ def send_batch(
     clock: Clock,
     renderer: Renderer | None = None,
     audience: sa.ColumnElement[bool] | None = None,
+    keep_lanes: bool = False,
+    editions: EditionCache | None = None,
 ) -> SendReport:
     """A worker's share of a distributed send: claim a batch's free rows and send them.
 
     Idempotent: rows already answered, or held by a live worker, are left alone, so a task run
     twice sends nothing twice. The edition must exist (the coordinator built it).
+
+    `keep_lanes`: the lanes stay open for the caller's next batch, even when the send raised
+    (the caller closes them then: runners/celery.py's WorkerState). `editions` keeps the parsed
+    edition between a worker's batches.
     """
     renderer = renderer or make_renderer(settings, newsletter)
     lease = timedelta(seconds=settings.claim_lease_seconds)
     with session_scope(engine) as session:
-        row = session.get(Edition, edition_id)
-        if row is None:
-            raise DeliveryError(f"edition {edition_id}: not found (was the database reset?)")
-        edition = compose.Edition.from_json(row.content_json)
+        edition = (editions or EditionCache()).get(edition_id, session=session)
         now = clock()
         claims.expire_sending(edition_id, session=session, now=now, lease=lease)
         claimed = claims.claim(edition_id, batch, session=session, owner=owner, now=now, lease=lease)
     if not claimed:
-        for lane in lanes:
-            lane.close()
+        if not keep_lanes:
+            close_lanes(lanes)
         return SendReport(edition_date=edition.date, story_count=edition.story_count)
     log.info("worker=%s edition=%s claimed=%d rows=%s-%s", owner, edition.date, claimed, *batch)
     mine = claims.mine(owner, batch)
@@ -246,6 +280,7 @@ def send_batch(
             batch_size=settings.send_batch_size,
             audience=mine if audience is None else sa.and_(mine, audience),
             should_stop=None,
+            keep_lanes=keep_lanes,
         )
     finally:
         with session_scope(engine) as session:

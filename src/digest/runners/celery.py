@@ -26,14 +26,15 @@ from digest.config import Settings
 from digest.db.engine import open_database
 from digest.db.queries import zone_audience
 from digest.deliver import claims
+from digest.deliver.base import Transport
 from digest.deliver.journal import SendReport
-from digest.deliver.send import send_batch
-from digest.deliver.transports import make_lanes
+from digest.deliver.send import EditionCache
+from digest.deliver.transports import KeptLanes, make_lanes
 from digest.errors import DeliveryError, DigestError, SettingsError, SourceError
 from digest.newsletter import Newsletter, load_newsletter
 from digest.render.copies import Renderer, make_renderer
 from digest.runners import collect_tasks
-from digest.runners.send_tasks import Enqueue, send_distributed
+from digest.runners.send_tasks import Enqueue, send_distributed, send_task
 from digest.sources.collect import SourceResult
 from digest.sources.fetch import FetchOptions
 
@@ -66,6 +67,11 @@ class WorkerState:
     _renderer: Renderer | None = field(default=None, repr=False)
     _opening: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _sending: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    # What the send tasks of one edition share, used only in a send turn: the parsed edition,
+    # and the last batch's lanes (open connections).
+    lanes_factory: Callable[[], list[Transport]] | None = field(default=None, repr=False)
+    _editions: EditionCache = field(default_factory=EditionCache, repr=False)
+    _lanes: KeptLanes | None = field(default=None, repr=False)
 
     def engine(self) -> sa.Engine:
         """The database, opened on first use (after the fork, never shared across processes)."""
@@ -122,25 +128,32 @@ class WorkerState:
             return self._send_batch(edition_id, first_id, last_id, zone)
 
     def _send_batch(self, edition_id: int, first_id: int, last_id: int, zone: str | None) -> dict[str, int]:
-        settings = self.settings
-        report = send_batch(
-            settings,
+        return send_task(
+            self.settings,
             self.newsletter(),
             engine=self.engine(),
-            lanes=make_lanes(settings, clock=self.clock),
+            renderer=self.renderer(),
+            lanes=self._kept_lanes(),
+            editions=self._editions,
             edition_id=edition_id,
             batch=claims.Batch(first_id, last_id),
-            owner=claims.worker_name(),
+            zone=zone,
             clock=self.clock,
-            renderer=self.renderer(),
-            audience=zone_audience(zone, settings.timezone) if zone else None,
         )
-        return {
-            "sent": report.sent,
-            "failed": report.failed,
-            "retry": report.retry,
-            "skipped": report.skipped,
-        }
+
+    def _kept_lanes(self) -> KeptLanes:
+        if self._lanes is None:
+            make = self.lanes_factory or (lambda: make_lanes(self.settings, clock=self.clock))
+            self._lanes = KeptLanes(make, clock=self.clock)
+        return self._lanes
+
+    def close(self) -> None:
+        """Close the kept lanes (the worker is stopping); left to the exit if a send still runs."""
+        if self._sending.acquire(blocking=False):
+            try:
+                self._kept_lanes().close()
+            finally:
+                self._sending.release()
 
     def collect_source(self, task: collect_tasks.CollectTask) -> bool:
         """The collect task body: fetch, parse and stage one source for its run's coordinator."""
@@ -359,7 +372,13 @@ class CeleryRunner:
 
 def run_worker(settings: Settings, *, concurrency: int, pool: str, name: str | None) -> None:
     """Start a Celery worker on the digest queue (blocks until it is stopped)."""
-    app = make_app(settings)
+    from celery.signals import worker_process_shutdown
+
+    state = WorkerState(settings)
+    app = make_app(settings, state=state)
+    # The kept SMTP lanes say QUIT when the worker stops: here (threads and solo pools), and in
+    # each child of a prefork pool, which has its own copy of the state.
+    worker_process_shutdown.connect(lambda **_: state.close(), weak=False)
     argv: list[Any] = [
         "worker",
         "--loglevel=INFO",
@@ -375,4 +394,7 @@ def run_worker(settings: Settings, *, concurrency: int, pool: str, name: str | N
     slow = slow_batch_warning(settings, waiting=concurrency if pool == "threads" else 1)
     if slow:
         log.warning("%s", slow)
-    app.worker_main(argv=argv)
+    try:
+        app.worker_main(argv=argv)
+    finally:
+        state.close()

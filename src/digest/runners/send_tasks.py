@@ -20,12 +20,13 @@ from digest.clock import Clock
 from digest.config import Settings
 from digest.db.engine import session_scope
 from digest.db.models import Delivery, DeliveryStatus, Edition, Subscriber
-from digest.db.queries import SENDABLE
+from digest.db.queries import SENDABLE, zone_audience
 from digest.deliver import claims, ledger
 from digest.deliver.journal import SendReport
 from digest.deliver.lock import send_lock
 from digest.deliver.proofs import send_seed_copies
-from digest.deliver.send import open_edition
+from digest.deliver.send import EditionCache, open_edition, send_batch
+from digest.deliver.transports import KeptLanes, close_lanes
 from digest.errors import DeliveryError
 from digest.newsletter import Newsletter
 from digest.render.copies import Renderer, active_topic_sets, make_renderer
@@ -256,3 +257,42 @@ def _report(
         elif recent and status in out:
             out[str(status)] += int(n)
     return out
+
+
+def send_task(
+    settings: Settings,
+    newsletter: Newsletter,
+    *,
+    engine: sa.Engine,
+    renderer: Renderer,
+    lanes: KeptLanes,
+    editions: EditionCache,
+    edition_id: int,
+    batch: claims.Batch,
+    zone: str | None,
+    clock: Clock,
+) -> dict[str, int]:
+    """A worker's send task: claim and send one batch of an edition (deliver/send.py's send_batch)
+    on the lanes kept from its previous batch, kept in turn for its next one unless this one
+    raised (a relay that stopped the send may have left them broken: closed, never reused)."""
+    open_lanes = lanes.take(edition_id)
+    try:
+        report = send_batch(
+            settings,
+            newsletter,
+            engine=engine,
+            lanes=open_lanes,
+            edition_id=edition_id,
+            batch=batch,
+            owner=claims.worker_name(),
+            clock=clock,
+            renderer=renderer,
+            audience=zone_audience(zone, settings.timezone) if zone else None,
+            keep_lanes=True,
+            editions=editions,
+        )
+    except BaseException:
+        close_lanes(open_lanes)
+        raise
+    lanes.keep(edition_id, open_lanes)
+    return {"sent": report.sent, "failed": report.failed, "retry": report.retry, "skipped": report.skipped}
