@@ -32,6 +32,7 @@ from digest.deliver.base import OutgoingMessage, SendResult, Transport
 from digest.deliver.memory import MemoryTransport
 from digest.deliver.transports import KEPT_FOR
 from digest.errors import SettingsError, TransportUnavailable
+from digest.runners import send_tasks
 from tests.cli_helpers import ClockedRunner
 from tests.deliver.builders import Handler, smtp_server
 from tests.world import SECRET, World, make_world
@@ -620,3 +621,47 @@ def test_a_lane_the_relay_broke_is_closed_and_never_reused(world_25: World) -> N
     with session_scope(world_25.engine) as session:  # the refused call's row stays to send
         statuses = Counter(session.exec(select(Delivery.status)).all())
     assert statuses == {"pending": 14, "retry": 1, "sent": 10}
+
+
+def test_a_worker_with_no_batch_waiting_takes_the_last_pending_rows_of_the_edition(world_25: World) -> None:
+    from digest.runners import celery
+
+    lanes = _Lanes()
+    edition_id, batches = _batches(world_25.engine)
+    last = batches[-1][1]
+    with session_scope(world_25.engine) as session:  # answered `retry` earlier in this run
+        session.execute(sa.update(Delivery).where(col(Delivery.id) == last).values(status="retry"))
+
+    def state(waiting: int) -> celery.WorkerState:
+        turn = send_tasks.SendTurn()
+        turn.waiting = waiting  # send tasks of this worker waiting for their turn
+        clock = FixedClock(world_25.now)
+        return celery.WorkerState(
+            world_25.settings,
+            clock=clock,
+            lanes_factory=lanes,
+            steal=True,
+            _engine=world_25.engine,
+            _turn=turn,
+        )
+
+    assert state(waiting=1).send_batch(edition_id, *batches[0], None)["sent"] == 10  # one waits: no
+    alone = state(waiting=0)
+    assert alone.send_batch(edition_id, *batches[1], None)["sent"] == 10 + 4  # and the pending of #3
+    assert alone.send_batch(edition_id, *batches[2], None)["sent"] == 1  # its batch sends the retry row
+    sent = [m.to_email for lane in lanes.made for m in lane.sent]
+    assert sorted(sent) == sorted(world_25.emails)  # each reader once
+
+
+def test_a_zone_s_batch_takes_no_rows_beyond_its_own(world_25: World) -> None:
+    from digest.runners import celery
+
+    state = celery.WorkerState(
+        world_25.settings,
+        clock=FixedClock(world_25.now),
+        lanes_factory=_Lanes(),
+        steal=True,
+        _engine=world_25.engine,
+    )
+    edition_id, batches = _batches(world_25.engine)
+    assert state.send_batch(edition_id, *batches[0], world_25.settings.timezone)["sent"] == 10

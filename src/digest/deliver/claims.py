@@ -23,6 +23,7 @@ from digest.deliver.ledger import LedgerWriter
 from digest.errors import DeliveryError
 
 _SENDABLE = tuple(s.value for s in SENDABLE)
+PENDING = DeliveryStatus.PENDING.value
 _SENDABLE_SQL = ", ".join(f"'{s}'" for s in _SENDABLE)  # constants, not input: inlined in ClaimWriter's SQL
 
 
@@ -70,6 +71,40 @@ def claim(
         .execution_options(synchronize_session=False)
     )
     return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+def claim_last(
+    edition_id: int, *, session: Session, owner: str, now: datetime, lease: timedelta, size: int
+) -> tuple[Batch, int] | None:
+    """Claim up to `size` of the edition's last pending rows that nobody holds: their id range
+    and number, or None when there are none.
+
+    A worker with no batch of its own left takes these from the end of the queue, where the
+    other workers' batches get to last: the send ends when its last batch does, so the workers
+    finish together instead of one of them still holding several batches (issue 15). Only
+    `pending` rows: a `retry` row answered in this run is not sent again by it. The batch that
+    held them finds them claimed or sent and sends nothing.
+    """
+    free = sa.or_(col(Delivery.claimed_at).is_(None), col(Delivery.claimed_at) < now - lease)
+    takeable = (
+        sa.select(col(Delivery.id))
+        .where(col(Delivery.edition_id) == edition_id, col(Delivery.status) == PENDING, free)
+        .order_by(col(Delivery.id).desc())
+        .limit(size)
+        .with_for_update(skip_locked=True)
+    )
+    ids = (
+        session.execute(
+            sa.update(Delivery)
+            .where(col(Delivery.id).in_(takeable))
+            .values(claimed_by=owner, claimed_at=now)
+            .returning(col(Delivery.id))
+            .execution_options(synchronize_session=False)
+        )
+        .scalars()
+        .all()
+    )
+    return (Batch(min(ids), max(ids)), len(ids)) if ids else None
 
 
 def expire_sending(edition_id: int | None, *, session: Session, now: datetime, lease: timedelta) -> int:

@@ -244,6 +244,7 @@ def send_batch(
     audience: sa.ColumnElement[bool] | None = None,
     keep_lanes: bool = False,
     editions: EditionCache | None = None,
+    claimed: int | None = None,
 ) -> SendReport:
     """A worker's share of a distributed send: claim a batch's free rows and send them.
 
@@ -252,7 +253,8 @@ def send_batch(
 
     `keep_lanes`: the lanes stay open for the caller's next batch, even when the send raised
     (the caller closes them then: runners/celery.py's WorkerState). `editions` keeps the parsed
-    edition between a worker's batches.
+    edition between a worker's batches. `claimed`: how many of the batch's rows the worker holds
+    already (claims.claim_last), None to claim them here; only the rows it holds are sent.
     """
     renderer = renderer or make_renderer(settings, newsletter)
     lease = timedelta(seconds=settings.claim_lease_seconds)
@@ -260,7 +262,8 @@ def send_batch(
         edition = (editions or EditionCache()).get(edition_id, session=session)
         now = clock()
         claims.expire_sending(edition_id, session=session, now=now, lease=lease)
-        claimed = claims.claim(edition_id, batch, session=session, owner=owner, now=now, lease=lease)
+        if claimed is None:
+            claimed = claims.claim(edition_id, batch, session=session, owner=owner, now=now, lease=lease)
     if not claimed:
         if not keep_lanes:
             close_lanes(lanes)

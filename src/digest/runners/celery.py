@@ -11,7 +11,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import date
 from typing import Any
@@ -34,7 +34,7 @@ from digest.errors import DeliveryError, DigestError, SettingsError, SourceError
 from digest.newsletter import Newsletter, load_newsletter
 from digest.render.copies import Renderer, make_renderer
 from digest.runners import collect_tasks
-from digest.runners.send_tasks import Enqueue, send_distributed, send_task
+from digest.runners.send_tasks import Enqueue, SendTurn, Stopping, send_distributed, send_task
 from digest.sources.collect import SourceResult
 from digest.sources.fetch import FetchOptions
 
@@ -42,10 +42,6 @@ log = logging.getLogger(__name__)
 
 SEND_TASK = "digest.send_batch"
 COLLECT_TASK = "digest.collect_source"
-
-
-class Stopping(DigestError):
-    """Raised when a send task was still waiting for its turn as its worker began to stop."""
 
 
 @dataclass
@@ -66,12 +62,16 @@ class WorkerState:
     _newsletter: Newsletter | None = None
     _renderer: Renderer | None = field(default=None, repr=False)
     _opening: threading.Lock = field(default_factory=threading.Lock, repr=False)
-    _sending: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _turn: SendTurn = field(default_factory=SendTurn, repr=False)
     # What the send tasks of one edition share, used only in a send turn: the parsed edition,
     # and the last batch's lanes (open connections).
     lanes_factory: Callable[[], list[Transport]] | None = field(default=None, repr=False)
     _editions: EditionCache = field(default_factory=EditionCache, repr=False)
     _lanes: KeptLanes | None = field(default=None, repr=False)
+    # Whether a send task with no other waiting behind it takes rows from the end of the edition
+    # (run_worker: a threads pool of several slots, whose empty waiting line means the broker
+    # had no batch left to hand it; a solo or prefork slot cannot tell).
+    steal: bool = False
 
     def engine(self) -> sa.Engine:
         """The database, opened on first use (after the fork, never shared across processes)."""
@@ -95,24 +95,9 @@ class WorkerState:
                 self._renderer = make_renderer(self.settings, newsletter)
             return self._renderer
 
-    @contextmanager
-    def send_turn(self, stopping: Callable[[], bool], *, poll: float = 1.0) -> Iterator[None]:
-        """Wait until no other send task of this process is sending, then hold the turn.
-
-        One send task at a time, each with its DIGEST_SEND_CONCURRENCY lanes and its rate limit:
-        N threads would otherwise open N times the connections and send at N times the rate.
-        Raises Stopping when the worker begins to stop first: the task has claimed nothing yet,
-        and its message goes back to the queue for another worker (the caller rejects it).
-        """
-        turn = self._sending.acquire(blocking=False)
-        while not turn:
-            if stopping():
-                raise Stopping("worker stopping: batch handed back before it was claimed")
-            turn = self._sending.acquire(timeout=poll)
-        try:
-            yield
-        finally:
-            self._sending.release()
+    def send_turn(self, stopping: Callable[[], bool], *, poll: float = 1.0) -> AbstractContextManager[None]:
+        """This process's send turn (send_tasks.SendTurn), held while a send task sends."""
+        return self._turn.hold(stopping, poll=poll)
 
     def send_batch(
         self,
@@ -139,6 +124,7 @@ class WorkerState:
             batch=claims.Batch(first_id, last_id),
             zone=zone,
             clock=self.clock,
+            alone=lambda: self.steal and not self._turn.waiting,
         )
 
     def _kept_lanes(self) -> KeptLanes:
@@ -149,11 +135,11 @@ class WorkerState:
 
     def close(self) -> None:
         """Close the kept lanes (the worker is stopping); left to the exit if a send still runs."""
-        if self._sending.acquire(blocking=False):
+        if self._turn.free():
             try:
                 self._kept_lanes().close()
             finally:
-                self._sending.release()
+                self._turn.release()
 
     def collect_source(self, task: collect_tasks.CollectTask) -> bool:
         """The collect task body: fetch, parse and stage one source for its run's coordinator."""
@@ -374,7 +360,7 @@ def run_worker(settings: Settings, *, concurrency: int, pool: str, name: str | N
     """Start a Celery worker on the digest queue (blocks until it is stopped)."""
     from celery.signals import worker_process_shutdown
 
-    state = WorkerState(settings)
+    state = WorkerState(settings, steal=pool == "threads" and concurrency > 1)
     app = make_app(settings, state=state)
     # The kept SMTP lanes say QUIT when the worker stops: here (threads and solo pools), and in
     # each child of a prefork pool, which has its own copy of the state.

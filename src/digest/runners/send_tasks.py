@@ -9,7 +9,9 @@ every row still to send. Tasks are idempotent, so queueing a range twice sends n
 """
 
 import logging
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import date, datetime, timedelta
 from typing import Any, Protocol
 
@@ -27,7 +29,7 @@ from digest.deliver.lock import send_lock
 from digest.deliver.proofs import send_seed_copies
 from digest.deliver.send import EditionCache, open_edition, send_batch
 from digest.deliver.transports import KeptLanes, close_lanes
-from digest.errors import DeliveryError
+from digest.errors import DeliveryError, DigestError
 from digest.newsletter import Newsletter
 from digest.render.copies import Renderer, active_topic_sets, make_renderer
 
@@ -271,28 +273,111 @@ def send_task(
     batch: claims.Batch,
     zone: str | None,
     clock: Clock,
+    alone: Callable[[], bool] = lambda: False,
 ) -> dict[str, int]:
     """A worker's send task: claim and send one batch of an edition (deliver/send.py's send_batch)
     on the lanes kept from its previous batch, kept in turn for its next one unless this one
-    raised (a relay that stopped the send may have left them broken: closed, never reused)."""
+    raised (a relay that stopped the send may have left them broken: closed, never reused).
+
+    Then, while `alone()` says no other batch waits in this worker, it takes the edition's last
+    pending rows a part of a batch at a time (claims.claim_last): the other workers' last queued
+    batches, which they would send after everything else, so the workers finish together
+    (issue 15: two workers held up to --concurrency batches each when the queue ran dry, and
+    the send waited for the one left with more). Only for a send to every zone (a zone's rows
+    need its audience), and for a third of a lease at most: a task running much longer could
+    be taken by the broker for a lost one.
+    """
     open_lanes = lanes.take(edition_id)
-    try:
+    owner, started = claims.worker_name(), clock()
+    lease = timedelta(seconds=settings.claim_lease_seconds)
+    counts = {"sent": 0, "failed": 0, "retry": 0, "skipped": 0}
+
+    def send(rows: claims.Batch, claimed: int | None = None) -> None:
         report = send_batch(
             settings,
             newsletter,
             engine=engine,
             lanes=open_lanes,
             edition_id=edition_id,
-            batch=batch,
-            owner=claims.worker_name(),
+            batch=rows,
+            owner=owner,
             clock=clock,
             renderer=renderer,
             audience=zone_audience(zone, settings.timezone) if zone else None,
             keep_lanes=True,
             editions=editions,
+            claimed=claimed,
         )
+        for outcome in counts:
+            counts[outcome] += getattr(report, outcome)
+
+    try:
+        send(batch)
+        while zone is None and alone() and clock() - started < lease / 3:
+            with session_scope(engine) as session:
+                taken = claims.claim_last(
+                    edition_id,
+                    session=session,
+                    owner=owner,
+                    now=clock(),
+                    lease=lease,
+                    size=max(1, settings.send_batch_size // STEAL_PARTS),
+                )
+            if taken is None:
+                break
+            send(*taken)
     except BaseException:
         close_lanes(open_lanes)
         raise
     lanes.keep(edition_id, open_lanes)
-    return {"sent": report.sent, "failed": report.failed, "retry": report.retry, "skipped": report.skipped}
+    return counts
+
+
+STEAL_PARTS = 4  # a worker with no batch left takes the last rows a quarter of a batch at a time
+
+
+class Stopping(DigestError):
+    """Raised when a send task was still waiting for its turn as its worker began to stop."""
+
+
+class SendTurn:
+    """One send task of a worker process sends at a time; the others wait, counted."""
+
+    def __init__(self) -> None:
+        self._sending = threading.Lock()
+        self._counting = threading.Lock()
+        self.waiting = 0  # send tasks waiting for the turn (none: the broker had no batch left)
+
+    @contextmanager
+    def hold(self, stopping: Callable[[], bool], *, poll: float = 1.0) -> Iterator[None]:
+        """Wait until no other send task of this process is sending, then hold the turn.
+
+        One send task at a time, each with its DIGEST_SEND_CONCURRENCY lanes and its rate limit:
+        N threads would otherwise open N times the connections and send at N times the rate.
+        Raises Stopping when the worker begins to stop first: the task has claimed nothing yet,
+        and its message goes back to the queue for another worker (the caller rejects it).
+        """
+        turn = self._sending.acquire(blocking=False)
+        if not turn:
+            with self._counting:
+                self.waiting += 1
+            try:
+                while not turn:
+                    if stopping():
+                        raise Stopping("worker stopping: batch handed back before it was claimed")
+                    turn = self._sending.acquire(timeout=poll)
+            finally:
+                with self._counting:
+                    self.waiting -= 1
+        try:
+            yield
+        finally:
+            self._sending.release()
+
+    def free(self) -> bool:
+        """Take the turn if nobody holds it (then `release` it); False if a send task does."""
+        return self._sending.acquire(blocking=False)
+
+    def release(self) -> None:
+        """Give back a turn taken with `free`."""
+        self._sending.release()
