@@ -13,6 +13,8 @@ only when it is above this process's peak (`own_peak_kib`); a benchmark built on
 keeps its own process small (the feeds are generated in the server process) and says so.
 """
 
+import compileall
+import functools
 import json
 import os
 import pty
@@ -141,7 +143,22 @@ def run(
 
 def digest(*args: str, env: Mapping[str, str], tty: bool = False, cwd: Path | None = None) -> Run:
     """`digest ARGS...` as a whole process (see `run`)."""
+    _compiled_as_installed()
     return run([console_script(), *args], env=env, tty=tty, cwd=cwd)
+
+
+@functools.cache
+def _compiled_as_installed() -> None:
+    """digest's own modules compiled to bytecode, once, before any run is timed.
+
+    pip compiles a package it installs, and an editable install (this checkout's `make`) writes the
+    bytecode on its first run, unless PYTHONDONTWRITEBYTECODE is set, as in some CI and container
+    images: then every start would compile digest's modules again (~50 ms for a collect), which no
+    installed digest does.
+    """
+    package = ROOT / "src" / "digest"
+    if package.is_dir():
+        compileall.compile_dir(package, quiet=1)
 
 
 def median_of(runs: Sequence[Run]) -> float:
