@@ -107,6 +107,7 @@ def run(
     size: tuple[int, int] = (40, 120),
 ) -> Run:
     """Run `argv` to its end, piped or in a pseudo-terminal of `size` (rows, columns); measured."""
+    _compiled_as_installed()
     chunks: list[bytes] = []
     env = dict(env)
     if tty:
@@ -143,7 +144,6 @@ def run(
 
 def digest(*args: str, env: Mapping[str, str], tty: bool = False, cwd: Path | None = None) -> Run:
     """`digest ARGS...` as a whole process (see `run`)."""
-    _compiled_as_installed()
     return run([console_script(), *args], env=env, tty=tty, cwd=cwd)
 
 
