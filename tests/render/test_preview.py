@@ -3,6 +3,7 @@
 import email
 import json
 import os
+import webbrowser
 from datetime import datetime
 from email import policy
 from pathlib import Path
@@ -12,7 +13,7 @@ import pytest
 import sqlalchemy as sa
 
 from digest import pipeline
-from digest.cli import app, daily
+from digest.cli import app
 from digest.clock import FixedClock
 from digest.config import load_settings
 from digest.db import engine as db_engine
@@ -188,7 +189,7 @@ def test_open_writes_a_file_and_opens_it(
     demo_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     opened: list[str] = []
-    monkeypatch.setattr(daily.webbrowser, "open", opened.append)
+    monkeypatch.setattr(webbrowser, "open", opened.append)  # cli/daily imports it when a preview opens
     result = runner.invoke(
         app, ["preview", "--date", "2026-11-25", "--format", "text", "--open"], env=demo_env
     )
