@@ -358,6 +358,27 @@ class _Batch:
     ids_given: bool = False
 
 
+class _Inline:
+    """Runs each submitted call at once, in this thread, its outcome kept in a Future as an
+    executor's would be (see _Writer.write_all)."""
+
+    def __enter__(self) -> "_Inline":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def submit(self, fn: Callable[..., None], *args: Any) -> "Future[None]":
+        done: Future[None] = Future()
+        try:
+            fn(*args)
+        except Exception as e:  # raised where the result is read, as from the thread
+            done.set_exception(e)
+        else:
+            done.set_result(None)
+        return done
+
+
 @dataclass
 class _Writer:
     """Writes batches of valid rows: one lookup, one insert, one update and one event insert
@@ -379,9 +400,14 @@ class _Writer:
         process's own (issue 15). The connection is used by one thread at a time: batch N+1's
         lookup is made before batch N is handed over, which gives the same answer as after, as
         no address is in two batches. A failed write stops the next lookup; the caller's
-        transaction rolls back all."""
+        transaction rolls back all. On SQLite the writes are this process's own CPU work, which
+        a second thread only contends for (the GIL): there each batch is written in this thread,
+        in the same order."""
         conn = self.session.connection()
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="digest-import") as sender:
+        sender: ThreadPoolExecutor | _Inline = _Inline()
+        if conn.dialect.name != "sqlite":
+            sender = ThreadPoolExecutor(max_workers=1, thread_name_prefix="digest-import")
+        with sender:
             sending: Future[None] | None = None
             rows = next(batches, None)
             found = None if rows is None else self._look_up(conn, rows)
