@@ -19,3 +19,29 @@ if "faketime" in os.environ.get("LD_PRELOAD", ""):
             select.select([], [], [], left)
 
     time.sleep = _sleep
+
+    # libfaketime 0.9.10 calls getenv() inside its pthread_cond_timedwait hook, which every thread
+    # waiting for the GIL goes through; a setenv() in another thread at that moment (os.environ
+    # changed by a test, or by Click's CliRunner, while an SMTP relay thread runs) can move the C
+    # environment under it, and the process dies with SIGSEGV in getenv (gdb: getenv <-
+    # needs_forced_monotonic_fix <- take_gil; seen in tests/deliver/test_proofs.py). So changes to
+    # os.environ stay in Python's mapping, where digest and pydantic-settings read them, and a
+    # child process is handed that mapping explicitly when it is given no env of its own.
+    import functools
+    import subprocess
+
+    def _in_python_only(*_args: object) -> None:
+        return None
+
+    os.putenv = _in_python_only  # os.environ's __setitem__ and __delitem__ call these globals
+    os.unsetenv = _in_python_only
+
+    _popen_init = subprocess.Popen.__init__
+
+    @functools.wraps(_popen_init)
+    def _popen_with_environ(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if kwargs.get("env") is None and len(args) < 11:  # env: the 11th parameter after self
+            kwargs["env"] = dict(os.environ)
+        _popen_init(self, *args, **kwargs)
+
+    subprocess.Popen.__init__ = _popen_with_environ  # type: ignore[method-assign]
