@@ -291,6 +291,7 @@ def send_task(
     owner, started = claims.worker_name(), clock()
     lease = timedelta(seconds=settings.claim_lease_seconds)
     counts = {"sent": 0, "failed": 0, "retry": 0, "skipped": 0}
+    audience = zone_audience(zone, settings.timezone) if zone else None
 
     def send(rows: claims.Batch, claimed: int | None = None) -> None:
         report = send_batch(
@@ -303,7 +304,7 @@ def send_task(
             owner=owner,
             clock=clock,
             renderer=renderer,
-            audience=zone_audience(zone, settings.timezone) if zone else None,
+            audience=audience,
             keep_lanes=True,
             editions=editions,
             claimed=claimed,
