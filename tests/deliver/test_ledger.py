@@ -1,0 +1,117 @@
+"""The ledger writer's step, the send loop's hot path: what it writes, and on PostgreSQL in how
+many round trips (the protocol trace of libpq shows when the client waits for the server)."""
+
+import itertools
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from sqlmodel import select
+
+from digest import editions
+from digest.db import queries
+from digest.db.engine import session_scope
+from digest.db.models import Delivery
+from digest.deliver import claims, ledger
+from digest.deliver.base import SendResult
+from tests.world import World, make_world
+
+LEASE = timedelta(seconds=120)
+
+
+@pytest.fixture
+def world(engine: sa.Engine, demo_dir: Path, now: datetime) -> World:
+    w = make_world(engine, demo_dir, now, 6)
+    with session_scope(engine) as session:
+        row, _ = editions.build_edition(
+            w.newsletter, session=session, edition_date=now.date(), now=now, zone=w.settings.zone
+        )
+        assert row.id is not None
+        ledger.ensure_deliveries(row.id, session=session, now=now)
+    return w
+
+
+def _edition_id(world: World) -> int:
+    with session_scope(world.engine) as session:
+        row = queries.edition_for(world.now.date(), session=session)
+        assert row is not None and row.id is not None
+        return row.id
+
+
+def _statuses(engine: sa.Engine) -> dict[int, str]:
+    with session_scope(engine) as session:
+        return {
+            i: str(s) for i, s in session.exec(select(Delivery.id, Delivery.status).order_by(Delivery.id))
+        }
+
+
+def test_a_step_records_the_answers_and_marks_the_next_call(world: World) -> None:
+    writer = ledger.LedgerWriter(world.engine)
+    first, second, third, *_ = _statuses(world.engine)
+    writer.write([], [first, second], now=world.now)
+    assert list(_statuses(world.engine).values())[:3] == ["sending", "sending", "pending"]
+    writer.write(
+        [SendResult(first, ok=True), SendResult(second, ok=False, error="451 later")], [third], now=world.now
+    )
+    writer.close()
+    statuses = _statuses(world.engine)
+    assert (statuses[first], statuses[second], statuses[third]) == ("sent", "retry", "sending")
+
+
+@pytest.fixture
+def protocol(tmp_path: Path) -> Iterator[tuple[list[object], Path]]:
+    """Where a test puts the libpq connection to trace; the trace file, read after the step."""
+    traced: list[object] = []
+    path = tmp_path / "libpq.trace"
+    yield traced, path
+    for pgconn in traced:
+        pgconn.untrace()  # type: ignore[attr-defined]
+
+
+def _second_step(
+    writer: ledger.LedgerWriter, world: World, protocol: tuple[list[object], Path]
+) -> tuple[int, tuple[str, str]]:
+    """Mark the first row `sending`, then trace the step that answers it and marks the second:
+    how many times that step waited for the server (turns from client messages to replies), and
+    the two rows' statuses after it."""
+    import psycopg
+
+    traced, path = protocol
+    first, second, *_ = _statuses(world.engine)
+    writer.write([], [first], now=world.now)
+    dbapi = writer._conn.connection.dbapi_connection
+    assert isinstance(dbapi, psycopg.Connection)
+    with path.open("w") as out:
+        dbapi.pgconn.trace(out.fileno())
+        dbapi.pgconn.set_trace_flags(psycopg.pq.Trace.SUPPRESS_TIMESTAMPS)
+        traced.append(dbapi.pgconn)
+        writer.write([SendResult(first, ok=True)], [second], now=world.now)
+        dbapi.pgconn.untrace()
+        traced.clear()
+    writer.close()
+    senders = [line.split("\t")[0] for line in path.read_text().splitlines() if line]
+    assert senders, "nothing traced"
+    turns = sum(1 for a, b in itertools.pairwise(senders) if a == "F" and b == "B")
+    statuses = _statuses(world.engine)
+    return turns, (statuses[first], statuses[second])
+
+
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+def test_on_postgresql_a_step_is_one_round_trip(world: World, protocol: tuple[list[object], Path]) -> None:
+    # BEGIN, the answer, the `sending` mark and COMMIT: one write, one read.
+    assert _second_step(ledger.LedgerWriter(world.engine), world, protocol) == (1, ("sent", "sending"))
+
+
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+def test_on_postgresql_a_worker_s_step_reads_its_guard_before_the_commit(
+    world: World, protocol: tuple[list[object], Path]
+) -> None:
+    edition_id = _edition_id(world)
+    batch = claims.Batch(0, 10**9)
+    with session_scope(world.engine) as session:
+        claims.claim(edition_id, batch, session=session, owner="w:1", now=world.now, lease=LEASE)
+    writer = claims.ClaimWriter(world.engine, owner="w:1", edition_id=edition_id, lease=LEASE)
+    # The statements in one round trip, then the COMMIT once the mark's row count is read.
+    assert _second_step(writer, world, protocol) == (2, ("sent", "sending"))
