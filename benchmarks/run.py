@@ -97,7 +97,9 @@ def format_value(value: object, unit: str = "") -> str:
     if isinstance(value, bool) or not isinstance(value, int | float):
         text = str(value)
     elif unit == "x":
-        return f"{value:,.0f}x" if abs(value) >= 10 else f"{value:.1f}x"
+        # Two decimals below 10: a ratio read against a target such as >= 0.95x or >= 1.7x must
+        # not round across it (0.95 showed as "0.9x" beside ">= 0.95x: met").
+        return f"{value:,.0f}x" if abs(value) >= 10 else f"{value:.2f}x"
     elif isinstance(value, int) or abs(value) >= 100:
         text = f"{value:,.0f}"
     elif abs(value) >= 10:
