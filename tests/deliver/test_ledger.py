@@ -71,15 +71,15 @@ def protocol(tmp_path: Path) -> Iterator[tuple[list[object], Path]]:
 
 
 def _second_step(
-    writer: ledger.LedgerWriter, world: World, protocol: tuple[list[object], Path]
-) -> tuple[int, tuple[str, str]]:
-    """Mark the first row `sending`, then trace the step that answers it and marks the second:
-    how many times that step waited for the server (turns from client messages to replies), and
-    the two rows' statuses after it."""
+    writer: ledger.LedgerWriter, world: World, protocol: tuple[list[object], Path], size: int = 1
+) -> tuple[int, list[str]]:
+    """Mark the first row `sending`, then trace the step that answers it and marks the next
+    `size` rows: how many times that step waited for the server (turns from client messages to
+    replies), and the statuses of those rows after it."""
     import psycopg
 
     traced, path = protocol
-    first, second, *_ = _statuses(world.engine)
+    first, *rest = _statuses(world.engine)
     writer.write([], [first], now=world.now)
     dbapi = writer._conn.connection.dbapi_connection
     assert isinstance(dbapi, psycopg.Connection)
@@ -87,31 +87,52 @@ def _second_step(
         dbapi.pgconn.trace(out.fileno())
         dbapi.pgconn.set_trace_flags(psycopg.pq.Trace.SUPPRESS_TIMESTAMPS)
         traced.append(dbapi.pgconn)
-        writer.write([SendResult(first, ok=True)], [second], now=world.now)
+        writer.write([SendResult(first, ok=True)], rest[:size], now=world.now)
         dbapi.pgconn.untrace()
         traced.clear()
     writer.close()
     senders = [line.split("\t")[0] for line in path.read_text().splitlines() if line]
     assert senders, "nothing traced"
     turns = sum(1 for a, b in itertools.pairwise(senders) if a == "F" and b == "B")
-    statuses = _statuses(world.engine)
-    return turns, (statuses[first], statuses[second])
+    return turns, list(_statuses(world.engine).values())[: size + 1]
 
 
 @pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
 def test_on_postgresql_a_step_is_one_round_trip(world: World, protocol: tuple[list[object], Path]) -> None:
     # BEGIN, the answer, the `sending` mark and COMMIT: one write, one read.
-    assert _second_step(ledger.LedgerWriter(world.engine), world, protocol) == (1, ("sent", "sending"))
+    assert _second_step(ledger.LedgerWriter(world.engine), world, protocol) == (1, ["sent", "sending"])
 
 
-@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
-def test_on_postgresql_a_worker_s_step_reads_its_guard_before_the_commit(
-    world: World, protocol: tuple[list[object], Path]
-) -> None:
+def _worker_writer(world: World) -> claims.ClaimWriter:
+    """A worker's writer, holding every row of today's edition."""
     edition_id = _edition_id(world)
     batch = claims.Batch(0, 10**9)
     with session_scope(world.engine) as session:
         claims.claim(edition_id, batch, session=session, owner="w:1", now=world.now, lease=LEASE)
-    writer = claims.ClaimWriter(world.engine, owner="w:1", edition_id=edition_id, lease=LEASE)
-    # The statements in one round trip, then the COMMIT once the mark's row count is read.
-    assert _second_step(writer, world, protocol) == (2, ("sent", "sending"))
+    return claims.ClaimWriter(world.engine, owner="w:1", edition_id=edition_id, lease=LEASE)
+
+
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+@pytest.mark.parametrize(("size", "turns"), [(1, 1), (3, 2)])
+def test_on_postgresql_a_worker_reads_the_guard_of_several_rows_before_the_commit(
+    world: World, protocol: tuple[list[object], Path], size: int, turns: int
+) -> None:
+    # One row's guarded mark is all or nothing by itself: it commits in the same round trip.
+    # Several rows' mark is read first, then committed (or rolled back) in a second.
+    expected = (turns, ["sent"] + ["sending"] * size)
+    assert _second_step(_worker_writer(world), world, protocol, size) == expected
+
+
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+@pytest.mark.parametrize("size", [1, 3])
+def test_a_row_another_worker_took_leaves_the_whole_call_unmarked(world: World, size: int) -> None:
+    writer = _worker_writer(world)
+    first, *rest = _statuses(world.engine)
+    writer.write([], [first], now=world.now)
+    with session_scope(world.engine) as session:  # its lease ran out; another worker holds it now
+        session.execute(sa.update(Delivery).where(Delivery.id == rest[size - 1]).values(claimed_by="w:2"))
+    with pytest.raises(claims.LeaseLost):
+        writer.write([SendResult(first, ok=True)], rest[:size], now=world.now)
+    writer.close()
+    # The answer is kept; none of the call's rows is marked, so none is handed to the transport.
+    assert list(_statuses(world.engine).values())[: size + 1] == ["sent"] + ["pending"] * size

@@ -273,12 +273,18 @@ class LedgerWriter:
         return True
 
     def _piped_step(self, dbapi: Any, cursor: Any, step: _Step) -> bool:
-        """The step in psycopg's pipeline: one round trip, two when a guard's row count must be
-        read before the COMMIT; False, rolled back, when the guard refused a row.
+        """The step in psycopg's pipeline, in one round trip; False when the guard refused a
+        row, with nothing marked.
 
         BEGIN and COMMIT are statements in the pipeline, sent in autocommit mode: psycopg's own
         transaction start waits for the server's answer to BEGIN before anything else is sent.
+        A guarded mark of several rows is read before the COMMIT (a second round trip), so that
+        a refused row leaves none of the others marked; a guarded mark of one row (an SMTP
+        call) is all or nothing by itself, and is read after the COMMIT (the caller then
+        records the answers again: the same values).
         """
+        marks = len(step.claim_ids)
+        guarded = bool(marks and self._guard_params)
         dbapi.autocommit = True
         try:
             with dbapi.pipeline() as pipeline:
@@ -286,15 +292,16 @@ class LedgerWriter:
                 if step.answers:
                     cursor.executemany(self._record_sql, step.answers)
                 self._on_step(cursor, step.now, step.stamp)
-                if step.claim_ids:
+                if marks:
                     self._execute_mark(cursor, step.claim_ids, step.stamp)
-                if step.claim_ids and self._guard_params:
+                if guarded and marks > 1:
                     pipeline.sync()
-                    if int(cursor.rowcount) != len(step.claim_ids):
-                        cursor.execute("ROLLBACK")
+                    if int(cursor.rowcount) != marks:
+                        dbapi.execute("ROLLBACK")
                         return False
-                cursor.execute("COMMIT")
-            return True
+                # On a cursor of its own: `cursor` keeps the mark's row count.
+                dbapi.execute("COMMIT")
+            return not guarded or int(cursor.rowcount) == marks
         except BaseException:
             dbapi.rollback()  # a failed statement left the transaction aborted: end it first
             raise
