@@ -42,6 +42,13 @@ def now() -> datetime:
     return NOW
 
 
+@pytest.fixture(params=[False, True], ids=["lockstep", "pipelining"])
+def pipelining(request: pytest.FixtureRequest) -> bool:
+    """Whether the test's SMTP server offers PIPELINING (RFC 2920): the SMTP transport then sends
+    the envelope and DATA in one write, otherwise one command a round trip; both must behave alike."""
+    return bool(request.param)
+
+
 @pytest.fixture
 def wall_clock() -> Clock:
     """The real clock, handed in explicitly: only for tests that drive a real scheduler (APScheduler

@@ -124,12 +124,15 @@ class Handler:
     reach_at: int | None = None  # set `reached` when this many messages have arrived
     reached: threading.Event = field(default_factory=threading.Event)
     connections: int = 0
+    pipelining: bool = False  # offer PIPELINING (RFC 2920); aiosmtpd's buffered reader serves it
 
     async def handle_EHLO(
         self, server: Any, session: Any, envelope: Any, hostname: str, responses: Any
     ) -> Any:
         self.connections += 1
         session.host_name = hostname
+        if self.pipelining:
+            responses.insert(-1, "250-PIPELINING")  # before the last line, "250 HELP"
         return responses
 
     async def handle_RCPT(

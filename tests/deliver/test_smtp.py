@@ -1,5 +1,6 @@
 """The SMTP transport against a real SMTP server (aiosmtpd on loopback)."""
 
+import smtplib
 import socket
 from datetime import datetime
 from pathlib import Path
@@ -24,10 +25,10 @@ def transport(port: int, now: datetime, sleeps: list[float]) -> SmtpTransport:
     return SmtpTransport("127.0.0.1", port, clock=lambda: now, sleep=sleeps.append, timeout=5)
 
 
-def test_every_header_and_both_parts_arrive(now: datetime) -> None:
+def test_every_header_and_both_parts_arrive(now: datetime, pipelining: bool) -> None:
     sleeps: list[float] = []
     m = message()
-    with smtp_server() as (server, handler):
+    with smtp_server(Handler(pipelining=pipelining)) as (server, handler):
         t = transport(server.port, now, sleeps)
         [result] = t.send([m])
         t.close()
@@ -45,9 +46,9 @@ def test_every_header_and_both_parts_arrive(now: datetime) -> None:
     assert sleeps == []
 
 
-def test_one_connection_for_many_messages(now: datetime) -> None:
+def test_one_connection_for_many_messages(now: datetime, pipelining: bool) -> None:
     shared = content()
-    with smtp_server() as (server, handler):
+    with smtp_server(Handler(pipelining=pipelining)) as (server, handler):
         t = transport(server.port, now, [])
         results = t.send([message(i, of=shared) for i in range(1, 6)])
         t.close()
@@ -57,9 +58,9 @@ def test_one_connection_for_many_messages(now: datetime) -> None:
     assert t.connections == 1
 
 
-def test_a_451_is_retried_after_a_backoff(now: datetime) -> None:
+def test_a_451_is_retried_after_a_backoff(now: datetime, pipelining: bool) -> None:
     sleeps: list[float] = []
-    handler = Handler(defer_once={"reader1@example.com": "451 4.3.0 try again later"})
+    handler = Handler(defer_once={"reader1@example.com": "451 4.3.0 try again later"}, pipelining=pipelining)
     with smtp_server(handler) as (server, _):
         t = transport(server.port, now, sleeps)
         [result] = t.send([message(1)])
@@ -71,9 +72,9 @@ def test_a_451_is_retried_after_a_backoff(now: datetime) -> None:
     assert handler.copies() == {"reader1@example.com": 1}
 
 
-def test_a_dropped_connection_is_reopened_and_the_message_retried(now: datetime) -> None:
+def test_a_dropped_connection_is_reopened_and_the_message_retried(now: datetime, pipelining: bool) -> None:
     sleeps: list[float] = []
-    handler = Handler(drop_once={"reader2@example.com"})
+    handler = Handler(drop_once={"reader2@example.com"}, pipelining=pipelining)
     shared = content()
     with smtp_server(handler) as (server, _):
         t = transport(server.port, now, sleeps)
@@ -85,8 +86,8 @@ def test_a_dropped_connection_is_reopened_and_the_message_retried(now: datetime)
     assert handler.copies() == {f"reader{i}@example.com": 1 for i in (1, 2, 3)}
 
 
-def test_a_550_fails_that_address_only_as_a_bounce(now: datetime) -> None:
-    handler = Handler(refuse={"reader2@example.com": "550 5.1.1 no such user"})
+def test_a_550_fails_that_address_only_as_a_bounce(now: datetime, pipelining: bool) -> None:
+    handler = Handler(refuse={"reader2@example.com": "550 5.1.1 no such user"}, pipelining=pipelining)
     shared = content()
     with smtp_server(handler) as (server, _):
         t = transport(server.port, now, [])
@@ -100,9 +101,9 @@ def test_a_550_fails_that_address_only_as_a_bounce(now: datetime) -> None:
     assert set(handler.copies()) == {"reader1@example.com", "reader3@example.com"}
 
 
-def test_a_4xx_that_persists_is_a_transient_failure(now: datetime) -> None:
+def test_a_4xx_that_persists_is_a_transient_failure(now: datetime, pipelining: bool) -> None:
     sleeps: list[float] = []
-    handler = Handler(refuse={"reader1@example.com": "450 4.2.1 mailbox busy"})
+    handler = Handler(refuse={"reader1@example.com": "450 4.2.1 mailbox busy"}, pipelining=pipelining)
     with smtp_server(handler) as (server, _):
         t = transport(server.port, now, sleeps)
         [result] = t.send([message(1)])
@@ -127,7 +128,7 @@ def test_an_unreachable_server_raises_transport_unavailable(now: datetime) -> No
 
 
 @pytest.mark.parametrize("security", ["starttls", "ssl"])
-def test_tls_modes_with_login(now: datetime, tmp_path: Path, security: str) -> None:
+def test_tls_modes_with_login(now: datetime, tmp_path: Path, security: str, pipelining: bool) -> None:
     from aiosmtpd.smtp import AuthResult, LoginPassword
 
     def authenticator(
@@ -140,7 +141,7 @@ def test_tls_modes_with_login(now: datetime, tmp_path: Path, security: str) -> N
         return AuthResult(success=ok)
 
     server_ctx, client_ctx = self_signed(tmp_path)
-    handler = Handler()
+    handler = Handler(pipelining=pipelining)
     tls = {"tls_context": server_ctx, "require_starttls": True} if security == "starttls" else {}
     controller = EphemeralController(
         handler,
@@ -171,3 +172,27 @@ def test_tls_modes_with_login(now: datetime, tmp_path: Path, security: str) -> N
         controller.stop()
     assert result.ok, result.error
     assert handler.copies() == {"reader1@example.com": 1}
+
+
+@pytest.mark.parametrize(
+    "data", [b"", b"no line end", b".", b".lead\r\n", b"a\r\n.\r\nb\r\n..c\r\n", b"a\r\n.", b"\r\n"]
+)
+def test_pipelined_content_is_dot_stuffed_and_ended_as_smtplib_does(data: bytes) -> None:
+    from digest.deliver.smtp import _dot_stuffed
+
+    class Wire(smtplib.SMTP):
+        """smtplib with no socket: records what it would send, DATA always answered 354."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.sent: list[bytes | str] = []
+
+        def send(self, s: bytes | str) -> None:
+            self.sent.append(s)
+
+        def getreply(self) -> tuple[int, bytes]:
+            return 354, b"go ahead"
+
+    wire = Wire()
+    wire.data(data)
+    assert wire.sent == ["data\r\n", _dot_stuffed(data)]

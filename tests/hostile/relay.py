@@ -3,9 +3,12 @@
 `Script` maps a stage to an answer. Stages: EHLO, HELO, STARTTLS, AUTH, MAIL, RCPT, DATA (the
 command, before the content) and EOD (after the content); "RCPT addr" and "EOD addr" answer for
 one recipient only. An answer is a reply line ("530 5.7.0 Authentication required"),
-DISCONNECT (close the connection) or STALL (never answer: the client's timeout must fire). A
-list is used up one answer per command, then the relay behaves. Unscripted commands get
-aiosmtpd's own, standard behaviour (its TLS, AUTH and SMTPUTF8 handling included).
+DISCONNECT (close the connection), STALL (never answer: the client's timeout must fire) or, for
+DATA, DATA_ANYWAY (354 even without a recipient, as a non-compliant server might: the content up
+to the lone dot is read and refused). A list is used up one answer per command, then the relay
+behaves. Unscripted commands get aiosmtpd's own, standard behaviour (its TLS, AUTH and SMTPUTF8
+handling included). With `pipelining` the relay offers PIPELINING (RFC 2920) in its EHLO reply;
+aiosmtpd reads commands from a buffered stream, so it serves a pipelining client as it is.
 
 `banner_server` is the other kind of wrong server: something listening that does not greet in
 SMTP (an HTTP server, a silent one).
@@ -24,6 +27,7 @@ from aiosmtpd.smtp import SMTP
 
 DISCONNECT = "<disconnect>"
 STALL = "<stall>"
+DATA_ANYWAY = "<354 without a recipient>"
 
 
 @dataclass
@@ -45,6 +49,8 @@ class Relay:
     commands: list[str] = field(default_factory=list)  # "MAIL", "RCPT a@b", ... in order
     connections: int = 0
     release: threading.Event = field(default_factory=threading.Event)
+    pipelining: bool = False  # offer PIPELINING in the EHLO reply
+    reads: list[bytes] = field(default_factory=list)  # each chunk as it came off the socket
 
     def take(self, stage: str, address: str | None = None) -> str | None:
         """The scripted answer for this stage (and recipient), or None: behave."""
@@ -70,6 +76,14 @@ class Relay:
         """Wait until the test ends (the relay is stopped or released)."""
         while not self.release.is_set():
             await asyncio.sleep(0.01)
+
+    async def handle_EHLO(
+        self, server: Any, session: Any, envelope: Any, hostname: str, responses: list[str]
+    ) -> list[str]:
+        session.host_name = hostname  # aiosmtpd leaves it to this hook
+        if self.pipelining:
+            responses.insert(-1, "250-PIPELINING")  # before the last line, "250 HELP"
+        return responses
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         rcpt = envelope.rcpt_tos[0] if envelope.rcpt_tos else None
@@ -107,6 +121,10 @@ class HostileSMTP(SMTP):
         super().__init__(relay, **kwargs)
         self.relay = relay
 
+    def data_received(self, data: bytes) -> None:
+        self.relay.reads.append(bytes(data))
+        super().data_received(data)
+
     async def _scripted(self, stage: str, address: str | None = None) -> bool:
         self.relay.commands.append(f"{stage} {address}" if address else stage)
         answer = self.relay.take(stage, address)
@@ -117,6 +135,11 @@ class HostileSMTP(SMTP):
             self.transport.close()
         elif answer == STALL:
             await self.relay.stall()
+        elif answer == DATA_ANYWAY:
+            await self.push("354 End data with <CR><LF>.<CR><LF>")
+            while await self._reader.readuntil(b"\r\n") != b".\r\n":
+                pass
+            await self.push("554 5.5.1 Error: no valid recipients")
         else:
             await self.push(answer)
         return True
@@ -169,10 +192,10 @@ class _Controller(Controller):
 
 @contextmanager
 def hostile_relay(
-    script: dict[str, str | list[str]] | None = None, **smtp_kwargs: Any
+    script: dict[str, str | list[str]] | None = None, *, pipelining: bool = False, **smtp_kwargs: Any
 ) -> Iterator[tuple[int, Relay]]:
     """A running relay; yields (port, relay). `smtp_kwargs` go to aiosmtpd's SMTP (TLS, AUTH...)."""
-    relay = Relay(script=dict(script or {}))
+    relay = Relay(script=dict(script or {}), pipelining=pipelining)
     controller = _Controller(relay, **smtp_kwargs)
     controller.start()
     relay.connections = 0  # the controller's own start-up probe does not count

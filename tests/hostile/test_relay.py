@@ -35,7 +35,7 @@ from digest.newsletter import load_newsletter
 from digest.subscribers.roster import add_subscriber
 from tests.deliver.builders import content, message, parse, self_signed
 from tests.deliver.sendgrid_server import Script, sendgrid_server
-from tests.hostile.relay import DISCONNECT, STALL, banner_server, hostile_relay
+from tests.hostile.relay import DATA_ANYWAY, DISCONNECT, STALL, banner_server, hostile_relay
 from tests.world import World, make_world
 
 STOPPED = (
@@ -184,9 +184,12 @@ def with_content(m: OutgoingMessage, **changes: Any) -> OutgoingMessage:
     ],
 )
 def test_a_session_or_message_refusal_stops_the_send_and_bounces_nobody(
-    crowd: World, now: datetime, stage: str, answer: str, line: str
+    crowd: World, now: datetime, stage: str, answer: str, line: str, pipelining: bool
 ) -> None:
-    with hostile_relay({stage: answer}) as (port, relay), pytest.raises(TransportUnavailable) as caught:
+    with (
+        hostile_relay({stage: answer}, pipelining=pipelining) as (port, relay),
+        pytest.raises(TransportUnavailable) as caught,
+    ):
         crowd.send(smtp(port, now))
     expected = re.escape(f"SMTP 127.0.0.1:{port} ") + (line if "\\(" in line else re.escape(line))
     assert re.fullmatch(expected + re.escape(STOPPED), str(caught.value)), str(caught.value)
@@ -195,22 +198,27 @@ def test_a_session_or_message_refusal_stops_the_send_and_bounces_nobody(
     assert readers == {"active": 200}  # issue 12: all 200 were marked bounced
     assert rows == {"retry": 1, "pending": 199}  # all sendable, none failed for good
     # The relay fixed, the next send sends every reader exactly once.
-    with hostile_relay() as (port, relay):
+    with hostile_relay(pipelining=pipelining) as (port, relay):
         report = crowd.send(smtp(port, now))
     assert report.sent == 200
     assert relay.copies() == dict.fromkeys(crowd.emails, 1)
 
 
-def test_a_refusal_midway_keeps_what_was_sent_and_queues_the_rest(crowd: World, now: datetime) -> None:
+def test_a_refusal_midway_keeps_what_was_sent_and_queues_the_rest(
+    crowd: World, now: datetime, pipelining: bool
+) -> None:
     fourth = crowd.emails[3]
     script: dict[str, str | list[str]] = {f"EOD {fourth}": "554 5.7.1 Message rejected: spam score too high"}
-    with hostile_relay(script) as (port, relay), pytest.raises(TransportUnavailable, match="spam score"):
+    with (
+        hostile_relay(script, pipelining=pipelining) as (port, relay),
+        pytest.raises(TransportUnavailable, match="spam score"),
+    ):
         crowd.send(smtp(port, now))
     assert sorted(relay.copies()) == crowd.emails[:3]
     rows, readers = statuses(crowd)
     assert rows == {"sent": 3, "retry": 1, "pending": 196}
     assert readers == {"active": 200}
-    with hostile_relay() as (port, relay):
+    with hostile_relay(pipelining=pipelining) as (port, relay):
         assert crowd.send(smtp(port, now)).sent == 197
     assert sorted(relay.copies()) == crowd.emails[3:]  # nobody twice
 
@@ -232,11 +240,11 @@ def test_a_refusal_midway_keeps_what_was_sent_and_queues_the_rest(crowd: World, 
     ],
 )
 def test_a_reader_s_rcpt_answer_is_classified_for_that_reader_alone(
-    world: World, now: datetime, answer: str, row: str, reader: str, error: str | None
+    world: World, now: datetime, answer: str, row: str, reader: str, error: str | None, pipelining: bool
 ) -> None:
     target = world.emails[5]
     reply = answer.format(target)
-    with hostile_relay({f"RCPT {target}": reply}) as (port, relay):
+    with hostile_relay({f"RCPT {target}": reply}, pipelining=pipelining) as (port, relay):
         report = world.send(smtp(port, now))
     assert report.sent == 11
     assert target not in relay.copies()
@@ -247,20 +255,24 @@ def test_a_reader_s_rcpt_answer_is_classified_for_that_reader_alone(
 
 
 def test_a_recipient_refused_after_the_content_fails_alone_without_a_bounce(
-    world: World, now: datetime
+    world: World, now: datetime, pipelining: bool
 ) -> None:
     target = world.emails[2]
-    with hostile_relay({f"EOD {target}": "550 5.1.1 user unknown (checked after DATA)"}) as (port, _):
+    with hostile_relay(
+        {f"EOD {target}": "550 5.1.1 user unknown (checked after DATA)"}, pipelining=pipelining
+    ) as (port, _):
         report = world.send(smtp(port, now))
     assert (report.sent, report.failed) == (11, 1)
     assert row_of(world, target).status == "failed"
     assert subscriber_status(world, target) == "active"  # only RCPT or a DSN bounces
 
 
-def test_a_4xx_to_mail_from_is_retried_then_stops_the_send(world: World, now: datetime) -> None:
+def test_a_4xx_to_mail_from_is_retried_then_stops_the_send(
+    world: World, now: datetime, pipelining: bool
+) -> None:
     sleeps: list[float] = []
     with (
-        hostile_relay({"MAIL": "451 4.3.0 Temporary local problem"}) as (port, relay),
+        hostile_relay({"MAIL": "451 4.3.0 Temporary local problem"}, pipelining=pipelining) as (port, relay),
         pytest.raises(TransportUnavailable) as caught,
     ):
         world.send(smtp(port, now, sleeps))
@@ -275,18 +287,22 @@ def test_a_4xx_to_mail_from_is_retried_then_stops_the_send(world: World, now: da
     assert readers == {"active": 12}
 
 
-def test_a_transient_refusal_of_one_message_is_retried_and_sent_once(world: World, now: datetime) -> None:
+def test_a_transient_refusal_of_one_message_is_retried_and_sent_once(
+    world: World, now: datetime, pipelining: bool
+) -> None:
     target = world.emails[0]
-    with hostile_relay({f"EOD {target}": ["451 4.3.0 try again"]}) as (port, relay):
+    with hostile_relay({f"EOD {target}": ["451 4.3.0 try again"]}, pipelining=pipelining) as (port, relay):
         report = world.send(smtp(port, now))
     assert report.sent == 12
     assert relay.copies() == dict.fromkeys(world.emails, 1)
 
 
-def test_a_relay_that_stops_answering_is_a_timeout_not_a_bounce(world: World, now: datetime) -> None:
+def test_a_relay_that_stops_answering_is_a_timeout_not_a_bounce(
+    world: World, now: datetime, pipelining: bool
+) -> None:
     sleeps: list[float] = []
     with (
-        hostile_relay({"DATA": STALL}) as (port, relay),
+        hostile_relay({"DATA": STALL}, pipelining=pipelining) as (port, relay),
         pytest.raises(TransportUnavailable) as caught,
     ):
         world.send(smtp(port, now, sleeps, timeout=0.3))
@@ -299,14 +315,88 @@ def test_a_relay_that_stops_answering_is_a_timeout_not_a_bounce(world: World, no
 
 
 def test_a_dropped_connection_at_rcpt_is_reopened_and_the_reader_sent_once(
-    world: World, now: datetime
+    world: World, now: datetime, pipelining: bool
 ) -> None:
     target = world.emails[4]
-    with hostile_relay({f"RCPT {target}": [DISCONNECT]}) as (port, relay):
+    with hostile_relay({f"RCPT {target}": [DISCONNECT]}, pipelining=pipelining) as (port, relay):
         report = world.send(smtp(port, now))
     assert report.sent == 12
     assert relay.connections == 2
     assert relay.copies() == dict.fromkeys(world.emails, 1)
+
+
+@pytest.mark.parametrize("answer", [DISCONNECT, STALL])
+@pytest.mark.parametrize(
+    ("stage", "named"), [("MAIL", "MAIL FROM"), ("RCPT", "RCPT TO"), ("DATA", "DATA"), ("EOD", "DATA")]
+)
+def test_a_drop_or_a_stall_is_retried_and_named_by_the_stage_it_hit(
+    now: datetime, stage: str, named: str, answer: str, pipelining: bool
+) -> None:
+    sleeps: list[float] = []
+    with (
+        hostile_relay({stage: answer}, pipelining=pipelining) as (port, relay),
+        pytest.raises(TransportUnavailable) as caught,
+    ):
+        smtp(port, now, sleeps, timeout=0.2).send([message(1)])
+    if answer == STALL:
+        what = f"no answer to {named} within 0.2 s (DIGEST_SMTP_TIMEOUT)"
+    else:
+        what = f"the server closed the connection at {named}"
+    assert str(caught.value) == f"SMTP 127.0.0.1:{port}: {what} (after 3 attempts)"
+    assert (relay.connections, len(sleeps), relay.received) == (3, 2, [])
+
+
+def test_the_envelope_and_data_go_in_one_write_when_the_relay_offers_pipelining(
+    now: datetime, pipelining: bool
+) -> None:
+    shared = content()
+    with hostile_relay(pipelining=pipelining) as (port, relay):
+        t = smtp(port, now)
+        results = t.send([message(i, of=shared) for i in (1, 2)])
+        t.close()
+    assert [r.ok for r in results] == [True, True]
+    assert relay.copies() == {"reader1@example.com": 1, "reader2@example.com": 1}
+    # What the relay read off the socket at once: a client waiting for each reply before the next
+    # command cannot put two commands in one read.
+    envelopes = [chunk for chunk in relay.reads if chunk.upper().startswith(b"MAIL FROM:")]
+    if pipelining:  # RFC 2920: one write for the three, one round trip
+        assert envelopes == [
+            b"MAIL FROM:<news@digest.example>\r\nRCPT TO:<reader%d@example.com>\r\nDATA\r\n" % i
+            for i in (1, 2)
+        ]
+    else:  # not offered: one command a round trip, as smtplib sends them
+        assert envelopes == [b"mail FROM:<news@digest.example>\r\n"] * 2
+
+
+@pytest.mark.parametrize(
+    ("script", "outcomes", "copies"),
+    [
+        # The first reader's RCPT refused: their bounce alone, the second sent.
+        (
+            {"RCPT reader1@example.com": "550 5.1.1 no such user"},
+            [(False, True, 1, "550 5.1.1 no such user"), (True, False, 1, None)],
+            {"reader2@example.com": 1},
+        ),
+        # MAIL FROM deferred once: retried on the same connection, both sent.
+        ({"MAIL": ["451 4.3.0 try later"]}, [(True, False, 2, None), (True, False, 1, None)], None),
+    ],
+)
+def test_a_relay_that_takes_data_after_a_refusal_is_kept_in_step(
+    now: datetime,
+    script: dict[str, str | list[str]],
+    outcomes: list[tuple[bool, bool, int, str | None]],
+    copies: dict[str, int] | None,
+) -> None:
+    # RFC 2920 §3.1: a server may answer the pipelined DATA with 354 though MAIL or RCPT failed.
+    # The empty message must be ended with its dot, or the relay reads what follows as content.
+    shared = content()
+    with hostile_relay({**script, "DATA": [DATA_ANYWAY]}, pipelining=True) as (port, relay):
+        t = smtp(port, now)
+        results = t.send([message(i, of=shared) for i in (1, 2)])
+        t.close()
+    assert [(r.ok, r.bounce, r.attempts, r.error) for r in results] == outcomes
+    assert relay.copies() == (copies or {"reader1@example.com": 1, "reader2@example.com": 1})
+    assert relay.connections == 1  # no timeout, no reconnection: the relay stayed in step
 
 
 @pytest.mark.parametrize(
@@ -433,10 +523,12 @@ def test_starttls_asked_but_not_offered(now: datetime) -> None:
     assert relay.connections == 1
 
 
-def test_starttls_required_but_not_used(world: World, now: datetime, tmp_path: Path) -> None:
+def test_starttls_required_but_not_used(
+    world: World, now: datetime, tmp_path: Path, pipelining: bool
+) -> None:
     server_ctx, _ = self_signed(tmp_path)
     with (
-        hostile_relay(tls_context=server_ctx, require_starttls=True) as (port, _),
+        hostile_relay(tls_context=server_ctx, require_starttls=True, pipelining=pipelining) as (port, _),
         pytest.raises(TransportUnavailable) as caught,
     ):
         world.send(smtp(port, now))
@@ -508,7 +600,9 @@ def test_a_refused_greeting_stops_at_once(now: datetime) -> None:
     assert line == f"SMTP 127.0.0.1:{port} refused EHLO: 554 5.7.1 Go away"
 
 
-def test_the_cli_says_a_stop_in_one_line_and_exits_1(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_cli_says_a_stop_in_one_line_and_exits_1(
+    world: World, monkeypatch: pytest.MonkeyPatch, pipelining: bool
+) -> None:
     from digest.cli import app
     from tests.cli_helpers import ClockedRunner
     from tests.world import SECRET
@@ -534,7 +628,7 @@ def test_the_cli_says_a_stop_in_one_line_and_exits_1(world: World, monkeypatch: 
         monkeypatch.setenv(name, value)
     # A hostile answer that is also rich markup: it must be printed, not interpreted.
     answer = "530 5.7.0 [/] Authentication [bold]required[/bold]"
-    with hostile_relay({"MAIL": answer}) as (port, _):
+    with hostile_relay({"MAIL": answer}, pipelining=pipelining) as (port, _):
         monkeypatch.setenv("DIGEST_SMTP_PORT", str(port))
         result = ClockedRunner().invoke(app, ["send", "--date", world.now.date().isoformat()])
     assert result.exit_code == 1, result.output
@@ -560,8 +654,10 @@ def intl(world: World) -> World:
     return world
 
 
-def test_an_idn_domain_goes_as_idna_and_a_unicode_local_part_fails_alone(intl: World, now: datetime) -> None:
-    with hostile_relay(enable_SMTPUTF8=False) as (port, relay):
+def test_an_idn_domain_goes_as_idna_and_a_unicode_local_part_fails_alone(
+    intl: World, now: datetime, pipelining: bool
+) -> None:
+    with hostile_relay(enable_SMTPUTF8=False, pipelining=pipelining) as (port, relay):
         report = intl.send(smtp(port, now))
     assert (report.sent, report.failed, report.retry, report.unknown) == (13, 1, 0, 0)
     [idn] = [m for m in relay.received if m.rcpt_tos == ["reader@xn--bcher-kva.example"]]
@@ -577,8 +673,8 @@ def test_an_idn_domain_goes_as_idna_and_a_unicode_local_part_fails_alone(intl: W
     assert subscriber_status(intl, UNICODE_LOCAL) == "active"  # no relay refused it: no bounce
 
 
-def test_with_smtputf8_both_go_as_they_are(intl: World, now: datetime) -> None:
-    with hostile_relay(enable_SMTPUTF8=True) as (port, relay):
+def test_with_smtputf8_both_go_as_they_are(intl: World, now: datetime, pipelining: bool) -> None:
+    with hostile_relay(enable_SMTPUTF8=True, pipelining=pipelining) as (port, relay):
         report = intl.send(smtp(port, now))
     assert (report.sent, report.failed) == (14, 0)
     by_rcpt = {m.rcpt_tos[0]: m for m in relay.received}
@@ -591,8 +687,10 @@ def test_with_smtputf8_both_go_as_they_are(intl: World, now: datetime) -> None:
     assert by_rcpt[intl.emails[0]].mail_options == []  # plain addresses need nothing
 
 
-def test_resend_unknown_sends_the_row_the_old_crash_left(intl: World, now: datetime) -> None:
-    with hostile_relay(enable_SMTPUTF8=False) as (port, relay):
+def test_resend_unknown_sends_the_row_the_old_crash_left(
+    intl: World, now: datetime, pipelining: bool
+) -> None:
+    with hostile_relay(enable_SMTPUTF8=False, pipelining=pipelining) as (port, relay):
         intl.send(smtp(port, now))
     # What the old code left behind: the IDN row "unknown", though nothing had been sent.
     with session_scope(intl.engine) as session:
@@ -601,7 +699,7 @@ def test_resend_unknown_sends_the_row_the_old_crash_left(intl: World, now: datet
             .where(col(Delivery.id) == row_of(intl, "reader@bücher.example").id)
             .values(status="unknown")
         )
-    with hostile_relay(enable_SMTPUTF8=False) as (port, relay):
+    with hostile_relay(enable_SMTPUTF8=False, pipelining=pipelining) as (port, relay):
         report = intl.send(smtp(port, now), resend_unknown=True)
     assert report.sent == 1
     assert [m.rcpt_tos for m in relay.received] == [["reader@xn--bcher-kva.example"]]
@@ -703,11 +801,11 @@ EXPECTED_HEADERS = [  # builders.content() with one more shared header, and a re
 
 @pytest.mark.parametrize("breaker", ["\r\n", "\n", "\r", "\x85", "\u2028"])
 def test_a_name_with_line_breaks_cannot_add_headers_or_a_body(
-    world: World, now: datetime, breaker: str
+    world: World, now: datetime, breaker: str, pipelining: bool
 ) -> None:
     target = world.emails[1]
     set_name(world, target, f"Ana{breaker}Bcc: victim@example.net{breaker}{breaker}Injected body")
-    with hostile_relay() as (port, relay):
+    with hostile_relay(pipelining=pipelining) as (port, relay):
         report = world.send(smtp(port, now))
     assert report.sent == 12
     [got] = [m for m in relay.received if m.rcpt_tos == [target]]
@@ -728,10 +826,12 @@ def test_every_control_character_in_a_name_becomes_a_space(now: datetime, breake
 
 
 @pytest.mark.parametrize("name", ["A" * 5000, "é" * 5000, "Ann Lee " * 625, 'Dr. O\'Neil, "Q" ' * 300])
-def test_a_5000_character_name_is_capped_and_folded(world: World, now: datetime, name: str) -> None:
+def test_a_5000_character_name_is_capped_and_folded(
+    world: World, now: datetime, name: str, pipelining: bool
+) -> None:
     target = world.emails[1]
     set_name(world, target, name)
-    with hostile_relay() as (port, relay):
+    with hostile_relay(pipelining=pipelining) as (port, relay):
         report = world.send(smtp(port, now))
     assert report.sent == 12  # issue 12: a 5,024-character To: line, a 500 from the relay, a bounce
     assert subscriber_status(world, target) == "active"
@@ -745,7 +845,7 @@ def test_a_5000_character_name_is_capped_and_folded(world: World, now: datetime,
     assert " ".join(name.split()).startswith(display[:-1])
 
 
-def test_subject_from_name_and_list_id_from_data_cannot_add_headers(now: datetime) -> None:
+def test_subject_from_name_and_list_id_from_data_cannot_add_headers(now: datetime, pipelining: bool) -> None:
     hostile = "EV Brief\r\nBcc: victim@example.net\r\n"
     m = with_content(
         message(1),
@@ -754,7 +854,7 @@ def test_subject_from_name_and_list_id_from_data_cannot_add_headers(now: datetim
         list_id=f"{hostile} <ev-brief.evbrief.example>",
         headers=(("Auto-Submitted", "auto-generated\r\nBcc: victim@example.net"),),
     )
-    with hostile_relay() as (port, relay):
+    with hostile_relay(pipelining=pipelining) as (port, relay):
         t = smtp(port, now)
         [result] = t.send([m])
         t.close()
