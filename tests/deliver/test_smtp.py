@@ -175,7 +175,18 @@ def test_tls_modes_with_login(now: datetime, tmp_path: Path, security: str, pipe
 
 
 @pytest.mark.parametrize(
-    "data", [b"", b"no line end", b".", b".lead\r\n", b"a\r\n.\r\nb\r\n..c\r\n", b"a\r\n.", b"\r\n"]
+    "data",
+    [
+        b"",
+        b"no line end",
+        b".",
+        b".lead\r\n",
+        b"a\r\n.\r\nb\r\n..c\r\n",
+        b"a\r\n.",
+        b"\r\n",
+        b"bare\n.lf\r.cr",
+        b"..\n\n.\n",
+    ],
 )
 def test_pipelined_content_is_dot_stuffed_and_ended_as_smtplib_does(data: bytes) -> None:
     from digest.deliver.smtp import _dot_stuffed

@@ -27,7 +27,6 @@ the connection they reopen, the stage names, the drop handling and the hints in 
 import contextlib
 import logging
 import random
-import re
 import smtplib
 import socket
 import ssl
@@ -54,8 +53,14 @@ def backoff(attempt: int, *, base: float, rand: Callable[[], float] = random.ran
 
 
 def _dot_stuffed(data: bytes) -> bytes:
-    """The content as smtplib's data() sends it: leading dots doubled, ending CRLF "." CRLF."""
-    stuffed = re.sub(rb"(?m)^\.", b"..", data)
+    """The content as smtplib's data() sends it: leading dots doubled, ending CRLF "." CRLF.
+
+    With bytes.replace rather than smtplib's multi-line regex, which tries to match at every
+    byte: on a 35 KB digest that was a sixth of the sending process's time (issue 15).
+    """
+    stuffed = data.replace(b"\n.", b"\n..")
+    if stuffed.startswith(b"."):
+        stuffed = b"." + stuffed
     return stuffed + (b".\r\n" if stuffed.endswith(b"\r\n") else b"\r\n.\r\n")
 
 
@@ -325,10 +330,11 @@ class SmtpTransport:
                 reply = Reply.of(stage, *conn.rcpt(rcpt))
             if reply.code in (250, 251) and stage == "RCPT":
                 stage = "DATA"
-                try:
-                    reply = Reply.of("EOD", *conn.data(data))
-                except smtplib.SMTPDataError as e:  # the DATA command itself, before the content
-                    reply = Reply.of("DATA", e.smtp_code, e.smtp_error)
+                # smtplib's data(), with the content stuffed as the pipelined path does it
+                reply = Reply.of(stage, *conn.docmd("data"))
+                if reply.code == 354:
+                    conn.send(_dot_stuffed(data))
+                    reply = Reply.of("EOD", *conn.getreply())
         except (smtplib.SMTPServerDisconnected, smtplib.SMTPResponseException, OSError) as e:
             # Dropped mid-message (or a reply line past smtplib's limit): reconnect and try again.
             raise _Deferred(self._lost(self._stage_name(stage), e), drop=True) from e
