@@ -1,5 +1,6 @@
 """The pre-encoded message builder: valid MIME, every header, both parts exactly as filled."""
 
+import smtplib
 from datetime import datetime
 
 import pytest
@@ -109,3 +110,29 @@ def test_message_ids_are_unique_valid_and_on_the_domain() -> None:
     parsed = HeaderRegistry()("Message-ID", ids[0])
     assert not parsed.defects
     assert all(i.startswith("<") and i.endswith("@digest.example>") for i in ids)
+
+
+class _Wire(smtplib.SMTP):
+    """smtplib with no socket: records what it would send, DATA always answered 354."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sent: list[bytes | str] = []
+
+    def send(self, s: bytes | str) -> None:
+        self.sent.append(s)
+
+    def getreply(self) -> tuple[int, bytes]:
+        return 354, b"go ahead"
+
+
+@pytest.mark.parametrize("name", ["Ana", ".dot", ".", "..", "line\n.break"])
+@pytest.mark.parametrize("email", ["reader1@example.com", ".reader@example.com"])
+def test_wire_is_what_smtplib_sends_after_data(now: datetime, name: str, email: str) -> None:
+    # The content has lines that begin with a dot, in its own text and right after a value.
+    m = message(name=name, email=email)
+    encoded = EncodedContent(m.content)
+    for _ in range(2):  # the second time from the content's stuffed pieces
+        wire = _Wire()
+        wire.data(encoded.render(m, now=now))
+        assert wire.sent == ["data\r\n", encoded.wire(m, now=now)]

@@ -1,6 +1,5 @@
 """The SMTP transport against a real SMTP server (aiosmtpd on loopback)."""
 
-import smtplib
 import socket
 from datetime import datetime
 from pathlib import Path
@@ -172,38 +171,3 @@ def test_tls_modes_with_login(now: datetime, tmp_path: Path, security: str, pipe
         controller.stop()
     assert result.ok, result.error
     assert handler.copies() == {"reader1@example.com": 1}
-
-
-@pytest.mark.parametrize(
-    "data",
-    [
-        b"",
-        b"no line end",
-        b".",
-        b".lead\r\n",
-        b"a\r\n.\r\nb\r\n..c\r\n",
-        b"a\r\n.",
-        b"\r\n",
-        b"bare\n.lf\r.cr",
-        b"..\n\n.\n",
-    ],
-)
-def test_pipelined_content_is_dot_stuffed_and_ended_as_smtplib_does(data: bytes) -> None:
-    from digest.deliver.smtp import _dot_stuffed
-
-    class Wire(smtplib.SMTP):
-        """smtplib with no socket: records what it would send, DATA always answered 354."""
-
-        def __init__(self) -> None:
-            super().__init__()
-            self.sent: list[bytes | str] = []
-
-        def send(self, s: bytes | str) -> None:
-            self.sent.append(s)
-
-        def getreply(self) -> tuple[int, bytes]:
-            return 354, b"go ahead"
-
-    wire = Wire()
-    wire.data(data)
-    assert wire.sent == ["data\r\n", _dot_stuffed(data)]

@@ -169,6 +169,7 @@ class EncodedContent:
             + b"Content-Transfer-Encoding: quoted-printable\r\n\r\n"
         )
         self.body = _Body(mime, content.text, between, content.html, f"\r\n--{boundary}--\r\n".encode())
+        self._stuffed: dict[int, bytes] | None = None  # see `wire`
 
     def render(self, message: OutgoingMessage, *, now: datetime, to_email: str | None = None) -> bytes:
         """The exact bytes an SMTP server receives for one reader (CRLF line ends).
@@ -178,6 +179,34 @@ class EncodedContent:
         the address could break the header.
         """
         return b"".join(self.pieces(message, now=now, to_email=to_email))
+
+    def wire(self, message: OutgoingMessage, *, now: datetime, to_email: str | None = None) -> bytes:
+        """`render`'s bytes as an SMTP client sends them after DATA (RFC 5321 §4.5.2): a dot
+        that begins a line doubled, and the end marked by a line holding only a dot.
+
+        The content's own pieces are stuffed once, when first asked; a reader's values and
+        headers (short) for each message. Stuffing the joined 35 KB per message, even with
+        bytes.replace, was about 25 us a message (issue 15).
+        """
+        stuffed = self._stuffed
+        if stuffed is None:
+            # Keyed by identity: these pieces live as long as this object, so no other piece
+            # can share an id with one of them.
+            stuffed = self._stuffed = {
+                id(p): p.replace(b"\n.", b"\n..") for p in (self.head, *self.body.fixed)
+            }
+        out = []
+        last = b""  # the last piece that was not empty
+        for piece in self.pieces(message, now=now, to_email=to_email):
+            done = stuffed.get(id(piece))
+            if done is None:
+                done = piece.replace(b"\n.", b"\n..")
+            if piece.startswith(b".") and (not last or last.endswith(b"\n")):
+                done = b"." + done
+            last = piece or last
+            out.append(done)
+        out.append(b".\r\n" if last.endswith(b"\r\n") else b"\r\n.\r\n")
+        return b"".join(out)
 
     def pieces(self, message: OutgoingMessage, *, now: datetime, to_email: str | None = None) -> list[bytes]:
         """`render`'s bytes in pieces, for a writer that takes them as they are (os.writev)."""
@@ -221,6 +250,10 @@ class MessageEncoder:
     def to_bytes(self, message: OutgoingMessage, *, now: datetime, to_email: str | None = None) -> bytes:
         """The exact bytes an SMTP server receives (CRLF line ends); `to_email` as in `render`."""
         return self.encoded(message.content).render(message, now=now, to_email=to_email)
+
+    def to_wire(self, message: OutgoingMessage, *, now: datetime, to_email: str | None = None) -> bytes:
+        """The content an SMTP client sends after DATA (EncodedContent.wire)."""
+        return self.encoded(message.content).wire(message, now=now, to_email=to_email)
 
     def to_pieces(self, message: OutgoingMessage, *, now: datetime) -> list[bytes]:
         """`to_bytes` in pieces (EncodedContent.pieces)."""
