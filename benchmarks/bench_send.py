@@ -1,6 +1,6 @@
 """Sending N messages (default 100,000) through the file transport, a loopback SMTP sink and a
-local SendGrid endpoint, against the limit: a bare smtplib loop sending one pre-built message
-over one connection.
+local SendGrid endpoint, against the floor: a bare loop speaking SMTP on one connection (raw
+socket, pipelined commands) with one pre-built message.
 
 Usage: python benchmarks/bench_send.py [--count N]    (prints `BENCH {json}` lines for run.py)
 
@@ -14,7 +14,7 @@ transport's DIGEST_SENDGRID_HOST), which counts the API calls.
 import argparse
 import json
 import shutil
-import smtplib
+import socket
 import sys
 import tempfile
 import time
@@ -117,13 +117,33 @@ def timed_send(settings: object, newsletter: object, engine: sa.Engine, *lanes: 
 
 
 def bare_loop(port: int, message: bytes, count: int) -> float:
-    """The limit: smtplib on one connection, one pre-built message, no database, no rendering."""
+    """The floor: the SMTP conversation and nothing else, on one connection, one pre-built
+    message. Raw socket, MAIL FROM, RCPT TO and DATA in one write (PIPELINING, as the sink
+    offers and digest uses), the content dot-stuffed once; no database, no rendering, no
+    reply parsing beyond reading its lines (smtplib's sendmail, four round trips and a regex
+    over every message, was slower than digest itself)."""
+    stuffed = message.replace(b"\n.", b"\n..")
+    wire = (b"." if stuffed.startswith(b".") else b"") + stuffed
+    wire += b".\r\n" if wire.endswith(b"\r\n") else b"\r\n.\r\n"
     CPU.append(time.process_time())
     start = time.perf_counter()
-    conn = smtplib.SMTP("127.0.0.1", port)
-    for i in range(count):
-        conn.sendmail("news@evbrief.example", [f"reader{i:06d}@example.com"], message)
-    conn.quit()
+    with socket.create_connection(("127.0.0.1", port)) as sock, sock.makefile("rb") as replies:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        replies.readline()  # the greeting
+        sock.sendall(b"EHLO bench\r\n")
+        while replies.readline()[3:4] == b"-":
+            pass
+        for i in range(count):
+            sock.sendall(
+                b"MAIL FROM:<news@evbrief.example>\r\nRCPT TO:<reader%06d@example.com>\r\nDATA\r\n" % i
+            )
+            for _ in range(3):
+                if not replies.readline().startswith((b"250", b"354")):
+                    raise SystemExit("the sink refused the bare loop's message")
+            sock.sendall(wire)
+            replies.readline()
+        sock.sendall(b"QUIT\r\n")
+        replies.readline()
     elapsed = time.perf_counter() - start
     CPU.append(time.process_time() - CPU.pop())
     return elapsed
@@ -156,8 +176,8 @@ def main() -> None:
             smtp_s, smtp_sent = timed_send(settings, newsletter, engine, smtp)
             two = [SmtpTransport("127.0.0.1", sink.port, clock=lambda: NOW) for _ in range(2)]
             two_s, two_sent = timed_send(settings, newsletter, engine, *two)
-            # The limit is the better of two runs, one before and one after ours: a fair bar.
-            limit = min(first, bare_loop(sink.port, prebuilt, count))
+            # The floor is the better of two runs, one before and one after ours: a fair bar.
+            floor = min(first, bare_loop(sink.port, prebuilt, count))
         received = sink.messages - 2 * count - min(count, 1000)
         file_s, file_sent = timed_send(
             settings, newsletter, engine, FileTransport(workdir / "outbox", clock=lambda: NOW)
@@ -173,13 +193,13 @@ def main() -> None:
         )
         assert received == 2 * count, received
         assert (api.messages, api.requests) == (count, sendgrid.requests), (api.messages, api.requests)
-        base = count / limit
+        base = count / floor
         # CPU seconds of this process: bare, smtp, 2 lanes, bare again, file (in run order)
         bare_cpu = min(CPU[0], CPU[3])
         for case, seconds, cpu, note in [
             (
-                "bare smtplib loop (limit)",
-                limit,
+                "bare SMTP loop (floor)",
+                floor,
                 bare_cpu,
                 f"one pre-built {len(prebuilt)}-byte message, one connection",
             ),
@@ -202,7 +222,7 @@ def main() -> None:
         shutil.rmtree(workdir, ignore_errors=True)
     print(f"{count} messages, {len(TOPIC_SETS)} topic sets, {calls} SendGrid API calls")
     for case, seconds, rate, share, note in rows:
-        print(f"  {case:<28} {seconds:>8.2f} s {rate:>8.0f}/s {share:>6.0%} of the limit  ({note})")
+        print(f"  {case:<28} {seconds:>8.2f} s {rate:>8.0f}/s {share:>6.0%} of the floor  ({note})")
     for case, seconds, rate, share, note in rows:
         print(
             "BENCH "
