@@ -42,7 +42,7 @@ QUICK_ARGS = {
     "bench_render": ["--subscribers", "5000", "--baseline-sample", "50"],
     "bench_send": ["--count", "2000"],
     "bench_memory": ["--counts", "2000,10000"],
-    "bench_distributed": ["--count", "1000"],
+    "bench_distributed": ["--count", "1000", "--repeat", "1"],
     "bench_distributed_collect": ["--feeds", "40", "--entries", "10", "--latency", "0.05"],
     "bench_subscribers_schedule": ["2000", "--csv-rows", "2000,20000"],
 }
