@@ -7,10 +7,11 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from digest import pipeline
+from digest import editions, pipeline
 from digest.clock import FixedClock
 from digest.config import Settings, load_settings
 from digest.db.engine import session_scope
+from digest.deliver import ledger
 from digest.deliver.journal import SendReport
 from digest.deliver.send import send_edition
 from digest.newsletter import Newsletter, load_newsletter
@@ -28,6 +29,21 @@ class World:
     engine: sa.Engine
     now: datetime
     emails: list[str]
+
+    def open_ledger(self) -> int:
+        """Build today's edition and give every reader its ledger row, as a send's coordinator
+        does before anything is claimed; the edition's id."""
+        with session_scope(self.engine) as session:
+            row, _ = editions.build_edition(
+                self.newsletter,
+                session=session,
+                edition_date=self.now.date(),
+                now=self.now,
+                zone=self.settings.zone,
+            )
+            assert row.id is not None
+            ledger.ensure_deliveries(row.id, session=session, now=self.now)
+            return row.id
 
     def send(self, transport: object, **kwargs: object) -> SendReport:
         """Send today's edition through `transport` with the fixed clock."""

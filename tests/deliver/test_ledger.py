@@ -10,7 +10,6 @@ import pytest
 import sqlalchemy as sa
 from sqlmodel import select
 
-from digest import editions
 from digest.db import queries
 from digest.db.engine import session_scope
 from digest.db.models import Delivery
@@ -24,12 +23,7 @@ LEASE = timedelta(seconds=120)
 @pytest.fixture
 def world(engine: sa.Engine, demo_dir: Path, now: datetime) -> World:
     w = make_world(engine, demo_dir, now, 6)
-    with session_scope(engine) as session:
-        row, _ = editions.build_edition(
-            w.newsletter, session=session, edition_date=now.date(), now=now, zone=w.settings.zone
-        )
-        assert row.id is not None
-        ledger.ensure_deliveries(row.id, session=session, now=now)
+    w.open_ledger()
     return w
 
 

@@ -27,7 +27,6 @@ from digest.clock import FixedClock
 from digest.config import load_settings
 from digest.db.engine import session_scope
 from digest.db.models import Delivery, DeliveryStatus, Subscriber
-from digest.deliver import ledger
 from digest.deliver.base import OutgoingMessage, SendResult, Transport
 from digest.deliver.memory import MemoryTransport
 from digest.deliver.transports import KEPT_FOR
@@ -534,12 +533,7 @@ def world_25(engine: sa.Engine, db_url: str, demo_dir: Path, now: datetime) -> W
     if not db_url.startswith("postgresql"):
         pytest.skip("distributed mode requires PostgreSQL")
     world = make_world(engine, demo_dir, now, 25)
-    with session_scope(engine) as session:
-        row, _ = editions.build_edition(
-            world.newsletter, session=session, edition_date=now.date(), now=now, zone=world.settings.zone
-        )
-        assert row.id is not None
-        ledger.ensure_deliveries(row.id, session=session, now=now)
+    world.open_ledger()
     return world
 
 
