@@ -102,3 +102,15 @@ def test_a_command_runs_with_the_garbage_collector_on() -> None:
     )
     done = _run(code, "subscribers", "--help")
     assert "GC True" in done.stderr, done.stderr
+
+
+def test_the_distributed_coordinator_loads_no_fetcher() -> None:
+    # `digest send` with DIGEST_BROKER_URL imports runners/celery.py before it queues a batch; the
+    # collect side (httpx, anyio) cost it a fifth of a second there (issue 15).
+    code = "import sys\nimport digest.runners.celery\nprint(' '.join(sys.modules))"
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
+    )
+    modules = set(done.stdout.split())
+    assert "celery" in modules  # the runner is loaded: the check below means something
+    assert not modules & {"httpx", "anyio", "digest.sources.fetch", "digest.runners.collect_tasks"}

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import date
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from celery import Celery
@@ -33,10 +33,12 @@ from digest.deliver.transports import KeptLanes, make_lanes
 from digest.errors import DeliveryError, DigestError, SettingsError, SourceError
 from digest.newsletter import Newsletter, load_newsletter
 from digest.render.copies import Renderer, make_renderer
-from digest.runners import collect_tasks
 from digest.runners.send_tasks import Enqueue, SendTurn, Stopping, send_distributed, send_task
-from digest.sources.collect import SourceResult
-from digest.sources.fetch import FetchOptions
+
+if TYPE_CHECKING:  # the collect side, imported where a collect runs: a send's coordinator need
+    # not load the fetcher (httpx, anyio: a fifth of a second before its first batch is queued)
+    from digest.runners import collect_tasks
+    from digest.sources.collect import SourceResult
 
 log = logging.getLogger(__name__)
 
@@ -141,8 +143,11 @@ class WorkerState:
             finally:
                 self._turn.release()
 
-    def collect_source(self, task: collect_tasks.CollectTask) -> bool:
+    def collect_source(self, task: "collect_tasks.CollectTask") -> bool:
         """The collect task body: fetch, parse and stage one source for its run's coordinator."""
+        from digest.runners import collect_tasks
+        from digest.sources.fetch import FetchOptions
+
         return collect_tasks.collect_source(
             task,
             engine=self.engine(),
@@ -225,7 +230,9 @@ def make_app(settings: Settings, *, state: WorkerState | None = None) -> Celery:
     def collect_source(
         run: str, name: str, location: str, etag: str | None = None, last_modified: str | None = None
     ) -> bool:
-        return state.collect_source(collect_tasks.CollectTask(run, name, location, etag, last_modified))
+        from digest.runners.collect_tasks import CollectTask
+
+        return state.collect_source(CollectTask(run, name, location, etag, last_modified))
 
     return app
 
@@ -268,10 +275,10 @@ def celery_enqueue(app: Celery, settings: Settings) -> Enqueue:
     return enqueue
 
 
-def celery_collect_enqueue(app: Celery, settings: Settings) -> collect_tasks.EnqueueCollect:
+def celery_collect_enqueue(app: Celery, settings: Settings) -> "collect_tasks.EnqueueCollect":
     """An EnqueueCollect that publishes collect tasks; a broker that refuses is that source's error."""
 
-    def enqueue(task: collect_tasks.CollectTask) -> None:
+    def enqueue(task: "collect_tasks.CollectTask") -> None:
         def refused(reason: str) -> SourceError:
             return SourceError(f"source {task.name!r}: not queued: {reason}")
 
@@ -311,8 +318,10 @@ class CeleryRunner:
         engine: sa.Engine,
         clock: Clock,
         on_fetched: Callable[[str, str | None], None] | None = None,
-    ) -> list[SourceResult]:
+    ) -> list["SourceResult"]:
         """`digest collect` in distributed mode: one task per source for the workers, stored here."""
+        from digest.runners import collect_tasks
+
         now = clock()
         with _publisher(self.settings) as app:
             return collect_tasks.collect_distributed(
