@@ -105,9 +105,42 @@ def started_workers(env: dict[str, str], workdir: Path, n: int, *options: str) -
             p.wait(timeout=60)
 
 
-def run(count: int, workers: int, workdir: Path, options: list[str]) -> tuple[Run, Run | None]:
+def ledger_writes(url: str, wal_before: int, count: int) -> str:
+    """What the send wrote to PostgreSQL: WAL bytes a message (all of the server's, the edition's
+    build included) and the share of the ledger's updates that were HOT (no index entry)."""
+    wal = wal_position(url)
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            query = sa.text(
+                "SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables WHERE relid = 'delivery'::regclass"
+            )
+            for _ in range(50):  # a backend reports its counts as it exits, a moment after the send
+                updated, hot = conn.execute(query).one()
+                if updated >= 2 * count:
+                    break
+                time.sleep(0.1)
+                conn.execute(sa.text("SELECT pg_stat_clear_snapshot()"))
+    finally:
+        engine.dispose()
+    share = hot / max(updated, 1)
+    return f"WAL {(wal - wal_before) / count:,.0f} B/msg, {share:.0%} of {updated:,} ledger updates HOT"
+
+
+def wal_position(url: str) -> int:
+    """The server's write-ahead log position, in bytes."""
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return int(conn.execute(sa.text("SELECT pg_current_wal_lsn() - '0/0'::pg_lsn")).scalar_one())
+    finally:
+        engine.dispose()
+
+
+def run(count: int, workers: int, workdir: Path, options: list[str]) -> tuple[Run, Run | None, str]:
     """The timed `digest send` to `count` readers with `workers` worker processes (0: no broker,
-    the single process), and for the single process, a second send finding nothing left."""
+    the single process), for the single process a second send finding nothing left, and what
+    the send wrote to PostgreSQL (ledger_writes)."""
     queue = f"digest-bench-{uuid.uuid4().hex[:8]}"
     with own_schema() as url, ProcessSink() as sink:
         env = environment(
@@ -122,12 +155,15 @@ def run(count: int, workers: int, workdir: Path, options: list[str]) -> tuple[Ru
         )
         digest("collect", env=env).check()
         digest("subscribers", "import", str(workdir / "readers.csv"), env=env).check()
+        wal = wal_position(url)
         if workers == 0:  # the bar: everything in one process, no broker
             sent = digest("send", env=env).check(f"sent {count}")
-            return sent, digest("send", env=env).check("nothing left to send")
+            writes = ledger_writes(url, wal, count)
+            return sent, digest("send", env=env).check("nothing left to send"), writes
         env |= {"DIGEST_BROKER_URL": BROKER, "DIGEST_BROKER_QUEUE": queue}
         with started_workers(env, workdir, workers, *options):
-            return digest("send", env=env).check(f"sent {count}"), None
+            sent = digest("send", env=env).check(f"sent {count}")
+        return sent, None, ledger_writes(url, wal, count)
 
 
 def main() -> None:
@@ -152,17 +188,17 @@ def main() -> None:
         write_readers(workdir / "readers.csv", count)
         load = load_average()
         # Interleaved, so that a slow minute of this shared machine touches every case alike.
-        runs: dict[int, list[tuple[Run, Run | None]]] = {0: [], 1: [], 2: []}
+        runs: dict[int, list[tuple[Run, Run | None, str]]] = {0: [], 1: [], 2: []}
         for _ in range(max(1, args.repeat)):
             for n in runs:
                 runs[n].append(run(count, n, workdir, options))
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     results = {n: sorted(each, key=lambda r: r[0].seconds)[len(each) // 2] for n, each in runs.items()}
-    spread = {n: ", ".join(f"{r.seconds:.1f}" for r, _ in each) for n, each in runs.items()}
-    single, idle = results[0]
+    spread = {n: ", ".join(f"{r.seconds:.1f}" for r, _, _ in each) for n, each in runs.items()}
+    single, idle, _ = results[0]
     assert idle is not None
-    for workers, (sent, _) in results.items():
+    for workers, (sent, _, writes) in results.items():
         case = f"{workers} worker{'s' if workers > 1 else ''}" if workers else "single process (no broker)"
         print(f"  {case}: {count / sent.seconds:.0f} msg/s, {sent.seconds:.1f} s, CPU {sent.cpu:.1f} s")
         bench_row(
@@ -177,7 +213,7 @@ def main() -> None:
                 if workers
                 else f"one `digest send`, the bar for the workers; CPU {sent.cpu:.1f} s"
             )
-            + f"; median of {len(runs[workers])} ({spread[workers]} s); load {load} at the start",
+            + f"; {writes}; median of {len(runs[workers])} ({spread[workers]} s); load {load} at the start",
         )
     for workers, target in ((1, 0.95), (2, 1.7)):
         ratio = single.seconds / results[workers][0].seconds

@@ -43,6 +43,7 @@ class World:
             )
             assert row.id is not None
             ledger.ensure_deliveries(row.id, session=session, now=self.now)
+            ledger.open_send(row.id, session=session, now=self.now)
             return row.id
 
     def send(self, transport: object, **kwargs: object) -> SendReport:

@@ -12,7 +12,7 @@ from sqlmodel import select
 
 from digest.db import queries
 from digest.db.engine import session_scope
-from digest.db.models import Delivery
+from digest.db.models import Delivery, DeliveryStatus, Edition
 from digest.deliver import claims, ledger
 from digest.deliver.base import SendResult
 from tests.world import World, make_world
@@ -130,3 +130,73 @@ def test_a_row_another_worker_took_leaves_the_whole_call_unmarked(world: World, 
     writer.close()
     # The answer is kept; none of the call's rows is marked, so none is handed to the transport.
     assert list(_statuses(world.engine).values())[: size + 1] == ["sent"] + ["pending"] * size
+
+
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+def test_on_postgresql_a_messages_two_updates_write_no_index_entry(world: World) -> None:
+    # HOT updates (heap-only tuples): no indexed column changes, so the new row version stays on
+    # its page and no index gets an entry. An index on the status (or on anything else a step
+    # writes) makes them ordinary updates, each a new entry in every index of the table.
+    writer = ledger.LedgerWriter(world.engine)
+    first, *_ = _statuses(world.engine)
+    with writer.transaction() as conn:
+        writer.mark_sending([first], conn=conn, now=world.now)
+        writer.record(
+            [SendResult(first, ok=True, provider_id="<1@digest.example>")], conn=conn, now=world.now
+        )
+        counts = conn.execute(
+            sa.text(
+                "SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_xact_user_tables "
+                "WHERE relid = 'delivery'::regclass"
+            )
+        ).one()
+    writer.close()
+    assert tuple(counts) == (2, 2)
+    assert _statuses(world.engine)[first] == "sent"
+
+
+def _sending_since(engine: sa.Engine, edition_id: int) -> datetime | None:
+    with session_scope(engine) as session:
+        edition = session.get(Edition, edition_id)
+        assert edition is not None
+        return edition.sending_since
+
+
+def test_a_crash_sweep_finds_the_rows_in_flight_and_closes_the_edition_once_all_are_answered(
+    world: World,
+) -> None:
+    edition_id = _edition_id(world)
+    assert _sending_since(world.engine, edition_id) == world.now  # opened with its ledger rows
+    first, second, *_ = _statuses(world.engine)
+    writer = ledger.LedgerWriter(world.engine)
+    writer.write([], [first, second], now=world.now)  # then the process dies
+    writer.close()
+    later = world.now + timedelta(hours=1)
+    with session_scope(world.engine) as session:
+        assert ledger.mark_interrupted(session=session, now=later) == 2
+    assert list(_statuses(world.engine).values())[:3] == ["unknown", "unknown", "pending"]
+    assert _sending_since(world.engine, edition_id) == world.now  # rows still to send: left open
+    with session_scope(world.engine) as session:
+        session.execute(
+            sa.update(Delivery).where(Delivery.status == DeliveryStatus.PENDING).values(status="sent")
+        )
+        assert ledger.mark_interrupted(session=session, now=later) == 0
+    assert _sending_since(world.engine, edition_id) is None  # every row answered: closed
+
+
+def test_a_coordinators_sweep_leaves_open_an_edition_a_live_worker_is_sending(world: World) -> None:
+    edition_id = _edition_id(world)
+    writer = _worker_writer(world)
+    first, *_ = _statuses(world.engine)
+    with session_scope(world.engine) as session:  # every other row is answered
+        session.execute(sa.update(Delivery).where(Delivery.id != first).values(status="sent"))
+    writer.write([], [first], now=world.now)  # in flight; its lease has not run out
+    writer.close()
+    with session_scope(world.engine) as session:
+        assert claims.expire_sending(None, session=session, now=world.now, lease=LEASE) == 0
+    assert _sending_since(world.engine, edition_id) == world.now
+    later = world.now + 2 * LEASE  # the worker died: its row is found, then the edition closed
+    with session_scope(world.engine) as session:
+        assert claims.expire_sending(None, session=session, now=later, lease=LEASE) == 1
+    assert _statuses(world.engine)[first] == "unknown"
+    assert _sending_since(world.engine, edition_id) is None

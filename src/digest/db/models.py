@@ -174,6 +174,11 @@ class Edition(SQLModel, table=True):
     story_count: int = 0
     built_at: datetime = _ts(nullable=False)
     sent_at: datetime | None = _ts()
+    # Set when a send readies the edition (deliver/send.py's open_edition, under the send lock),
+    # cleared by a later send's crash sweep once none of its rows is pending, retry or sending.
+    # The sweeps look for rows left `sending` only in these editions, so the ledger needs no
+    # index on its status, which made every status update a non-HOT one (issue 15).
+    sending_since: datetime | None = _ts()
 
 
 class EditionStory(SQLModel, table=True):
@@ -210,11 +215,16 @@ class Delivery(SQLModel, table=True):
     __table_args__ = (sa.UniqueConstraint("edition_id", "subscriber_id", name="uq_delivery"),)
 
     id: int | None = Field(default=None, primary_key=True)
-    edition_id: int = Field(foreign_key="edition.id", index=True)
+    # Found by edition through uq_delivery, whose first column it is: an index of its own was a
+    # fifth index written by every status update (issue 15).
+    edition_id: int = Field(foreign_key="edition.id")
     subscriber_id: int = Field(foreign_key="subscriber.id", index=True)
+    # Not indexed: a send updates it twice a message, and on PostgreSQL an update that changes no
+    # indexed column stays on its page (HOT) and writes no index entry; half the WAL a message
+    # (issue 15). Every query by status also names the edition (Edition.sending_since).
     status: DeliveryStatus = Field(
         default=DeliveryStatus.PENDING,
-        sa_column=sa.Column(sa.String(16), nullable=False, index=True),
+        sa_column=sa.Column(sa.String(16), nullable=False),
     )
     attempts: int = 0
     error: str | None = None

@@ -19,7 +19,7 @@ from sqlmodel import Session, col
 
 from digest.db.models import Delivery, DeliveryStatus
 from digest.db.queries import SENDABLE
-from digest.deliver.ledger import LedgerWriter
+from digest.deliver.ledger import LedgerWriter, close_finished_sends, opened
 from digest.errors import DeliveryError
 
 _SENDABLE = tuple(s.value for s in SENDABLE)
@@ -108,19 +108,32 @@ def claim_last(
 
 
 def expire_sending(edition_id: int | None, *, session: Session, now: datetime, lease: timedelta) -> int:
-    """Rows left `sending` by a worker whose lease ran out: maybe delivered, maybe not. `unknown`."""
-    where = [col(Delivery.status) == DeliveryStatus.SENDING.value, col(Delivery.claimed_at) < now - lease]
-    if edition_id is not None:
-        where.append(col(Delivery.edition_id) == edition_id)
+    """Rows left `sending` by a worker whose lease ran out: maybe delivered, maybe not. `unknown`.
+
+    `edition_id` None: in every edition a send opened (the coordinator's start, under the send
+    lock), whose finished ones are then closed (ledger.close_finished_sends).
+    """
+    edition = (
+        col(Delivery.edition_id).in_(opened())
+        if edition_id is None
+        else col(Delivery.edition_id) == edition_id
+    )
     result = session.execute(
         sa.update(Delivery)
-        .where(*where)
+        .where(
+            edition,
+            col(Delivery.status) == DeliveryStatus.SENDING.value,
+            col(Delivery.claimed_at) < now - lease,
+        )
         .values(
             status=DeliveryStatus.UNKNOWN.value,
             updated_at=now,
             error="in flight when its worker stopped (lease expired)",
         )
+        .execution_options(synchronize_session=False)
     )
+    if edition_id is None:
+        close_finished_sends(session=session)
     return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
 
