@@ -135,6 +135,31 @@ def test_a_claim_is_free_again_only_after_the_lease(world: World) -> None:
     assert statuses[first + 1] == DeliveryStatus.PENDING.value  # b:2's to send, not marked by a:1
 
 
+def test_a_workers_first_step_leaves_the_claim_it_just_made_and_renews_a_third_of_a_lease_on(
+    world: World,
+) -> None:
+    now = world.now
+    edition_id = _edition_id(world)
+    with session_scope(world.engine) as session:
+        ledger.ensure_deliveries(edition_id, session=session, now=now)
+        claims.claim(edition_id, claims.Batch(0, 10**9), session=session, owner="a:1", now=now, lease=LEASE)
+    writer = claims.ClaimWriter(world.engine, owner="a:1", edition_id=edition_id, lease=LEASE, claimed_at=now)
+    first, second, third, *_ = sorted(_statuses(world.engine))
+
+    def claimed_at(row: int) -> datetime | None:
+        with session_scope(world.engine) as session:
+            delivery = session.get(Delivery, row)
+            assert delivery is not None
+            return delivery.claimed_at
+
+    writer.write([], [first], now=now + timedelta(seconds=1))
+    assert claimed_at(third) == now  # not written again: the claim is its first renewal
+    renewal = now + LEASE / 3
+    writer.write([SendResult(first, True)], [second], now=renewal)
+    writer.close()
+    assert claimed_at(third) == renewal
+
+
 def test_a_refused_enqueue_is_retried_at_the_next_sweep(world: World) -> None:
     transport = MemoryTransport()
     clock = [world.now]

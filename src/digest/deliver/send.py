@@ -278,7 +278,9 @@ def send_batch(
             renderer,
             edition,
             edition_id=edition_id,
-            writer=claims.ClaimWriter(engine, owner=owner, edition_id=edition_id, lease=lease),
+            writer=claims.ClaimWriter(
+                engine, owner=owner, edition_id=edition_id, lease=lease, claimed_at=now
+            ),
             clock=clock,
             lanes=lanes,
             limiter=RateLimiter(settings.send_rate),
