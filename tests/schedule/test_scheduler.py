@@ -333,3 +333,29 @@ def test_a_standby_takes_over_from_a_killed_leader_without_sending_twice(
         "interrupted",
         "partial",
     ]  # killed leader; standby (1 unknown)
+
+
+class _Runner:
+    owner = "test:1"
+
+    def __init__(self) -> None:
+        self.stopped = False
+
+    def stop(self) -> None:
+        self.stopped = True
+
+
+def test_a_signal_before_the_web_server_listens_stops_it_as_well_as_the_scheduler() -> None:
+    # `digest serve`: uvicorn installs its own handlers only once it serves; a SIGTERM before
+    # that reached the scheduler's alone, and the web server then started and served on.
+    from digest.schedule.scheduler import stop_on_signals
+
+    runner, server_told = _Runner(), threading.Event()
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        stop_on_signals(runner, also_stop=server_told.set)
+        signal.raise_signal(signal.SIGTERM)  # the handler runs before raise_signal returns
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
+    assert runner.stopped and server_told.is_set()

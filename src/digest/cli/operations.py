@@ -164,16 +164,21 @@ def serve(
     if mismatch := port_mismatch(settings.base_url, port):
         err.print(f"[yellow]warning:[/] {escape(mismatch)}", highlight=False, soft_wrap=True)
     engine = command_engine(settings)
+    app_ = create_app(settings, newsletter, engine=engine, clock=current_clock())
+    server = uvicorn.Server(uvicorn.Config(app_, host=host, port=port, log_level="info"))
+
+    def stop_server() -> None:
+        server.should_exit = True
+
     scheduler = (
-        None if no_scheduler else start_background(settings, newsletter, engine=engine, clock=current_clock())
+        None
+        if no_scheduler
+        else start_background(
+            settings, newsletter, engine=engine, clock=current_clock(), also_stop=stop_server
+        )
     )
     try:
-        uvicorn.run(
-            create_app(settings, newsletter, engine=engine, clock=current_clock()),
-            host=host,
-            port=port,
-            log_level="info",
-        )
+        server.run()
     finally:
         if scheduler is not None:
             scheduler.stop()  # finishes the batch being sent, records it, releases the lease

@@ -13,7 +13,7 @@ import threading
 from collections.abc import Callable
 from datetime import UTC, timedelta
 from types import FrameType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import sqlalchemy as sa
 from apscheduler.executors.pool import ThreadPoolExecutor
@@ -267,19 +267,38 @@ class SchedulerThread:
 
 
 def start_background(
-    settings: Settings, newsletter: Newsletter, *, engine: sa.Engine, clock: Clock
+    settings: Settings,
+    newsletter: Newsletter,
+    *,
+    engine: sa.Engine,
+    clock: Clock,
+    also_stop: Callable[[], None] | None = None,
 ) -> SchedulerThread:
-    """A running scheduler in a background thread (for `digest serve`); signals stop it cleanly."""
+    """A running scheduler in a background thread (for `digest serve`); signals stop it cleanly,
+    and call `also_stop` (the web server's exit)."""
     runner = Scheduler(settings, newsletter, engine=engine, clock=clock)
-    stop_on_signals(runner)
+    stop_on_signals(runner, also_stop=also_stop)
     return SchedulerThread(runner).start()
 
 
-def stop_on_signals(runner: Scheduler) -> None:
+class Stoppable(Protocol):
+    """What a signal stops: a Scheduler."""
+
+    owner: str
+
+    def stop(self) -> None:
+        """Stop after the batch in hand."""
+        ...
+
+
+def stop_on_signals(runner: Stoppable, *, also_stop: Callable[[], None] | None = None) -> None:
     """SIGTERM and SIGINT ask `runner` to stop after the batch in hand instead of killing it.
 
     Under `digest serve`, uvicorn restores this handler and re-raises the signal once the web
-    server has stopped, so the scheduler then stops cleanly too.
+    server has stopped, so the scheduler then stops cleanly too. A signal that comes before
+    uvicorn listens for signals itself (it does so only once it serves) reaches this handler
+    alone: `also_stop` tells the web server to exit as soon as it has started, or it would serve
+    on with the scheduler stopped (seen when a SIGTERM followed a start at once).
     """
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
@@ -289,6 +308,8 @@ def stop_on_signals(runner: Scheduler) -> None:
             signal.Signals(signum).name,
         )
         runner.stop()
+        if also_stop is not None:
+            also_stop()
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
