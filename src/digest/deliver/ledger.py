@@ -80,10 +80,11 @@ def open_send(edition_id: int, *, session: Session, now: datetime) -> None:
 def close_finished_sends(*, session: Session) -> int:
     """Clear `sending_since` on the editions none of whose rows is pending, retry or sending.
 
-    No process can mark such a row `sending` again without a send reopening its edition first
-    (only a pending or retry row is marked, and open_edition, under the send lock, is the one
-    place that makes rows pending or retry). Safe beside live workers too: a row one of them is
-    about to mark is still pending or retry to this statement, so its edition stays open.
+    No process can mark such a row `sending` again without a send reopening its edition first:
+    only a pending or retry row is marked; a row turns retry from `sending` (its edition still
+    open), and pending or retry from anything else only in open_edition, under the send lock,
+    which reopens the edition. Safe beside live workers too: a row one of them is about to mark
+    is still pending or retry to this statement, so its edition stays open.
     """
     live = sa.exists().where(
         col(Delivery.edition_id) == col(Edition.id),
