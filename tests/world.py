@@ -11,7 +11,7 @@ from digest import editions, pipeline
 from digest.clock import FixedClock
 from digest.config import Settings, load_settings
 from digest.db.engine import session_scope
-from digest.deliver import ledger
+from digest.deliver import ledger, open_sends
 from digest.deliver.journal import SendReport
 from digest.deliver.send import send_edition
 from digest.newsletter import Newsletter, load_newsletter
@@ -43,7 +43,7 @@ class World:
             )
             assert row.id is not None
             ledger.ensure_deliveries(row.id, session=session, now=self.now)
-            ledger.open_send(row.id, session=session, now=self.now)
+            open_sends.open_send(row.id, session=session, now=self.now)
             return row.id
 
     def send(self, transport: object, **kwargs: object) -> SendReport:

@@ -175,7 +175,8 @@ class Edition(SQLModel, table=True):
     built_at: datetime = _ts(nullable=False)
     sent_at: datetime | None = _ts()
     # Set when a send readies the edition (deliver/send.py's open_edition, under the send lock),
-    # cleared by a later send's crash sweep once none of its rows is pending, retry or sending.
+    # cleared by a later send's crash sweep once none of its rows is pending, retry or sending
+    # (deliver/open_sends.py).
     # The sweeps look for rows left `sending` only in these editions, so the ledger needs no
     # index on its status, which made every status update a non-HOT one (issue 15).
     sending_since: datetime | None = _ts()

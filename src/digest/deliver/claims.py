@@ -19,7 +19,8 @@ from sqlmodel import Session, col
 
 from digest.db.models import Delivery, DeliveryStatus
 from digest.db.queries import SENDABLE
-from digest.deliver.ledger import LedgerWriter, close_finished_sends, opened
+from digest.deliver.ledger import LedgerWriter
+from digest.deliver.open_sends import close_finished_sends, opened
 from digest.errors import DeliveryError
 
 _SENDABLE = tuple(s.value for s in SENDABLE)
@@ -111,7 +112,7 @@ def expire_sending(edition_id: int | None, *, session: Session, now: datetime, l
     """Rows left `sending` by a worker whose lease ran out: maybe delivered, maybe not. `unknown`.
 
     `edition_id` None: in every edition a send opened (the coordinator's start, under the send
-    lock), whose finished ones are then closed (ledger.close_finished_sends).
+    lock), whose finished ones are then closed (open_sends.close_finished_sends).
     """
     edition = (
         col(Delivery.edition_id).in_(opened())

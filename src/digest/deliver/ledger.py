@@ -9,9 +9,10 @@ from typing import Any, NamedTuple
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
-from digest.db.models import Delivery, DeliveryStatus, Edition, Subscriber, SubscriberStatus
+from digest.db.models import Delivery, DeliveryStatus, Subscriber, SubscriberStatus
 from digest.db.queries import SENDABLE
 from digest.deliver.base import SendResult
+from digest.deliver.open_sends import close_finished_sends, opened
 from digest.errors import DeliveryError
 
 
@@ -43,7 +44,7 @@ def mark_interrupted(*, session: Session, now: datetime) -> int:
 
     Only call it holding the send lock: then every `sending` row, of any edition (a crash
     yesterday, a send for another date today), belongs to a process that is gone. Such rows are
-    looked for in the editions a send opened (`open_send`) and that have not been closed since.
+    looked for in the editions a send opened (deliver/open_sends.py) and has not closed since.
     """
     result = session.execute(
         sa.update(Delivery)
@@ -52,50 +53,6 @@ def mark_interrupted(*, session: Session, now: datetime) -> int:
         .execution_options(synchronize_session=False)
     )
     close_finished_sends(session=session)
-    return int(result.rowcount or 0)  # type: ignore[attr-defined]
-
-
-def opened() -> sa.Select[Any]:
-    """The editions a send opened whose rows may still change (the only ones that can hold a
-    `sending` row): a subquery for `Delivery.edition_id.in_(...)`."""
-    return sa.select(col(Edition.id)).where(col(Edition.sending_since).is_not(None))
-
-
-def open_send(edition_id: int, *, session: Session, now: datetime) -> None:
-    """Note that a send of the edition began, before any of its rows is marked `sending`.
-
-    Call it holding the send lock, in the transaction that readies the ledger rows; the mark
-    stays until a crash sweep finds none of the edition's rows pending, retry or sending. A
-    statement, not an attribute of a loaded Edition, which a sweep earlier in the session may
-    have changed behind the ORM's back.
-    """
-    session.execute(
-        sa.update(Edition)
-        .where(col(Edition.id) == edition_id, col(Edition.sending_since).is_(None))
-        .values(sending_since=now)
-        .execution_options(synchronize_session=False)
-    )
-
-
-def close_finished_sends(*, session: Session) -> int:
-    """Clear `sending_since` on the editions none of whose rows is pending, retry or sending.
-
-    No process can mark such a row `sending` again without a send reopening its edition first:
-    only a pending or retry row is marked; a row turns retry from `sending` (its edition still
-    open), and pending or retry from anything else only in open_edition, under the send lock,
-    which reopens the edition. Safe beside live workers too: a row one of them is about to mark
-    is still pending or retry to this statement, so its edition stays open.
-    """
-    live = sa.exists().where(
-        col(Delivery.edition_id) == col(Edition.id),
-        col(Delivery.status).in_([*(s.value for s in SENDABLE), DeliveryStatus.SENDING.value]),
-    )
-    result = session.execute(
-        sa.update(Edition)
-        .where(col(Edition.sending_since).is_not(None), ~live)
-        .values(sending_since=None)
-        .execution_options(synchronize_session=False)
-    )
     return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
 

@@ -23,7 +23,7 @@ from digest.db.models import (
     Edition,
     SubscriberStatus,
 )
-from digest.deliver import claims, ledger
+from digest.deliver import claims, ledger, open_sends
 from digest.deliver.base import OutgoingMessage, Transport
 from digest.deliver.journal import Journal, SendReport
 from digest.deliver.lock import send_lock
@@ -56,7 +56,7 @@ def open_edition(
 ) -> tuple[int, compose.Edition]:
     """Ready an edition for sending: build or load it, end finished pauses, put back the unknown
     rows if asked, give every reader in the audience a delivery row, and mark the edition's send
-    open (ledger.open_send). The caller has already settled the rows a crash left in flight (how
+    open (open_sends.open_send). The caller has already settled the rows a crash left in flight (how
     depends on one process or many workers), and holds the send lock."""
     row, edition = build_edition(
         newsletter, session=session, edition_date=edition_date, now=now, zone=zone, horizon_days=horizon_days
@@ -66,7 +66,7 @@ def open_edition(
     if resend_unknown:
         ledger.requeue_unknown(row.id, session=session, now=now)
     ledger.ensure_deliveries(row.id, session=session, now=now, audience=audience)
-    ledger.open_send(row.id, session=session, now=now)
+    open_sends.open_send(row.id, session=session, now=now)
     return row.id, edition
 
 

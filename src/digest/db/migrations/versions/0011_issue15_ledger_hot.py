@@ -16,8 +16,6 @@ pending, retry or sending row is marked open here, so a crash before this releas
 """
 
 from collections.abc import Sequence
-from datetime import UTC, datetime
-
 import sqlalchemy as sa
 from alembic import op
 
@@ -31,11 +29,16 @@ depends_on: str | Sequence[str] | None = None
 
 def upgrade() -> None:
     op.add_column("edition", sa.Column("sending_since", UTCDateTime(), nullable=True))
-    edition = sa.table("edition", sa.column("id", sa.Integer), sa.column("sending_since", UTCDateTime()))
+    edition = sa.table(
+        "edition",
+        sa.column("id", sa.Integer),
+        sa.column("built_at", UTCDateTime()),
+        sa.column("sending_since", UTCDateTime()),
+    )
     delivery = sa.table("delivery", sa.column("edition_id", sa.Integer), sa.column("status", sa.String))
     live = sa.select(delivery.c.edition_id).where(delivery.c.status.in_(("pending", "retry", "sending")))
-    # When the upgrade ran: the sweeps only ask whether it is set.
-    op.execute(sa.update(edition).where(edition.c.id.in_(live)).values(sending_since=datetime.now(UTC)))
+    # Since the edition was built (the sweeps only ask whether it is set; no clock read here).
+    op.execute(sa.update(edition).where(edition.c.id.in_(live)).values(sending_since=edition.c.built_at))
     op.drop_index("ix_delivery_status", table_name="delivery")
     op.drop_index("ix_delivery_edition_id", table_name="delivery")
 
