@@ -16,6 +16,7 @@ pending, retry or sending row is marked open here, so a crash before this releas
 """
 
 from collections.abc import Sequence
+
 import sqlalchemy as sa
 from alembic import op
 
