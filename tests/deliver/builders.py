@@ -15,6 +15,7 @@ from aiosmtpd.controller import Controller
 
 from digest.deliver.base import MessageContent, OutgoingMessage
 from digest.render.email import BodyTemplate, personal_values
+from tests.gc_pauses import no_gc_pauses
 
 LONG_LINE = "A line far longer than seventy-six characters, so quoted-printable has to fold it " * 3
 
@@ -185,12 +186,13 @@ def smtp_server(handler: Handler | None = None) -> Iterator[tuple[EphemeralContr
     """A running SMTP server on loopback; yields (controller, handler)."""
     handler = handler or Handler()
     controller = EphemeralController(handler, hostname="127.0.0.1", port=0)
-    controller.start()
-    try:
-        yield controller, handler
-    finally:
-        handler.release.set()
-        controller.stop()
+    with no_gc_pauses():  # a short client timeout must not be spent on a collection (gc_pauses.py)
+        controller.start()
+        try:
+            yield controller, handler
+        finally:
+            handler.release.set()
+            controller.stop()
 
 
 def self_signed(tmp_path: Path) -> tuple[ssl.SSLContext, ssl.SSLContext]:

@@ -25,6 +25,8 @@ from typing import Any
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP
 
+from tests.gc_pauses import no_gc_pauses
+
 DISCONNECT = "<disconnect>"
 STALL = "<stall>"
 DATA_ANYWAY = "<354 without a recipient>"
@@ -197,13 +199,14 @@ def hostile_relay(
     """A running relay; yields (port, relay). `smtp_kwargs` go to aiosmtpd's SMTP (TLS, AUTH...)."""
     relay = Relay(script=dict(script or {}), pipelining=pipelining)
     controller = _Controller(relay, **smtp_kwargs)
-    controller.start()
-    relay.connections = 0  # the controller's own start-up probe does not count
-    try:
-        yield controller.port, relay
-    finally:
-        relay.release.set()
-        controller.stop()
+    with no_gc_pauses():  # a short client timeout must not be spent on a collection (gc_pauses.py)
+        controller.start()
+        relay.connections = 0  # the controller's own start-up probe does not count
+        try:
+            yield controller.port, relay
+        finally:
+            relay.release.set()
+            controller.stop()
 
 
 @contextmanager

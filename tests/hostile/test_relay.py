@@ -337,8 +337,8 @@ def test_a_drop_or_a_stall_is_retried_and_named_by_the_stage_it_hit(
         hostile_relay({stage: answer}, pipelining=pipelining) as (port, relay),
         pytest.raises(TransportUnavailable) as caught,
     ):
-        # 1 s, not less: on a slow, shared machine the relay's greeting alone took over 0.2 s,
-        # and the stall was then named by the greeting instead of `stage`.
+        # 1 s, not less: a timeout is named by the stage it ran out at, and on a slow, shared
+        # machine the relay's greeting alone once took over 0.2 s (see also tests/gc_pauses.py).
         smtp(port, now, sleeps, timeout=1.0).send([message(1)])
     if answer == STALL:
         what = f"no answer to {named} within 1 s (DIGEST_SMTP_TIMEOUT)"
