@@ -5,9 +5,9 @@ the whole suite's heap stops them as well as the client. Late in `make test` the
 0.5 to 1.4 million objects, and `gc.callbacks` timed its full collections at 0.4-0.6 s inside
 tests/hostile/test_relay.py on a fast machine (up to 1.5 s elsewhere in the suite), about three
 times that on a slow one. One landing between a client's connect and the relay's greeting was
-read by the client, whose timeout is short on purpose, as a server that never greets: the stall
-test then failed on its greeting (stop 22, twice, on the same case: the suite's order and
-allocations are fixed, so the collection came at the same point).
+read by the client, whose timeout is short on purpose, as a server that never greets:
+test_a_drop_or_a_stall_is_retried_and_named_by_the_stage_it_hit failed twice so, on the same
+case (the suite's order and allocations are fixed, so the collection came at the same point).
 
 While a server is up, the collector does not run on its own; the objects a test leaves in cycles
 are collected after it, at the next automatic collection. Reference counting frees everything
