@@ -54,6 +54,36 @@ def test_a_step_records_the_answers_and_marks_the_next_call(world: World) -> Non
     assert (statuses[first], statuses[second], statuses[third]) == ("sent", "retry", "sending")
 
 
+def test_a_page_of_the_ledger_is_read_by_an_index_range_not_by_sorting_the_edition(world: World) -> None:
+    # Through uq_delivery SQLite found every row of the edition and sorted them for each page of
+    # a send: its reads grew with the square of its readers (issue 15). The plan is read for the
+    # statement the send runs, as SQLAlchemy sent it.
+    edition_id = _edition_id(world)
+    statements: list[tuple[str, object]] = []
+
+    def keep(conn: object, cursor: object, statement: str, parameters: object, *_: object) -> None:
+        statements.append((statement, parameters))
+
+    sa.event.listen(world.engine, "before_cursor_execute", keep)
+    try:
+        with session_scope(world.engine) as session:
+            first_id = min(_statuses(world.engine))
+            rows = ledger.sendable_rows(edition_id, session=session, after_id=first_id, size=2)
+    finally:
+        sa.event.remove(world.engine, "before_cursor_execute", keep)
+    assert [r.delivery_id for r in rows] == [first_id + 1, first_id + 2]
+    [(statement, parameters)] = [s for s in statements if "JOIN subscriber" in s[0]]
+    with world.engine.connect() as conn:
+        if world.engine.dialect.name == "sqlite":
+            explain = f"EXPLAIN QUERY PLAN {statement}"
+            index, sort = "ix_delivery_edition_page (edition_id=? AND id>?)", "TEMP B-TREE"
+        else:  # six rows: without this PostgreSQL rightly reads the whole table
+            conn.exec_driver_sql("SET enable_seqscan = off")
+            explain, index, sort = f"EXPLAIN {statement}", "ix_delivery_edition_page", "Sort"
+        plan = "\n".join(str(row[-1]) for row in conn.exec_driver_sql(explain, parameters))  # type: ignore[arg-type]
+    assert index in plan and sort not in plan, plan
+
+
 @pytest.fixture
 def protocol(tmp_path: Path) -> Iterator[tuple[list[object], Path]]:
     """Where a test puts the libpq connection to trace; the trace file, read after the step."""
