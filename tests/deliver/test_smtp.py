@@ -1,12 +1,14 @@
 """The SMTP transport against a real SMTP server (aiosmtpd on loopback)."""
 
+import random
+import smtplib
 import socket
 from datetime import datetime
 from pathlib import Path
 
 import pytest
 
-from digest.deliver.smtp import SmtpTransport
+from digest.deliver.smtp import SmtpTransport, envelope_address
 from digest.errors import TransportUnavailable
 from tests.deliver.builders import (
     EphemeralController,
@@ -18,6 +20,45 @@ from tests.deliver.builders import (
     self_signed,
     smtp_server,
 )
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "reader@example.com",
+        "first.last+tag@mail.example.co.uk",
+        "o'brien{x}|y~z@sub-domain.example",
+        "bounces+aGVsbG8td29ybGQ@digest.example",
+        '"two words"@example.com',  # quoted local part: smtplib's parser decides
+        "a..b@example.com",
+        ".lead@example.com",
+        "trail.@example.com",
+        "Name <name@example.com>",
+        "a b@example.com",
+        # Where smtplib's parser changes the address: comments, spaces and specials go.
+        "x(comment)@example.com",
+        " lead-space@example.com",
+        "a,b@example.com",
+        "a:b@example.com",
+        "a<b@example.com",
+        "a@ example.com",
+        "bücher@bücher.example",
+        "user@[192.0.2.1]",
+        "",
+    ],
+)
+def test_an_envelope_address_is_what_smtplib_would_write(address: str) -> None:
+    assert envelope_address(address) == smtplib.quoteaddr(address)
+
+
+def test_every_dot_atom_address_goes_between_brackets_as_smtplib_would() -> None:
+    # Random addresses over every character a Dot-string may hold, and dots in every place.
+    rng = random.Random(15)
+    local = "aZ09!#$%&'*+/=?^_`{|}~-."
+    for _ in range(20_000):
+        address = "".join(rng.choice(local) for _ in range(rng.randint(1, 9))) + "@"
+        address += "".join(rng.choice("ab9-.") for _ in range(rng.randint(1, 9)))
+        assert envelope_address(address) == smtplib.quoteaddr(address), address
 
 
 def transport(port: int, now: datetime, sleeps: list[float]) -> SmtpTransport:

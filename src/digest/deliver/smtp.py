@@ -27,6 +27,7 @@ the connection they reopen, the stage names, the drop handling and the hints in 
 import contextlib
 import logging
 import random
+import re
 import smtplib
 import socket
 import ssl
@@ -50,6 +51,20 @@ BACKOFF_BASE = 1.0  # seconds; doubled each retry, with jitter
 def backoff(attempt: int, *, base: float, rand: Callable[[], float] = random.random) -> float:
     """Seconds to wait before retry number `attempt` (1-based): base * 2^(attempt-1), jittered."""
     return float(base * (2 ** (attempt - 1)) * (0.5 + rand()))
+
+
+# An RFC 5321 Dot-string local part at a domain of ASCII labels: nearly every address. For it
+# smtplib.quoteaddr returns the address between angle brackets, after running email.utils'
+# address parser over it (10-18 us an address, two a message: issue 15).
+_ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+_DOT_ATOM = re.compile(rf"{_ATEXT}(?:\.{_ATEXT})*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*")
+
+
+def envelope_address(address: str) -> str:
+    """`address` as MAIL FROM and RCPT TO carry it: what smtplib.quoteaddr gives."""
+    if _DOT_ATOM.fullmatch(address):
+        return f"<{address}>"
+    return smtplib.quoteaddr(address)
 
 
 class _Deferred(Exception):
@@ -339,8 +354,8 @@ class SmtpTransport:
         """
         if options:
             conn.command_encoding = "utf-8"  # as smtplib's mail() does for SMTPUTF8 (RFC 6531 §3.4)
-        mail = " ".join([f"MAIL FROM:{smtplib.quoteaddr(sender)}", *options])
-        commands = f"{mail}\r\nRCPT TO:{smtplib.quoteaddr(rcpt)}\r\nDATA\r\n"
+        mail = " ".join([f"MAIL FROM:{envelope_address(sender)}", *options])
+        commands = f"{mail}\r\nRCPT TO:{envelope_address(rcpt)}\r\nDATA\r\n"
         stage = "MAIL"
         refused: Reply | None = None
         try:
