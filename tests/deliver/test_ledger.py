@@ -2,6 +2,7 @@
 many round trips (the protocol trace of libpq shows when the client waits for the server)."""
 
 import itertools
+import re
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -100,31 +101,87 @@ def _second_step(
     """Mark the first row `sending`, then trace the step that answers it and marks the next
     `size` rows: how many times that step waited for the server (turns from client messages to
     replies), and the statuses of those rows after it."""
-    import psycopg
+    turns, statuses, _ = _traced_second_step(writer, world, protocol, size)
+    return turns, statuses
 
+
+def _traced_second_step(
+    writer: ledger.LedgerWriter, world: World, protocol: tuple[list[object], Path], size: int = 1
+) -> tuple[int, list[str], list[str]]:
+    """`_second_step`, and the statements the step sent (each Parse message's text)."""
     traced, path = protocol
     first, *rest = _statuses(world.engine)
     writer.write([], [first], now=world.now)
     dbapi = writer._conn.connection.dbapi_connection
-    assert isinstance(dbapi, psycopg.Connection)
     with path.open("w") as out:
-        dbapi.pgconn.trace(out.fileno())
-        dbapi.pgconn.set_trace_flags(psycopg.pq.Trace.SUPPRESS_TIMESTAMPS)
-        traced.append(dbapi.pgconn)
+        _trace(dbapi, out.fileno(), traced)
         writer.write([SendResult(first, ok=True)], rest[:size], now=world.now)
         dbapi.pgconn.untrace()
         traced.clear()
     writer.close()
-    senders = [line.split("\t")[0] for line in path.read_text().splitlines() if line]
+    text = path.read_text()
+    senders = [line.split("\t")[0] for line in text.splitlines() if line]
     assert senders, "nothing traced"
     turns = sum(1 for a, b in itertools.pairwise(senders) if a == "F" and b == "B")
-    return turns, list(_statuses(world.engine).values())[: size + 1]
+    return turns, list(_statuses(world.engine).values())[: size + 1], _statements(text)
+
+
+def _trace(dbapi: object, fileno: int, traced: list[object]) -> None:
+    """Trace the libpq connection of `dbapi` into a file (the fixture stops it)."""
+    import psycopg
+
+    assert isinstance(dbapi, psycopg.Connection)
+    dbapi.pgconn.trace(fileno)
+    dbapi.pgconn.set_trace_flags(psycopg.pq.Trace.SUPPRESS_TIMESTAMPS)
+    traced.append(dbapi.pgconn)
+
+
+def _statements(trace: str) -> list[str]:
+    """The text of each statement a libpq trace shows sent (psycopg sends every one as Parse)."""
+    lines = (line.split("\t") for line in trace.splitlines() if line)
+    parsed = (_PARSE.match(fields[-1]) for fields in lines if fields[0] == "F" and fields[2] == "Parse")
+    return [m.group(1).replace('""', '"') for m in parsed if m]
+
+
+_PARSE = re.compile(r' "[^"]*" "((?:[^"]|"")*)"')  # a Parse message: ' "name" "text" ...'
 
 
 @pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
 def test_on_postgresql_a_step_is_one_round_trip(world: World, protocol: tuple[list[object], Path]) -> None:
     # BEGIN, the answer, the `sending` mark and COMMIT: one write, one read.
     assert _second_step(ledger.LedgerWriter(world.engine), world, protocol) == (1, ["sent", "sending"])
+
+
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+def test_on_postgresql_the_common_step_is_one_statement(
+    world: World, protocol: tuple[list[object], Path]
+) -> None:
+    # One answer and the next call's mark: one UPDATE inside the other, committed by itself, in
+    # place of BEGIN, two UPDATEs and COMMIT (four statements for psycopg to build and read).
+    turns, statuses, sent = _traced_second_step(ledger.LedgerWriter(world.engine), world, protocol)
+    assert (turns, statuses) == (1, ["sent", "sending"])
+    assert len(sent) == 1 and "WITH answered AS (UPDATE delivery" in sent[0], sent
+
+
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+def test_on_postgresql_a_worker_whose_renewal_is_due_renews_in_the_same_transaction(
+    world: World, protocol: tuple[list[object], Path]
+) -> None:
+    writer = _worker_writer(world)
+    first, second, *_ = _statuses(world.engine)
+    writer.write([], [first], now=world.now)  # the first step renews (no claim time was given)
+    later = world.now + LEASE / 2  # a third of the lease on: the next step renews again
+    traced, path = protocol
+    dbapi = writer._conn.connection.dbapi_connection
+    with path.open("w") as out:
+        _trace(dbapi, out.fileno(), traced)
+        writer.write([SendResult(first, ok=True)], [second], now=later)
+    writer.close()
+    sent = _statements(path.read_text())
+    assert [s.split()[0].strip('"') for s in sent] == ["BEGIN", "UPDATE", "UPDATE", "UPDATE", "COMMIT"], sent
+    with session_scope(world.engine) as session:
+        claimed = session.exec(select(Delivery.claimed_at).where(Delivery.id == second)).one()
+    assert claimed == later
 
 
 def _worker_writer(world: World) -> claims.ClaimWriter:

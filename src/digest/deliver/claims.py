@@ -215,7 +215,10 @@ class ClaimWriter(LedgerWriter):
     def _refused(self) -> DeliveryError:
         return LeaseLost(f"worker {self.owner}: its claim on edition {self.edition_id} ran out")
 
+    def _on_step_due(self, now: datetime) -> bool:
+        return self._renewed is None or now - self._renewed >= self.lease / 3
+
     def _on_step(self, cursor: Any, now: datetime, stamp: object) -> None:
-        if self._renewed is None or now - self._renewed >= self.lease / 3:
+        if self._on_step_due(now):
             cursor.execute(self._renew_sql, (stamp, self.edition_id, self.owner))
             self._renewed = now

@@ -150,6 +150,12 @@ class LedgerWriter:
     write and their results come back in one read. Sent one by one they were four or five round
     trips a message (issue 15), each a wait on the server and two context switches, on loopback,
     and a network latency each with a database on another host.
+
+    The commonest step (one answer, the next call's rows, no renewal due) is one statement in
+    autocommit mode: the answer as a data-modifying WITH, the mark as the statement itself. It
+    commits as one transaction, as the pipeline's BEGIN ... COMMIT does, so what is durable when
+    the transport is called is the same; the client builds and reads one statement instead of
+    four, ~90 us of psycopg's CPU a message instead of ~245 us here (issue 15).
     """
 
     # What an answer also resets, after its own columns (ClaimWriter: the claim time).
@@ -175,6 +181,9 @@ class LedgerWriter:
             f"UPDATE {table.name} SET status = '{DeliveryStatus.SENDING.value}', claimed_at = {mark}, "
             f"updated_at = {mark}, attempts = attempts + 1 WHERE {guard}id IN "
         )
+        # PostgreSQL's WITH runs a data-modifying statement to completion whether or not the
+        # main statement reads it (SQLite has no such WITH: its steps are not round trips).
+        self._answer_then_mark_sql = f"WITH answered AS ({self._record_sql}) {self._sending_sql}"
         self._conn = engine.connect()
         # psycopg 3's pipeline mode (libpq >= 14); sqlite3 has no round trips to save.
         self._pipelined = engine.dialect.driver == "psycopg" and _pipeline_supported()
@@ -189,6 +198,10 @@ class LedgerWriter:
 
     def _on_step(self, cursor: Any, now: datetime, stamp: object) -> None:
         """Extra writes in every step's transaction, before the `sending` mark (ClaimWriter renews)."""
+
+    def _on_step_due(self, now: datetime) -> bool:
+        """Whether `_on_step` writes anything at `now`."""
+        return False
 
     @contextmanager
     def transaction(self) -> Iterator[sa.Connection]:
@@ -291,6 +304,14 @@ class LedgerWriter:
         guarded = bool(marks and self._guard_params)
         dbapi.autocommit = True
         try:
+            if self._one_statement(step, guarded):
+                (answer,) = step.answers
+                marked = ", ".join([self._mark] * marks)
+                cursor.execute(
+                    f"{self._answer_then_mark_sql}({marked})",
+                    (*answer, step.stamp, step.stamp, *self._guard_params, *step.claim_ids),
+                )
+                return not guarded or int(cursor.rowcount) == marks
             with dbapi.pipeline() as pipeline:
                 cursor.execute("BEGIN")
                 if step.answers:
@@ -311,6 +332,14 @@ class LedgerWriter:
             raise
         finally:
             dbapi.autocommit = False
+
+    def _one_statement(self, step: _Step, guarded: bool) -> bool:
+        """Whether the step can be `_answer_then_mark_sql`: one answer, rows to mark that are all
+        or nothing by themselves (unguarded, or one row), none of them the answered row (one
+        statement must not change a row twice), and nothing else to write."""
+        if len(step.answers) != 1 or not step.claim_ids or (guarded and len(step.claim_ids) > 1):
+            return False
+        return step.answers[0][-1] not in step.claim_ids and not self._on_step_due(step.now)
 
     def close(self) -> None:
         """Return the connection to the pool."""
