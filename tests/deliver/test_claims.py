@@ -194,3 +194,27 @@ def test_a_refused_enqueue_is_retried_at_the_next_sweep(world: World) -> None:
     )
     assert report.sent == 25
     assert sorted(m.to_email for m in transport.sent) == sorted(world.emails)
+
+
+def test_a_workers_sweep_reads_only_its_batch_and_the_coordinators_the_whole_edition(world: World) -> None:
+    # A worker sweeps before each batch; over the whole edition that grew with the square of the
+    # list (the status has no index). The coordinator's sweep, once a lease, finds the rest.
+    now = world.now
+    edition_id = _edition_id(world)
+    with session_scope(world.engine) as session:
+        ledger.ensure_deliveries(edition_id, session=session, now=now)
+        claims.claim(edition_id, claims.Batch(0, 10**9), session=session, owner="a:1", now=now, lease=LEASE)
+    first, second, *rest = sorted(_statuses(world.engine))
+    writer = claims.ClaimWriter(world.engine, owner="a:1", edition_id=edition_id, lease=LEASE)
+    writer.write([], [first, rest[-1]], now=now)  # then a:1 dies with both in flight
+    writer.close()
+    later = now + LEASE + timedelta(seconds=1)
+    with session_scope(world.engine) as session:
+        swept = claims.expire_sending(
+            edition_id, session=session, now=later, lease=LEASE, batch=claims.Batch(first, second)
+        )
+    statuses = _statuses(world.engine)
+    assert (swept, statuses[first], statuses[rest[-1]]) == (1, "unknown", "sending")
+    with session_scope(world.engine) as session:
+        assert claims.expire_sending(edition_id, session=session, now=later, lease=LEASE) == 1
+    assert _statuses(world.engine)[rest[-1]] == "unknown"

@@ -263,7 +263,7 @@ def send_batch(
     with session_scope(engine) as session:
         edition = (editions or EditionCache()).get(edition_id, session=session)
         now = clock()
-        claims.expire_sending(edition_id, session=session, now=now, lease=lease)
+        claims.expire_sending(edition_id, session=session, now=now, lease=lease, batch=batch)
         if claimed is None:
             claimed = claims.claim(edition_id, batch, session=session, owner=owner, now=now, lease=lease)
     if not claimed:
