@@ -221,9 +221,13 @@ class LedgerWriter:
             for r in results
         ]
 
-    def _execute_mark(self, cursor: Any, delivery_ids: Sequence[int], stamp: object) -> None:
+    def _execute_mark(
+        self, cursor: Any, delivery_ids: Sequence[int], stamp: object, answer: tuple[object, ...] = ()
+    ) -> None:
+        """The `sending` mark; with `answer` (one row's), that answer first in the same statement."""
+        sql = self._answer_then_mark_sql if answer else self._sending_sql
         marks = ", ".join([self._mark] * len(delivery_ids))
-        cursor.execute(f"{self._sending_sql}({marks})", (stamp, stamp, *self._guard_params, *delivery_ids))
+        cursor.execute(f"{sql}({marks})", (*answer, stamp, stamp, *self._guard_params, *delivery_ids))
 
     def _mark_sending(self, cursor: Any, delivery_ids: Sequence[int], stamp: object) -> bool:
         """Mark rows `sending`; False when the guard left some of them out."""
@@ -290,9 +294,11 @@ class LedgerWriter:
         return True
 
     def _piped_step(self, dbapi: Any, cursor: Any, step: _Step) -> bool:
-        """The step in psycopg's pipeline, in one round trip; False when the guard refused a
-        row, with nothing marked.
+        """The step in one round trip, in autocommit mode; False when the guard refused a row,
+        with nothing marked.
 
+        The common step is one statement (`_one_statement`), which commits by itself. Any other
+        goes in psycopg's pipeline:
         BEGIN and COMMIT are statements in the pipeline, sent in autocommit mode: psycopg's own
         transaction start waits for the server's answer to BEGIN before anything else is sent.
         A guarded mark of several rows is read before the COMMIT (a second round trip), so that
@@ -305,12 +311,7 @@ class LedgerWriter:
         dbapi.autocommit = True
         try:
             if self._one_statement(step, guarded):
-                (answer,) = step.answers
-                marked = ", ".join([self._mark] * marks)
-                cursor.execute(
-                    f"{self._answer_then_mark_sql}({marked})",
-                    (*answer, step.stamp, step.stamp, *self._guard_params, *step.claim_ids),
-                )
+                self._execute_mark(cursor, step.claim_ids, step.stamp, answer=step.answers[0])
                 return not guarded or int(cursor.rowcount) == marks
             with dbapi.pipeline() as pipeline:
                 cursor.execute("BEGIN")
