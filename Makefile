@@ -55,8 +55,8 @@ unit: $(STAMP)
 ## thread-safe variant (the tests run SMTP, HTTP and scheduler threads); monotonic time stays
 ## real, so timed waits keep their length (with it faked, 0.9.10 leaves Python's lock waits
 ## unbounded); tests/moved_clock/sitecustomize.py works around its EINVAL on Python's sleeps.
-## Servers keep the real time: PostgreSQL and Redis, and the chromium and redis-server that tests
-## start themselves (tests/moved_clock/bin runs them without libfaketime).
+## Servers keep the real time: PostgreSQL, Redis and RabbitMQ, and the chromium, redis-server and
+## rabbitmqctl that tests start themselves (tests/moved_clock/bin runs them without libfaketime).
 MOVED_CLOCK ?= +400d
 test-moved-clock: $(STAMP)
 	@command -v faketime >/dev/null || { echo "test-moved-clock needs faketime (apt-get install faketime)" >&2; exit 1; }
