@@ -87,6 +87,27 @@ def load_average() -> str:
         return "?"
 
 
+SPEED_LOOP = """\
+import time
+t = time.perf_counter()
+for _ in range(10_000_000):
+    pass
+print(time.perf_counter() - t)
+"""
+
+
+def speed_check(tries: int = 3) -> str:
+    """Seconds this interpreter takes for an empty loop of 10 million steps, the best of `tries`.
+
+    The same 2-core machine ran this loop in 0.45 s and in 1.2 s on different days, and every
+    figure of the table moves with it: it is printed beside the load so two runs can be compared.
+    """
+    command = [sys.executable, "-c", SPEED_LOOP]
+    runs = [subprocess.run(command, capture_output=True, text=True, check=True) for _ in range(tries)]
+    best = min(float(done.stdout) for done in runs)
+    return f"{best:.2f} s"
+
+
 def parse_bench(output: str) -> list[dict[str, Any]]:
     """The `BENCH {json}` lines of a benchmark's output, as dicts."""
     return [json.loads(line[6:]) for line in output.splitlines() if line.startswith("BENCH ")]
@@ -142,13 +163,19 @@ def table_rows(results: Iterable[dict[str, Any]]) -> list[Row]:
     return rows
 
 
-def heading(when: datetime, loads: Sequence[str], quick: bool) -> str:
-    """The lines above the table: the machine, the date, the load, the mode."""
+def heading(when: datetime, loads: Sequence[str], quick: bool, speeds: Sequence[str] = ()) -> str:
+    """The lines above the table: the machine, the date, the load, the machine's speed, the mode."""
     mode = " Quick mode (small counts): not figures to publish." if quick else ""
+    speed = (
+        f"  \nSpeed check: an empty Python loop of 10 million steps took {speeds[0]} at the start, "
+        f"{speeds[-1]} at the end (best of 3; compare figures within one run)."
+        if speeds
+        else ""
+    )
     return (
         f"Machine: {machine()}.  \n"
         f"Run: {when:%Y-%m-%d %H:%M} UTC; load average {loads[0]} at the start, {loads[-1]} at the end."
-        f"{mode}\n"
+        f"{speed}{mode}\n"
     )
 
 
@@ -217,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.readme and args.quick:
         parser.error("--readme publishes the table: run it without --quick")
     scripts = sorted(p for p in HERE.glob("bench_*.py") if not args.only or p.stem in args.only)
-    when, loads = datetime.now(UTC), [load_average()]
+    when, loads, speeds = datetime.now(UTC), [load_average()], [speed_check()]
     results: list[dict[str, Any]] = []
     failed = []
     for script in scripts:
@@ -226,8 +253,9 @@ def main(argv: list[str] | None = None) -> int:
         if not ok:
             failed.append(script.name)
     loads.append(load_average())
+    speeds.append(speed_check())
     rows = table_rows(results)
-    top = heading(when, loads, args.quick)
+    top = heading(when, loads, args.quick, speeds)
     if failed:
         top += f"Failed: {', '.join(failed)} (their figures, if any, are partial).\n"
     print()
