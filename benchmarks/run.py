@@ -87,25 +87,30 @@ def load_average() -> str:
         return "?"
 
 
-SPEED_LOOP = """\
-import time
-t = time.perf_counter()
-for _ in range(10_000_000):
-    pass
-print(time.perf_counter() - t)
-"""
+# Two probes of the machine's speed, each in a fresh interpreter: the core alone (an empty loop),
+# and what every command's start-up is made of (unmarshalling modules from files, memory).
+SPEED_PROBES = {
+    "loop": "for _ in range(10_000_000):\n    pass",
+    "imports": "import numpy, pydantic, sqlalchemy",
+}
+_TIMED = "import time\nt = time.perf_counter()\n{code}\nprint(time.perf_counter() - t)\n"
 
 
-def speed_check(tries: int = 3) -> str:
-    """Seconds this interpreter takes for an empty loop of 10 million steps, the best of `tries`.
+def speed_check(tries: int = 3) -> tuple[str, str]:
+    """Seconds for an empty loop of 10 million steps, and for importing numpy, pydantic and
+    sqlalchemy, each the best of `tries` in a fresh interpreter.
 
-    The same 2-core machine ran this loop in 0.45 s and in 1.2 s on different days, and every
-    figure of the table moves with it: it is printed beside the load so two runs can be compared.
+    The same 2-core machines here ran the loop in 0.3-1.2 s at different hours, and one afternoon
+    every figure came out ~1.5 times slower than that morning's while the loop ran fast (issue
+    15): the core's speed alone does not say how fast a run was. The imports are most of each
+    command's start-up. Both are printed, so two tables can be read side by side.
     """
-    command = [sys.executable, "-c", SPEED_LOOP]
-    runs = [subprocess.run(command, capture_output=True, text=True, check=True) for _ in range(tries)]
-    best = min(float(done.stdout) for done in runs)
-    return f"{best:.2f} s"
+    found = []
+    for code in SPEED_PROBES.values():
+        command = [sys.executable, "-c", _TIMED.format(code=code)]
+        runs = [subprocess.run(command, capture_output=True, text=True, check=True) for _ in range(tries)]
+        found.append(f"{min(float(done.stdout) for done in runs):.2f} s")
+    return found[0], found[1]
 
 
 def parse_bench(output: str) -> list[dict[str, Any]]:
@@ -163,12 +168,13 @@ def table_rows(results: Iterable[dict[str, Any]]) -> list[Row]:
     return rows
 
 
-def heading(when: datetime, loads: Sequence[str], quick: bool, speeds: Sequence[str] = ()) -> str:
+def heading(when: datetime, loads: Sequence[str], quick: bool, speeds: Sequence[tuple[str, str]] = ()) -> str:
     """The lines above the table: the machine, the date, the load, the machine's speed, the mode."""
     mode = " Quick mode (small counts): not figures to publish." if quick else ""
     speed = (
-        f"  \nSpeed check: an empty Python loop of 10 million steps took {speeds[0]} at the start, "
-        f"{speeds[-1]} at the end (best of 3; compare figures within one run)."
+        f"  \nSpeed check (best of 3, fresh interpreter; start / end of the run): an empty loop of "
+        f"10 million steps {speeds[0][0]} / {speeds[-1][0]}; importing numpy, pydantic and "
+        f"sqlalchemy {speeds[0][1]} / {speeds[-1][1]}. Compare figures within one run."
         if speeds
         else ""
     )

@@ -105,14 +105,16 @@ def test_heading_names_the_machine_date_and_load(run: ModuleType) -> None:
 
 def test_heading_gives_the_machine_speed_at_the_start_and_the_end(run: ModuleType) -> None:
     when = datetime(2026, 11, 25, 7, 0, tzinfo=UTC)
-    top = run.heading(when, ["1.00 0.50 0.20"] * 2, False, ["0.61 s", "0.74 s"])
-    assert "10 million steps took 0.61 s at the start, 0.74 s at the end" in top
+    top = run.heading(when, ["1.00 0.50 0.20"] * 2, False, [("0.61 s", "0.52 s"), ("0.74 s", "0.80 s")])
+    assert "10 million steps 0.61 s / 0.74 s" in top
+    assert "importing numpy, pydantic and sqlalchemy 0.52 s / 0.80 s" in top
     assert "Quick mode" not in top
 
 
-def test_speed_check_times_the_loop_in_a_fresh_interpreter(run: ModuleType) -> None:
-    seconds, unit = run.speed_check(tries=1).split()
-    assert unit == "s" and float(seconds) > 0
+def test_speed_check_times_the_loop_and_the_imports_in_a_fresh_interpreter(run: ModuleType) -> None:
+    for probe in run.speed_check(tries=1):
+        seconds, unit = probe.split()
+        assert unit == "s" and float(seconds) > 0
 
 
 def test_the_readme_table_is_replaced_between_the_markers_only(run: ModuleType) -> None:
