@@ -87,18 +87,18 @@ def load_average() -> str:
         return "?"
 
 
-# Two probes of the machine's speed, each in a fresh interpreter: the core alone (an empty loop),
-# and what every command's start-up is made of (unmarshalling modules from files, memory).
+# Two probes of the machine's speed, each in a fresh interpreter, by the words the heading names
+# them with: the core alone, and what every command's start-up is made of (unmarshalling modules
+# from files, memory).
 SPEED_PROBES = {
-    "loop": "for _ in range(10_000_000):\n    pass",
-    "imports": "import numpy, pydantic, sqlalchemy",
+    "an empty loop of 10 million steps": "for _ in range(10_000_000):\n    pass",
+    "importing numpy, pydantic and sqlalchemy": "import numpy, pydantic, sqlalchemy",
 }
 _TIMED = "import time\nt = time.perf_counter()\n{code}\nprint(time.perf_counter() - t)\n"
 
 
-def speed_check(tries: int = 3) -> tuple[str, str]:
-    """Seconds for an empty loop of 10 million steps, and for importing numpy, pydantic and
-    sqlalchemy, each the best of `tries` in a fresh interpreter.
+def speed_check(tries: int = 3) -> tuple[str, ...]:
+    """Seconds for each of SPEED_PROBES, in its order, the best of `tries` in a fresh interpreter.
 
     The same 2-core machines here ran the loop in 0.3-1.2 s at different hours, and one afternoon
     every figure came out ~1.5 times slower than that morning's while the loop ran fast (issue
@@ -110,7 +110,7 @@ def speed_check(tries: int = 3) -> tuple[str, str]:
         command = [sys.executable, "-c", _TIMED.format(code=code)]
         runs = [subprocess.run(command, capture_output=True, text=True, check=True) for _ in range(tries)]
         found.append(f"{min(float(done.stdout) for done in runs):.2f} s")
-    return found[0], found[1]
+    return tuple(found)
 
 
 def parse_bench(output: str) -> list[dict[str, Any]]:
@@ -168,16 +168,18 @@ def table_rows(results: Iterable[dict[str, Any]]) -> list[Row]:
     return rows
 
 
-def heading(when: datetime, loads: Sequence[str], quick: bool, speeds: Sequence[tuple[str, str]] = ()) -> str:
-    """The lines above the table: the machine, the date, the load, the machine's speed, the mode."""
+def heading(when: datetime, loads: Sequence[str], quick: bool, speeds: Sequence[Sequence[str]] = ()) -> str:
+    """The lines above the table: the machine, the date, the load, the machine's speed (`speeds`:
+    speed_check's figures at the start and at the end of the run), the mode."""
     mode = " Quick mode (small counts): not figures to publish." if quick else ""
-    speed = (
-        f"  \nSpeed check (best of 3, fresh interpreter; start / end of the run): an empty loop of "
-        f"10 million steps {speeds[0][0]} / {speeds[-1][0]}; importing numpy, pydantic and "
-        f"sqlalchemy {speeds[0][1]} / {speeds[-1][1]}. Compare figures within one run."
-        if speeds
-        else ""
-    )
+    speed = ""
+    if speeds:
+        probes = "; ".join(
+            f"{label} {start} / {end}"
+            for label, start, end in zip(SPEED_PROBES, speeds[0], speeds[-1], strict=True)
+        )
+        speed = f"  \nSpeed check (best of 3, fresh interpreter; start / end of the run): {probes}. "
+        speed += "Compare figures within one run."
     return (
         f"Machine: {machine()}.  \n"
         f"Run: {when:%Y-%m-%d %H:%M} UTC; load average {loads[0]} at the start, {loads[-1]} at the end."
