@@ -125,17 +125,17 @@ def expire_sending(
     with the square of the list (100,000 rows: ~8 ms a sweep, 200 batches). The coordinator
     sweeps the whole edition once a lease, which finds a dead worker's rows in other batches.
     """
-    edition = (
+    rows = [
         col(Delivery.edition_id).in_(opened())
         if edition_id is None
         else col(Delivery.edition_id) == edition_id
-    )
+    ]
     if batch is not None:
-        edition = sa.and_(edition, col(Delivery.id).between(batch.first_id, batch.last_id))
+        rows.append(col(Delivery.id).between(batch.first_id, batch.last_id))
     result = session.execute(
         sa.update(Delivery)
         .where(
-            edition,
+            *rows,
             col(Delivery.status) == DeliveryStatus.SENDING.value,
             col(Delivery.claimed_at) < now - lease,
         )
